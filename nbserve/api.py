@@ -1,0 +1,48 @@
+"""The public functions of ``nbserve``: each calls the workspace of $NBSERVE_HOME."""
+
+from __future__ import annotations
+
+from .workspace import default_workspace
+
+
+def register(obj, name=None, sample=None, methods=None, progress=None):
+    """Capture ``obj`` (a model or a function) and record it as the next version of ``name``."""
+    return default_workspace().register(obj, name=name, sample=sample, methods=methods, progress=progress)
+
+
+def models():
+    """The latest version of every registered model."""
+    return default_workspace().models()
+
+
+def get_model(ref, version=None):
+    """``get_model("diabetes")`` (latest), ``get_model("diabetes", version=1)`` or ``get_model("diabetes:1")``."""
+    return default_workspace().get_model(ref, version)
+
+
+def serve(target, name=None, sample=None, runtime="auto", port=None, workers=1, **kwargs):
+    """Serve a registered model (by name) or a live object (registered first); wait until it is healthy."""
+    return default_workspace().serve(target, name=name, sample=sample, runtime=runtime, port=port,
+                                     workers=workers, **kwargs)
+
+
+def instances(model=None):
+    """Every instance, with the status its runtime reports now."""
+    return default_workspace().instances(model)
+
+
+def get_instance(id):
+    return default_workspace().get_instance(id)
+
+
+def stop(id):
+    return default_workspace().stop(id)
+
+
+def logs(id, tail=200):
+    return default_workspace().logs(id, tail)
+
+
+def build(ref, base_image=None, progress=None):
+    """Build the Docker image of a registered model."""
+    return default_workspace().build(ref, base_image=base_image, progress=progress)

@@ -1,0 +1,162 @@
+"""Capture a live object: its pickle, its methods, its signature and the requirements it really needs."""
+
+from __future__ import annotations
+
+import inspect
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cloudpickle
+
+from ..errors import CaptureError, RequirementsError, SampleError
+from ..server.schema import batch_slice, describe
+from . import pickling, requirements
+
+SAMPLE_ROWS = 5
+PROOF_TIMEOUT = 300
+
+
+@dataclass
+class Captured:
+    pickle: bytes
+    manifest: dict  # everything but pickle_sha256, which the registry adds when it stores the bytes
+    outputs: dict  # method -> its answer on the sample slice, in the kernel
+
+
+def resolve_methods(obj, methods=None) -> tuple[str, list[str]]:
+    """(kind, method names): 'function' objects are served under one name; 'object's by attribute."""
+    is_function = inspect.isroutine(obj) or (callable(obj) and not hasattr(obj, "predict")
+                                             and not hasattr(obj, "transform") and not methods)
+    if is_function:
+        default = obj.__name__ if getattr(obj, "__name__", "").isidentifier() else "predict"
+        names = list(methods) if methods else [default]
+        if len(names) != 1:
+            raise CaptureError(f"a function is served as one method; got methods={names}")
+        kind = "function"
+    else:
+        if methods:
+            names = list(methods)
+            missing = [m for m in names if not callable(getattr(obj, m, None))]
+            if missing:
+                raise CaptureError(f"{type(obj).__name__} has no callable method(s) {missing}")
+        elif hasattr(obj, "predict"):
+            names = ["predict"] + (["predict_proba"] if hasattr(obj, "predict_proba") else [])
+        elif hasattr(obj, "transform"):
+            names = ["transform"]
+        else:
+            raise CaptureError(f"{type(obj).__name__} has no predict or transform method; "
+                               f"pass methods=[...] naming the ones to serve, or serve a function")
+        kind = "object"
+    for name in names:
+        if not name.isidentifier() or name.startswith("_") or name in ("health", "docs", "static"):
+            raise CaptureError(f"{name!r} cannot be a served method name: use a public identifier")
+    return kind, names
+
+
+def _call(obj, kind, name):
+    return obj if kind == "function" else getattr(obj, name)
+
+
+def capture(obj, label="model", sample=None, methods=None, proof=True) -> Captured:
+    kind, names = resolve_methods(obj, methods)
+    pkl = pickling.dump(obj, label)
+
+    signature, outputs = {}, {}
+    sample_slice = batch_slice(sample, SAMPLE_ROWS) if sample is not None else None
+    for name in names:
+        entry = {"input": describe(sample) if sample is not None else {"type": "any"}, "output": {"type": "any"}}
+        if sample is not None:
+            try:
+                outputs[name] = _call(obj, kind, name)(sample_slice)
+            except Exception as exc:
+                raise SampleError(f"calling {label}.{name} on the first {SAMPLE_ROWS} rows of the sample failed "
+                                  f"with {type(exc).__name__}: {exc}; pass a sample the model accepts") from exc
+            entry["output"] = describe(outputs[name])
+        signature[name] = entry
+
+    modules = requirements.modules_in_pickle(pkl) | requirements.modules_used_by_functions(obj)
+    if sample is not None:
+        modules |= {type(sample).__module__.partition(".")[0]}
+    if proof:
+        modules |= prove(pkl, kind, names, sample_slice, outputs, label)
+    manifest = {
+        "format": 1,
+        "kind": kind,
+        "object_type": f"{type(obj).__module__}.{type(obj).__qualname__}",
+        "methods": names,
+        "signature": signature,
+        "requirements": requirements.lock(requirements.distributions_for(modules)),
+        "python": platform.python_version(),
+    }
+    return Captured(pkl, manifest, outputs)
+
+
+def prove(pkl: bytes, kind, names, sample_slice, outputs, label) -> set[str]:
+    """Load the pickle in a clean interpreter, replay the sample, return the modules it needed."""
+    from ..server import replay as _  # noqa: F401  (fail here, not in the child, if the package is broken)
+
+    package_parent = str(Path(__file__).resolve().parents[2])
+    boot = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+            "from nbserve.server.replay import main; main(sys.argv[1:])")
+    with tempfile.TemporaryDirectory(prefix="nbserve-proof-") as tmp:
+        tmp = Path(tmp)
+        art = tmp / "artifact"
+        art.mkdir()
+        (art / "model.pkl").write_bytes(pkl)
+        import hashlib
+        import json
+
+        (art / "manifest.json").write_text(json.dumps({"kind": kind, "methods": names,
+                                                       "pickle_sha256": hashlib.sha256(pkl).hexdigest()}))
+        (tmp / "sample.pkl").write_bytes(cloudpickle.dumps(sample_slice))
+        cmd = [sys.executable, "-I", "-c", boot, package_parent, str(art), str(tmp / "sample.pkl"),
+               str(tmp / "report.pkl")]
+        try:
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=PROOF_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise RequirementsError(f"loading {label} in a clean interpreter took over {PROOF_TIMEOUT} s") from None
+        if not (tmp / "report.pkl").exists():
+            raise RequirementsError(f"loading {label} in a clean interpreter crashed (exit {proc.returncode}):\n"
+                                    f"{proc.stderr[-2000:]}")
+        import pickle
+
+        report = pickle.loads((tmp / "report.pkl").read_bytes())
+    if "load_error" in report:
+        raise RequirementsError(f"{label} does not load in a clean interpreter of {sys.executable}: "
+                                f"{report['load_error']}")
+    if sample_slice is not None:
+        for name in names:
+            if name in report["errors"]:
+                raise RequirementsError(f"{label}.{name} works in the kernel but fails in a clean interpreter: "
+                                        f"{report['errors'][name]}")
+            diff = difference(outputs.get(name), report["outputs"].get(name))
+            if diff:
+                raise RequirementsError(f"{label}.{name} answers differently in a clean interpreter: {diff}")
+    return requirements.needed_imports(report["imports"])
+
+
+def difference(expected, got) -> str | None:
+    """None when two answers agree (arrays to float tolerance), else a short description."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        return None if expected == got else f"expected {expected!r}, got {got!r}"
+    try:
+        if hasattr(expected, "to_numpy"):
+            expected, got = expected.to_numpy(), got.to_numpy()
+        a, b = np.asarray(expected), np.asarray(got)
+        if a.shape != b.shape:
+            return f"shape {a.shape} in the kernel, {b.shape} there"
+        if a.dtype.kind in "fc":
+            if np.allclose(a, b, equal_nan=True):
+                return None
+            return f"max abs difference {np.max(np.abs(a - b)):.3g}"
+        if (a == b).all():
+            return None
+        return f"{int((a != b).sum())} of {a.size} values differ"
+    except Exception:
+        return None if repr(expected) == repr(got) else f"expected {expected!r}, got {got!r}"

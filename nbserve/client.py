@@ -1,0 +1,119 @@
+"""A client for a served model: ``Client(url).predict(X)`` with numpy/pandas in and out."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import requests
+
+from .errors import NbserveError, ServerError
+from .server import jsonio
+
+
+def encode(value):
+    """A model input as the JSON value of ``data`` (what the server's decoders read)."""
+    pd = sys.modules.get("pandas")
+    np = sys.modules.get("numpy")
+    if pd is not None and isinstance(value, pd.DataFrame):
+        return {"columns": [str(c) for c in value.columns], "data": value.to_numpy(dtype=object).tolist()}
+    if pd is not None and isinstance(value, pd.Series):
+        return value.tolist()
+    if np is not None and isinstance(value, np.ndarray):
+        if value.dtype.kind in "biuf" and value.dtype.itemsize <= 8:
+            return value if value.flags.c_contiguous else np.ascontiguousarray(value)
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    return value
+
+
+def decode(schema: dict, data):
+    """The JSON ``data`` of a response as the type the method returned in the kernel."""
+    kind = (schema or {}).get("type")
+    if kind == "ndarray":
+        import numpy as np
+
+        return np.asarray(data, dtype=schema["dtype"] if schema["dtype"] != "object" else object)
+    if kind == "dataframe":
+        import pandas as pd
+
+        frame = pd.DataFrame.from_records(data, columns=[c["name"] for c in schema["columns"]])
+        return frame.astype({c["name"]: c["dtype"] for c in schema["columns"]}, errors="ignore")
+    if kind == "series":
+        import pandas as pd
+
+        return pd.Series(data, name=schema.get("name"), dtype=schema["dtype"])
+    if kind == "list" and isinstance(data, list):
+        return [decode(schema.get("items"), v) for v in data]
+    if kind == "dict" and isinstance(data, dict):
+        return {k: decode(schema["fields"].get(k), v) for k, v in data.items()}
+    return data
+
+
+class Client:
+    """Talks to one served model. Each served method is a Python method: ``client.predict(X)``."""
+
+    def __init__(self, url: str, timeout: float = 60.0, token: str | None = None):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+        self._interface = None
+
+    def __repr__(self):
+        return f"<Client {self.url}>"
+
+    def _request(self, verb: str, path: str, **kwargs):
+        try:
+            resp = self._session.request(verb, self.url + path, timeout=self.timeout, **kwargs)
+        except requests.ConnectionError as exc:
+            raise NbserveError(f"could not reach {self.url}: is the instance running? "
+                               f"(`nbserve.instances()` shows its status)") from exc
+        if resp.status_code >= 400:
+            try:
+                err = resp.json()["error"]
+                raise ServerError(f"{resp.status_code} {err['type']}: {err['message']}", resp.status_code, err["type"])
+            except (ValueError, KeyError, TypeError):
+                raise ServerError(f"{resp.status_code} from {self.url + path}: {resp.text[:500]}",
+                                  resp.status_code) from None
+        return resp
+
+    @property
+    def interface(self) -> dict:
+        if self._interface is None:
+            self._interface = self._request("GET", "/interface.json").json()
+        return self._interface
+
+    @property
+    def methods(self) -> list[str]:
+        return [m["name"] for m in self.interface["methods"]]
+
+    def health(self) -> dict:
+        return self._request("GET", "/health").json()
+
+    def call(self, method: str, data):
+        spec = next((m for m in self.interface["methods"] if m["name"] == method), None)
+        if spec is None:
+            raise NbserveError(f"the model at {self.url} has no method {method!r}; it serves {self.methods}")
+        body = jsonio.dumps({"data": encode(data)})
+        resp = self._request("POST", f"/{method}", data=body, headers={"Content-Type": "application/json"})
+        return decode(spec.get("output"), jsonio.loads(resp.content)["data"])
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self.methods:
+            return functools.partial(self.call, name)
+        raise AttributeError(f"the model at {self.url} has no method {name!r}; it serves {self.methods}")
+
+    def __dir__(self):
+        names = list(super().__dir__())
+        try:
+            names += self.methods
+        except NbserveError:
+            pass
+        return names

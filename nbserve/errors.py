@@ -1,0 +1,58 @@
+"""One family of exceptions, each with a message that says what to do next."""
+
+
+class NbserveError(Exception):
+    """Base of every error nbserve raises on purpose."""
+
+
+class ModelNotFoundError(NbserveError, LookupError):
+    pass
+
+
+class InstanceNotFoundError(NbserveError, LookupError):
+    pass
+
+
+class CaptureError(NbserveError):
+    """The object cannot be pickled or its methods cannot be found."""
+
+
+class SampleError(NbserveError, ValueError):
+    """The sample does not fit the model (calling a method on it failed)."""
+
+
+class RequirementsError(NbserveError):
+    """The captured artifact does not load or answer in a clean interpreter."""
+
+
+class PortInUseError(NbserveError):
+    pass
+
+
+class RuntimeUnavailableError(NbserveError):
+    """A runtime (usually Docker) cannot be used on this machine."""
+
+
+class DockerUnavailableError(RuntimeUnavailableError):
+    pass
+
+
+class BuildError(NbserveError):
+    pass
+
+
+class InstanceStartError(NbserveError):
+    """An instance exited or never became healthy; the message carries its log tail."""
+
+
+class ArtifactIntegrityError(NbserveError):
+    """Stored artifact bytes do not match their recorded sha256."""
+
+
+class ServerError(NbserveError):
+    """A served model answered with an error; carries the HTTP status and the server's message."""
+
+    def __init__(self, message, status=None, type=None):
+        super().__init__(message)
+        self.status = status
+        self.type = type

@@ -1,0 +1,137 @@
+"""The objects users hold: ModelVersion, Instance, Image. Each is a thin view over the workspace."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    name: str
+    version: int
+    sha256: str
+    created: float
+    python_executable: str
+    manifest: dict = field(repr=False)
+    artifact_dir: Path = field(repr=False)
+    _workspace: object = field(repr=False, default=None)
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.manifest["methods"])
+
+    @property
+    def requirements(self) -> list[str]:
+        return list(self.manifest["requirements"])
+
+    @property
+    def signature(self) -> dict:
+        return self.manifest["signature"]
+
+    @property
+    def python(self) -> str:
+        return self.manifest["python"]
+
+    def load(self):
+        """The live object again, unpickled from the stored artifact after checking its hashes."""
+        return self._workspace.load(self)
+
+    def serve(self, **kwargs):
+        return self._workspace.serve(self.id, **kwargs)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "version": self.version, "sha256": self.sha256,
+                "created": self.created, "methods": self.methods, "requirements": self.requirements,
+                "signature": self.signature, "python": self.python, "kind": self.manifest.get("kind"),
+                "object_type": self.manifest.get("object_type")}
+
+    def __eq__(self, other):
+        return isinstance(other, ModelVersion) and (self.name, self.version, self.sha256) == (
+            other.name, other.version, other.sha256)
+
+    def __hash__(self):
+        return hash((self.name, self.version, self.sha256))
+
+    def __repr__(self):
+        return f"<ModelVersion {self.id} methods={self.methods} requirements={len(self.requirements)}>"
+
+
+class Instance:
+    """A running (or stopped) server for one model version. Like docker-py's Container: call reload()
+    to refresh ``status`` from the runtime; stop(), start(), remove(), logs() act on it."""
+
+    def __init__(self, workspace, row, status: str):
+        self._workspace = workspace
+        self._row = row
+        self.status = status
+
+    id = property(lambda self: self._row.id)
+    name = property(lambda self: self._row.name)
+    version = property(lambda self: self._row.version)
+    model = property(lambda self: self._row.model)
+    runtime = property(lambda self: self._row.runtime)
+    port = property(lambda self: self._row.port)
+    host = property(lambda self: self._row.host)
+    created = property(lambda self: self._row.created)
+    started = property(lambda self: self._row.started)
+
+    @property
+    def url(self) -> str | None:
+        return self._workspace.runtime(self.runtime).url(self._row)
+
+    @property
+    def uptime(self) -> float | None:
+        return time.time() - self.started if self.status == "running" and self.started else None
+
+    def reload(self) -> "Instance":
+        fresh = self._workspace.get_instance(self.id)
+        self._row, self.status = fresh._row, fresh.status
+        return self
+
+    def client(self, timeout: float = 60.0):
+        from .client import Client
+
+        return Client(self.url, timeout=timeout)
+
+    def logs(self, tail: int = 200) -> str:
+        return self._workspace.logs(self.id, tail=tail)
+
+    def stop(self) -> "Instance":
+        return self._take(self._workspace.stop(self.id))
+
+    def start(self, progress=None) -> "Instance":
+        return self._take(self._workspace.start(self.id, progress=progress))
+
+    def remove(self) -> None:
+        self._workspace.remove(self.id)
+        self.status = "removed"
+
+    def _take(self, other):
+        self._row, self.status = other._row, other.status
+        return self
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "model": self.model, "name": self.name, "version": self.version,
+                "runtime": self.runtime, "status": self.status, "url": self.url, "port": self.port,
+                "host": self.host, "created": self.created, "started": self.started, "uptime": self.uptime}
+
+    def __repr__(self):
+        return f"<Instance {self.id} {self.model} {self.runtime} {self.status} {self.url}>"
+
+
+@dataclass
+class Image:
+    tag: str
+    id: str
+    size: int  # bytes
+    model: str = ""
+    build_seconds: float | None = None
+
+    def __repr__(self):
+        return f"<Image {self.tag} {self.id[:19]} {self.size / 1e6:.0f} MB>"

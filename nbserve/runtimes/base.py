@@ -1,0 +1,115 @@
+"""What every runtime shares: the interface the workspace calls, ports, health waits, log tails."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from pathlib import Path
+
+from ..errors import PortInUseError
+
+
+class Runtime:
+    """A place where instances run. The workspace owns the records; a runtime starts and observes.
+
+    ``start`` launches the server for ``version`` on ``row.host``/``row.port`` (the port may be None for
+    runtimes that pick their own), waits until /health answers, and returns the handle (a JSON-able
+    dict, stored with the instance) by which the runtime finds the instance again. ``status`` answers
+    from the runtime itself: "running", "starting", "restarting", "stopped", "exited" or "missing".
+    """
+
+    name = "runtime"
+
+    def __init__(self, workspace):
+        self.workspace = workspace
+
+    def instance_dir(self, row) -> Path:
+        path = self.workspace.home / "instances" / row.id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def start(self, row, version, progress) -> dict:
+        raise NotImplementedError
+
+    def status(self, row) -> str:
+        raise NotImplementedError
+
+    def url(self, row) -> str | None:
+        return f"http://{row.host}:{row.port}" if row.port else None
+
+    def stop(self, row) -> None:
+        raise NotImplementedError
+
+    def logs(self, row, tail=200) -> str:
+        raise NotImplementedError
+
+    def remove(self, row) -> None:
+        raise NotImplementedError
+
+
+def port_available(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def choose_port(host: str, port: int | None) -> int:
+    if port is None:
+        return free_port(host)
+    port = int(port)
+    if not 0 < port < 65536:
+        raise PortInUseError(f"port {port} is not a valid TCP port (1-65535)")
+    if not port_available(host, port):
+        raise PortInUseError(f"port {port} on {host} is in use; pass another port, or none to get a free one")
+    return port
+
+
+def pick_port(row) -> int:
+    """The port to start on: the one the user asked for, else the previous one if still free, else any."""
+    requested = row.options.get("port")
+    if requested:
+        return choose_port(row.host, requested)
+    if row.port and port_available(row.host, row.port):
+        return row.port
+    return free_port(row.host)
+
+
+def wait_healthy(url: str, alive, timeout: float, failure, on_failure=lambda: None) -> None:
+    """Poll url/health until it answers 200; raise failure(reason) if the server dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        if not alive():
+            on_failure()
+            raise failure("the server exited during start")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            on_failure()
+            raise failure(f"/health did not answer within {timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+def log_tail(path: Path, lines: int = 200) -> str:
+    try:
+        with open(path, "rb") as f:
+            return b"".join(deque(f, maxlen=lines)).decode(errors="replace")
+    except FileNotFoundError:
+        return ""

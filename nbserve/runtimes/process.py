@@ -1,0 +1,127 @@
+"""The process runtime: the model server as a local gunicorn subprocess on 127.0.0.1.
+
+The subprocess runs under the interpreter that registered the model (the kernel's), in a session of
+its own, so it outlives the kernel and is found again from its pid (checked against the pid's start
+time, so a reused pid is not mistaken for ours).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import InstanceStartError
+from .base import Runtime, log_tail, pick_port, wait_healthy
+
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+
+
+def _proc_stat(pid: int):
+    """(state letter, start time in clock ticks) from /proc, or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    rest = data[data.rindex(")") + 2:].split()
+    return rest[0], int(rest[19])
+
+
+def _alive(pid: int | None, start_ticks: int | None) -> bool:
+    if not pid:
+        return False
+    if not os.path.exists("/proc"):  # not Linux: trust the pid
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+    stat = _proc_stat(pid)
+    if stat is None:
+        return False
+    state, ticks = stat
+    if state in ("Z", "X"):
+        _reap(pid)
+        return False
+    return start_ticks is None or ticks == start_ticks
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+class ProcessRuntime(Runtime):
+    name = "process"
+
+    def start(self, row, version, progress):
+        python = version.python_executable
+        if not Path(python).exists():
+            progress(f"the interpreter that registered {version.id} ({python}) is gone; using {sys.executable}")
+            python = sys.executable
+        row.port = pick_port(row)
+        log_path = self.instance_dir(row) / "server.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN"))}
+        env.update(PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1",
+                   NBSERVE_ARTIFACT=str(version.artifact_dir), NBSERVE_MODEL_ID=version.id)
+        if row.options.get("max_body"):
+            env["NBSERVE_MAX_BODY"] = str(row.options["max_body"])
+        cmd = [python, "-m", "gunicorn", "--bind", f"{row.host}:{row.port}",
+               "--workers", str(row.options.get("workers", 1)),
+               "--timeout", str(row.options.get("timeout", 60)),
+               "--preload", "--log-level", "warning",
+               "nbserve.server.wsgi:app"]
+        with open(log_path, "ab") as log:
+            log.write(f"--- starting {version.id} on {row.host}:{row.port} at {time.ctime()}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(cmd, cwd=self.instance_dir(row), env=env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stat = _proc_stat(proc.pid)
+        handle = {"pid": proc.pid, "start_ticks": stat[1] if stat else None, "python": python,
+                  "log": str(log_path)}
+        wait_healthy(f"http://{row.host}:{row.port}", alive=lambda: proc.poll() is None,
+                     timeout=row.options.get("start_timeout", 120),
+                     failure=lambda why: InstanceStartError(
+                         f"{version.id} did not start on the process runtime: {why}\n"
+                         f"--- log tail ({log_path}) ---\n{log_tail(log_path, 30)}"),
+                     on_failure=lambda: self._kill(proc.pid, handle["start_ticks"]))
+        return handle
+
+    def status(self, row) -> str:
+        h = row.handle
+        if _alive(h.get("pid"), h.get("start_ticks")):
+            return "running"
+        return "stopped" if row.desired == "stopped" else "exited"
+
+    def stop(self, row) -> None:
+        self._kill(row.handle.get("pid"), row.handle.get("start_ticks"))
+
+    def _kill(self, pid, start_ticks, timeout=10.0) -> None:
+        if not _alive(pid, start_ticks):
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                _reap(pid)
+                if not _alive(pid, start_ticks):
+                    return
+                time.sleep(0.02)
+
+    def logs(self, row, tail=200) -> str:
+        return log_tail(self.instance_dir(row) / "server.log", tail)
+
+    def remove(self, row) -> None:
+        self.stop(row)
+        import shutil
+
+        shutil.rmtree(self.instance_dir(row), ignore_errors=True)

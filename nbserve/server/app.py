@@ -1,0 +1,139 @@
+"""The Flask app that serves one model artifact.
+
+Everything that can be worked out once (method table, decoders, the interface and OpenAPI
+documents) is worked out in ``create_app``; a prediction request does one JSON parse, one
+conversion to the model's input type, the call, and one JSON write.
+"""
+
+import gc
+import os
+from pathlib import Path
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from . import artifact, jsonio
+from .openapi import openapi_document
+from .schema import InputError, compile_decoder, to_jsonable
+
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+STATIC = Path(__file__).parent / "static"
+
+
+def _json(payload, status=200):
+    return Response(jsonio.dumps(payload), status=status, mimetype="application/json")
+
+
+def _error(status, type_, message):
+    return _json({"error": {"type": type_, "message": message}}, status)
+
+
+def create_app(artifact_dir, model_id=None, max_body=None):
+    obj, manifest = artifact.load(artifact_dir)
+    return make_app(obj, manifest, model_id=model_id, max_body=max_body)
+
+
+def make_app(obj, manifest, model_id=None, max_body=None):
+    model_id = model_id or manifest.get("pickle_sha256", "model")[:12]
+    methods = artifact.bind_methods(obj, manifest)
+    signature = manifest.get("signature", {})
+    decoders = {name: compile_decoder(signature.get(name, {}).get("input")) for name in methods}
+    interface = {
+        "model": model_id,
+        "methods": [{"name": name, **signature.get(name, {"input": {"type": "any"}, "output": {"type": "any"}})}
+                    for name in methods],
+        "requirements": manifest.get("requirements", []),
+        "python": manifest.get("python"),
+    }
+    interface_bytes = jsonio.dumps(interface)
+    openapi_bytes = jsonio.dumps(openapi_document(interface))
+    health_bytes = jsonio.dumps({"status": "ok", "model": model_id})
+
+    app = Flask("nbserve_server", static_folder=str(STATIC), static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = int(max_body or os.environ.get("NBSERVE_MAX_BODY") or DEFAULT_MAX_BODY)
+    app.json.sort_keys = False
+
+    def predict_view(method):
+        fn = methods[method]
+        decode = decoders[method]
+
+        def view():
+            body = request.get_data(cache=False)
+            try:
+                payload = jsonio.loads(body)
+            except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
+                return _error(400, "InvalidJSON", f'the body is not valid JSON ({exc}); expected {{"data": ...}}')
+            if not isinstance(payload, dict) or "data" not in payload:
+                return _error(400, "BadRequest", 'expected a JSON object {"data": ...} holding the model input')
+            try:
+                data = decode(payload["data"])
+            except InputError as exc:
+                return _error(400, "InvalidInput", f"{method}: {exc}")
+            try:
+                result = fn(data)
+            except Exception as exc:  # the user's model failed: report it, keep serving
+                app.logger.warning("%s raised %s: %s", method, type(exc).__name__, exc)
+                return _error(500, "ModelError", f"{method} raised {type(exc).__name__}: {exc}")
+            try:
+                return Response(jsonio.dumps({"data": to_jsonable(result)}), mimetype="application/json")
+            except (TypeError, ValueError) as exc:
+                return _error(500, "OutputError", f"{method} returned a {type(result).__name__} that cannot "
+                                                  f"be written as JSON: {exc}")
+
+        view.__name__ = f"call_{method}"
+        return view
+
+    for method in methods:
+        app.add_url_rule(f"/{method}", f"call_{method}", predict_view(method), methods=["POST"])
+
+    @app.get("/health")
+    def health():
+        return Response(health_bytes, mimetype="application/json")
+
+    @app.get("/interface.json")
+    def interface_json():
+        return Response(interface_bytes, mimetype="application/json")
+
+    @app.get("/openapi.json")
+    def openapi_json():
+        return Response(openapi_bytes, mimetype="application/json")
+
+    @app.get("/docs")
+    def docs():
+        swagger = STATIC / "vendor" / "swagger-ui" / "swagger-ui-bundle.js"
+        page = "swagger.html" if swagger.exists() else "docs.html"
+        return Response((STATIC / page).read_bytes(), mimetype="text/html")
+
+    @app.get("/")
+    def index():
+        return _json({"model": model_id, "methods": list(methods),
+                      "links": ["/health", "/interface.json", "/openapi.json", "/docs"]})
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        if exc.code == 404:
+            path = request.path.strip("/")
+            if request.method == "POST":
+                message = f"no method {path!r}; this model serves {list(methods)}"
+            else:
+                message = f"no route {request.path!r}; see /interface.json for the model's methods"
+            return _error(404, "NotFound", message)
+        if exc.code == 405:
+            return _error(405, "MethodNotAllowed",
+                          f"{request.method} is not allowed on {request.path}; model methods take POST "
+                          f'with {{"data": ...}}')
+        if exc.code == 413:
+            return _error(413, "PayloadTooLarge",
+                          f"the body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes "
+                          f"(NBSERVE_MAX_BODY)")
+        return _error(exc.code or 500, type(exc).__name__, exc.description or str(exc))
+
+    @app.errorhandler(Exception)
+    def server_error(exc):
+        app.logger.exception("unexpected error")
+        return _error(500, "ServerError", f"{type(exc).__name__}: {exc}")
+
+    # The model and everything loaded so far live as long as the process: keep the collector off them.
+    gc.collect()
+    gc.freeze()
+    return app

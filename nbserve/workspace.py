@@ -1,0 +1,245 @@
+"""The one facade every face calls: register, list, serve, stop, build.
+
+Faces (the Python API, magics, widgets, Jupyter REST handlers, CLI) parse their input and call a
+``Workspace``; they never touch the registry, the pickle layer or a runtime directly. The registry
+remembers what was asked for; the runtimes say what is really running (reconciled on every listing).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import sys
+import time
+import warnings
+
+from . import config
+from .errors import InstanceNotFoundError, NbserveError, RuntimeUnavailableError
+from .registry import InstanceRow, Registry, parse_ref, require_name
+from .resources import Image, Instance, ModelVersion
+from .runtimes import RUNTIMES, docker_available, get_runtime
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def console_progress(message: str, fraction: float | None = None) -> None:
+    pct = f" [{fraction:4.0%}]" if fraction is not None else ""
+    print(f"nbserve:{pct} {message}", flush=True)
+
+
+def quiet(message: str, fraction: float | None = None) -> None:
+    pass
+
+
+def _progress(progress):
+    if progress is None:
+        return console_progress
+    if progress is False:
+        return quiet
+    return progress
+
+
+class Workspace:
+    def __init__(self, home=None):
+        self.home = config.home() if home is None else __import__("pathlib").Path(home).expanduser().resolve()
+        self.registry = Registry(self.home)
+        self._runtimes = {}
+
+    def __repr__(self):
+        return f"<Workspace {self.home}>"
+
+    # -- runtimes ------------------------------------------------------------------------------
+
+    def runtime(self, name: str):
+        if name not in self._runtimes:
+            self._runtimes[name] = get_runtime(name, self)
+        return self._runtimes[name]
+
+    def choose_runtime(self, runtime: str = "auto", progress=None) -> str:
+        if runtime in (None, "auto"):
+            chosen = "docker" if docker_available() else "process"
+            _progress(progress)(f"runtime 'auto' chose {chosen}" +
+                                ("" if chosen == "docker" else " (no Docker engine answered)"))
+            return chosen
+        if runtime not in RUNTIMES:
+            raise NbserveError(f"unknown runtime {runtime!r}; expected 'auto', {', '.join(map(repr, RUNTIMES))}")
+        return runtime
+
+    # -- models --------------------------------------------------------------------------------
+
+    def _version(self, row) -> ModelVersion:
+        return ModelVersion(name=row.name, version=row.version, sha256=row.sha256, created=row.created,
+                            python_executable=row.python, manifest=self.registry.read_manifest(row.sha256),
+                            artifact_dir=self.registry.artifact_dir(row.sha256), _workspace=self)
+
+    def register(self, obj, name: str | None = None, sample=None, methods=None, progress=None) -> ModelVersion:
+        from .capture import capture
+
+        if isinstance(obj, (str, ModelVersion)):
+            raise NbserveError("register() takes the live object (a model or a function), not a name; "
+                               "to serve a registered model use serve(name)")
+        if name is None:
+            name = getattr(obj, "__name__", None)
+            if not isinstance(name, str) or not name.isidentifier() or name == "<lambda>":
+                raise NbserveError(f"pass name=... to register a {type(obj).__name__}")
+        require_name(name)
+        say = _progress(progress)
+        captured = capture(obj, label=name, sample=sample, methods=methods)
+        sha = self.registry.store_artifact(captured.pickle, captured.manifest)
+        row, created = self.registry.add_version(name, sha, sys.executable)
+        mv = self._version(row)
+        say(f"{'registered' if created else 'already registered as'} {mv.id}: methods {mv.methods}, "
+            f"{len(mv.requirements)} pinned requirements")
+        return mv
+
+    def models(self) -> list[ModelVersion]:
+        return [self._version(r) for r in self.registry.latest_versions()]
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        return [self._version(r) for r in self.registry.list_versions(name)]
+
+    def get_model(self, ref, version: int | None = None) -> ModelVersion:
+        if isinstance(ref, ModelVersion):
+            return ref
+        name, version = parse_ref(ref, version)
+        return self._version(self.registry.get_version(name, version))
+
+    def load(self, ref):
+        import cloudpickle
+
+        mv = self.get_model(ref)
+        self.registry.verify_artifact(mv.sha256)
+        with open(mv.artifact_dir / "model.pkl", "rb") as f:
+            return cloudpickle.load(f)
+
+    # -- instances -----------------------------------------------------------------------------
+
+    def _instance(self, row: InstanceRow, status: str | None = None) -> Instance:
+        if status is None:
+            status = self._status(row)
+        return Instance(self, row, status)
+
+    def _status(self, row: InstanceRow) -> str:
+        try:
+            return self.runtime(row.runtime).status(row)
+        except RuntimeUnavailableError:
+            return "unknown"
+
+    def serve(self, target, name: str | None = None, sample=None, runtime: str = "auto", port: int | None = None,
+              workers: int = 1, host: str = "127.0.0.1", version: int | None = None, methods=None,
+              progress=None, **options) -> Instance:
+        say = _progress(progress)
+        if isinstance(target, (str, ModelVersion)):
+            if sample is not None or methods is not None:
+                raise NbserveError("sample= and methods= apply when registering a live object; "
+                                   f"{target!r} is already registered")
+            mv = self.get_model(target, version)
+        else:
+            mv = self.register(target, name=name, sample=sample, methods=methods, progress=say)
+        runtime = self.choose_runtime(runtime, say)
+        if int(workers) < 1:
+            raise NbserveError(f"workers must be at least 1, got {workers}")
+        _check_host(host)
+        row = InstanceRow(id=f"{mv.name}-{mv.version}-{secrets.token_hex(3)}", name=mv.name, version=mv.version,
+                          runtime=runtime, host=host, port=port, desired="running", created=time.time(),
+                          started=None, options={"workers": int(workers), "port": port, **options})
+        rt = self.runtime(runtime)
+        say(f"starting {mv.id} on the {runtime} runtime")
+        self.registry.add_instance(row)
+        try:
+            row.handle = rt.start(row, mv, say)
+        except BaseException:
+            self.registry.delete_instance(row.id)
+            try:
+                rt.remove(row)
+            except Exception:
+                pass
+            raise
+        row.started = time.time()
+        self.registry.update_instance(row.id, port=row.port, handle=row.handle, started=row.started)
+        inst = self._instance(row, "running")
+        say(f"{inst.id} is serving {mv.id} at {inst.url}")
+        return inst
+
+    def instances(self, model: str | None = None) -> list[Instance]:
+        rows = self.registry.list_instances()
+        if model is not None:
+            name, version = parse_ref(model)
+            rows = [r for r in rows if r.name == name and (version is None or r.version == version)]
+        return [self._instance(r) for r in rows]
+
+    def get_instance(self, id: str) -> Instance:
+        return self._instance(self.registry.get_instance(id))
+
+    def resolve_instances(self, ref: str) -> list[Instance]:
+        """An instance id, or a model name / NAME:VERSION meaning its instances (for CLI and magics)."""
+        try:
+            return [self.get_instance(ref)]
+        except InstanceNotFoundError:
+            pass
+        try:
+            found = self.instances(model=ref)
+        except NbserveError:
+            found = []
+        if not found:
+            raise InstanceNotFoundError(f"no instance or model named {ref!r}; `nbserve instances` lists them")
+        return found
+
+    def stop(self, id: str) -> Instance:
+        row = self.registry.get_instance(id)
+        self.runtime(row.runtime).stop(row)
+        row.desired = "stopped"
+        self.registry.update_instance(id, desired="stopped")
+        return self._instance(row)
+
+    def start(self, id: str, progress=None) -> Instance:
+        say = _progress(progress)
+        row = self.registry.get_instance(id)
+        rt = self.runtime(row.runtime)
+        if rt.status(row) == "running":
+            return self._instance(row, "running")
+        mv = self.get_model(row.model)
+        say(f"starting {row.id} ({row.model}) on the {row.runtime} runtime")
+        row.handle = rt.start(row, mv, say)
+        row.desired, row.started = "running", time.time()
+        self.registry.update_instance(id, desired="running", port=row.port, handle=row.handle,
+                                      started=row.started)
+        return self._instance(row, "running")
+
+    def remove(self, id: str) -> None:
+        row = self.registry.get_instance(id)
+        self.runtime(row.runtime).remove(row)
+        self.registry.delete_instance(id)
+
+    def logs(self, id: str, tail: int = 200) -> str:
+        row = self.registry.get_instance(id)
+        return self.runtime(row.runtime).logs(row, tail=tail)
+
+    # -- images --------------------------------------------------------------------------------
+
+    def build(self, ref, base_image: str | None = None, progress=None) -> Image:
+        mv = self.get_model(ref)
+        return self.runtime("docker").build(mv, base_image=base_image, progress=_progress(progress))
+
+
+def _check_host(host: str) -> None:
+    if host in LOCAL_HOSTS:
+        return
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise NbserveError(f"host must be an IP address to bind, got {host!r}") from None
+    warnings.warn(f"serving on {host}: the model will answer anyone who can reach this address; "
+                  f"the default 127.0.0.1 keeps it local", stacklevel=3)
+
+
+_default: dict = {}
+
+
+def default_workspace() -> Workspace:
+    """The workspace of $NBSERVE_HOME (read on every call, so tests and users can switch it)."""
+    home = config.home()
+    ws = _default.get(home)
+    if ws is None:
+        ws = _default[home] = Workspace(home)
+    return ws
