@@ -113,7 +113,7 @@ _DIRECT_IMPORTERS = {None, "__main__", "nbserve", "cloudpickle", "pickle", "_pic
 
 
 def needed_imports(importers: dict) -> set[str]:
-    """From the proof's {module: importer}, the modules the artifact itself asked for.
+    """From the proof's {module: importers}, the modules the artifact itself asked for.
 
     A library's import of something it does not declare as a dependency is optional
     (``try: import pandas``) and does not make the model need it; an import by unpickling or by
@@ -121,10 +121,11 @@ def needed_imports(importers: dict) -> set[str]:
     """
     mapping = _module_map()
     needed = set()
-    for module, importer in importers.items():
-        top = importer.partition(".")[0] if importer else None
-        if top in _DIRECT_IMPORTERS or (top not in mapping and top not in sys.stdlib_module_names):
-            needed.add(module)
+    for module, by in importers.items():
+        for importer in by:
+            top = importer.partition(".")[0] if importer else None
+            if top in _DIRECT_IMPORTERS or (top not in mapping and top not in sys.stdlib_module_names):
+                needed.add(module)
     return needed
 
 

@@ -1,0 +1,98 @@
+"""The ``nbserve`` console script: a thin face over the workspace for terminals and scripts."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+
+from .errors import NbserveError
+
+
+def _when(ts):
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
+def _table(rows, headers):
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    for row in (headers, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="nbserve", description="Serve models registered from notebooks.")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list registered models (latest version of each)")
+    p = sub.add_parser("versions", help="list the versions of a model")
+    p.add_argument("name")
+    sub.add_parser("instances", help="list instances with the status their runtime reports")
+    p = sub.add_parser("serve", help="start an instance of a registered model")
+    p.add_argument("model", help="NAME or NAME:VERSION")
+    p.add_argument("--runtime", default="auto", choices=["auto", "process", "docker"])
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, default=1)
+    for verb in ("stop", "start", "remove"):
+        p = sub.add_parser(verb, help=f"{verb} an instance (an instance id, or a model name for all of its)")
+        p.add_argument("ref")
+    p = sub.add_parser("logs", help="print the log tail of an instance")
+    p.add_argument("ref")
+    p.add_argument("--tail", type=int, default=200)
+    p = sub.add_parser("build", help="build the Docker image of a registered model")
+    p.add_argument("model")
+    p.add_argument("--base-image")
+    args = parser.parse_args(argv)
+
+    from .workspace import default_workspace
+
+    ws = default_workspace()
+    try:
+        return _run(ws, args)
+    except NbserveError as exc:
+        print(f"nbserve: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(ws, args) -> int:
+    cmd = args.command
+    if cmd in ("models", "versions"):
+        mvs = ws.models() if cmd == "models" else ws.versions(args.name)
+        if args.json:
+            print(json.dumps([m.to_dict() for m in mvs], indent=2))
+        elif not mvs:
+            print("no models registered yet: in a notebook, `%load_ext nbserve` then `%serve model`")
+        else:
+            _table([(m.id, ",".join(m.methods), len(m.requirements), _when(m.created)) for m in mvs],
+                   ("MODEL", "METHODS", "REQUIREMENTS", "CREATED"))
+    elif cmd == "instances":
+        insts = ws.instances()
+        if args.json:
+            print(json.dumps([i.to_dict() for i in insts], indent=2))
+        elif not insts:
+            print("no instances")
+        else:
+            _table([(i.id, i.model, i.runtime, i.status, i.url or "-") for i in insts],
+                   ("ID", "MODEL", "RUNTIME", "STATUS", "URL"))
+    elif cmd == "serve":
+        inst = ws.serve(args.model, runtime=args.runtime, port=args.port, workers=args.workers)
+        print(inst.url)
+    elif cmd in ("stop", "start", "remove"):
+        for inst in ws.resolve_instances(args.ref):
+            if cmd == "remove":
+                ws.remove(inst.id)
+                print(f"{inst.id} removed")
+            else:
+                done = getattr(ws, cmd)(inst.id)
+                print(f"{done.id} {done.status}")
+    elif cmd == "logs":
+        for inst in ws.resolve_instances(args.ref):
+            sys.stdout.write(ws.logs(inst.id, tail=args.tail))
+    elif cmd == "build":
+        image = ws.build(args.model, base_image=args.base_image)
+        print(f"{image.tag} {image.id} {image.size / 1e6:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The console script, run as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import requests
+
+
+def nbserve(home, *args):
+    out = subprocess.run([sys.executable, "-m", "nbserve.cli", *args], capture_output=True, text=True,
+                         env={"NBSERVE_HOME": str(home), "PATH": "/usr/bin:/bin"}, timeout=120)
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_cli_lists_serves_and_stops(workspace, diabetes):
+    X, _, lr = diabetes
+    home = workspace.home
+    assert "no models registered yet" in nbserve(home, "models")[1]
+    workspace.register(lr, name="diabetes", sample=X, progress=False)
+    code, out, _ = nbserve(home, "models")
+    assert code == 0 and "diabetes:1" in out and "predict" in out
+    code, out, err = nbserve(home, "serve", "diabetes", "--runtime", "process")
+    assert code == 0, err
+    url = out.strip().splitlines()[-1]
+    assert requests.get(url + "/health", timeout=5).json()["model"] == "diabetes:1"
+    code, out, _ = nbserve(home, "--json", "instances")
+    [inst] = json.loads(out)
+    assert inst["status"] == "running" and inst["url"] == url
+    code, out, _ = nbserve(home, "stop", "diabetes")
+    assert code == 0 and f"{inst['id']} stopped" in out
+    code, _, err = nbserve(home, "stop", "nothing-here")
+    assert code == 1 and "no instance or model named 'nothing-here'" in err

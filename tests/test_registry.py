@@ -1,0 +1,78 @@
+"""The registry: versions, lookups, integrity, and writers in several processes at once."""
+
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+
+import nbserve
+from nbserve.workspace import Workspace
+
+
+def test_versions_count_up_and_identical_artifacts_are_not_duplicated(workspace, diabetes):
+    X, y, lr = diabetes
+    from sklearn.linear_model import LinearRegression
+
+    v1 = workspace.register(lr, name="diabetes", sample=X, progress=False)
+    again = workspace.register(lr, name="diabetes", sample=X, progress=False)
+    v2 = workspace.register(LinearRegression().fit(X[:200], y[:200]), name="diabetes", sample=X, progress=False)
+    assert (v1.id, again.id, v2.id) == ("diabetes:1", "diabetes:1", "diabetes:2")
+    assert workspace.get_model("diabetes") == v2
+    assert workspace.get_model("diabetes", version=1) == v1
+    assert workspace.get_model("diabetes:1") == v1
+    assert [m.id for m in workspace.models()] == ["diabetes:2"]
+    assert [m.id for m in workspace.versions("diabetes")] == ["diabetes:1", "diabetes:2"]
+    np.testing.assert_array_equal(workspace.get_model("diabetes:1").load().predict(X[:3]), lr.predict(X[:3]))
+
+
+def test_lookups_of_unknown_models_say_what_exists(workspace, diabetes):
+    X, _, lr = diabetes
+    with pytest.raises(nbserve.ModelNotFoundError, match="no model is registered yet"):
+        workspace.get_model("nope")
+    workspace.register(lr, name="diabetes", sample=X, progress=False)
+    with pytest.raises(nbserve.ModelNotFoundError, match="registered models: diabetes"):
+        workspace.get_model("diabets")
+    with pytest.raises(nbserve.ModelNotFoundError, match="has no version 7"):
+        workspace.get_model("diabetes:7")
+
+
+def test_bad_names_are_refused_before_anything_is_written(workspace, diabetes):
+    X, _, lr = diabetes
+    with pytest.raises(nbserve.NbserveError, match="invalid model name"):
+        workspace.register(lr, name="../etc", sample=X, progress=False)
+    with pytest.raises(nbserve.NbserveError, match="pass name="):
+        workspace.register(lr, sample=X, progress=False)
+    assert workspace.models() == []
+    assert [p.name for p in (workspace.home / "artifacts").iterdir()] == []
+
+
+def test_changed_bytes_on_disk_are_refused_at_load(workspace, diabetes):
+    X, _, lr = diabetes
+    mv = workspace.register(lr, name="diabetes", sample=X, progress=False)
+    pkl = mv.artifact_dir / "model.pkl"
+    data = bytearray(pkl.read_bytes())
+    data[-5] ^= 0xFF
+    pkl.write_bytes(bytes(data))
+    with pytest.raises(nbserve.ArtifactIntegrityError, match="refusing to unpickle"):
+        mv.load()
+
+
+def _register_in_child(home, seed):
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    X, y = load_diabetes(return_X_y=True)
+    mv = Workspace(home).register(Ridge(alpha=seed + 1).fit(X, y), name="shared", sample=X, progress=False)
+    return mv.version
+
+
+def test_concurrent_registers_from_processes_get_unique_versions(home):
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        versions = pool.starmap(_register_in_child, [(str(home), i) for i in range(4)])
+    assert sorted(versions) == [1, 2, 3, 4]
+    ws = Workspace(home)
+    assert [m.version for m in ws.versions("shared")] == [1, 2, 3, 4]
+    assert len({m.sha256 for m in ws.versions("shared")}) == 4
+    assert not [p for p in os.listdir(home / "artifacts") if p.startswith(".tmp")]

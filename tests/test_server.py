@@ -1,0 +1,109 @@
+"""The served app's HTTP contract, in process with Flask's test client: fast, and exact about 4xx."""
+
+import numpy as np
+import pytest
+
+from nbserve.capture import capture
+from nbserve.server import jsonio
+from nbserve.server.app import make_app
+
+
+def app_for(obj, sample, **kw):
+    import cloudpickle
+
+    cap = capture(obj, label="m", sample=sample, proof=False, **kw)
+    return make_app(cloudpickle.loads(cap.pickle), cap.manifest, model_id="m:1", max_body=1_000_000)
+
+
+@pytest.fixture(scope="module")
+def lr_client(diabetes):
+    X, _, lr = diabetes
+    return app_for(lr, X).test_client()
+
+
+def post(client, path, payload=None, raw=None, **kw):
+    resp = client.post(path, data=raw if raw is not None else jsonio.dumps(payload),
+                       content_type=kw.pop("content_type", "application/json"), **kw)
+    return resp.status_code, resp.get_json()
+
+
+def test_predict_equals_the_model(lr_client, diabetes):
+    X, _, lr = diabetes
+    status, body = post(lr_client, "/predict", {"data": X[:7].tolist()})
+    assert status == 200
+    np.testing.assert_array_equal(np.asarray(body["data"]), lr.predict(X[:7]))
+
+
+def test_health_interface_and_openapi(lr_client):
+    assert lr_client.get("/health").get_json() == {"status": "ok", "model": "m:1"}
+    iface = lr_client.get("/interface.json").get_json()
+    assert iface["model"] == "m:1"
+    assert iface["methods"][0]["name"] == "predict"
+    assert iface["methods"][0]["input"] == {"type": "ndarray", "dtype": "float64", "shape": [None, 10]}
+    spec = lr_client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["data"]["items"]["maxItems"] == 10
+    docs = lr_client.get("/docs")
+    assert docs.status_code == 200 and b"openapi.json" in docs.data and b"cdn" not in docs.data.lower()
+
+
+@pytest.mark.parametrize("raw, status, says", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, '{"data": ...}'),
+    (b'{"rows": []}', 400, '{"data": ...}'),
+    (b'{"data": [[1, 2, 3]]}', 400, "shape [N, 10]"),
+    (b'{"data": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}', 400, "got shape [10]"),
+    (b'{"data": [["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]]}', 400, "got strings"),
+    (b'{"data": [[1, 2], [1, 2, 3]]}', 400, "different lengths"),
+    (b'{"data": []}', 400, "at least one row"),
+    (b'{"data": "hello"}', 400, "got a string"),
+    (b'\xff\xfe', 400, "not valid JSON"),
+])
+def test_bad_input_is_a_4xx_that_says_what_was_expected(lr_client, diabetes, raw, status, says):
+    got, body = post(lr_client, "/predict", raw=raw)
+    assert got == status
+    assert set(body["error"]) == {"type", "message"}
+    assert says in body["error"]["message"]
+    X = diabetes[0]
+    assert post(lr_client, "/predict", {"data": X[:1].tolist()})[0] == 200  # still serving
+
+
+def test_unknown_method_wrong_verb_and_oversized_body(lr_client):
+    status, body = post(lr_client, "/predict_proba", {"data": [[0] * 10]})
+    assert status == 404 and "serves ['predict']" in body["error"]["message"]
+    resp = lr_client.get("/predict")
+    assert resp.status_code == 405 and "POST" in resp.get_json()["error"]["message"]
+    status, body = post(lr_client, "/predict", raw=b'{"data": [' + b"1," * 600_000 + b"1]}")
+    assert status == 413 and "NBSERVE_MAX_BODY" in body["error"]["message"]
+
+
+def test_an_exception_in_the_model_is_a_json_500_and_serving_goes_on():
+    def fragile(rows):
+        if rows[0] == "boom":
+            raise ZeroDivisionError("the model divided by zero")
+        return [r.upper() for r in rows]
+
+    client = app_for(fragile, ["a", "b"]).test_client()
+    status, body = post(client, "/fragile", {"data": ["boom"]})
+    assert status == 500
+    assert body["error"] == {"type": "ModelError",
+                             "message": "fragile raised ZeroDivisionError: the model divided by zero"}
+    assert post(client, "/fragile", {"data": ["x"]}) == (200, {"data": ["X"]})
+
+
+def test_dataframe_input_in_three_layouts(iris):
+    Xi, _, clf = iris
+    client = app_for(clf, Xi).test_client()
+    expected = clf.predict_proba(Xi[:2]).tolist()
+    records = Xi[:2].to_dict(orient="records")
+    columns = Xi[:2].to_dict(orient="list")
+    split = {"columns": list(Xi.columns), "data": Xi[:2].to_numpy().tolist()}
+    for data in (records, columns, split):
+        status, body = post(client, "/predict_proba", {"data": data})
+        assert status == 200
+        np.testing.assert_allclose(body["data"], expected)
+    status, body = post(client, "/predict", {"data": [{"sepal length (cm)": 1.0}]})
+    assert status == 400 and "missing columns" in body["error"]["message"]
+    status, body = post(client, "/predict", {"data": [{c: "x" for c in Xi.columns}]})
+    assert status == 400 and "dtypes" in body["error"]["message"]
