@@ -1,0 +1,39 @@
+"""Run-wide test setup: no test or notebook ever touches the user's ~/.nbserve.
+
+Each example notebook runs (under nbval) against a registry of its own, so its outputs do not depend
+on which notebooks ran before; instances the notebooks leave behind are removed at the end.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_RUN_HOME = Path(tempfile.mkdtemp(prefix="nbserve-test-"))
+os.environ["NBSERVE_HOME"] = str(_RUN_HOME / "default")
+_notebook_homes = set()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # nbval starts a notebook's kernel when its first cell is set up; the kernel inherits this env
+    path = Path(str(item.fspath))
+    if path.suffix == ".ipynb":
+        home = _RUN_HOME / path.stem
+        _notebook_homes.add(home)
+        os.environ["NBSERVE_HOME"] = str(home)
+
+
+def pytest_sessionfinish(session):
+    from nbserve.workspace import Workspace
+
+    for home in _notebook_homes | {_RUN_HOME / "default"}:
+        if not home.exists():
+            continue
+        ws = Workspace(home)
+        for inst in ws.instances():
+            try:
+                ws.remove(inst.id)
+            except Exception:
+                pass
