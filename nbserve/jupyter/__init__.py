@@ -1,0 +1,22 @@
+"""The jupyter_server extension behind the JupyterLab sidebar: the workspace over REST.
+
+Enabled on install by ``etc/jupyter/jupyter_server_config.d/nbserve.json`` (shipped in the wheel);
+``nbserve._jupyter_server_extension_points`` points jupyter_server here. The handlers are thin: each
+parses its request and calls the workspace of ``$NBSERVE_HOME``, the same registry a kernel writes,
+so models registered in a notebook show up without restarting the server.
+"""
+
+from __future__ import annotations
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "nbserve.jupyter"}]
+
+
+def _load_jupyter_server_extension(server_app):
+    from ..config import home
+    from .handlers import API_PREFIX, setup_handlers
+
+    setup_handlers(server_app.web_app)
+    base_url = server_app.web_app.settings.get("base_url", "/")
+    server_app.log.info("nbserve: REST API at %s%s/ (registry in %s)", base_url, API_PREFIX, home())

@@ -1,0 +1,236 @@
+"""REST handlers under ``<base_url>/nbserve/api/``: thin translations of HTTP into workspace calls.
+
+    GET    models                    latest version of every model, with its version numbers
+    GET    models/<name>             every version of one model
+    GET    instances                 every instance (status from its runtime), plus starts in flight
+    POST   instances                 {"model", "version"?, "runtime"?, "port"?} -> 202 and a job
+    GET    jobs/<id>                 the state of a start: building, starting, running or failed
+    POST   instances/<id>/stop       stop (200, the instance)
+    POST   instances/<id>/start      start again (200, the instance)
+    DELETE instances/<id>            remove an instance, or dismiss a finished job
+    GET    instances/<id>/logs       {"id", "logs"}; ?tail=N lines (default 200)
+
+Every verb is ``@tornado.web.authenticated`` (no Jupyter token, 403). Errors are
+``{"error": {"type", "message", "status"}}`` with the status from ``errors.STATUS``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from ..errors import DockerUnavailableError, NbserveError
+from ..runtimes import docker_available
+from ..runtimes.base import choose_port
+from ..workspace import default_workspace, quiet
+from .errors import BadRequest, Conflict, error_body, status_for
+from .jobs import Jobs
+
+API_PREFIX = "nbserve/api"
+JOBS_SETTING = "nbserve_jobs"
+START_FIELDS = {"model", "version", "runtime", "port"}
+RUNTIME_CHOICES = ("auto", "process", "docker")
+
+log = logging.getLogger(__name__)
+
+
+class NbserveHandler(APIHandler):
+    """The one place where nbserve's exceptions become HTTP statuses and JSON bodies."""
+
+    @property
+    def jobs(self) -> Jobs:
+        return self.settings[JOBS_SETTING]
+
+    @property
+    def workspace(self):
+        # Read $NBSERVE_HOME on every request: the registry a kernel writes is the one we list.
+        return default_workspace()
+
+    def call(self, fn, *args, **kwargs):
+        """Await a workspace call run off the event loop."""
+        return self.jobs.call(fn, *args, **kwargs)
+
+    def reply(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    def json_body(self) -> dict:
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body)
+        except ValueError as exc:
+            raise BadRequest(f"the request body is not valid JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise BadRequest(f"the request body must be a JSON object, got {type(body).__name__}")
+        return body
+
+    def send_error(self, status_code: int = 500, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if exc is not None:
+            status_code = status_for(exc)
+            kwargs.pop("reason", None)
+        super().send_error(status_code, **kwargs)
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if exc is None:
+            exc = tornado.web.HTTPError(status_code)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": error_body(exc, status_code)}))
+
+    def log_exception(self, typ, value, tb) -> None:
+        # A refusal (unknown model, port in use) is the user's business, not a server fault: one line.
+        if isinstance(value, NbserveError) and status_for(value) < 500:
+            self.log.info("nbserve: %s %s -> %s: %s", self.request.method, self.request.path,
+                          status_for(value), value)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class ModelsHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        self.reply({"models": await self.call(_models, self.workspace)})
+
+
+class ModelHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def get(self, name):
+        versions = await self.call(self.workspace.versions, name)
+        if not versions:
+            # get_model raises the registry's own ModelNotFoundError (404) with its hint
+            await self.call(self.workspace.get_model, name)
+        self.reply({"name": name, "versions": [mv.to_dict() for mv in versions]})
+
+
+class InstancesHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        instances = await self.call(_instance_dicts, self.workspace)
+        jobs = self.jobs.visible()
+        # While a start is in flight its registry row already exists but has no process yet; show
+        # the job (with its progress) instead of a row that would read "exited".
+        starting = {(j.model, j.runtime) for j in jobs if j.pending}
+        instances = [i for i in instances if i["started"] or (i["model"], i["runtime"]) not in starting]
+        self.reply({"instances": [j.to_dict() for j in jobs] + instances})
+
+    @tornado.web.authenticated
+    async def post(self):
+        body = self.json_body()
+        unknown = set(body) - START_FIELDS
+        if unknown:
+            raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}; "
+                             f"expected {', '.join(sorted(START_FIELDS))}")
+        model, version = body.get("model"), body.get("version")
+        runtime, port = body.get("runtime") or "auto", body.get("port")
+        if not isinstance(model, str) or not model:
+            raise BadRequest('"model" is required: the name of a registered model, e.g. "diabetes"')
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise BadRequest(f'"version" must be an integer or null, got {version!r}')
+        if runtime not in RUNTIME_CHOICES:
+            raise BadRequest(f'"runtime" must be one of {", ".join(RUNTIME_CHOICES)}, got {runtime!r}')
+        if port is not None and (not isinstance(port, int) or isinstance(port, bool)):
+            raise BadRequest(f'"port" must be an integer or null, got {port!r}')
+        ws = self.workspace
+        # Refuse what is known to fail before answering 202, so the status says why (404, 409, 503).
+        mv = await self.call(ws.get_model, model, version)
+        chosen = await self.call(ws.choose_runtime, runtime, quiet)
+        if chosen == "docker" and not await self.call(docker_available):
+            raise DockerUnavailableError("no Docker engine answers on this machine; start one "
+                                         "(dockerd) or choose the process runtime")
+        if port is not None:
+            await self.call(choose_port, "127.0.0.1", port)
+        job = self.jobs.serve(ws, mv.id, chosen, port)
+        self.set_header("Location", url_path_join(self.base_url, API_PREFIX, "jobs", job.id))
+        self.reply({"job": job.to_dict()}, status=202)
+
+
+class JobHandler(NbserveHandler):
+    @tornado.web.authenticated
+    def get(self, id):
+        job = self.jobs.get(id)
+        if job is None:
+            raise tornado.web.HTTPError(404, f"no job {id!r} in this Jupyter server (jobs are kept in "
+                                             f"memory and forgotten on restart)")
+        self.reply({"job": job.to_dict()})
+
+
+class InstanceHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def delete(self, id):
+        job = self.jobs.get(id)
+        if job is not None:
+            if not self.jobs.dismiss(id):
+                raise Conflict(f"{id} is still {job.state}; wait until it is running or failed")
+            self.reply({"removed": id})
+            return
+        await self.call(self.workspace.remove, id)
+        self.reply({"removed": id})
+
+
+class InstanceActionHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def post(self, id, action):
+        ws = self.workspace
+        if action == "stop":
+            inst = await self.call(ws.stop, id)
+        else:
+            inst = await self.call(ws.start, id, progress=quiet)
+        self.reply({"instance": await self.call(inst.to_dict)})
+
+
+class LogsHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def get(self, id):
+        try:
+            tail = int(self.get_query_argument("tail", "200"))
+        except ValueError:
+            raise BadRequest("tail must be a whole number of lines") from None
+        tail = max(1, min(tail, 10_000))
+        job = self.jobs.get(id)
+        if job is not None:  # a start in flight or failed: its progress is all there is to read
+            lines = job.messages + ([job.error["message"]] if job.error else [])
+            text = "\n".join(lines[-tail:]) + "\n"
+        else:
+            text = await self.call(self.workspace.logs, id, tail=tail)
+        self.reply({"id": id, "logs": text})
+
+
+def _models(ws) -> list[dict]:
+    out = []
+    for mv in ws.models():
+        d = mv.to_dict()
+        d["versions"] = [v.version for v in ws.versions(mv.name)]
+        out.append(d)
+    return out
+
+
+def _instance_dicts(ws) -> list[dict]:
+    # to_dict asks the runtime for the URL: keep it in the worker thread with the listing
+    return [i.to_dict() for i in ws.instances()]
+
+
+def route_handlers(base_url: str) -> list[tuple]:
+    def url(*parts):
+        return url_path_join(base_url, API_PREFIX, *parts)
+
+    segment = r"([^/]+)"
+    return [
+        (url("models"), ModelsHandler),
+        (url("models", segment), ModelHandler),
+        (url("instances"), InstancesHandler),
+        (url("instances", segment, "(stop|start)"), InstanceActionHandler),
+        (url("instances", segment, "logs"), LogsHandler),
+        (url("instances", segment), InstanceHandler),
+        (url("jobs", segment), JobHandler),
+    ]
+
+
+def setup_handlers(web_app) -> None:
+    web_app.settings.setdefault(JOBS_SETTING, Jobs())
+    web_app.add_handlers(".*$", route_handlers(web_app.settings["base_url"]))

@@ -1,0 +1,254 @@
+"""The REST API of the JupyterLab sidebar, against a real jupyter_server with the extension loaded
+(pytest-jupyter's ``jp_fetch``, base URL ``/a%40b/``) and real process-runtime instances."""
+
+import asyncio
+import json
+import socket
+import time
+
+import pytest
+from tornado.web import RequestHandler
+
+import nbserve
+from nbserve.jupyter.handlers import API_PREFIX
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+VERBS = ("get", "post", "put", "patch", "delete", "head")
+
+
+@pytest.fixture
+def jp_server_config(home):
+    # `home` first: the server's workspace is the test's registry ($NBSERVE_HOME)
+    return {"ServerApp": {"jpserver_extensions": {"nbserve": True}}}
+
+
+@pytest.fixture
+def api(jp_fetch):
+    """(status, JSON body) of a call under <base_url>/nbserve/api/, errors included."""
+
+    async def call(method, *parts, body=None, token=True, **kwargs):
+        if body is not None and not isinstance(body, (str, bytes)):
+            body = json.dumps(body)
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            body = b""
+        headers = {} if token else {"Authorization": "token not-the-token"}
+        resp = await jp_fetch(*API_PREFIX.split("/"), *parts, method=method, body=body, headers=headers,
+                              raise_error=False, **kwargs)
+        return resp.code, (json.loads(resp.body) if resp.body else None)
+
+    return call
+
+
+@pytest.fixture
+def diabetes_model(workspace, diabetes):
+    X, _, lr = diabetes
+    return workspace.register(lr, name="diabetes", sample=X[:5], progress=False)
+
+
+def nbserve_handlers(web_app):
+    """(URL pattern, handler class) of every route under /nbserve/ in the server's routing tables."""
+    found = []
+
+    def walk(router):
+        for rule in getattr(router, "rules", []):
+            if hasattr(rule.target, "rules"):
+                walk(rule.target)
+                continue
+            regex = getattr(rule.matcher, "regex", None)
+            if regex is not None and "/nbserve/" in regex.pattern:
+                found.append((regex.pattern, rule.target))
+
+    walk(web_app.wildcard_router)
+    walk(web_app.default_router)
+    return found
+
+
+def is_authenticated(method) -> bool:
+    # tornado.web.authenticated wraps with functools.wraps; its wrapper's code is named after it
+    return hasattr(method, "__wrapped__") and method.__code__.co_qualname.startswith("authenticated")
+
+
+def test_every_verb_of_every_route_requires_authentication(jp_web_app):
+    handlers = nbserve_handlers(jp_web_app)
+    assert len(handlers) >= 7, handlers
+    checked, missing = 0, []
+    for pattern, cls in handlers:
+        assert issubclass(cls, RequestHandler)
+        for verb in VERBS:
+            method = getattr(cls, verb)
+            if method is getattr(RequestHandler, verb):
+                continue  # not implemented: tornado answers 405
+            checked += 1
+            if not is_authenticated(method):
+                missing.append(f"{verb.upper()} {pattern} ({cls.__name__})")
+    assert checked >= 8
+    assert not missing, f"verbs without @tornado.web.authenticated: {missing}"
+
+
+ROUTES = [
+    ("GET", ("models",)), ("GET", ("models", "diabetes")), ("GET", ("instances",)),
+    ("POST", ("instances",)), ("POST", ("instances", "x", "stop")), ("POST", ("instances", "x", "start")),
+    ("DELETE", ("instances", "x")), ("GET", ("instances", "x", "logs")), ("GET", ("jobs", "x")),
+]
+
+
+@pytest.mark.parametrize("method,parts", ROUTES, ids=[f"{m} {'/'.join(p)}" for m, p in ROUTES])
+async def test_without_the_token_every_route_answers_403(api, method, parts):
+    status, body = await api(method, *parts, token=False, body={"model": "diabetes"} if method == "POST" else None)
+    assert status == 403
+    assert body["error"]["type"] == "Forbidden"
+
+
+async def test_models_registered_after_the_server_started_are_listed(api, workspace, diabetes):
+    X, y, lr = diabetes
+    status, body = await api("GET", "models")
+    assert (status, body) == (200, {"models": []})
+
+    from sklearn.linear_model import LinearRegression
+
+    workspace.register(lr, name="diabetes", sample=X[:5], progress=False)
+    workspace.register(LinearRegression().fit(X[:200], y[:200]), name="diabetes", sample=X[:5], progress=False)
+
+    status, body = await api("GET", "models")
+    assert status == 200
+    [model] = body["models"]
+    assert (model["id"], model["versions"], model["methods"]) == ("diabetes:2", [1, 2], ["predict"])
+    assert any(r.startswith("scikit-learn==") for r in model["requirements"])
+
+    status, body = await api("GET", "models", "diabetes")
+    assert status == 200
+    assert [v["id"] for v in body["versions"]] == ["diabetes:1", "diabetes:2"]
+
+    status, body = await api("GET", "models", "nope")
+    assert status == 404
+    assert body["error"]["type"] == "ModelNotFoundError"
+    assert "nope" in body["error"]["message"]
+
+
+async def wait_for_job(api, job_id, timeout=90):
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = await api("GET", "jobs", job_id)
+        assert status == 200, body
+        job = body["job"]
+        if job["state"] in ("running", "failed"):
+            return job
+        assert job["state"] in ("building", "starting"), job
+        assert time.monotonic() < deadline, f"job still {job['state']} after {timeout} s: {job}"
+        await asyncio.sleep(0.2)
+
+
+async def test_start_predict_stop_start_remove_through_the_api(api, diabetes_model, diabetes):
+    X, _, lr = diabetes
+    status, body = await api("POST", "instances", body={"model": "diabetes", "runtime": "process"})
+    assert status == 202, body
+    job = body["job"]
+    assert (job["model"], job["runtime"], job["state"]) == ("diabetes:1", "process", "starting")
+
+    # while the start is in flight (or just after), the listing shows the job or the instance, once
+    status, body = await api("GET", "instances")
+    assert status == 200
+    assert len(body["instances"]) == 1
+
+    job = await wait_for_job(api, job["id"])
+    assert job["state"] == "running", job
+    inst = job["instance"]
+    assert inst["status"] == "running" and inst["runtime"] == "process"
+    assert nbserve.Client(inst["url"]).predict(X[:5]).tolist() == pytest.approx(lr.predict(X[:5]).tolist())
+
+    status, body = await api("GET", "instances")
+    assert [(i["id"], i["status"], i["url"]) for i in body["instances"]] == [
+        (inst["id"], "running", inst["url"])]
+    assert "job" not in body["instances"][0]
+
+    status, body = await api("GET", "instances", inst["id"], "logs", params={"tail": 50})
+    assert status == 200
+    assert "starting diabetes:1" in body["logs"]
+
+    status, body = await api("POST", "instances", inst["id"], "stop")
+    assert (status, body["instance"]["status"]) == (200, "stopped")
+    status, body = await api("POST", "instances", inst["id"], "start")
+    assert (status, body["instance"]["status"]) == (200, "running")
+    assert nbserve.Client(body["instance"]["url"]).predict(X[:2]).shape == (2,)
+
+    status, body = await api("DELETE", "instances", inst["id"])
+    assert (status, body) == (200, {"removed": inst["id"]})
+    status, body = await api("GET", "instances")
+    assert body == {"instances": []}
+
+
+async def test_unknown_instance_or_job_is_404(api):
+    for method, parts in [("POST", ("instances", "nope", "stop")), ("POST", ("instances", "nope", "start")),
+                          ("DELETE", ("instances", "nope")), ("GET", ("instances", "nope", "logs"))]:
+        status, body = await api(method, *parts)
+        assert status == 404, (method, parts, body)
+        assert body["error"]["type"] == "InstanceNotFoundError"
+        assert "nope" in body["error"]["message"]
+    status, body = await api("GET", "jobs", "job-nope")
+    assert status == 404 and "job-nope" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("payload,kind,words", [
+    ("{not json", "BadRequest", "not valid JSON"),
+    ("[1, 2]", "BadRequest", "JSON object"),
+    ({}, "BadRequest", '"model" is required'),
+    ({"model": "diabetes", "gpu": True}, "BadRequest", "unknown field(s) gpu"),
+    ({"model": "diabetes", "runtime": "kubernetes"}, "BadRequest", "runtime"),
+    ({"model": "diabetes", "port": "9000"}, "BadRequest", '"port" must be an integer'),
+    ({"model": "diabetes", "version": "1"}, "BadRequest", '"version" must be an integer'),
+])
+async def test_bad_start_requests_are_400_and_say_what_is_expected(api, payload, kind, words):
+    status, body = await api("POST", "instances", body=payload)
+    assert status == 400, body
+    assert body["error"]["type"] == kind
+    assert words in body["error"]["message"]
+
+
+async def test_start_refusals_have_fitting_statuses(api, diabetes_model, monkeypatch):
+    status, body = await api("POST", "instances", body={"model": "nope"})
+    assert (status, body["error"]["type"]) == (404, "ModelNotFoundError")
+    status, body = await api("POST", "instances", body={"model": "diabetes", "version": 7})
+    assert (status, body["error"]["type"]) == (404, "ModelNotFoundError")
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, body = await api("POST", "instances", body={"model": "diabetes", "runtime": "process",
+                                                            "port": port})
+    assert (status, body["error"]["type"]) == (409, "PortInUseError")
+    assert str(port) in body["error"]["message"]
+
+    # an engine that does not answer, for real: point the Docker client at a socket nobody serves
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    status, body = await api("POST", "instances", body={"model": "diabetes", "runtime": "docker"})
+    assert (status, body["error"]["type"]) == (503, "DockerUnavailableError")
+    assert "process runtime" in body["error"]["message"]
+
+    status, body = await api("GET", "instances")
+    assert body == {"instances": []}  # nothing was started by a refused request
+
+
+async def test_a_start_that_fails_later_is_a_failed_job_until_dismissed(api, workspace, diabetes_model):
+    # A damaged artifact: the served side verifies the pickle's hash and refuses to start.
+    pkl = diabetes_model.artifact_dir / "model.pkl"
+    pkl.chmod(0o644)
+    pkl.write_bytes(pkl.read_bytes() + b"tampered")
+
+    status, body = await api("POST", "instances", body={"model": "diabetes", "runtime": "process"})
+    assert status == 202
+    job = await wait_for_job(api, body["job"]["id"])
+    assert job["state"] == "failed"
+    assert job["error"]["type"] == "InstanceStartError"
+    assert "sha256" in job["error"]["message"]  # the log tail says why
+
+    status, body = await api("GET", "instances")
+    assert [(i["id"], i["status"], i.get("job")) for i in body["instances"]] == [(job["id"], "failed", True)]
+    status, body = await api("GET", "instances", job["id"], "logs")
+    assert "sha256" in body["logs"]
+
+    status, body = await api("DELETE", "instances", job["id"])
+    assert status == 200
+    status, body = await api("GET", "instances")
+    assert body == {"instances": []}
