@@ -1,0 +1,288 @@
+"""The notebook's first face: ``%serve``, ``%%serve`` and ``%nbserve`` (``%load_ext nbserve``).
+
+Thin by design: options are parsed here, everything else is a call on the workspace of $NBSERVE_HOME.
+A mistake (unknown variable, a sample that does not fit, an object that cannot be pickled, no Docker, a
+port in use: any ``NbserveError``) becomes one ``UsageError`` line, never a traceback from nbserve's
+insides. Bugs (any other exception) still show as tracebacks, so they get reported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .errors import NbserveError, RuntimeUnavailableError
+from .notebook_text import duration, error_text, table, when
+from .workspace import console_progress, default_workspace
+
+RUNTIME_CHOICES = ("auto", "docker", "process")
+SERVE_OPTIONS = ("--name", "--sample", "--runtime", "--port", "--workers", "--no-start", "--methods")
+NBSERVE_USAGE = ("usage: %nbserve list | instances | stop REF | start REF | remove REF | logs REF [--tail N] | panel"
+                 "  (REF: an instance id, or a model name for all of its instances)")
+
+
+class CellFailed(Exception):
+    """The body of a %%serve cell raised: its traceback is already shown. Raising this marks the cell
+    as failed (so "Run All" stops there, as after any failing cell) and adds one line instead of a
+    second traceback (IPython shows what ``_render_traceback_`` returns)."""
+
+    def __init__(self, target):
+        super().__init__(f"%%serve {target}: the cell raised an error, so nothing was served")
+
+    def _render_traceback_(self):
+        return [str(self)]
+
+
+@magics_class
+class NbserveMagics(Magics):
+
+    @magic_arguments()
+    @argument("target", help="a variable of the notebook: a fitted model or a function (for %%%%serve: the "
+                             "name the cell defines)")
+    @argument("--name", help="registered model name (default: the variable's name)")
+    @argument("--sample", help="a variable (or expression) holding example input: gives the served model its "
+                               "input/output schema and proves the model answers on it")
+    @argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
+              help="where to run it: docker, process (a local subprocess), or auto (Docker when an engine "
+                   "answers)")
+    @argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    @argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    @argument("--no-start", action="store_true",
+              help="register only (and, for Docker, build the image); returns the ModelVersion")
+    @argument("--methods", help="comma-separated methods to serve, e.g. predict,predict_proba")
+    @line_cell_magic
+    def serve(self, line, cell=None):
+        """Register a live object of the notebook and serve it over HTTP; returns the Instance.
+
+            %serve lr --sample X            # inst = %serve lr  keeps the Instance
+            %%serve is_bad --sample texts   # runs the cell, then serves the `is_bad` it defines
+        """
+        args = parse_argstring(self.serve, line)
+        if cell is not None:
+            # The nested run_cell resets the display hook's record of the outer cell's result; put it
+            # back so the Instance this magic returns is the cell's result (Out[n], `_`).
+            outer = getattr(self.shell.displayhook, "exec_result", None)
+            result = self.shell.run_cell(cell)
+            self.shell.displayhook.exec_result = outer
+            if not result.success:
+                raise CellFailed(args.target)  # its traceback is on screen; serve nothing
+            if args.target not in self.shell.user_ns:
+                raise UsageError(f"the cell ran but did not define {args.target!r}; %%serve NAME serves the "
+                                 f"object the cell assigns to NAME (def NAME(...) or NAME = ...)")
+        obj = self._lookup(args.target, "variable")
+        sample = self._lookup(args.sample, "sample") if args.sample is not None else None
+        name = args.name or args.target
+        if args.name is None and not args.target.isidentifier():
+            raise UsageError(f"pass --name to serve the expression {args.target!r}")
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+
+        ws = default_workspace()
+        say = self._progress(f"%serve {args.target}")
+        mv = runtime = None
+        try:
+            mv = ws.register(obj, name=name, sample=sample, methods=methods, progress=say)
+            runtime = ws.choose_runtime(args.runtime, progress=say)
+            if args.no_start:
+                image = ws.build(mv, progress=say) if runtime == "docker" else None
+            else:
+                inst = ws.serve(mv, runtime=runtime, port=args.port, workers=args.workers, progress=say)
+        except NbserveError as exc:
+            text = error_text(exc)
+            if isinstance(exc, RuntimeUnavailableError) and runtime != "process":
+                text += (f"; `%serve {args.target} --runtime process` would serve it locally as a subprocess "
+                         f"instead (no Docker needed)")
+            if mv is not None:
+                text = f"{mv.id} is registered but not served: {text}"
+            _fail(say, text)
+            raise UsageError(text) from None
+
+        n = len(mv.requirements)
+        print(f"registered {mv.id} (methods: {', '.join(mv.methods)}; {n} pinned requirement{'s' * (n != 1)})")
+        print(f"runtime: {runtime}{_why(args.runtime, runtime)}")
+        if args.no_start:
+            if image is not None:
+                seconds = f" in {image.build_seconds:.1f} s" if image.build_seconds is not None else ""
+                print(f"built image {image.tag} ({image.size / 1e6:.0f} MB){seconds}")
+            print(f"not started (--no-start): nbserve.serve({mv.id!r}) or the Start button of "
+                  f"%nbserve panel starts it")
+            _done(say, f"registered {mv.id}")
+            return mv
+        _done(say, f"{inst.id} is serving {mv.id}")
+        print(f"instance {inst.id} is serving {mv.id} at {inst.url}")
+        return inst
+
+    @line_magic
+    def nbserve(self, line):
+        """Look after registered models and instances:
+
+            %nbserve list                  registered models (latest version of each)
+            %nbserve instances             instances, with the status their runtime reports now
+            %nbserve stop REF              stop an instance, or every instance of model REF
+            %nbserve start REF / remove REF
+            %nbserve logs REF [--tail N]   the server's log tail
+            %nbserve panel                 the ipywidgets panel of models and instances
+        """
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"{exc}; {NBSERVE_USAGE}") from None
+        if not words:
+            raise UsageError(NBSERVE_USAGE)
+        cmd, rest = words[0], words[1:]
+        ws = default_workspace()
+        try:
+            if cmd in ("list", "models") and not rest:
+                self._list(ws)
+            elif cmd == "instances" and not rest:
+                self._instances(ws)
+            elif cmd in ("stop", "start", "remove") and len(rest) == 1:
+                for inst in ws.resolve_instances(rest[0]):
+                    if cmd == "stop":
+                        print(f"stopped {inst.id} ({inst.model}): {ws.stop(inst.id).status}")
+                    elif cmd == "start":
+                        done = ws.start(inst.id, progress=self._progress(f"starting {inst.id}"))
+                        print(f"started {done.id} ({done.model}) at {done.url}")
+                    else:
+                        ws.remove(inst.id)
+                        print(f"removed {inst.id} ({inst.model})")
+            elif cmd == "logs" and rest:
+                self._logs(ws, rest)
+            elif cmd == "panel" and not rest:
+                from IPython.display import display
+
+                from .widgets import panel
+
+                display(panel(ws))
+            else:
+                raise UsageError(NBSERVE_USAGE)
+        except NbserveError as exc:
+            raise UsageError(error_text(exc)) from None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _lookup(self, name: str, what: str):
+        ns = self.shell.user_ns
+        if name in ns:
+            return ns[name]
+        if not name.isidentifier():
+            try:
+                return self.shell.ev(name)
+            except Exception as exc:
+                raise UsageError(f"cannot evaluate the {what} {name!r}: {type(exc).__name__}: {exc}") from None
+        names = {n.lower(): n for n in user_names(self.shell)}  # 'Y' should suggest 'y'
+        close = [names[n] for n in difflib.get_close_matches(name.lower(), list(names), n=3)]
+        hint = (f"; did you mean {' or '.join(map(repr, close))}?" if close
+                else "; define it first (run the cell that creates it), or check the spelling")
+        raise UsageError(f"no {what} named {name!r} in the notebook{hint}")
+
+    def _progress(self, title: str):
+        """A progress bar widget in a kernel with a frontend; printed lines in a terminal IPython."""
+        if getattr(self.shell, "kernel", None) is None:
+            return console_progress
+        try:
+            from .notebook_progress import ProgressView
+        except ImportError:  # ipywidgets is optional (the nbserve[notebook] extra)
+            return console_progress
+        from IPython.display import display
+
+        view = ProgressView(title)
+        display(view)
+        return view
+
+    def _list(self, ws) -> None:
+        models = ws.models()
+        if not models:
+            print("no models registered yet: `%serve VARIABLE` registers and serves one")
+            return
+        rows = [(m.name, m.version, len(ws.versions(m.name)), ",".join(m.methods), len(m.requirements),
+                 when(m.created)) for m in models]
+        print(table(rows, ("MODEL", "LATEST", "VERSIONS", "METHODS", "REQUIREMENTS", "CREATED")))
+
+    def _instances(self, ws) -> None:
+        insts = ws.instances()
+        if not insts:
+            print("no instances: `%serve VARIABLE` starts one")
+            return
+        rows = [(i.id, i.model, i.runtime, i.status, (i.status == "running" and i.url) or "-", duration(i.uptime))
+                for i in insts]
+        print(table(rows, ("ID", "MODEL", "RUNTIME", "STATUS", "URL", "UPTIME")))
+
+    def _logs(self, ws, rest) -> None:
+        tail = 200
+        if len(rest) == 3 and rest[1] == "--tail" and rest[2].isdigit():
+            tail = int(rest[2])
+        elif len(rest) != 1:
+            raise UsageError("usage: %nbserve logs REF [--tail N]")
+        for inst in ws.resolve_instances(rest[0]):
+            print(f"--- {inst.id} ({inst.model}, {inst.runtime}, {inst.status}) ---")
+            print(ws.logs(inst.id, tail=tail).rstrip("\n") or "(no log lines yet)")
+
+
+# -- tab completion (IPython calls these as hooks: (shell, event)) ------------------------------
+
+def _previous_and_position(event):
+    before = event.text_until_cursor
+    words = before.split()
+    at_space = before.endswith((" ", "\t"))
+    previous = words[-1] if at_space else (words[-2] if len(words) > 1 else "")
+    return previous, len(words) if at_space else len(words) - 1
+
+
+def complete_serve(shell, event):
+    """Variables after %serve / --sample, runtime names after --runtime, option names after '-'."""
+    previous, _ = _previous_and_position(event)
+    if previous == "--runtime":
+        return list(RUNTIME_CHOICES)
+    if previous in ("--name", "--port", "--workers", "--methods"):
+        return []
+    if event.symbol.startswith("-"):
+        return list(SERVE_OPTIONS)
+    return sorted(user_names(shell))
+
+
+def complete_nbserve(shell, event):
+    """Subcommands, then instance ids and model names after stop/start/remove/logs."""
+    _, position = _previous_and_position(event)
+    words = event.text_until_cursor.split()
+    start = next((i for i, w in enumerate(words) if w.endswith("%nbserve")), 0)
+    position -= start
+    if position <= 1:
+        return ["list", "instances", "stop", "start", "remove", "logs", "panel"]
+    if position == 2 and words[start + 1] in ("stop", "start", "remove", "logs"):
+        insts = default_workspace().instances()
+        return sorted({i.id for i in insts} | {i.name for i in insts})
+    return []
+
+
+def user_names(shell) -> list[str]:
+    """The notebook's own variables: not IPython's (In, Out, get_ipython, ...), not _private."""
+    hidden = shell.user_ns_hidden
+    return [k for k in shell.user_ns if not k.startswith("_") and k not in hidden]
+
+
+def _why(requested: str, chosen: str) -> str:
+    if requested not in (None, "auto"):
+        return ""
+    return " (auto: a Docker engine answered)" if chosen == "docker" else " (auto: no Docker engine answered)"
+
+
+def _done(say, message: str) -> None:
+    if hasattr(say, "done"):
+        say.done(message)
+
+
+def _fail(say, text: str) -> None:
+    if hasattr(say, "fail"):
+        say.fail(text.splitlines()[0], details="")  # the UsageError prints the whole text
+
+
+def load_ipython_extension(ipython) -> None:
+    magics = NbserveMagics(ipython)
+    ipython.register_magics(magics)
+    # Custom completers match on the text before the cursor, so `inst = %serve l<TAB>` works too.
+    ipython.set_hook("complete_command", complete_serve, re_key=r".*%%?serve\s")
+    ipython.set_hook("complete_command", complete_nbserve, re_key=r".*%nbserve\s")

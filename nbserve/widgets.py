@@ -1,0 +1,415 @@
+"""``nbserve.panel()``: an ipywidgets panel of registered models and running instances.
+
+Two tables built from ipywidgets (GridBox rows): models, each with a runtime, a port and a Start button;
+instances, each with Stop, Start, Logs and Remove. The panel is a thin face over a workspace: every row
+comes from ``Workspace.models()``/``instances()`` (status reconciled from the runtimes on every listing)
+and every button calls one plain method (``start_model``, ``stop_instance``, ...), so tests and users can
+drive it from Python as well as by clicking.
+
+While displayed, the panel refreshes itself every few seconds from a background thread. The thread stops
+when the panel is closed (``panel.close()``), when the frontend reports that no view shows it any more,
+or when it is garbage collected; and at most ``MAX_AUTO_REFRESHING`` panels refresh at once, so re-running
+a ``%nbserve panel`` cell many times does not pile up threads.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+import weakref
+
+import ipywidgets as widgets
+
+from .errors import NbserveError
+from .notebook_progress import ProgressView
+from .notebook_text import duration, error_text, when
+
+RUNTIME_CHOICES = ("auto", "process", "docker")
+REFRESH_SECONDS = 5.0
+MAX_AUTO_REFRESHING = 4
+LOG_TAIL = 200
+
+_auto_refreshing: list = []  # weakrefs to panels whose refresh thread runs, oldest first
+
+
+def _cell(value: str = "") -> widgets.HTML:
+    return widgets.HTML(value, layout=widgets.Layout(width="auto"))
+
+
+def _button(description: str, tooltip: str, style: str = "") -> widgets.Button:
+    return widgets.Button(description=description, tooltip=tooltip, button_style=style,
+                          layout=widgets.Layout(width="auto"))
+
+
+def _grid(columns: int) -> widgets.GridBox:
+    return widgets.GridBox(layout=widgets.Layout(grid_template_columns=f"repeat({columns}, max-content)",
+                                                 grid_gap="2px 14px", align_items="center"))
+
+
+def _set(widget, **values) -> None:
+    """Assign only what changed: a refresh then sends nothing for rows that did not change."""
+    for key, value in values.items():
+        if getattr(widget, key) != value:
+            setattr(widget, key, value)
+
+
+class _ModelRow:
+    HEADERS = ("model", "latest", "versions", "methods", "requirements", "created", "runtime", "port", "")
+
+    def __init__(self, panel: "Panel", name: str):
+        self.name = name
+        self.cells = [_cell() for _ in range(6)]
+        self.runtime = widgets.Dropdown(options=RUNTIME_CHOICES, value="auto", layout=widgets.Layout(width="95px"))
+        self.port = widgets.Text(placeholder="any", layout=widgets.Layout(width="75px"))
+        self.start = _button("Start", f"start a new instance of {name} (latest version)", "success")
+        self.start.on_click(lambda _: panel.start_model(name))
+        self.widgets = [*self.cells, self.runtime, self.port, self.start]
+
+    def update(self, mv, versions: int) -> None:
+        values = (f"<b>{html.escape(mv.name)}</b>", str(mv.version), str(versions), html.escape(", ".join(mv.methods)),
+                  f"<span title='{html.escape(chr(10).join(mv.requirements))}'>{len(mv.requirements)}</span>",
+                  when(mv.created))
+        for cell, value in zip(self.cells, values):
+            _set(cell, value=value)
+
+    def close(self) -> None:
+        for w in self.widgets:
+            w.close()
+
+
+class _InstanceRow:
+    HEADERS = ("instance", "model", "runtime", "status", "url", "uptime", "", "", "", "")
+
+    def __init__(self, panel: "Panel", id: str):
+        self.id = id
+        self.cells = [_cell() for _ in range(6)]
+        self.stop = _button("Stop", f"stop {id}", "warning")
+        self.start = _button("Start", f"start {id} again", "success")
+        self.logs = _button("Logs", f"show the log tail of {id}")
+        self.remove = _button("Remove", f"stop {id} and forget it", "danger")
+        self.stop.on_click(lambda _: panel.stop_instance(id))
+        self.start.on_click(lambda _: panel.start_instance(id))
+        self.logs.on_click(lambda _: panel.show_logs(id))
+        self.remove.on_click(lambda _: panel.remove_instance(id))
+        self.buttons = [self.stop, self.start, self.logs, self.remove]
+        self.widgets = [*self.cells, *self.buttons]
+
+    def update(self, inst) -> None:
+        colour = {"running": "#2e7d32", "exited": "#c62828", "missing": "#c62828"}.get(inst.status, "#757575")
+        url = inst.url if inst.status == "running" else None
+        link = (f"<a href='{html.escape(url)}' target='_blank'>{html.escape(url)}</a> · "
+                f"<a href='{html.escape(url)}/docs' target='_blank'>docs</a>") if url else "-"
+        values = (html.escape(inst.id), html.escape(inst.model), html.escape(inst.runtime),
+                  f"<span style='color: {colour}'>{html.escape(inst.status)}</span>", link, duration(inst.uptime))
+        for cell, value in zip(self.cells, values):
+            _set(cell, value=value)
+        self.enable(inst.status)
+
+    def enable(self, status: str | None) -> None:
+        """Offer what makes sense now; ``None`` (an action is running) disables every button."""
+        busy = status is None
+        _set(self.stop, disabled=busy or status != "running")
+        _set(self.start, disabled=busy or status == "running")
+        _set(self.logs, disabled=busy)
+        _set(self.remove, disabled=busy)
+
+    def close(self) -> None:
+        for w in self.widgets:
+            w.close()
+
+
+class Panel(widgets.VBox):
+    """Models and instances of a workspace, with buttons. ``nbserve.panel()`` makes one."""
+
+    def __init__(self, workspace=None, refresh_seconds: float = REFRESH_SECONDS, **kwargs):
+        if workspace is None:
+            from .workspace import default_workspace
+
+            workspace = default_workspace()
+        self.workspace = workspace
+        self.refresh_seconds = refresh_seconds
+        self.last_error: str | None = None
+        self._lock = threading.RLock()  # one refresh or action at a time (clicks vs the refresh thread)
+        self._model_rows: dict[str, _ModelRow] = {}
+        self._instance_rows: dict[str, _InstanceRow] = {}
+        self._statuses: dict[str, str] = {}
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._seen_view = False
+        self._logs_id: str | None = None
+
+        self.refresh_button = _button("Refresh", "read models and instances again")
+        self.refresh_button.icon = "refresh"
+        self.refresh_button.on_click(lambda _: self._refresh_quietly())
+        self.status = _cell()
+        self.models_grid, self.instances_grid = _grid(len(_ModelRow.HEADERS)), _grid(len(_InstanceRow.HEADERS))
+        self._model_headers = [_cell(f"<b>{h}</b>") for h in _ModelRow.HEADERS]
+        self._instance_headers = [_cell(f"<b>{h}</b>") for h in _InstanceRow.HEADERS]
+        self.no_models = _cell("<i>No models registered yet: <code>%serve VARIABLE</code> registers and serves "
+                               "one.</i>")
+        self.no_instances = _cell("<i>No instances: the Start button of a model starts one.</i>")
+        self.progress = ProgressView(layout=widgets.Layout(display="none"))
+        self.logs_title = _cell()
+        self.hide_logs = _button("Hide logs", "hide the log tail")
+        self.hide_logs.on_click(lambda _: self.clear_logs())
+        self.logs = _cell()
+        self.logs_box = widgets.VBox([widgets.HBox([self.logs_title, self.hide_logs]), self.logs],
+                                     layout=widgets.Layout(display="none"))
+        self._own = [self.refresh_button, self.status, self.models_grid, self.instances_grid,
+                     *self._model_headers, *self._instance_headers, self.no_models, self.no_instances,
+                     self.progress, *self.progress.children, self.progress.bar, self.progress.step,
+                     self.progress.error, self.logs_title, self.hide_logs, self.logs]
+        titles = [_cell("<h3 style='margin: 4px 0'>Models</h3>"), _cell("<h3 style='margin: 4px 0'>Instances</h3>")]
+        header = widgets.HBox([self.refresh_button, self.status], layout=widgets.Layout(align_items="center"))
+        self._own += [*titles, header, self.logs_box, *self.logs_box.children]
+        super().__init__(children=[header, titles[0], self.models_grid, self.no_models, titles[1],
+                                   self.instances_grid, self.no_instances, self.progress, self.logs_box], **kwargs)
+        # Ask the frontend to count the views showing this panel, so the refresh thread can stop
+        # once none does (ipywidgets' experimental _view_count; None means "not tracked").
+        self._view_count = 0
+        self.refresh()
+
+    def __repr__(self):
+        # The text/plain fallback of the display: short and stable, so executed notebooks compare equal.
+        return "<nbserve panel>"
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def refresh(self):
+        """Read models and instances (status from the runtimes) and update the rows; returns both lists."""
+        with self._lock:
+            try:
+                models = self.workspace.models()
+                counts = {m.name: len(self.workspace.versions(m.name)) for m in models}
+                instances = self.workspace.instances()
+            except NbserveError as exc:
+                _set(self.status, value=f"<span style='color: #c62828'>cannot read the registry: "
+                                        f"{html.escape(error_text(exc))}</span>")
+                raise
+            self._sync_models(models, counts)
+            self._sync_instances(instances)
+            running = sum(i.status == "running" for i in instances)
+            _set(self.status, value=f"{len(models)} model{'s' * (len(models) != 1)} · {running} of "
+                                    f"{len(instances)} instance{'s' * (len(instances) != 1)} running · "
+                                    f"<span style='opacity: .6'>refreshed {time.strftime('%H:%M:%S')}</span>")
+            return models, instances
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.refresh()
+        except NbserveError:
+            pass  # the status line says what failed
+
+    def _sync_models(self, models, counts) -> None:
+        rows = {}
+        for mv in sorted(models, key=lambda m: m.name):
+            row = self._model_rows.pop(mv.name, None) or _ModelRow(self, mv.name)
+            row.update(mv, counts.get(mv.name, 1))
+            rows[mv.name] = row
+        for gone in self._model_rows.values():
+            gone.close()
+        self._model_rows = rows
+        children = tuple(self._model_headers + [w for r in rows.values() for w in r.widgets]) if rows else ()
+        if self.models_grid.children != children:
+            self.models_grid.children = children
+        _set(self.no_models.layout, display="none" if rows else "")
+
+    def _sync_instances(self, instances) -> None:
+        rows = {}
+        for inst in sorted(instances, key=lambda i: (i.created, i.id)):
+            row = self._instance_rows.pop(inst.id, None) or _InstanceRow(self, inst.id)
+            row.update(inst)
+            rows[inst.id] = row
+        for gone in self._instance_rows.values():
+            gone.close()
+        self._instance_rows = rows
+        self._statuses = {i.id: i.status for i in instances}
+        children = tuple(self._instance_headers + [w for r in rows.values() for w in r.widgets]) if rows else ()
+        if self.instances_grid.children != children:
+            self.instances_grid.children = children
+        _set(self.no_instances.layout, display="none" if rows else "")
+
+    def model_row(self, name: str) -> _ModelRow:
+        return self._model_rows[name]
+
+    def instance_row(self, id: str) -> _InstanceRow:
+        return self._instance_rows[id]
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self._model_rows)
+
+    @property
+    def instance_ids(self) -> list[str]:
+        return list(self._instance_rows)
+
+    # -- actions (each button calls one of these) ----------------------------------------------
+
+    def start_model(self, name: str, runtime: str | None = None, port: int | None = None):
+        """Start a new instance of the latest version of ``name``; runtime and port default to the row's."""
+        row = self._model_rows.get(name)
+        if runtime is None:
+            runtime = row.runtime.value if row else "auto"
+
+        def work(say):
+            chosen = port if port is not None or row is None else _port(row.port.value)
+            return self.workspace.serve(name, runtime=runtime, port=chosen, progress=say)
+
+        return self._act(f"starting {name} ({runtime})", work,
+                         lambda inst: f"{inst.id} is serving {inst.model} at {inst.url}")
+
+    def stop_instance(self, id: str):
+        return self._act(f"stopping {id}", lambda say: self.workspace.stop(id), lambda inst: f"{id} {inst.status}")
+
+    def start_instance(self, id: str):
+        """Start a stopped instance again (a failed start shows the server's log tail)."""
+        return self._act(f"starting {id}", lambda say: self.workspace.start(id, progress=say),
+                         lambda inst: f"{id} is serving {inst.model} at {inst.url}")
+
+    def remove_instance(self, id: str):
+        def work(say):
+            self.workspace.remove(id)
+            if self._logs_id == id:
+                self.clear_logs()
+
+        return self._act(f"removing {id}", work, lambda _: f"{id} removed")
+
+    def show_logs(self, id: str, tail: int = LOG_TAIL) -> str:
+        """Show the log tail of an instance under the tables; returns the text."""
+        try:
+            text = self.workspace.logs(id, tail=tail)
+        except NbserveError as exc:
+            self._show_failure(f"logs of {id}", error_text(exc))
+            return ""
+        _set(self.logs_title, value=f"<b>logs of {html.escape(id)}</b> (last {tail} lines)")
+        _set(self.logs, value=f"<pre style='max-height: 24em; overflow: auto; margin: 0'>"
+                              f"{html.escape(text) or '(no log lines yet)'}</pre>")
+        _set(self.logs_box.layout, display="")
+        self._logs_id = id
+        return text
+
+    def clear_logs(self) -> None:
+        self._logs_id = None
+        _set(self.logs_title, value="")
+        _set(self.logs, value="")
+        _set(self.logs_box.layout, display="none")
+
+    def _act(self, title: str, work, describe):
+        """Run one action with the progress view showing; on failure show the error and stay usable."""
+        with self._lock:
+            self._set_busy(True)
+            _set(self.progress.layout, display="")
+            self.progress.begin(title)
+            self.last_error = None
+            result = None
+            try:
+                result = work(self.progress)
+            except Exception as exc:  # the panel must survive anything; show it rather than lose it
+                text = error_text(exc) if isinstance(exc, NbserveError) else f"{type(exc).__name__}: {exc}"
+                self._show_failure(title, text)
+            else:
+                self.progress.done(describe(result))
+            finally:
+                self._set_busy(False)
+                self._refresh_quietly()
+            return result
+
+    def _show_failure(self, title: str, text: str) -> None:
+        self.last_error = text
+        _set(self.progress.layout, display="")
+        if self.progress.state != "working":
+            self.progress.begin(title)
+        self.progress.fail(text)
+
+    def _set_busy(self, busy: bool) -> None:
+        for row in self._model_rows.values():
+            row.start.disabled = busy
+        for id, row in self._instance_rows.items():
+            row.enable(None if busy else self._statuses.get(id))
+        self.refresh_button.disabled = busy
+
+    # -- auto-refresh --------------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        self.start_auto_refresh()  # displayed: keep it current
+        return bundle
+
+    def start_auto_refresh(self, seconds: float | None = None) -> None:
+        if seconds is not None:
+            self.refresh_seconds = seconds
+        if self.comm is None or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._stop_event = threading.Event()
+        self._thread = threading.Thread(target=_auto_refresh, name="nbserve-panel-refresh", daemon=True,
+                                        args=(weakref.ref(self), self._stop_event, self.refresh_seconds))
+        self._thread.start()
+        _auto_refreshing.append(weakref.ref(self))
+        live = [r for r in _auto_refreshing if r() is not None and r().auto_refreshing]
+        _auto_refreshing[:] = live
+        for ref in live[:-MAX_AUTO_REFRESHING]:
+            ref().stop_auto_refresh()
+
+    def stop_auto_refresh(self, timeout: float = 5.0) -> None:
+        self._stop_event.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def auto_refreshing(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _tick(self) -> bool:
+        """One background refresh; False when the thread should stop (closed, or no view left)."""
+        if self.comm is None:
+            return False
+        if self._view_count:
+            self._seen_view = True
+        elif self._seen_view and self._view_count == 0:
+            return False  # every view of it was removed (cell cleared or re-run)
+        if not self._lock.acquire(blocking=False):
+            return True  # an action is running; it refreshes when done
+        try:
+            self.refresh()
+        except Exception:
+            pass  # the status line says what failed; try again next tick
+        finally:
+            self._lock.release()
+        return True
+
+    def close(self):
+        self.stop_auto_refresh()
+        for row in [*self._model_rows.values(), *self._instance_rows.values()]:
+            row.close()
+        self._model_rows, self._instance_rows = {}, {}
+        for w in self._own:
+            w.close()
+        super().close()
+
+
+def _auto_refresh(ref, stop: threading.Event, seconds: float) -> None:
+    # Holds only a weak reference between ticks, so a panel nobody holds can be collected (and stop).
+    while not stop.wait(seconds):
+        panel = ref()
+        if panel is None:
+            return
+        keep_going = panel._tick()
+        del panel
+        if not keep_going:
+            return
+
+
+def _port(text: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise NbserveError(f"port must be a number, got {text!r}; leave it empty for any free port")
+    return int(text)
+
+
+def panel(workspace=None, refresh_seconds: float = REFRESH_SECONDS) -> Panel:
+    """The panel of models and instances of ``workspace`` (default: the one of $NBSERVE_HOME)."""
+    return Panel(workspace, refresh_seconds=refresh_seconds)
