@@ -1,0 +1,222 @@
+"""The ipywidgets panel, driven through its buttons (``button.click()`` runs the same handlers a click
+in the browser does) against real process-runtime instances, checked over HTTP."""
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+import nbserve
+from nbserve.widgets import Panel
+
+
+def double(xs):
+    return [2 * x for x in xs]
+
+
+def health(url) -> int:
+    try:
+        return requests.get(url + "/health", timeout=5).status_code
+    except requests.ConnectionError:
+        return 0
+
+
+def refresh_threads():
+    return [t for t in threading.enumerate() if t.name == "nbserve-panel-refresh" and t.is_alive()]
+
+
+def wait_for(condition, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def make_panel(workspace):
+    """Panels over the test's workspace; every one is closed afterwards and no refresh thread may leak."""
+    made = []
+
+    def make(**kwargs):
+        panel = Panel(workspace, **kwargs)
+        made.append(panel)
+        return panel
+
+    yield make
+    for panel in made:
+        panel.close()
+    assert refresh_threads() == []
+
+
+@pytest.fixture
+def registered(workspace):
+    return workspace.register(double, sample=[1, 2, 3], progress=False)
+
+
+def cells(row):
+    return [c.value for c in row.cells]
+
+
+def test_rows_show_models_and_instances(workspace, make_panel, iris):
+    from sklearn.base import clone
+
+    X, y, lr = iris
+    workspace.register(lr, name="iris", sample=X, progress=False)
+    workspace.register(clone(lr).set_params(C=0.5).fit(X, y), name="iris", sample=X, progress=False)
+    inst = workspace.serve("iris", runtime="process", progress=False)
+
+    panel = make_panel()
+    assert panel.model_names == ["iris"] and panel.instance_ids == [inst.id]
+    name, latest, versions, methods, requirements, created = cells(panel.model_row("iris"))
+    assert "iris" in name and latest == "2" and versions == "2" and methods == "predict, predict_proba"
+    assert f">{len(workspace.get_model('iris').requirements)}<" in requirements
+    assert created.startswith(time.strftime("%Y-"))
+    id_, model, runtime, status, url, uptime = cells(panel.instance_row(inst.id))
+    assert (id_, model, runtime) == (inst.id, "iris:2", "process")
+    assert "running" in status and f"href='{inst.url}'" in url and uptime.endswith(" s")
+    assert "1 model · 1 of 1 instance running" in panel.status.value
+
+
+def test_start_button_of_a_model_starts_an_instance_on_the_chosen_port(make_panel, registered, workspace):
+    panel = make_panel()
+    assert panel.instance_ids == [] and panel.no_instances.layout.display != "none"
+    row = panel.model_row("double")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    row.runtime.value, row.port.value = "process", str(port)
+    row.start.click()
+
+    assert panel.last_error is None and panel.progress.state == "done"
+    [inst] = workspace.instances()
+    assert inst.url == f"http://127.0.0.1:{port}" and panel.instance_ids == [inst.id]
+    assert health(inst.url) == 200
+    assert requests.post(inst.url + "/double", json={"data": [4]}, timeout=5).json() == {"data": [8]}
+    assert panel.no_instances.layout.display == "none"
+
+
+def test_instance_buttons_stop_start_show_logs_and_remove(make_panel, registered, workspace):
+    inst = workspace.serve("double", runtime="process", progress=False)
+    panel = make_panel()
+    row = panel.instance_row(inst.id)
+    assert row.stop.disabled is False and row.start.disabled is True
+
+    row.stop.click()
+    assert health(inst.url) == 0
+    assert "stopped" in cells(row)[3] and row.start.disabled is False and row.stop.disabled is True
+    assert workspace.get_instance(inst.id).status == "stopped"
+
+    row.start.click()
+    url = workspace.get_instance(inst.id).url
+    assert health(url) == 200 and "running" in cells(row)[3] and panel.last_error is None
+
+    row.logs.click()
+    assert inst.id in panel.logs_title.value and "starting double:1" in panel.logs.value
+    assert panel.logs_box.layout.display != "none"
+
+    row.remove.click()
+    assert health(url) == 0
+    assert workspace.instances() == [] and panel.instance_ids == []
+    assert panel.logs_box.layout.display == "none"  # the logs of a removed instance go with it
+
+
+def test_a_failed_start_shows_the_error_and_the_panel_stays_usable(make_panel, registered, workspace):
+    panel = make_panel()
+    row = panel.model_row("double")
+    row.runtime.value = "process"
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        row.port.value = str(busy.getsockname()[1])
+        row.start.click()
+    assert panel.progress.state == "failed" and "is in use" in panel.last_error
+    assert "is in use" in panel.progress.error.value and panel.progress.bar.bar_style == "danger"
+    assert workspace.instances() == []
+
+    row.port.value = "eighty"
+    row.start.click()
+    assert "port must be a number" in panel.last_error
+
+    row.port.value = ""
+    row.start.click()  # still usable
+    assert panel.last_error is None and panel.progress.state == "done"
+    [inst] = workspace.instances()
+    assert health(inst.url) == 200 and row.start.disabled is False
+
+
+def test_a_server_that_fails_to_start_shows_its_log_tail(make_panel, registered, workspace):
+    inst = workspace.serve("double", runtime="process", progress=False)
+    inst.stop()
+    (registered.artifact_dir / "model.pkl").write_bytes(b"not the pickle that was registered")
+    panel = make_panel()
+    panel.instance_row(inst.id).start.click()
+    assert panel.progress.state == "failed"
+    assert "log tail" in panel.last_error and "did not start" in panel.last_error
+    assert "log tail" in panel.progress.error.value
+    assert panel.instance_row(inst.id).logs.disabled is False  # buttons work again after the failure
+
+
+def test_auto_refresh_shows_what_the_runtime_says_and_stops_on_close(make_panel, registered, workspace):
+    inst = workspace.serve("double", runtime="process", progress=False)
+    panel = make_panel()
+    panel.start_auto_refresh(0.1)
+    assert panel.auto_refreshing and len(refresh_threads()) == 1
+
+    # killed behind nbserve's back, as from a terminal: the panel finds out by itself
+    pid = workspace.registry.get_instance(inst.id).handle["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    assert wait_for(lambda: "exited" in cells(panel.instance_row(inst.id))[3])
+
+    # a second instance started elsewhere (another kernel, the CLI) appears too
+    other = workspace.serve("double", runtime="process", progress=False)
+    assert wait_for(lambda: other.id in panel.instance_ids)
+
+    thread = panel._thread
+    panel.close()
+    assert not thread.is_alive() and not panel.auto_refreshing and refresh_threads() == []
+
+
+def test_displaying_starts_refreshing_and_a_vanished_view_stops_it(make_panel, registered):
+    panel = make_panel(refresh_seconds=0.05)
+    assert not panel.auto_refreshing  # built, not displayed: no thread
+    bundle = panel._repr_mimebundle_()
+    assert bundle["text/plain"] == "<nbserve panel>"
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert panel.auto_refreshing
+
+    # the frontend counts views: one shown, then the cell is cleared
+    panel._view_count = 1
+    time.sleep(0.2)
+    assert panel.auto_refreshing
+    panel._view_count = 0
+    assert wait_for(lambda: not panel.auto_refreshing, timeout=5)
+
+
+def test_at_most_a_few_panels_refresh_at_once(make_panel, registered):
+    from nbserve.widgets import MAX_AUTO_REFRESHING
+
+    panels = [make_panel(refresh_seconds=10) for _ in range(MAX_AUTO_REFRESHING + 2)]
+    for p in panels:
+        p.start_auto_refresh()
+    assert [p.auto_refreshing for p in panels] == [False] * 2 + [True] * MAX_AUTO_REFRESHING
+    assert len(refresh_threads()) == MAX_AUTO_REFRESHING
+    panels[0].refresh_button.click()  # a panel that stopped refreshing still refreshes on demand
+    assert panels[0].model_names == ["double"]
+
+
+def test_nbserve_panel_is_a_displayable_widget_of_the_default_workspace(home, make_panel, registered):
+    import ipywidgets
+
+    panel = nbserve.panel(refresh_seconds=60)
+    try:
+        assert isinstance(panel, ipywidgets.DOMWidget) and panel.model_names == ["double"]
+        assert panel.workspace.home == home.resolve()
+    finally:
+        panel.close()
