@@ -1,0 +1,75 @@
+/** Typed calls of the REST routes in nbserve/jupyter/handlers.py. */
+import { requestAPI } from './request';
+
+export type Runtime = 'auto' | 'process' | 'docker';
+
+export interface IModel {
+  id: string;
+  name: string;
+  version: number;
+  versions: number[];
+  methods: string[];
+  requirements: string[];
+  created: number;
+  kind?: string;
+  object_type?: string;
+}
+
+/** An instance (from the registry, status from its runtime) or a start in flight (`job: true`). */
+export interface IEntry {
+  id: string;
+  model: string;
+  runtime: string;
+  status: string;
+  url?: string | null;
+  port?: number | null;
+  started?: number | null;
+  job?: boolean;
+  message?: string;
+  fraction?: number | null;
+  error?: { type: string; message: string } | null;
+}
+
+export interface IStartRequest {
+  model: string;
+  version?: number;
+  runtime?: Runtime;
+  port?: number;
+}
+
+const json = (method: string, body?: unknown): RequestInit => ({
+  method,
+  body: body === undefined ? undefined : JSON.stringify(body),
+  headers: { 'Content-Type': 'application/json' }
+});
+
+export async function listModels(): Promise<IModel[]> {
+  return (await requestAPI<{ models: IModel[] }>('models')).models;
+}
+
+export async function listInstances(): Promise<IEntry[]> {
+  return (await requestAPI<{ instances: IEntry[] }>('instances')).instances;
+}
+
+/** Ask for a new instance; the server answers 202 at once with a job to poll. */
+export async function startNew(request: IStartRequest): Promise<IEntry> {
+  return (await requestAPI<{ job: IEntry }>('instances', json('POST', request)))
+    .job;
+}
+
+export async function act(
+  id: string,
+  action: 'stop' | 'start'
+): Promise<IEntry> {
+  const path = `instances/${encodeURIComponent(id)}/${action}`;
+  return (await requestAPI<{ instance: IEntry }>(path, json('POST'))).instance;
+}
+
+export async function remove(id: string): Promise<void> {
+  await requestAPI(`instances/${encodeURIComponent(id)}`, { method: 'DELETE' });
+}
+
+export async function logs(id: string, tail = 500): Promise<string> {
+  const path = `instances/${encodeURIComponent(id)}/logs?tail=${tail}`;
+  return (await requestAPI<{ logs: string }>(path)).logs;
+}

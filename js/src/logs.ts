@@ -1,0 +1,76 @@
+/** An instance's server log (or a start's progress) in a main-area panel, refreshed while visible. */
+import { MainAreaWidget, ToolbarButton } from '@jupyterlab/apputils';
+import { refreshIcon } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import { logs } from './api';
+import { h } from './dom';
+import { messageOf } from './panel';
+
+const REFRESH_MS = 3000;
+
+export class LogView extends Widget {
+  constructor(readonly instanceId: string) {
+    super();
+    this.addClass('nbserve-logs');
+    this._error = h('div', { className: 'nbserve-error', role: 'alert' });
+    this._error.hidden = true;
+    this._pre = h('pre', { role: 'log', 'aria-label': `Logs of ${instanceId}`, tabindex: 0 }, 'Loading…');
+    this.node.append(this._error, this._pre);
+  }
+
+  async refresh(): Promise<void> {
+    window.clearTimeout(this._timer);
+    try {
+      const text = await logs(this.instanceId);
+      const atBottom = this.node.scrollTop + this.node.clientHeight >= this.node.scrollHeight - 8;
+      this._pre.textContent = text || '(no output yet)';
+      if (atBottom) {
+        this.node.scrollTop = this.node.scrollHeight;
+      }
+      this._error.hidden = true;
+    } catch (error) {
+      this._error.textContent = `Could not read the logs: ${messageOf(error)}`;
+      this._error.hidden = false;
+    }
+    if (!this.isDisposed && this.isVisible) {
+      this._timer = window.setTimeout(() => void this.refresh(), REFRESH_MS);
+    }
+  }
+
+  dispose(): void {
+    window.clearTimeout(this._timer);
+    super.dispose();
+  }
+
+  protected onAfterShow(): void {
+    void this.refresh();
+  }
+
+  protected onBeforeHide(): void {
+    window.clearTimeout(this._timer);
+  }
+
+  private _pre: HTMLElement;
+  private _error: HTMLElement;
+  private _timer = 0;
+}
+
+export function createLogsWidget(id: string, label: string): MainAreaWidget<LogView> {
+  const content = new LogView(id);
+  const widget = new MainAreaWidget({ content });
+  widget.id = `nbserve-logs-${id}`;
+  widget.title.label = `Logs: ${label}`;
+  widget.title.caption = `Server log of ${label}`;
+  widget.title.closable = true;
+  widget.toolbar.addItem(
+    'refresh',
+    new ToolbarButton({
+      icon: refreshIcon,
+      tooltip: 'Reload the log',
+      label: 'Refresh',
+      onClick: () => void content.refresh()
+    })
+  );
+  return widget;
+}

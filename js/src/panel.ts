@@ -1,0 +1,489 @@
+/**
+ * The "Model serving" sidebar: registered models (with a Start form) and instances (with
+ * Stop/Start/Remove/Logs). It refreshes every few seconds while visible, at once after every
+ * action, and every second while a start is in flight (an image build can take a minute).
+ */
+import { Widget } from '@lumino/widgets';
+
+import {
+  IEntry,
+  IModel,
+  IStartRequest,
+  Runtime,
+  act,
+  listInstances,
+  listModels,
+  remove,
+  startNew
+} from './api';
+import { h, replaceChildren } from './dom';
+
+const IDLE_REFRESH_MS = 5000;
+const BUSY_REFRESH_MS = 1000;
+const RUNTIMES: Runtime[] = ['auto', 'process', 'docker'];
+const PENDING = new Set(['building', 'starting']);
+
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export interface IServingPanelOptions {
+  /** Open the logs of an instance (or of a start in flight) in the main area. */
+  openLogs: (id: string, label: string) => void;
+}
+
+export class ServingPanel extends Widget {
+  constructor(options: IServingPanelOptions) {
+    super();
+    this._openLogs = options.openLogs;
+    this.addClass('nbserve-panel');
+    this.title.caption = 'Model serving';
+
+    const refresh = h(
+      'button',
+      {
+        className: 'nbserve-button nbserve-refresh',
+        type: 'button',
+        title: 'Refresh models and instances',
+        onclick: () => void this.refresh()
+      },
+      'Refresh'
+    );
+    this._error = h('div', { className: 'nbserve-error', role: 'alert' });
+    this._modelList = h('ul', { className: 'nbserve-list', 'aria-label': 'Registered models' });
+    this._modelsEmpty = h(
+      'div',
+      { className: 'nbserve-empty' },
+      h('p', {}, 'No models registered yet. In a notebook, serve a fitted model with'),
+      h('pre', {}, h('code', {}, '%load_ext nbserve\n%serve model_name')),
+      h('p', {}, 'or register it from Python with ', h('code', {}, 'nbserve.register(model, name="...")'), '.')
+    );
+    this._instanceList = h('ul', { className: 'nbserve-list', 'aria-label': 'Model instances' });
+    this._instancesEmpty = h(
+      'p',
+      { className: 'nbserve-empty' },
+      'Nothing is being served. Start a model above, or run ',
+      h('code', {}, '%serve model_name'),
+      ' in a notebook.'
+    );
+    this._loading = h('p', { className: 'nbserve-empty', 'aria-live': 'polite' }, 'Loading…');
+
+    replaceChildren(
+      this.node,
+      h('header', { className: 'nbserve-header' }, h('h2', {}, 'Model serving'), refresh),
+      this._error,
+      this._loading,
+      h(
+        'section',
+        { className: 'nbserve-section', 'aria-labelledby': 'nbserve-models-heading' },
+        h('h3', { id: 'nbserve-models-heading' }, 'Models'),
+        this._modelList,
+        this._modelsEmpty
+      ),
+      h(
+        'section',
+        { className: 'nbserve-section', 'aria-labelledby': 'nbserve-instances-heading' },
+        h('h3', { id: 'nbserve-instances-heading' }, 'Instances'),
+        this._instanceList,
+        this._instancesEmpty
+      )
+    );
+    this._modelsEmpty.hidden = this._instancesEmpty.hidden = true;
+  }
+
+  /** Reload models and instances from the server extension (coalesces overlapping calls). */
+  async refresh(): Promise<void> {
+    if (this._refreshing) {
+      this._again = true;
+      return;
+    }
+    this._refreshing = true;
+    window.clearTimeout(this._timer);
+    try {
+      const [models, entries] = await Promise.all([listModels(), listInstances()]);
+      this._showError(null);
+      this._renderModels(models);
+      this._renderInstances(entries);
+      this._busy = entries.some(e => PENDING.has(e.status));
+    } catch (error) {
+      this._showError(`Could not load models and instances: ${messageOf(error)}`);
+    } finally {
+      this._loading.hidden = true;
+      this._refreshing = false;
+      if (this._again) {
+        this._again = false;
+        void this.refresh();
+      } else {
+        this._schedule();
+      }
+    }
+  }
+
+  dispose(): void {
+    window.clearTimeout(this._timer);
+    super.dispose();
+  }
+
+  protected onAfterShow(): void {
+    void this.refresh();
+  }
+
+  protected onBeforeHide(): void {
+    window.clearTimeout(this._timer);
+  }
+
+  private _schedule(): void {
+    window.clearTimeout(this._timer);
+    if (this.isDisposed || !this.isVisible) {
+      return;
+    }
+    const delay = this._busy ? BUSY_REFRESH_MS : IDLE_REFRESH_MS;
+    this._timer = window.setTimeout(() => void this.refresh(), delay);
+  }
+
+  private _showError(message: string | null): void {
+    this._error.textContent = message ?? '';
+    this._error.hidden = !message;
+  }
+
+  private _renderModels(models: IModel[]): void {
+    const seen = new Set<string>();
+    models.forEach((model, index) => {
+      let row = this._modelRows.get(model.name);
+      if (!row) {
+        row = new ModelRow(model.name, r => void this._start(r));
+        this._modelRows.set(model.name, row);
+      }
+      row.update(model);
+      seen.add(model.name);
+      placeAt(this._modelList, row.node, index);
+    });
+    dropUnseen(this._modelRows, seen);
+    this._modelsEmpty.hidden = models.length > 0;
+    this._modelList.hidden = models.length === 0;
+  }
+
+  private _renderInstances(entries: IEntry[]): void {
+    const seen = new Set<string>();
+    entries.forEach((entry, index) => {
+      let row = this._instanceRows.get(entry.id);
+      if (!row) {
+        row = new InstanceRow(entry.id, (r, what) => void this._act(r, what));
+        this._instanceRows.set(entry.id, row);
+      }
+      row.update(entry);
+      seen.add(entry.id);
+      placeAt(this._instanceList, row.node, index);
+    });
+    dropUnseen(this._instanceRows, seen);
+    this._instancesEmpty.hidden = entries.length > 0;
+    this._instanceList.hidden = entries.length === 0;
+  }
+
+  private async _start(row: ModelRow): Promise<void> {
+    const request = row.request();
+    if (typeof request === 'string') {
+      row.showError(request);
+      return;
+    }
+    row.setBusy(true);
+    row.showError(null);
+    try {
+      const job = await startNew(request);
+      row.showNote(`Starting ${job.model} on the ${job.runtime} runtime…`);
+      this._busy = true;
+    } catch (error) {
+      row.showError(messageOf(error));
+    } finally {
+      row.setBusy(false);
+      await this.refresh();
+    }
+  }
+
+  private async _act(row: InstanceRow, what: Action): Promise<void> {
+    if (what === 'logs') {
+      this._openLogs(row.id, row.label);
+      return;
+    }
+    row.setBusy(true);
+    row.showError(null);
+    try {
+      if (what === 'remove' || what === 'dismiss') {
+        await remove(row.id);
+      } else {
+        await act(row.id, what);
+      }
+    } catch (error) {
+      row.showError(messageOf(error));
+    } finally {
+      row.setBusy(false);
+      await this.refresh();
+    }
+  }
+
+  private _openLogs: (id: string, label: string) => void;
+  private _error: HTMLElement;
+  private _loading: HTMLElement;
+  private _modelList: HTMLElement;
+  private _modelsEmpty: HTMLElement;
+  private _instanceList: HTMLElement;
+  private _instancesEmpty: HTMLElement;
+  private _modelRows = new Map<string, ModelRow>();
+  private _instanceRows = new Map<string, InstanceRow>();
+  private _refreshing = false;
+  private _again = false;
+  private _busy = false;
+  private _timer = 0;
+}
+
+/** Put `node` at position `index` of `list` without moving it when it is already there (keeps focus). */
+function placeAt(list: HTMLElement, node: HTMLElement, index: number): void {
+  if (list.children[index] !== node) {
+    list.insertBefore(node, list.children[index] ?? null);
+  }
+}
+
+function dropUnseen<R extends { node: HTMLElement }>(rows: Map<string, R>, seen: Set<string>): void {
+  for (const [key, row] of rows) {
+    if (!seen.has(key)) {
+      row.node.remove();
+      rows.delete(key);
+    }
+  }
+}
+
+/** One registered model: what it is, and a form to start an instance of it. */
+class ModelRow {
+  readonly node: HTMLElement;
+
+  constructor(
+    readonly name: string,
+    onStart: (row: ModelRow) => void
+  ) {
+    this._title = h('span', { className: 'nbserve-title' }, name);
+    this._meta = h('div', { className: 'nbserve-meta' });
+    this._version = h('select', {
+      className: 'nbserve-select',
+      'aria-label': `Version of ${name}`
+    }) as HTMLSelectElement;
+    this._runtime = h(
+      'select',
+      { className: 'nbserve-select', 'aria-label': `Runtime for ${name}` },
+      ...RUNTIMES.map(r => h('option', { value: r }, r))
+    ) as HTMLSelectElement;
+    this._port = h('input', {
+      className: 'nbserve-input nbserve-port',
+      type: 'number',
+      min: 1,
+      max: 65535,
+      placeholder: 'any port',
+      'aria-label': `Port for ${name}`
+    }) as HTMLInputElement;
+    this._button = h(
+      'button',
+      {
+        className: 'nbserve-button nbserve-primary',
+        type: 'button',
+        title: `Start an instance of ${name}`,
+        onclick: () => onStart(this)
+      },
+      'Start'
+    ) as HTMLButtonElement;
+    this._note = h('div', { className: 'nbserve-note', role: 'status' });
+    this._error = h('div', { className: 'nbserve-error', role: 'alert' });
+    this._note.hidden = this._error.hidden = true;
+    this.node = h(
+      'li',
+      { className: 'nbserve-item', 'aria-label': `Model ${name}` },
+      h('div', { className: 'nbserve-line' }, this._title, this._version),
+      this._meta,
+      h('div', { className: 'nbserve-form' }, this._runtime, this._port, this._button),
+      this._note,
+      this._error
+    );
+  }
+
+  update(model: IModel): void {
+    const versions = [...model.versions].sort((a, b) => b - a);
+    const key = versions.join(',');
+    if (key !== this._versionsKey) {
+      const selected = this._version.value;
+      replaceChildren(this._version, ...versions.map(v => h('option', { value: v }, `v${v}`)));
+      // keep the user's choice across refreshes; otherwise the latest version
+      this._version.value = versions.map(String).includes(selected) ? selected : String(model.version);
+      this._versionsKey = key;
+    }
+    const kind = model.object_type ? `${model.object_type} · ` : '';
+    this._meta.textContent = `${kind}methods: ${model.methods.join(', ')}`;
+    this._meta.title = model.requirements.join('\n');
+  }
+
+  /** The start request from the form, or a message saying what to fix. */
+  request(): IStartRequest | string {
+    const request: IStartRequest = {
+      model: this.name,
+      version: Number(this._version.value),
+      runtime: this._runtime.value as Runtime
+    };
+    const port = this._port.value.trim();
+    if (port) {
+      const n = Number(port);
+      if (!Number.isInteger(n) || n < 1 || n > 65535) {
+        return `Port must be a whole number from 1 to 65535, or empty for any free port.`;
+      }
+      request.port = n;
+    }
+    return request;
+  }
+
+  setBusy(busy: boolean): void {
+    this._button.disabled = busy;
+  }
+
+  showNote(message: string | null): void {
+    this._note.textContent = message ?? '';
+    this._note.hidden = !message;
+    if (message) {
+      window.setTimeout(() => this.showNote(null), 4000);
+    }
+  }
+
+  showError(message: string | null): void {
+    this._error.textContent = message ?? '';
+    this._error.hidden = !message;
+  }
+
+  private _title: HTMLElement;
+  private _meta: HTMLElement;
+  private _version: HTMLSelectElement;
+  private _runtime: HTMLSelectElement;
+  private _port: HTMLInputElement;
+  private _button: HTMLButtonElement;
+  private _note: HTMLElement;
+  private _error: HTMLElement;
+  private _versionsKey = '';
+}
+
+type Action = 'stop' | 'start' | 'remove' | 'dismiss' | 'logs';
+
+/** One instance, or a start in flight or failed (a job). */
+class InstanceRow {
+  readonly node: HTMLElement;
+  label = '';
+
+  constructor(
+    readonly id: string,
+    private _onAction: (row: InstanceRow, what: Action) => void
+  ) {
+    this._body = h('div', { className: 'nbserve-body' });
+    this._error = h('div', { className: 'nbserve-error', role: 'alert' });
+    this._error.hidden = true;
+    this.node = h('li', { className: 'nbserve-item' }, this._body, this._error);
+  }
+
+  update(entry: IEntry): void {
+    const key = JSON.stringify([entry.status, entry.url, entry.message, entry.error, entry.fraction]);
+    this.label = entry.job ? `start of ${entry.model}` : `${entry.model} (${entry.id})`;
+    this.node.setAttribute('aria-label', `Instance ${entry.model} ${entry.id}`);
+    if (key === this._key) {
+      return; // unchanged: keep the DOM (and the focus) as it is
+    }
+    this._key = key;
+    const running = entry.status === 'running';
+    const pending = PENDING.has(entry.status);
+    const button = (text: string, what: Action, title: string) =>
+      h(
+        'button',
+        {
+          className: 'nbserve-button',
+          type: 'button',
+          title,
+          onclick: () => this._onAction(this, what)
+        },
+        text
+      );
+    const actions: HTMLElement[] = [];
+    if (entry.job) {
+      actions.push(button('Logs', 'logs', 'Show the progress of this start'));
+      if (!pending) {
+        actions.push(button('Dismiss', 'dismiss', 'Forget this failed start'));
+      }
+    } else {
+      actions.push(
+        running || pending
+          ? button('Stop', 'stop', `Stop ${entry.id}`)
+          : button('Start', 'start', `Start ${entry.id} again`),
+        button('Remove', 'remove', `Stop ${entry.id} and forget it`),
+        button('Logs', 'logs', `Show the server log of ${entry.id}`)
+      );
+    }
+    const url =
+      running && entry.url
+        ? h(
+            'a',
+            {
+              className: 'nbserve-link',
+              href: `${entry.url}/docs`,
+              target: '_blank',
+              rel: 'noopener noreferrer',
+              title: 'Open the Swagger page of this model'
+            },
+            entry.url
+          )
+        : null;
+    const message =
+      entry.job && entry.message
+        ? h('div', { className: entry.error ? 'nbserve-error' : 'nbserve-note' }, entry.message)
+        : null;
+    replaceChildren(
+      this._body,
+      h(
+        'div',
+        { className: 'nbserve-line' },
+        h('span', { className: 'nbserve-title' }, entry.model),
+        h(
+          'span',
+          {
+            className: `nbserve-badge nbserve-badge-${badgeKind(entry.status)}`,
+            title: `status: ${entry.status}`
+          },
+          entry.status
+        )
+      ),
+      h(
+        'div',
+        { className: 'nbserve-meta' },
+        `${entry.runtime} · ${entry.job ? 'new instance' : entry.id}`
+      ),
+      url,
+      message,
+      h('div', { className: 'nbserve-actions' }, ...actions)
+    );
+  }
+
+  setBusy(busy: boolean): void {
+    this._body.querySelectorAll('button').forEach(b => ((b as HTMLButtonElement).disabled = busy));
+  }
+
+  showError(message: string | null): void {
+    this._error.textContent = message ?? '';
+    this._error.hidden = !message;
+  }
+
+  private _body: HTMLElement;
+  private _error: HTMLElement;
+  private _key = '';
+}
+
+function badgeKind(status: string): string {
+  if (status === 'running') {
+    return 'ok';
+  }
+  if (PENDING.has(status) || status === 'restarting') {
+    return 'busy';
+  }
+  if (status === 'stopped') {
+    return 'idle';
+  }
+  return 'bad'; // exited, failed, missing, unknown
+}
