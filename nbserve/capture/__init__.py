@@ -61,7 +61,52 @@ def _call(obj, kind, name):
     return obj if kind == "function" else getattr(obj, name)
 
 
-def capture(obj, label="model", sample=None, methods=None, proof=True) -> Captured:
+@dataclass
+class Draft:
+    """A captured object before its proof: everything but the requirements the proof confirms."""
+
+    label: str
+    pickle: bytes
+    kind: str
+    names: list
+    signature: dict
+    outputs: dict
+    modules: set  # found statically: pickle globals, the captured functions' globals, the sample's type
+    sample_slice: object
+    object_type: str
+
+    def stage(self, directory: Path) -> Path:
+        """Write what a clean interpreter needs to replay this draft: artifact/ and sample.pkl."""
+        import hashlib
+        import json
+
+        art = Path(directory) / "artifact"
+        art.mkdir(parents=True, exist_ok=True)
+        (art / "model.pkl").write_bytes(self.pickle)
+        (art / "manifest.json").write_text(json.dumps({
+            "kind": self.kind, "methods": self.names, "signature": self.signature,
+            "pickle_sha256": hashlib.sha256(self.pickle).hexdigest()}))
+        (Path(directory) / "sample.pkl").write_bytes(cloudpickle.dumps(self.sample_slice))
+        return art
+
+    def finish(self, report: dict | None) -> Captured:
+        """Check the proof's report (if any) against the kernel's answers and lock the requirements."""
+        modules = set(self.modules)
+        if report is not None:
+            modules |= check_report(report, self)
+        manifest = {
+            "format": 1,
+            "kind": self.kind,
+            "object_type": self.object_type,
+            "methods": self.names,
+            "signature": self.signature,
+            "requirements": requirements.lock(requirements.distributions_for(modules)),
+            "python": platform.python_version(),
+        }
+        return Captured(self.pickle, manifest, self.outputs)
+
+
+def draft(obj, label="model", sample=None, methods=None) -> Draft:
     kind, names = resolve_methods(obj, methods)
     pkl = pickling.dump(obj, label)
 
@@ -81,22 +126,17 @@ def capture(obj, label="model", sample=None, methods=None, proof=True) -> Captur
     modules = requirements.modules_in_pickle(pkl) | requirements.modules_used_by_functions(obj)
     if sample is not None:
         modules |= {type(sample).__module__.partition(".")[0]}
-    if proof:
-        modules |= prove(pkl, kind, names, sample_slice, outputs, label)
-    manifest = {
-        "format": 1,
-        "kind": kind,
-        "object_type": f"{type(obj).__module__}.{type(obj).__qualname__}",
-        "methods": names,
-        "signature": signature,
-        "requirements": requirements.lock(requirements.distributions_for(modules)),
-        "python": platform.python_version(),
-    }
-    return Captured(pkl, manifest, outputs)
+    return Draft(label, pkl, kind, names, signature, outputs, modules, sample_slice,
+                 f"{type(obj).__module__}.{type(obj).__qualname__}")
 
 
-def prove(pkl: bytes, kind, names, sample_slice, outputs, label) -> set[str]:
-    """Load the pickle in a clean interpreter, replay the sample, return the modules it needed."""
+def capture(obj, label="model", sample=None, methods=None, proof=True) -> Captured:
+    d = draft(obj, label, sample, methods)
+    return d.finish(prove(d) if proof else None)
+
+
+def prove(d: Draft) -> dict:
+    """Load the draft in a clean interpreter (``python -I``, another working directory) and replay the sample."""
     from ..server import replay as _  # noqa: F401  (fail here, not in the child, if the package is broken)
 
     package_parent = str(Path(__file__).resolve().parents[2])
@@ -104,38 +144,38 @@ def prove(pkl: bytes, kind, names, sample_slice, outputs, label) -> set[str]:
             "from nbserve.server.replay import main; main(sys.argv[1:])")
     with tempfile.TemporaryDirectory(prefix="nbserve-proof-") as tmp:
         tmp = Path(tmp)
-        art = tmp / "artifact"
-        art.mkdir()
-        (art / "model.pkl").write_bytes(pkl)
-        import hashlib
-        import json
-
-        (art / "manifest.json").write_text(json.dumps({"kind": kind, "methods": names,
-                                                       "pickle_sha256": hashlib.sha256(pkl).hexdigest()}))
-        (tmp / "sample.pkl").write_bytes(cloudpickle.dumps(sample_slice))
+        art = d.stage(tmp)
         cmd = [sys.executable, "-I", "-c", boot, package_parent, str(art), str(tmp / "sample.pkl"),
                str(tmp / "report.pkl")]
         try:
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=PROOF_TIMEOUT)
         except subprocess.TimeoutExpired:
-            raise RequirementsError(f"loading {label} in a clean interpreter took over {PROOF_TIMEOUT} s") from None
+            raise RequirementsError(f"loading {d.label} in a clean interpreter took over {PROOF_TIMEOUT} s") from None
         if not (tmp / "report.pkl").exists():
-            raise RequirementsError(f"loading {label} in a clean interpreter crashed (exit {proc.returncode}):\n"
+            raise RequirementsError(f"loading {d.label} in a clean interpreter crashed (exit {proc.returncode}):\n"
                                     f"{proc.stderr[-2000:]}")
-        import pickle
+        return read_report(tmp / "report.pkl")
 
-        report = pickle.loads((tmp / "report.pkl").read_bytes())
+
+def read_report(path: Path) -> dict:
+    import pickle
+
+    return pickle.loads(Path(path).read_bytes())
+
+
+def check_report(report: dict, d: Draft) -> set[str]:
+    """The modules the proof showed the artifact needs; an error if it did not load or answered differently."""
     if "load_error" in report:
-        raise RequirementsError(f"{label} does not load in a clean interpreter of {sys.executable}: "
+        raise RequirementsError(f"{d.label} does not load in a clean interpreter of {sys.executable}: "
                                 f"{report['load_error']}")
-    if sample_slice is not None:
-        for name in names:
+    if d.sample_slice is not None:
+        for name in d.names:
             if name in report["errors"]:
-                raise RequirementsError(f"{label}.{name} works in the kernel but fails in a clean interpreter: "
+                raise RequirementsError(f"{d.label}.{name} works in the kernel but fails in a clean interpreter: "
                                         f"{report['errors'][name]}")
-            diff = difference(outputs.get(name), report["outputs"].get(name))
+            diff = difference(d.outputs.get(name), report["outputs"].get(name))
             if diff:
-                raise RequirementsError(f"{label}.{name} answers differently in a clean interpreter: {diff}")
+                raise RequirementsError(f"{d.label}.{name} answers differently in a clean interpreter: {diff}")
     return requirements.needed_imports(report["imports"])
 
 

@@ -57,6 +57,7 @@ class _ImportRecorder:
 
 
 def replay(artifact_dir, sample_path):
+    """(report, loaded object): load the artifact and call each method on the sample, recording imports."""
     from . import artifact
 
     # the sample's own modules (numpy, pandas) count: the server builds the same types from JSON
@@ -71,23 +72,69 @@ def replay(artifact_dir, sample_path):
                 outputs[name] = fn(sample)
             except Exception as exc:
                 errors[name] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}"
-    return {"imports": recorder.importers, "outputs": outputs, "errors": errors}
+    return {"imports": recorder.importers, "outputs": outputs, "errors": errors}, obj
+
+
+def _write_report(report, path):
+    """Write atomically (the reader polls for the file), keeping the module list if outputs won't pickle."""
+    import os
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        try:
+            pickle.dump(report, f)
+        except Exception:
+            report["outputs"] = {}
+            f.seek(0)
+            f.truncate()
+            pickle.dump(report, f)
+    os.replace(tmp, path)
+
+
+def replay_then_serve(stage, timeout=600.0):
+    """For a server that is also the proof: replay the staged sample, report, wait for the kernel to
+    register the version (it writes handoff.json naming the stored artifact and the model id), then
+    return the app for the object already in memory. Saves a second interpreter's start-up."""
+    import json
+    import os
+    import time
+
+    from . import artifact
+
+    stage = os.fspath(stage)
+    try:
+        report, obj = replay(os.path.join(stage, "artifact"), os.path.join(stage, "sample.pkl"))
+    except Exception as exc:
+        report, obj = {"load_error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-5)}"}, None
+    _write_report(report, os.path.join(stage, "report.pkl"))
+    if obj is None:
+        raise SystemExit(f"nbserve: the model did not load: {report['load_error']}")
+    from .app import make_app  # imported while the kernel locks the requirements
+
+    handoff = os.path.join(stage, "handoff.json")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(handoff):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"nbserve: no handoff from the kernel within {timeout:.0f} s")
+        time.sleep(0.005)
+    with open(handoff) as f:
+        info = json.load(f)
+    if info.get("abort"):
+        raise SystemExit(f"nbserve: registration failed: {info['abort']}")
+    staged = artifact.read_manifest(os.path.join(stage, "artifact"))
+    manifest = artifact.read_manifest(info["artifact"])
+    if manifest["pickle_sha256"] != staged["pickle_sha256"]:
+        raise SystemExit("nbserve: the registered artifact is not the one this server loaded")
+    return make_app(obj, manifest, model_id=info["model_id"])
 
 
 def main(argv=None):
     artifact_dir, sample_path, report_path = (argv or sys.argv[1:])[:3]
     try:
-        report = replay(artifact_dir, sample_path)
+        report, _ = replay(artifact_dir, sample_path)
     except Exception as exc:
         report = {"load_error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-5)}"}
-    with open(report_path, "wb") as f:
-        try:
-            pickle.dump(report, f)
-        except Exception:  # outputs that cannot be pickled are still no reason to lose the module list
-            report["outputs"] = {}
-            f.seek(0)
-            f.truncate()
-            pickle.dump(report, f)
+    _write_report(report, report_path)
 
 
 if __name__ == "__main__":

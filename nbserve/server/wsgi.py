@@ -1,10 +1,17 @@
 """The WSGI entry point that gunicorn loads: ``gunicorn nbserve.server.wsgi:app``.
 
 Reads the artifact directory and the model id from the environment (NBSERVE_ARTIFACT, NBSERVE_MODEL_ID).
+With NBSERVE_REPLAY set to a staging directory, the server is also the proof of a new registration
+(see replay.replay_then_serve).
 """
 
 import os
 
-from .app import create_app
+if os.environ.get("NBSERVE_REPLAY"):
+    from .replay import replay_then_serve
 
-app = create_app(os.environ["NBSERVE_ARTIFACT"], model_id=os.environ.get("NBSERVE_MODEL_ID"))
+    app = replay_then_serve(os.environ["NBSERVE_REPLAY"])
+else:
+    from .app import create_app
+
+    app = create_app(os.environ["NBSERVE_ARTIFACT"], model_id=os.environ.get("NBSERVE_MODEL_ID"))
