@@ -105,7 +105,7 @@ class InstanceRow:
     created: float
     started: float | None
     handle: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict, repr=False)  # may hold the auth token: never in a repr
 
     @property
     def model(self) -> str:

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .server.auth import mask
+
 
 @dataclass(eq=False)
 class ModelVersion:
@@ -94,10 +96,16 @@ class Instance:
         self._row, self.status = fresh._row, fresh.status
         return self
 
+    @property
+    def auth_token(self) -> str | None:
+        """The bearer token this instance requires (serve(..., auth_token=...)), or None. Shown in full
+        only when asked for by name: repr, to_dict and progress messages mask it."""
+        return self._row.options.get("auth_token")
+
     def client(self, timeout: float = 60.0):
         from .client import Client
 
-        return Client(self.url, timeout=timeout)
+        return Client(self.url, timeout=timeout, token=self.auth_token)
 
     def logs(self, tail: int = 200) -> str:
         return self._workspace.logs(self.id, tail=tail)
@@ -119,7 +127,8 @@ class Instance:
     def to_dict(self) -> dict:
         return {"id": self.id, "model": self.model, "name": self.name, "version": self.version,
                 "runtime": self.runtime, "status": self.status, "url": self.url, "port": self.port,
-                "host": self.host, "created": self.created, "started": self.started, "uptime": self.uptime}
+                "host": self.host, "created": self.created, "started": self.started, "uptime": self.uptime,
+                "auth": mask(self.auth_token)}
 
     def __repr__(self):
         return f"<Instance {self.id} {self.model} {self.runtime} {self.status} {self.url}>"

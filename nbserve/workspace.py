@@ -18,6 +18,8 @@ from .errors import InstanceNotFoundError, NbserveError, RuntimeUnavailableError
 from .registry import InstanceRow, Registry, parse_ref, require_name
 from .resources import Image, Instance, ModelVersion
 from .runtimes import RUNTIMES, docker_available, get_runtime
+from .runtimes.limits import check_options
+from .server.auth import mask
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -140,6 +142,7 @@ class Workspace:
         if int(workers) < 1:
             raise NbserveError(f"workers must be at least 1, got {workers}")
         _check_host(host)
+        options = check_options(options)  # timeout, max_body, auth_token (True -> a generated token)
         row = InstanceRow(id=f"{mv.name}-{mv.version}-{secrets.token_hex(3)}", name=mv.name, version=mv.version,
                           runtime=runtime, host=host, port=port, desired="running", created=time.time(),
                           started=None, options={"workers": int(workers), "port": port, **options})
@@ -159,6 +162,8 @@ class Workspace:
         self.registry.update_instance(row.id, port=row.port, handle=row.handle, started=row.started)
         inst = self._instance(row, "running")
         say(f"{inst.id} is serving {mv.id} at {inst.url}")
+        if inst.auth_token:  # never the whole token in a message: the first characters only
+            say(f"{inst.id} requires the bearer token {mask(inst.auth_token)} (inst.auth_token); inst.client() sends it")
         return inst
 
     def instances(self, model: str | None = None) -> list[Instance]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import InstanceStartError
 from .base import Runtime, log_tail, pick_port, wait_healthy
+from .limits import hard_timeout, server_limits_env
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
@@ -70,12 +71,11 @@ class ProcessRuntime(Runtime):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN"))}
         env.update(PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1",
                    NBSERVE_ARTIFACT=str(version.artifact_dir), NBSERVE_MODEL_ID=version.id)
-        if row.options.get("max_body"):
-            env["NBSERVE_MAX_BODY"] = str(row.options["max_body"])
+        env.update(server_limits_env(row.options))  # NBSERVE_TIMEOUT, NBSERVE_MAX_BODY, auth digest
         cmd = [python, "-m", "gunicorn", "--bind", f"{row.host}:{row.port}",
                "--workers", str(row.options.get("workers", 1)),
-               "--timeout", str(row.options.get("timeout", 60)),
-               "--preload", "--log-level", "warning",
+               "--timeout", str(hard_timeout(row.options)),
+               "--preload", "--log-level", "warning", "--config", "python:nbserve.server.gunicorn_conf",
                "nbserve.server.wsgi:app"]
         with open(log_path, "ab") as log:
             log.write(f"--- starting {version.id} on {row.host}:{row.port} at {time.ctime()}\n".encode())

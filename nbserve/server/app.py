@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import artifact, jsonio
+from . import artifact, guards, jsonio
 from .openapi import openapi_document
 from .schema import InputError, compile_decoder, to_jsonable
 
@@ -28,14 +28,17 @@ def _error(status, type_, message):
     return _json({"error": {"type": type_, "message": message}}, status)
 
 
-def create_app(artifact_dir, model_id=None, max_body=None):
+def create_app(artifact_dir, model_id=None, max_body=None, timeout=None, auth_sha256=None):
     obj, manifest = artifact.load(artifact_dir)
-    return make_app(obj, manifest, model_id=model_id, max_body=max_body)
+    return make_app(obj, manifest, model_id=model_id, max_body=max_body, timeout=timeout, auth_sha256=auth_sha256)
 
 
-def make_app(obj, manifest, model_id=None, max_body=None):
+def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha256=None):
+    # timeout: seconds per request (NBSERVE_TIMEOUT, 0 = none); auth_sha256: sha256 of the bearer token
+    # (NBSERVE_AUTH_TOKEN_SHA256, None = no auth). See guards.py.
+    timeout, auth_sha256 = guards.settings(timeout, auth_sha256)
     model_id = model_id or manifest.get("pickle_sha256", "model")[:12]
-    methods = artifact.bind_methods(obj, manifest)
+    methods = guards.contain_exits(artifact.bind_methods(obj, manifest))
     signature = manifest.get("signature", {})
     decoders = {name: compile_decoder(signature.get(name, {}).get("input")) for name in methods}
     interface = {
@@ -52,6 +55,7 @@ def make_app(obj, manifest, model_id=None, max_body=None):
     app = Flask("nbserve_server", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = int(max_body or os.environ.get("NBSERVE_MAX_BODY") or DEFAULT_MAX_BODY)
     app.json.sort_keys = False
+    guards.install(app, request, _error, timeout=timeout, auth_sha256=auth_sha256)
 
     def predict_view(method):
         fn = methods[method]

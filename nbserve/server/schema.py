@@ -32,12 +32,13 @@ def describe(value):
     pd = sys.modules.get("pandas")
     if pd is not None and isinstance(value, pd.DataFrame):
         return {"type": "dataframe",
-                "columns": [{"name": str(c), "dtype": str(t)} for c, t in value.dtypes.items()]}
+                "columns": [{"name": str(c), "dtype": str(t), **_nan_flag(value[c])} for c, t in value.dtypes.items()]}
     if pd is not None and isinstance(value, pd.Series):
         return {"type": "series", "dtype": str(value.dtype),
-                "name": None if value.name is None else str(value.name)}
+                "name": None if value.name is None else str(value.name), **_nan_flag(value)}
     if np is not None and isinstance(value, np.ndarray):
-        return {"type": "ndarray", "dtype": value.dtype.name, "shape": [None, *value.shape[1:]]}
+        return {"type": "ndarray", "dtype": value.dtype.name, "shape": [None, *value.shape[1:]],
+                **_nan_flag(value)}
     if np is not None and isinstance(value, np.generic):
         return {"type": {"b": "boolean", "i": "integer", "u": "integer", "f": "number"}.get(value.dtype.kind, "any")}
     if isinstance(value, bool):
@@ -55,6 +56,28 @@ def describe(value):
     if isinstance(value, dict):
         return {"type": "dict", "fields": {str(k): describe(v) for k, v in value.items()}}
     return {"type": "any", "python": type(value).__qualname__}
+
+
+def _nan_flag(values) -> dict:
+    """{"allow_nan": True} when a float sample holds NaN or infinities (the model evidently takes them,
+    so requests may send null for NaN); else {}, and the decoder refuses non-finite values, which
+    would otherwise reach the model and fail there (a 500) instead of being the client's 400."""
+    import numpy as np
+
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return {"allow_nan": True}
+    return {}
+
+
+def _first_nonfinite(arr):
+    """Index (row, ...) of the first NaN or infinity in a float array, or None. One vectorised pass."""
+    import numpy as np
+
+    finite = np.isfinite(arr)
+    if finite.all():
+        return None
+    return tuple(int(i) for i in np.argwhere(~finite)[0])
 
 
 def batch_slice(value, n):
@@ -142,6 +165,7 @@ def _ndarray_decoder(schema):
     dtype = np.dtype(schema["dtype"])
     shape = schema["shape"]
     accepted = _ACCEPTED_KINDS.get(dtype.kind, dtype.kind)
+    check_finite = dtype.kind in "fc" and not schema.get("allow_nan")
     expected = f"a {len(shape)}-d array of shape {_shape_words(shape)} of {_KIND_WORDS.get(dtype.kind, dtype.name)}"
     if len(shape) == 2 and shape[1] is not None:
         expected += f" (a list of rows, each of {shape[1]} {_KIND_WORDS.get(dtype.kind, 'values')})"
@@ -169,6 +193,11 @@ def _ndarray_decoder(schema):
                 arr = arr.astype(dtype)
             except (ValueError, TypeError, OverflowError) as exc:
                 raise InputError(f"expected {expected}: {exc}") from None
+        if check_finite:
+            where = _first_nonfinite(arr)
+            if where is not None:
+                raise InputError(f"expected {expected}, finite and within the range of {dtype.name}; the value "
+                                 f"at index {list(where)} is not")
         return arr
 
     return decode_ndarray
@@ -180,6 +209,10 @@ def _frame_from_json(data, names):
     if isinstance(data, dict) and "columns" in data and "data" in data:
         if not isinstance(data["columns"], list) or not isinstance(data["data"], list):
             raise InputError('expected {"columns": [...], "data": [[...], ...]}')
+        width = len(data["columns"])
+        if any(not isinstance(row, list) or len(row) != width for row in data["data"]):
+            raise InputError(f'expected {{"columns": [...], "data": [[...], ...]}} with each row a list of '
+                             f"{width} values, one per column")
         return pd.DataFrame(data["data"], columns=data["columns"])
     if isinstance(data, dict):
         lengths = {len(v) if isinstance(v, list) else -1 for v in data.values()}
@@ -197,6 +230,7 @@ def _frame_from_json(data, names):
 def _dataframe_decoder(schema):
     names = [c["name"] for c in schema["columns"]]
     dtypes = {c["name"]: c["dtype"] for c in schema["columns"]}
+    finite_columns = [c["name"] for c in schema["columns"] if _is_float(c["dtype"]) and not c.get("allow_nan")]
 
     def decode_dataframe(data):
         try:
@@ -213,23 +247,45 @@ def _dataframe_decoder(schema):
             raise InputError(f"missing columns {missing}; expected columns {names}")
         frame = frame[names]
         try:
-            return frame.astype(dtypes)
+            frame = frame.astype(dtypes)
         except (ValueError, TypeError) as exc:
             raise InputError(f"columns do not fit the dtypes {dtypes}: {exc}") from None
+        if finite_columns:
+            where = _first_nonfinite(frame[finite_columns].to_numpy(dtype="float64"))
+            if where is not None:
+                raise InputError(f"column {finite_columns[where[1]]!r} at row {where[0]} is null, missing or not "
+                                 f"finite; expected a number (the model's sample had no missing values there)")
+        return frame
 
     return decode_dataframe
 
 
+def _is_float(dtype_name) -> bool:
+    import numpy as np
+
+    try:
+        return np.dtype(dtype_name).kind == "f"
+    except TypeError:  # pandas extension dtypes (Float64, category, string): left to pandas
+        return False
+
+
 def _series_decoder(schema):
+    check_finite = _is_float(schema["dtype"]) and not schema.get("allow_nan")
+
     def decode_series(data):
         import pandas as pd
 
         if not isinstance(data, list) or not data:
             raise InputError(f"expected a non-empty list of {schema['dtype']} values, got {_json_type(data)}")
         try:
-            return pd.Series(data, name=schema.get("name")).astype(schema["dtype"])
+            series = pd.Series(data, name=schema.get("name")).astype(schema["dtype"])
         except (ValueError, TypeError) as exc:
             raise InputError(f"values do not fit dtype {schema['dtype']}: {exc}") from None
+        if check_finite:
+            where = _first_nonfinite(series.to_numpy())
+            if where is not None:
+                raise InputError(f"the value at index {where[0]} is null or not a finite {schema['dtype']} number")
+        return series
 
     return decode_series
 

@@ -1,0 +1,68 @@
+"""Per-instance server settings every runtime passes the same way: request timeout, body limit, auth.
+
+``serve(..., timeout=SECONDS, max_body=BYTES, auth_token=...)`` land in ``row.options``; a runtime
+turns them into the server's environment (read by nbserve/server/guards.py and app.py) with
+``server_limits_env``, and gives gunicorn ``hard_timeout`` as its own --timeout: a little longer than
+the request timeout, so the server answers a JSON 504 first, and gunicorn kills a worker stuck in C
+code only when that could not happen.
+"""
+
+from __future__ import annotations
+
+from ..server.auth import token_env
+
+DEFAULT_TIMEOUT = 60.0  # seconds per request; 0 turns the limit off
+GRACE = 5.0
+
+
+def request_timeout(options: dict) -> float:
+    value = options.get("timeout")
+    return DEFAULT_TIMEOUT if value is None else float(value)
+
+
+def hard_timeout(options: dict) -> int:
+    """gunicorn's --timeout (0: none) for the given options."""
+    timeout = request_timeout(options)
+    return 0 if timeout == 0 else int(timeout + GRACE + 0.999)
+
+
+def server_limits_env(options: dict) -> dict:
+    env = {"NBSERVE_TIMEOUT": f"{request_timeout(options):g}"}
+    if options.get("max_body"):
+        env["NBSERVE_MAX_BODY"] = str(int(options["max_body"]))
+    env.update(token_env(options.get("auth_token")))
+    return env
+
+
+def check_options(options: dict) -> dict:
+    """The server options of serve(...), checked, with ``auth_token=True`` replaced by a fresh token.
+
+    auth_token: True (generate one), a string of at least 16 characters, or None/False (no auth).
+    timeout: seconds per request, > 0, or 0 for none. max_body: bytes, at least 1024.
+    """
+    import secrets
+
+    from ..errors import NbserveError
+
+    options = dict(options)
+    token = options.pop("auth_token", None)
+    if token is True:
+        options["auth_token"] = secrets.token_urlsafe(32)
+    elif isinstance(token, str):
+        if len(token) < 16 or any(c.isspace() for c in token) or not token.isprintable():
+            raise NbserveError("auth_token must be at least 16 printable characters without spaces "
+                               "(or True, to have one generated)")
+        options["auth_token"] = token
+    elif token not in (None, False):
+        raise NbserveError(f"auth_token must be True, a string or None, got {type(token).__name__}")
+    if options.get("timeout") is not None:
+        try:
+            ok = float(options["timeout"]) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise NbserveError(f"timeout must be a number of seconds >= 0 (0: no limit), got {options['timeout']!r}")
+    if options.get("max_body") is not None:
+        if not isinstance(options["max_body"], int) or options["max_body"] < 1024:
+            raise NbserveError(f"max_body must be a number of bytes >= 1024, got {options['max_body']!r}")
+    return options

@@ -1,0 +1,52 @@
+"""Optional bearer-token auth for a served model.
+
+The server never holds the token itself, only its sha256 (``NBSERVE_AUTH_TOKEN_SHA256``), so the
+token does not show in the process environment, ``docker inspect`` or the server's logs. A request
+must send ``Authorization: Bearer <token>``; the digests are compared in constant time.
+
+``/health`` stays open on purpose: runtimes and Docker's HEALTHCHECK poll it without credentials,
+and it tells only that the server is up and which model id it serves. Everything else (the
+methods, /interface.json, /openapi.json, /docs) needs the token.
+
+Like the rest of ``nbserve.server`` this module imports nothing else from nbserve.
+"""
+
+import hashlib
+import hmac
+
+ENV_SHA256 = "NBSERVE_AUTH_TOKEN_SHA256"
+OPEN_PATHS = frozenset({"/health"})
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_env(token) -> dict:
+    """The environment a runtime gives the server for ``token`` (none when auth is off)."""
+    return {ENV_SHA256: token_sha256(token)} if token else {}
+
+
+def mask(token) -> str | None:
+    """How a token is shown anywhere a person may read it: its first 4 characters, never more."""
+    if not token:
+        return None
+    return token[:4] + "…" if len(token) > 8 else "…"
+
+
+def bearer_checker(expected_sha256: str):
+    """A function of the Authorization header value: True when it carries the right token."""
+    expected = bytes.fromhex(expected_sha256.strip().lower())
+    if len(expected) != 32:
+        raise ValueError(f"{ENV_SHA256} must be a sha256 hex digest (64 hex digits)")
+
+    def check(header) -> bool:
+        if not header:
+            return False
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            return False
+        digest = hashlib.sha256(presented.strip().encode(errors="replace")).digest()
+        return hmac.compare_digest(digest, expected)
+
+    return check

@@ -1,0 +1,50 @@
+"""Helpers of the reliability suite: the tallies its closing line prints (the issue's closing note
+quotes them), and small waits on real servers."""
+
+import collections
+import time
+
+import requests
+
+TALLY = collections.Counter()
+
+
+def record(status: int, channel: str = "in-process") -> None:
+    """Count one input sent to a served model; a 5xx counts against us (asserted by the caller too)."""
+    TALLY["inputs"] += 1
+    TALLY[channel] += 1
+    if status >= 500:
+        TALLY["5xx"] += 1
+
+
+def fault(survived: bool) -> None:
+    """Count one injected fault (a crash, a kill, a tampered file, a lost engine) and whether we recovered."""
+    TALLY["faults"] += 1
+    TALLY["survived"] += bool(survived)
+
+
+def summary() -> str:
+    return (f"nbserve reliability: {TALLY['inputs']} inputs tried ({TALLY['in-process']} in-process, "
+            f"{TALLY['http']} over HTTP to gunicorn, of which {TALLY['schemathesis']} from schemathesis); "
+            f"{TALLY['5xx']} 5xx seen; {TALLY['faults']} faults injected, {TALLY['survived']} survived; "
+            f"{TALLY['concurrent_registers']} concurrent registers")
+
+
+def wait_until(predicate, timeout=15.0, interval=0.05):
+    """Poll predicate() until it is truthy (and return it); AssertionError when the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {getattr(predicate, '__name__', predicate)}")
+        time.sleep(interval)
+
+
+def status_of(url, path="/health", timeout=3, **kw):
+    """The status of GET url+path, or None when nothing answers."""
+    try:
+        return requests.get(url + path, timeout=timeout, **kw).status_code
+    except requests.RequestException:
+        return None

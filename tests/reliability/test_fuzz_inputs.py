@@ -1,0 +1,172 @@
+"""Property-based fuzzing of the served app, in process (Flask's test client, so thousands of inputs
+run in seconds): malformed JSON, wrong types and shapes, NaN and infinities as bare tokens and as
+strings, huge numbers, deep nesting, empty batches, unicode, wrong content types, every route and verb.
+
+The property, for every input: the answer is a 4xx whose JSON error says what was expected, or a 200
+that is right (checked against the model called in this process); never a 5xx; and the next good
+request is answered correctly. test_fuzz_http.py sends the same kind of traffic to a real gunicorn.
+"""
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reliability_tools import TALLY, record
+from served_models import build
+
+EXAMPLES = 250  # per model and test: bounded, so the suite stays within its time budget on 2 cores
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+                suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture(scope="module")
+def models(diabetes, iris):
+    import cloudpickle
+
+    from nbserve.capture import capture
+    from nbserve.server.app import make_app
+
+    out = {}
+    for name, entry in build(diabetes, iris).items():
+        cap = capture(entry["obj"], label=name, sample=entry["sample"], proof=False)
+        app = make_app(cloudpickle.loads(cap.pickle), cap.manifest, model_id=f"{name}:1", max_body=200_000)
+        out[name] = dict(entry, client=app.test_client(), app=app)
+    return out
+
+
+# -- what gets sent -----------------------------------------------------------------------------------
+
+scalars = st.one_of(
+    st.none(), st.booleans(),
+    st.integers(min_value=-2**70, max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),        # NaN / Infinity go out as bare tokens
+    st.sampled_from([1e308, -1e308, 5e-324, 3.5e38, -3.5e38, 2**63, 2**64 - 1, -2**63 - 1, 0.0, -0.0]),
+    st.text(max_size=20),                                   # unicode, lone surrogates included
+    st.sampled_from(["NaN", "nan", "Infinity", "-inf", "1e400", "", "0x10", "١٢٣", "\u0000"]),
+)
+json_values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=8), inner, max_size=5)), max_leaves=30)
+
+
+def rows(width):
+    """Lists of rows of about the right width: the shapes a model almost accepts."""
+    cell = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-2**66, 2**66), scalars)
+    return st.lists(st.lists(cell, min_size=max(width - 1, 0), max_size=width + 1), max_size=4)
+
+
+def records(columns):
+    cell = st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=32), scalars)
+    keys = st.sampled_from(columns + ["", "extra", columns[0].upper()])
+    return st.lists(st.dictionaries(keys, cell, min_size=len(columns) - 1, max_size=len(columns) + 1), max_size=3)
+
+
+def deep(depth_max=3000):
+    return st.integers(1, depth_max).map(lambda d: "[" * d + "1" + "]" * d)
+
+
+def data_for(name):
+    """Values of ``data`` aimed at one model's schema, mixed with anything at all."""
+    aimed = {
+        "diabetes": rows(10), "parity": rows(3), "halve32": rows(2),
+        "iris": st.one_of(records(["sepal length (cm)", "sepal width (cm)", "petal length (cm)",
+                                   "petal width (cm)"]),
+                          st.fixed_dictionaries({"columns": json_values, "data": json_values})),
+        "score": st.fixed_dictionaries({"values": st.lists(scalars, max_size=5), "name": scalars}),
+        "squares": st.lists(scalars, max_size=5),
+    }[name]
+    return st.one_of(aimed, aimed, json_values)
+
+
+def bodies(name):
+    """Raw request bodies: {"data": ...} written with NaN/Infinity allowed, other JSON, deep nesting,
+    broken JSON, bytes."""
+    as_json = st.builds(lambda v: json.dumps({"data": v}, allow_nan=True), data_for(name))
+    return st.one_of(
+        as_json, as_json, as_json,
+        st.builds(lambda v: json.dumps(v, allow_nan=True), json_values),
+        st.builds(lambda s: '{"data": ' + s + "}", deep()),
+        st.builds(lambda s, cut: s[:cut], as_json, st.integers(0, 40)),       # truncated JSON
+        st.builds(lambda v: json.dumps({"data": v, "data2": v}), json_values),
+        st.binary(max_size=64),
+    )
+
+
+CONTENT_TYPES = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", "",
+                                 "application/x-www-form-urlencoded", "multipart/form-data; boundary=zz",
+                                 "application/octet-stream", "application/json; charset=latin-1", "ü/ü"])
+
+
+def check_answer(models, name, path, verb, body, resp):
+    record(resp.status_code)
+    assert resp.status_code < 500, f"{verb} {path} {body[:200]!r} -> {resp.status_code} {resp.data[:300]!r}"
+    if resp.status_code >= 400:
+        err = resp.get_json(silent=True)
+        assert err and set(err) == {"error"} and set(err["error"]) == {"type", "message"}, resp.data[:300]
+        assert err["error"]["message"].strip(), "an error must say what was expected"
+        return
+    method = path.strip("/")
+    if verb == "POST" and method in models[name]["checks"]:
+        data = json.loads(body)["data"]
+        models[name]["checks"][method](data, resp.get_json()["data"])
+
+
+def still_serving(models, name):
+    entry = models[name]
+    method, data = entry["good"]
+    resp = entry["client"].post(f"/{method}", data=json.dumps({"data": data}), content_type="application/json")
+    assert resp.status_code == 200, resp.data[:300]
+    entry["checks"][method](data, resp.get_json()["data"])
+
+
+# -- the properties -----------------------------------------------------------------------------------
+
+MODEL_NAMES = ["diabetes", "iris", "score", "parity", "halve32", "squares"]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_any_body_to_a_method_is_a_4xx_that_explains_or_a_correct_200(models, name):
+    methods = list(models[name]["checks"])
+
+    @FUZZ
+    @given(body=bodies(name), method=st.sampled_from(methods), ctype=CONTENT_TYPES)
+    def prop(body, method, ctype):
+        raw = body.encode(errors="surrogatepass") if isinstance(body, str) else body
+        resp = models[name]["client"].post(f"/{method}", data=raw, content_type=ctype)
+        check_answer(models, name, f"/{method}", "POST", body if isinstance(body, str) else "", resp)
+        still_serving(models, name)
+
+    prop()
+
+
+@pytest.mark.parametrize("name", ["diabetes", "iris"])
+def test_every_route_and_verb_with_any_body(models, name):
+    app = models[name]["app"]
+    routes = sorted({r.rule for r in app.url_map.iter_rules() if "<" not in r.rule}) + ["/static/x.js"]
+    paths = st.one_of(st.sampled_from(routes), st.builds(lambda s: "/" + s, st.text(
+        st.characters(codec="utf-8", exclude_characters="?#%\r\n"), max_size=30)))
+
+    @FUZZ
+    @given(path=paths, verb=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
+           body=st.one_of(bodies(name), st.just("")), ctype=CONTENT_TYPES)
+    def prop(path, verb, body, ctype):
+        resp = models[name]["client"].open(path, method=verb, data=body.encode(errors="surrogatepass")
+                                           if isinstance(body, str) else body, content_type=ctype)
+        if verb in ("HEAD", "OPTIONS") or path in ("/docs",) and resp.status_code == 200:
+            record(resp.status_code)
+            assert resp.status_code < 500
+        elif resp.status_code == 200 and verb == "GET":
+            record(resp.status_code)
+            assert resp.get_json(silent=True) is not None or path.startswith("/static")
+        else:
+            check_answer(models, name, path, verb, body if isinstance(body, str) else "", resp)
+        still_serving(models, name)
+
+    prop()
+
+
+def test_counted_inputs():
+    """The in-process fuzzing above ran; its inputs are counted (the closing line prints them)."""
+    assert TALLY["in-process"] >= EXAMPLES, TALLY
+    assert TALLY["5xx"] == 0
