@@ -253,3 +253,50 @@ def test_tab_completion_offers_notebook_variables(shell):
     assert "X_train" in complete("%serve lr_model --sample X")
     assert complete("%serve lr_model --runtime p") == ["process"]
     assert {"stop", "start"} <= set(complete("%nbserve st"))
+
+
+@pytest.fixture
+def docker_engine(home):
+    """A Docker engine and its base image (CI makes both with .ci/setup-docker); what the test builds
+    (containers and images labelled with its registry home) is removed afterwards."""
+    import os
+
+    from conftest import need
+    from nbserve.runtimes.docker import engine_available
+
+    how = "run .ci/setup-docker as root: it starts a Docker engine and makes local/python:3.11-bookworm"
+    need(engine_available(), "a Docker engine", how)
+    import docker
+
+    client = docker.from_env()
+    base = os.environ.get("NBSERVE_BASE_IMAGE", "local/python:3.11-bookworm")
+    try:
+        client.images.get(base)
+    except docker.errors.ImageNotFound:
+        need(False, f"the base image {base}", how)
+    os.environ.setdefault("NBSERVE_BASE_IMAGE", base)
+    yield client
+    mine = {"label": f"nbserve.home={home.resolve()}"}
+    for container in client.containers.list(all=True, filters=mine):
+        container.remove(force=True)
+    for image in client.images.list(filters=mine):
+        if "nbserve.deps" not in image.labels:  # dependency layers are shared by lock hash: keep them
+            client.images.remove(image.id, force=True)
+    client.close()
+
+
+@pytest.mark.docker
+def test_docker_no_start_builds_the_image_and_serve_runs_it(run, shell, docker_engine):
+    run("def double(xs):\n    return [2 * x for x in xs]\nxs = [1, 2, 3]\n")
+    result, out, err = run("mv = %serve double --sample xs --runtime docker --no-start")
+    assert result.success, err
+    mv = shell.user_ns["mv"]
+    assert isinstance(mv, ModelVersion) and mv.id == "double:1"
+    assert re.search(r"^built image nbserve/double:1 \(\d+ MB\)", out, re.M), out
+    assert "runtime: docker\n" in out and default_workspace().instances() == []
+
+    result, out, err = run("inst = %serve double --runtime docker")
+    assert result.success, err
+    inst = shell.user_ns["inst"]
+    assert inst.runtime == "docker" and "runtime: docker" in out and out.rstrip().endswith(inst.url)
+    assert health(inst.url) == 200 and inst.client().double([5]) == [10]
