@@ -72,8 +72,47 @@ def install(app, request, error, timeout: float, auth_sha256):
             resp.headers["WWW-Authenticate"] = 'Bearer realm="nbserve"'
             return resp
 
+    app.wsgi_app = _ChunkedLimit(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
     if timeout and hasattr(signal, "setitimer"):
         app.wsgi_app = _Deadline(app.wsgi_app, timeout)
+
+
+class _ChunkedLimit:
+    """A chunked body (no Content-Length) over the size limit is a JSON 413, like one with a length.
+
+    Werkzeug stops reading such a stream at the limit without saying so, and the truncated body then
+    fails as invalid JSON (a misleading 400). Bodies with a Content-Length pass straight through (Flask
+    checks them before reading); chunked ones, rare, are read here, at most limit + 1 bytes.
+    """
+
+    def __init__(self, wsgi_app, limit: int):
+        self.wsgi_app = wsgi_app
+        self.limit = int(limit)
+
+    def __call__(self, environ, start_response):
+        if environ.get("CONTENT_LENGTH") or not environ.get("wsgi.input_terminated"):
+            return self.wsgi_app(environ, start_response)
+        import io
+
+        stream, parts, size = environ["wsgi.input"], [], 0
+        while size <= self.limit:
+            chunk = stream.read(min(65536, self.limit + 1 - size))
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        if size > self.limit:
+            body = jsonio.dumps({"error": {"type": "PayloadTooLarge", "message":
+                                           f"the body is larger than the limit of {self.limit} bytes "
+                                           f"(serve(..., max_body=BYTES) or NBSERVE_MAX_BODY)"}})
+            start_response("413 Request Entity Too Large", [("Content-Type", "application/json"),
+                                                            ("Content-Length", str(len(body))),
+                                                            ("Connection", "close")])
+            return [body]
+        data = b"".join(parts)
+        environ["wsgi.input"] = io.BytesIO(data)
+        environ["CONTENT_LENGTH"] = str(len(data))
+        return self.wsgi_app(environ, start_response)
 
 
 class _Deadline:

@@ -1,9 +1,10 @@
 """An OpenAPI 3 document for a served model, derived from its interface once at load."""
 
 
-def _scalar(dtype: str) -> dict:
+def _scalar(dtype: str, out: bool = False) -> dict:
     if dtype.startswith(("float", "Float")):
-        return {"type": "number"}
+        # JSON has no NaN or infinity: a result that overflowed or is undefined is written as null
+        return {"type": "number", "nullable": True} if out else {"type": "number"}
     if dtype.startswith(("int", "uint", "Int", "UInt")):
         return {"type": "integer"}
     if dtype in ("bool", "boolean"):
@@ -13,10 +14,11 @@ def _scalar(dtype: str) -> dict:
     return {}
 
 
-def json_schema(schema: dict) -> dict:
+def json_schema(schema: dict, out: bool = False) -> dict:
+    """The JSON Schema of a value of ``schema``; ``out`` for a method's result (floats may be null)."""
     kind = (schema or {}).get("type", "any")
     if kind == "ndarray":
-        item = _scalar(schema["dtype"])
+        item = _scalar(schema["dtype"], out)
         for i, dim in enumerate(reversed(schema["shape"])):
             item = {"type": "array", "items": item}
             if dim is not None:
@@ -25,16 +27,18 @@ def json_schema(schema: dict) -> dict:
                 item["minItems"] = 1
         return item
     if kind == "dataframe":
-        props = {c["name"]: _scalar(c["dtype"]) for c in schema["columns"]}
+        props = {c["name"]: _scalar(c["dtype"], out) for c in schema["columns"]}
         return {"type": "array", "minItems": 1,
                 "items": {"type": "object", "properties": props, "required": list(props)}}
     if kind == "series":
-        return {"type": "array", "minItems": 1, "items": _scalar(schema["dtype"])}
+        return {"type": "array", "minItems": 1, "items": _scalar(schema["dtype"], out)}
     if kind == "list":
-        return {"type": "array", "items": json_schema(schema.get("items"))}
+        return {"type": "array", "items": json_schema(schema.get("items"), out)}
     if kind == "dict":
-        props = {k: json_schema(v) for k, v in schema["fields"].items()}
+        props = {k: json_schema(v, out) for k, v in schema["fields"].items()}
         return {"type": "object", "properties": props, "required": list(props)}
+    if kind == "number" and out:
+        return {"type": "number", "nullable": True}
     if kind in ("number", "integer", "string", "boolean", "null"):
         return {"type": kind}
     return {}
@@ -65,7 +69,7 @@ def openapi_document(interface: dict) -> dict:
                 "type": "object", "required": ["data"], "properties": {"data": json_schema(m.get("input"))}}}}},
             "responses": {
                 "200": {"description": "The method's result", "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["data"], "properties": {"data": json_schema(m.get("output"))}}}}},
+                    "type": "object", "required": ["data"], "properties": {"data": json_schema(m.get("output"), out=True)}}}}},
                 "400": error_response("The input does not fit the model's input schema"),
                 "404": error_response("Unknown method"),
                 "413": error_response("The body is over the size limit"),

@@ -14,8 +14,9 @@ says what was expected; the app turns it into a 400.
 
 import sys
 
-# dtype kinds a JSON value may arrive as, for each target kind: no silent string-to-number casts
-_ACCEPTED_KINDS = {"f": "fiub", "i": "iub", "u": "iub", "b": "b", "U": "U", "O": "fiubUO", "c": "fiubc"}
+# dtype kinds a JSON value may arrive as, for each target kind: no silent string-to-number casts, and
+# true/false are not numbers (a batch of only booleans is refused; numpy reads true inside numbers as 1)
+_ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b", "U": "U", "O": "fiubUO", "c": "fiuc"}
 _KIND_WORDS = {"f": "numbers", "i": "integers", "u": "non-negative integers", "b": "booleans",
                "U": "strings", "O": "values", "c": "numbers"}
 _FOUND_WORDS = {"f": "floats", "i": "integers", "u": "integers", "b": "booleans", "U": "strings",
@@ -231,6 +232,7 @@ def _dataframe_decoder(schema):
     names = [c["name"] for c in schema["columns"]]
     dtypes = {c["name"]: c["dtype"] for c in schema["columns"]}
     finite_columns = [c["name"] for c in schema["columns"] if _is_float(c["dtype"]) and not c.get("allow_nan")]
+    numeric_columns = [c["name"] for c in schema["columns"] if _kind(c["dtype"]) in "fiuc"]
 
     def decode_dataframe(data):
         try:
@@ -246,6 +248,9 @@ def _dataframe_decoder(schema):
         if missing:
             raise InputError(f"missing columns {missing}; expected columns {names}")
         frame = frame[names]
+        for name in numeric_columns:
+            if frame[name].dtype.kind == "b":
+                raise InputError(f"column {name!r} holds true/false; expected {dtypes[name]} numbers")
         try:
             frame = frame.astype(dtypes)
         except (ValueError, TypeError) as exc:
@@ -260,13 +265,19 @@ def _dataframe_decoder(schema):
     return decode_dataframe
 
 
-def _is_float(dtype_name) -> bool:
+def _kind(dtype_name) -> str:
+    """numpy's kind letter of a dtype name; "?" for pandas extension dtypes (Float64, category, string),
+    which are left to pandas."""
     import numpy as np
 
     try:
-        return np.dtype(dtype_name).kind == "f"
-    except TypeError:  # pandas extension dtypes (Float64, category, string): left to pandas
-        return False
+        return np.dtype(dtype_name).kind
+    except TypeError:
+        return "?"
+
+
+def _is_float(dtype_name) -> bool:
+    return _kind(dtype_name) == "f"
 
 
 def _series_decoder(schema):

@@ -1,0 +1,180 @@
+"""Fuzzing over real HTTP: schemathesis against each served model's own /openapi.json (inputs that fit
+the schema and inputs that break it), the hypothesis bodies of test_fuzz_inputs.py, and hand-picked
+edge cases (bare NaN tokens, oversized and chunked bodies, wrong content types), all to a real
+gunicorn started by the process runtime. Never a 5xx, never a hang, and the next good request is
+answered correctly."""
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.generation import GenerationMode
+
+from fuzz_strategies import CONTENT_TYPES, bodies
+from reliability_tools import TALLY, record
+
+MAX_BODY = 100_000
+SCHEMATHESIS_EXAMPLES = 150  # per method and generation mode
+HTTP_EXAMPLES = 150          # hypothesis bodies per model
+TIMEOUT = 10                 # seconds: an answer slower than this is a hang
+
+
+@pytest.fixture(scope="module")
+def served(module_workspace, diabetes, iris):
+    X, _, lr = diabetes
+    Xi, _, clf = iris
+    d = module_workspace.serve(lr, name="diabetes", sample=X, runtime="process", max_body=MAX_BODY, progress=False)
+    i = module_workspace.serve(clf, name="iris", sample=Xi, runtime="process", max_body=MAX_BODY, progress=False)
+
+    def good_diabetes():
+        return np.testing.assert_allclose(d.client().predict(X[:3]), lr.predict(X[:3]))
+
+    def good_iris():
+        return np.testing.assert_allclose(i.client().predict_proba(Xi[:3]), clf.predict_proba(Xi[:3]))
+
+    return {"diabetes": (d, good_diabetes), "iris": (i, good_iris)}
+
+
+def assert_explains(resp, what=""):
+    """A 4xx with the JSON error shape, or a 200; never a 5xx (counted either way)."""
+    record(resp.status_code, "http")
+    assert resp.status_code < 500, f"{what} -> {resp.status_code} {resp.text[:300]}"
+    if resp.status_code >= 400:
+        err = resp.json()["error"]
+        assert set(err) == {"type", "message"} and err["message"].strip(), resp.text[:300]
+
+
+@pytest.mark.parametrize("name", ["diabetes", "iris"])
+def test_schemathesis_against_the_servers_own_openapi(served, name):
+    inst, still_serving = served[name]
+    schema = schemathesis.openapi.from_url(inst.url + "/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/health", "/interface.json", "/predict"}
+    for op in operations:
+        # GET routes take no input: one positive call each; methods get schema-fitting and -breaking data
+        modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if op.method.upper() == "POST" else [])
+        for mode in modes:
+            @settings(max_examples=SCHEMATHESIS_EXAMPLES, deadline=None, database=None, derandomize=True,
+                      suppress_health_check=list(HealthCheck))
+            @given(case=op.as_strategy(generation_mode=mode))
+            def run(case):
+                resp = case.call(base_url=inst.url, timeout=TIMEOUT)
+                TALLY["schemathesis"] += 1
+                assert_explains(resp, f"{op.method} {op.path} {mode} {str(case.body)[:200]}")
+                # the answer matches the documented responses (status, content type, body schema)
+                case.validate_response(resp)
+
+            run()
+            still_serving()
+
+
+@pytest.mark.parametrize("name", ["diabetes", "iris"])
+def test_hypothesis_bodies_over_http(served, name):
+    inst, still_serving = served[name]
+    method = "predict"
+
+    @settings(max_examples=HTTP_EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(body=bodies(name), ctype=CONTENT_TYPES)
+    def run(body, ctype):
+        raw = body.encode(errors="surrogatepass") if isinstance(body, str) else body
+        resp = requests.post(f"{inst.url}/{method}", data=raw, timeout=TIMEOUT,
+                             headers={"Content-Type": ctype.encode("utf-8")} if ctype else {})
+        assert_explains(resp, repr(raw[:200]))
+
+    run()
+    still_serving()
+
+
+def raw_http(url, request: bytes) -> bytes:
+    """Send bytes as they are (for what requests will not send) and read the whole answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as s:
+        s.sendall(request)
+        chunks = []
+        while True:
+            try:
+                data = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+def status_and_json(answer: bytes):
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body) if body.strip() else None
+
+
+EDGE_BODIES = [
+    b'{"data": [[NaN, 1, 2, 3, 4, 5, 6, 7, 8, 9]]}',
+    b'{"data": [[Infinity, -Infinity, 2, 3, 4, 5, 6, 7, 8, 9]]}',
+    b'{"data": [[1e400, 1, 2, 3, 4, 5, 6, 7, 8, 9]]}',
+    b'{"data": [[' + b"1" * 400 + b', 1, 2, 3, 4, 5, 6, 7, 8, 9]]}',
+    b'{"data": [["NaN", "inf", "2", "3", "4", "5", "6", "7", "8", "9"]]}',
+    b'{"data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+    b'{"data": [[' + b", ".join([b"1"] * 10) + b"]]" + b"," * 3 + b"}",
+    b'{"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]], "data": "again"}',
+    b'{"data": [[\xc3\xa9, 1]]}', b'"\xed\xa0\x80"', b"\x00\x01\x02", b"", b"null", b"{}", b'{"data": []}',
+    b'{"data": [[]]}', b'{"data": {}}', b'{"data": null}', b'{"data": [[true, false, 1, 2, 3, 4, 5, 6, 7, 8]]}',
+    "{\"data\": \"\U0001f600\u202e\ufeff\"}".encode(),
+]
+
+
+@pytest.mark.parametrize("body", EDGE_BODIES, ids=lambda b: repr(b[:24]))
+@pytest.mark.parametrize("ctype", ["application/json", "text/plain", "application/x-www-form-urlencoded"])
+def test_edge_bodies(served, body, ctype):
+    inst, still_serving = served["diabetes"]
+    resp = requests.post(inst.url + "/predict", data=body, headers={"Content-Type": ctype}, timeout=TIMEOUT)
+    assert_explains(resp, repr(body[:60]))
+    if body.startswith(b'{"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]], "data": "again"'):
+        assert resp.status_code == 400  # the last "data" wins in the parser: a string, refused
+    still_serving()
+
+
+def test_oversized_bodies_are_a_413_that_names_the_limit(served):
+    inst, still_serving = served["diabetes"]
+    big = b'{"data": [' + b"[1,2,3,4,5,6,7,8,9,0]," * 10_000 + b"[1,2,3,4,5,6,7,8,9,0]]}"
+    assert len(big) > MAX_BODY
+    # with a Content-Length: refused before the body is read
+    resp = requests.post(inst.url + "/predict", data=big, headers={"Content-Type": "application/json"},
+                         timeout=TIMEOUT)
+    assert_explains(resp, "oversized")
+    assert resp.status_code == 413 and str(MAX_BODY) in resp.json()["error"]["message"]
+    # chunked, with no length up front: refused once the limit is crossed
+    resp = requests.post(inst.url + "/predict", data=iter([big[i:i + 8192] for i in range(0, len(big), 8192)]),
+                         headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
+    assert_explains(resp, "oversized chunked")
+    assert resp.status_code == 413
+    # a Content-Length that claims more than the limit, with no body behind it
+    status, body = status_and_json(raw_http(inst.url, (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 999999999999\r\nConnection: close\r\n\r\n")))
+    record(status, "http")
+    assert status == 413 and body["error"]["type"] == "PayloadTooLarge"
+    still_serving()
+
+
+def test_every_route_and_verb_over_http(served):
+    inst, still_serving = served["iris"]
+    for path in ["/", "/health", "/interface.json", "/openapi.json", "/docs", "/predict", "/predict_proba",
+                 "/nope", "/predict/extra", "/%00", "/..%2f..%2fetc%2fpasswd", "/" + "a" * 2000, "/static/x"]:
+        for verb in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]:
+            resp = requests.request(verb, inst.url + path, data=b'{"data": 1}', timeout=TIMEOUT)
+            record(resp.status_code, "http")
+            assert resp.status_code < 500, (verb, path, resp.status_code, resp.text[:200])
+            if resp.status_code >= 400 and verb != "HEAD":
+                assert resp.json()["error"]["message"], (verb, path)
+    still_serving()
+
+
+def test_the_http_fuzzing_counted_its_inputs():
+    assert TALLY["schemathesis"] >= SCHEMATHESIS_EXAMPLES and TALLY["http"] >= 2 * HTTP_EXAMPLES, TALLY
