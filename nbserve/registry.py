@@ -199,6 +199,16 @@ class Registry:
                                          f"refusing to unpickle bytes that changed on disk")
         return manifest
 
+    def verified_pickle(self, sha: str) -> bytes:
+        """model.pkl's bytes, checked against the manifest's hash: the caller unpickles exactly these
+        (hashing the file and then opening it again would let the bytes change in between)."""
+        manifest = self.read_manifest(sha)
+        data = (self.artifacts / sha / PICKLE).read_bytes()
+        if sha256_bytes(data) != manifest["pickle_sha256"]:
+            raise ArtifactIntegrityError(f"artifact {sha[:12]}: model.pkl does not match its sha256; "
+                                         f"refusing to unpickle bytes that changed on disk")
+        return data
+
     # -- versions ------------------------------------------------------------------------------
 
     def add_version(self, name: str, sha: str, python: str) -> tuple[VersionRow, bool]:

@@ -14,7 +14,7 @@ import time
 import warnings
 
 from . import config
-from .errors import InstanceNotFoundError, NbserveError, RuntimeUnavailableError
+from .errors import ArtifactIntegrityError, InstanceNotFoundError, NbserveError, RuntimeUnavailableError
 from .registry import InstanceRow, Registry, parse_ref, require_name
 from .resources import Image, Instance, ModelVersion
 from .runtimes import RUNTIMES, docker_available, get_runtime
@@ -110,9 +110,11 @@ class Workspace:
         import cloudpickle
 
         mv = self.get_model(ref)
-        self.registry.verify_artifact(mv.sha256)
-        with open(mv.artifact_dir / "model.pkl", "rb") as f:
-            return cloudpickle.load(f)
+        try:
+            data = self.registry.verified_pickle(mv.sha256)
+        except ArtifactIntegrityError as exc:
+            raise ArtifactIntegrityError(f"{mv.id}: {exc}") from None
+        return cloudpickle.loads(data)
 
     # -- instances -----------------------------------------------------------------------------
 

@@ -38,11 +38,11 @@ def load(artifact_dir, expected_sha256=None):
         if hashlib.sha256(data).hexdigest() != expected_sha256:
             raise ArtifactError(f"{artifact_dir}/manifest.json does not match sha256 {expected_sha256[:12]}")
     pkl = artifact_dir / "model.pkl"
-    if _sha256(pkl) != manifest["pickle_sha256"]:
+    # hash and unpickle the very same bytes: reading the file twice would let them change in between
+    data = pkl.read_bytes()
+    if hashlib.sha256(data).hexdigest() != manifest["pickle_sha256"]:
         raise ArtifactError(f"{pkl} does not match its recorded sha256; refusing to unpickle it")
-    with open(pkl, "rb") as f:
-        obj = cloudpickle.load(f)
-    return obj, manifest
+    return cloudpickle.loads(data), manifest
 
 
 def bind_methods(obj, manifest) -> dict:
