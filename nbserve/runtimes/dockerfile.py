@@ -1,0 +1,243 @@
+"""What goes into a model's image: the requirement lock, the wheelhouse, the Dockerfiles, the contexts.
+
+Two images per model, built from two small contexts:
+
+* the **dependency image** ``nbserve/deps:<lock>-<base>``: the base image plus a venv with exactly the
+  pinned wheels, installed with ``pip install --no-index`` from a wheelhouse downloaded on the host. It is
+  keyed by the lock's hash and the base image id, so every model version with the same requirements
+  shares it and a rebuild needs neither the wheels nor a download.
+* the **model image** ``nbserve/<name>:<version>``: base, non-root user, the venv copied from the
+  dependency image, the server package, the artifact last: layers from least to most often changing.
+
+The server package is copied from this source tree (never resolved from PyPI, where an unrelated
+``nbserve`` lives) with an empty ``nbserve/__init__.py`` beside it, so the image runs the same
+``gunicorn nbserve.server.wsgi:app`` entry point as the process runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from ..capture.requirements import lock
+from ..errors import BuildError
+
+SERVER_PACKAGE = Path(__file__).resolve().parents[1] / "server"
+# what nbserve/server/ imports (see its __init__): pinned like the model's own requirements
+SERVER_NEEDS = ("flask", "gunicorn", "orjson", "cloudpickle", "numpy")
+PORT = 8080
+UID = 10001
+VENV = "/opt/venv"
+APP = "/opt/nbserve"
+FIXED_MTIME = 946684800  # 2000-01-01
+
+DEPS_DOCKERFILE = """\
+# nbserve dependency image: {base} + the pinned wheels of lock {lock_hash}
+FROM {base}
+COPY requirements.lock /tmp/nbserve/requirements.lock
+COPY wheels /tmp/nbserve/wheels
+# --no-index: nothing is fetched while building; --no-deps: the lock is already the closure, and pip must
+# not second-guess the kernel's environment that the model was proven in
+RUN python3 -m venv {venv} \\
+ && {venv}/bin/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \\
+        --find-links /tmp/nbserve/wheels -r /tmp/nbserve/requirements.lock{uninstall}
+"""
+
+MODEL_DOCKERFILE = """\
+# nbserve model image for {model_id}, built from {base}
+FROM {deps_image} AS deps
+
+FROM {base}
+# a user of its own with a writable home (gunicorn keeps its control socket there), and nothing else writable
+RUN (useradd --system --uid {uid} --user-group --create-home --home-dir /home/nbserve --shell /usr/sbin/nologin \\
+        nbserve 2>/dev/null \\
+     || (echo 'nbserve:x:{uid}:{uid}::/home/nbserve:/usr/sbin/nologin' >> /etc/passwd \\
+         && echo 'nbserve:x:{uid}:' >> /etc/group && mkdir -p /home/nbserve)) \\
+ && chown {uid}:{uid} /home/nbserve
+COPY --from=deps {venv} {venv}
+# everything that is the same for every model comes before the model's own files, so it stays cached
+ENV PATH={venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    PYTHONPATH={app}/server PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR {app}
+EXPOSE {port}
+# no curl in the image: the server's own Python asks /health
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\
+    CMD ["{venv}/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=2)"]
+# worker count and timeout arrive at run time in GUNICORN_CMD_ARGS
+CMD ["{venv}/bin/python", "-m", "gunicorn", "--bind", "0.0.0.0:{port}", "--preload", "--worker-tmp-dir", "/dev/shm", \\
+     "--log-level", "info", "--config", "python:nbserve.server.gunicorn_conf", "nbserve.server.wsgi:app"]
+USER {uid}:{uid}
+COPY server {app}/server
+COPY artifacts {app}/artifacts
+ENV NBSERVE_ARTIFACT={app}/artifacts/{sha256} NBSERVE_MODEL_ID={model_id}
+LABEL {labels}
+"""
+
+
+def image_lock(version) -> list[str]:
+    """The model's pinned requirements plus what the server itself needs, pinned as installed here.
+
+    On a name both lists pin, the model's pin wins: it is what the model was proven with.
+    """
+    pinned = {canonicalize_name(line.split("==")[0]): line for line in version.requirements}
+    for line in lock(SERVER_NEEDS):
+        pinned.setdefault(canonicalize_name(line.split("==")[0]), line)
+    return sorted(pinned.values(), key=str.lower)
+
+
+def lock_hash(lines: list[str], python: str) -> str:
+    """The key of the dependency layers: the exact pins and the Python they are for."""
+    text = f"python {python}\n" + "\n".join(lines) + "\n"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def recipe_hash() -> str:
+    """A hash of what makes an image besides the model: the server package's files and the Dockerfiles,
+    so an image built by an older nbserve is not reused."""
+    h = hashlib.sha256(DEPS_DOCKERFILE.encode() + b"\0" + MODEL_DOCKERFILE.encode() + b"\0")
+    for path in _server_files():
+        h.update(str(path.relative_to(SERVER_PACKAGE)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _server_files() -> list[Path]:
+    return sorted(p for p in SERVER_PACKAGE.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
+
+
+def image_name(name: str) -> str:
+    """A Docker repository name for a model name (lowercase; separators not doubled or at the ends)."""
+    repo = re.sub(r"[._-]{2,}", "-", name.lower()).strip("._-")
+    return f"nbserve/{repo or 'model'}"
+
+
+# -- the wheelhouse --------------------------------------------------------------------------------
+
+
+def wheelhouse(lines: list[str], key: str, home: Path, python: str, progress) -> Path:
+    """A directory holding one wheel per pinned line, under $NBSERVE_HOME/wheels/<key>.
+
+    Downloaded on the host with ``pip download --only-binary=:all: --no-deps`` (the host has the
+    network, the proxy and the CA bundle; the build has none of them). A complete wheelhouse is marked
+    and reused as it is; wheels already in another wheelhouse are linked instead of downloaded again.
+    """
+    root = home / "wheels"
+    target = root / key
+    if (target / ".complete").exists():
+        progress(f"wheelhouse for lock {key[:12]} already downloaded ({len(lines)} wheels)")
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    wanted = {_wheel_key(line) for line in lines}
+    for other in root.glob("*/*.whl"):
+        if other.parent != target and _wheel_file_key(other.name) in wanted and not (target / other.name).exists():
+            _link_or_copy(other, target / other.name)
+    (target / "requirements.lock").write_text("\n".join(lines) + "\n")
+    cmd = [python, "-m", "pip", "download", "--only-binary=:all:", "--no-deps", "--disable-pip-version-check",
+           "--progress-bar", "off", "-d", str(target), "-r", str(target / "requirements.lock")]
+    progress(f"downloading {len(lines)} pinned wheels on the host into {target}", 0.0)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise BuildError(f"cannot run pip with {python}: {exc}") from None
+    tail, done = [], 0
+    for raw in proc.stdout:
+        line = raw.rstrip()
+        tail = (tail + [line])[-40:]
+        if line.startswith(("Saved ", "File was already downloaded")):
+            done += 1
+            progress(f"wheel {done}/{len(lines)}: {Path(line.split()[-1]).name}", done / max(len(lines), 1))
+    if proc.wait() != 0:
+        missing = [m.group(1) for m in re.finditer(r"No matching distribution found for (\S+)", "\n".join(tail))]
+        hint = (f"no wheel on the index for {', '.join(missing)}: the image installs wheels only. Build one with "
+                f"`pip wheel` and put it where pip finds it (PIP_FIND_LINKS), or leave the package out of the model"
+                if missing else "check the pip output above: the host needs access to the package index "
+                                "(or PIP_INDEX_URL / PIP_FIND_LINKS pointing at a mirror)")
+        raise BuildError(f"downloading the wheels for the image failed; {hint}\n--- pip output (tail) ---\n"
+                         + "\n".join(tail[-20:]))
+    got = {_wheel_file_key(p.name) for p in target.glob("*.whl")}
+    if not wanted <= got:
+        raise BuildError(f"pip download did not produce wheels for {sorted(wanted - got)} in {target}")
+    (target / ".complete").write_text("")
+    return target
+
+
+def _wheel_key(line: str) -> tuple[str, str]:
+    name, _, ver = line.partition("==")
+    return canonicalize_name(name), ver.strip()
+
+
+def _wheel_file_key(filename: str) -> tuple[str, str]:
+    name, ver = filename.split("-")[:2]
+    return canonicalize_name(name), ver
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+# -- build contexts ----------------------------------------------------------------------------
+
+
+def deps_context(path: Path, base: str, lines: list[str], key: str, wheels: Path) -> None:
+    """Lock + wheelhouse + Dockerfile of the dependency image."""
+    path.mkdir(parents=True)
+    (path / "requirements.lock").write_text("\n".join(lines) + "\n")
+    (path / "wheels").mkdir()
+    for whl in wheels.glob("*.whl"):
+        _link_or_copy(whl, path / "wheels" / whl.name)
+    # venv brings pip and setuptools; the running server needs neither (unless the model pinned them)
+    pinned = {_wheel_key(line)[0] for line in lines}
+    drop = [n for n in ("pip", "setuptools") if n not in pinned]
+    uninstall = f" \\\n && {VENV}/bin/python -m pip uninstall -y -q {' '.join(drop)}" if drop else ""
+    (path / "Dockerfile").write_text(DEPS_DOCKERFILE.format(base=base, lock_hash=key[:12], venv=VENV,
+                                                            uninstall=uninstall))
+
+
+def model_context(path: Path, version, base: str, deps_image: str, labels: dict) -> None:
+    """Server package + artifact + Dockerfile of the model image."""
+    path.mkdir(parents=True)
+    server = path / "server" / "nbserve"
+    (server / "server").mkdir(parents=True)
+    (server / "__init__.py").write_text('"""nbserve\'s server package alone, as copied into a model image."""\n')
+    for src in _server_files():
+        dst = server / "server" / src.relative_to(SERVER_PACKAGE)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    art = path / "artifacts" / version.sha256
+    art.mkdir(parents=True)
+    for src in Path(version.artifact_dir).iterdir():
+        if src.is_file():
+            shutil.copy2(src, art / src.name)
+    _same_mtimes(path)
+    label_text = " \\\n      ".join(f"{k}={_quote(v)}" for k, v in labels.items())
+    (path / "Dockerfile").write_text(MODEL_DOCKERFILE.format(
+        model_id=version.id, base=base, deps_image=deps_image, uid=UID, app=APP, venv=VENV,
+        sha256=version.sha256, port=PORT, labels=label_text))
+
+
+def _same_mtimes(path: Path) -> None:
+    # the builder's COPY cache looks at file metadata too: fresh mtimes would defeat it on every rebuild
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (FIXED_MTIME, FIXED_MTIME), follow_symlinks=False)
+
+
+def _quote(value) -> str:
+    text = str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def kernel_python(version) -> str:
+    """The interpreter that registered the model (its pip downloads the wheels), else this one."""
+    python = getattr(version, "python_executable", None)
+    return python if python and Path(python).exists() else sys.executable

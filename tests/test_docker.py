@@ -1,0 +1,378 @@
+"""The Docker runtime against a real engine: build, run, call, stop/start, restart, reconcile, errors.
+
+Needs an engine and the base image (``.ci/setup-docker`` makes both); skipped locally without them,
+failed in CI. One model image is built per session and reused: every registry that registers the same
+fitted model gets the same artifact hash, and the runtime finds the image by that label. Everything the
+tests make is labelled with a home under this session's temp dir and removed at the end, pass or fail.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import need
+from nbserve.errors import BuildError, DockerUnavailableError, InstanceStartError, NbserveError, PortInUseError
+from nbserve.runtimes.docker import DockerRuntime, engine_available
+from nbserve.workspace import Workspace
+
+BASE_IMAGE = "local/python:3.11-bookworm"
+HOW = "run .ci/setup-docker as root: it starts a Docker engine and makes the base image " + BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def session_prefix(tmp_path_factory):
+    return str(Path(tmp_path_factory.getbasetemp()).resolve()) + os.sep
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_what_tests_made(session_prefix):
+    """After the session, pass or fail: every container and image labelled with one of its homes."""
+    yield
+    if not engine_available():
+        return
+    import docker
+
+    client = docker.from_env()
+    mine = lambda obj: obj.labels.get("nbserve.home", "").startswith(session_prefix)  # noqa: E731
+    for container in client.containers.list(all=True, filters={"label": "nbserve.home"}):
+        if mine(container):
+            container.remove(force=True)
+    images = [i for i in client.images.list(filters={"label": "nbserve.home"}) if mine(i)]
+    for image in sorted(images, key=lambda i: "nbserve.deps" in i.labels):  # model images first
+        try:
+            client.images.remove(image.id, force=True)
+        except docker.errors.NotFound:
+            pass
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def engine():
+    need(engine_available(), "a Docker engine", HOW)
+    import docker
+
+    client = docker.from_env()
+    base = os.environ.get("NBSERVE_BASE_IMAGE", BASE_IMAGE)
+    try:
+        client.images.get(base)
+        present = True
+    except docker.errors.ImageNotFound:
+        present = False
+    need(present, f"the base image {base}", HOW)
+    old = os.environ.get("NBSERVE_BASE_IMAGE")
+    os.environ["NBSERVE_BASE_IMAGE"] = base
+    yield client
+    if old is None:
+        os.environ.pop("NBSERVE_BASE_IMAGE", None)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def built(engine, tmp_path_factory, diabetes):
+    """A registry with diabetes:1 (LinearRegression) and its image, built once for the session."""
+    X, y, lr = diabetes
+    ws = Workspace(tmp_path_factory.mktemp("docker-home"))
+    mv = ws.register(lr, name="diabetes", sample=X, progress=False)
+    messages = []
+    image = ws.build(mv, progress=lambda m, f=None: messages.append(m))
+    return SimpleNamespace(ws=ws, mv=mv, image=image, messages=messages, X=X, y=y, lr=lr)
+
+
+@pytest.fixture
+def ws(engine, workspace):
+    """A fresh registry per test; registering the session's model there reuses the session's image."""
+    return workspace
+
+
+def container_of(engine, inst):
+    found = engine.containers.list(all=True, filters={"label": f"nbserve.instance={inst.id}"})
+    return found[0] if found else None
+
+
+def host_port(container):
+    container.reload()
+    return int(container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
+
+
+def wait_for(check, timeout=60.0, every=0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
+
+
+# -- images ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_build_makes_a_labelled_non_root_image_without_wheels_or_pip(built, engine):
+    image = engine.images.get(built.image.id)
+    assert built.image.tag == "nbserve/diabetes:1"
+    assert built.image.tag in image.tags
+    assert built.image.size == image.attrs["Size"] > 0
+    assert built.image.model == "diabetes:1"
+    labels = image.labels
+    assert (labels["nbserve.model"], labels["nbserve.version"], labels["nbserve.sha256"]) == (
+        "diabetes", "1", built.mv.sha256)
+    config = image.attrs["Config"]
+    assert config["User"] and not config["User"].startswith(("0", "root"))
+    assert "/health" in " ".join(config["Healthcheck"]["Test"])
+    # the wheelhouse stayed in the dependency image: no layer of the model image copies it
+    assert not [h for h in image.history() if "wheels" in (h.get("CreatedBy") or "")]
+    out = engine.containers.run(image.id, ["python", "-c",
+                                           "import importlib.util as u, os; print(u.find_spec('pip') is None, "
+                                           "os.getuid(), os.path.exists('/tmp/nbserve'))"], remove=True)
+    assert out.decode().split() == ["True", "10001", "False"]
+    # progress named the wheel download or its reuse, each Dockerfile step, and the readiness check
+    text = "\n".join(built.messages)
+    assert "step 1/" in text and "readiness check: predict answers as in the kernel" in text
+
+
+@pytest.mark.docker
+def test_a_new_version_with_the_same_requirements_reuses_the_dependency_layers(built, engine, diabetes):
+    from sklearn.linear_model import Ridge
+
+    X, y, _ = diabetes
+    mv2 = built.ws.register(Ridge(alpha=0.5).fit(X, y), name="diabetes", sample=X, progress=False)
+    assert mv2.version == 2 and mv2.requirements == built.mv.requirements
+    messages = []
+    image2 = built.ws.build(mv2, progress=lambda m, f=None: messages.append(m))
+    assert image2.tag == "nbserve/diabetes:2"
+    assert any("dependency layers" in m and "reused" in m for m in messages)
+    assert not any(m.startswith("downloading") for m in messages)
+    first, second = (engine.images.get(i.id).attrs["RootFS"]["Layers"] for i in (built.image, image2))
+    # base, user, venv and server layers are the very same; only the artifact layer differs
+    assert first[:-1] == second[:-1] and first[-1] != second[-1]
+    again = built.ws.build(mv2, progress=False)
+    assert again.id == image2.id and again.build_seconds < 5
+
+
+@pytest.mark.docker
+def test_another_registry_with_the_same_model_reuses_the_image(built, ws):
+    mv = ws.register(built.lr, name="diabetes", sample=built.X, progress=False)
+    assert mv.sha256 == built.mv.sha256
+    image = ws.build(mv, progress=False)
+    assert image.id == built.image.id
+
+
+@pytest.mark.docker
+def test_missing_base_image_says_it_could_not_be_pulled_and_how_to_provide_one(built, ws):
+    mv = ws.register(built.lr, name="diabetes", sample=built.X, progress=False)
+    with pytest.raises(BuildError) as err:
+        ws.build(mv, base_image="nbserve-test/no-such-python:3.11", progress=False)
+    message = str(err.value)
+    assert "'nbserve-test/no-such-python:3.11' is not on this machine and could not be pulled" in message
+    assert "NBSERVE_BASE_IMAGE" in message and "base_image=" in message
+
+
+@pytest.mark.docker
+def test_a_base_image_with_another_python_is_refused(built, ws, engine, session_prefix, tmp_path):
+    # a base whose python3 claims 3.9: made in a second from the real base, labelled for cleanup
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nRUN printf '#!/bin/sh\\necho 3.9.18\\n' > /usr/local/bin/python3 "
+        f"&& chmod +x /usr/local/bin/python3\nLABEL nbserve.home={session_prefix}old-python\n")
+    engine.images.build(path=str(ctx), tag="nbserve-test/python:3.9", network_mode="none", rm=True)
+    mv = ws.register(built.lr, name="diabetes", sample=built.X, progress=False)
+    with pytest.raises(BuildError, match=r"has Python 3\.9\.18, but diabetes:1 was pickled by Python 3\.11"):
+        ws.build(mv, base_image="nbserve-test/python:3.9", progress=False)
+
+
+def in_image():
+    """True inside a model image: its server runs as the image's own user (this machine may itself be a
+    container, so /.dockerenv says nothing)."""
+    return os.getuid() == 10001
+
+
+class _LoadsOnlyOutsideDocker:
+    """Answers in the kernel; refuses to unpickle inside a container (as a missing native library would)."""
+
+    def __init__(self):
+        self.scale = 1.0  # some state, so that unpickling calls __setstate__
+
+    def predict(self, X):
+        return np.asarray(X).sum(axis=1)
+
+    def __setstate__(self, state):
+        if in_image():
+            raise RuntimeError("libmissing.so: cannot open shared object file")
+        self.__dict__.update(state)
+
+
+@pytest.mark.docker
+def test_readiness_check_fails_the_build_with_the_container_log_and_keeps_no_image(built, ws, engine):
+    mv = ws.register(_LoadsOnlyOutsideDocker(), name="fragile", sample=built.X[:5], progress=False)
+    with pytest.raises(BuildError) as err:
+        ws.build(mv, progress=False)
+    message = str(err.value)
+    assert "did not start" in message and "libmissing.so" in message  # the container's log tail
+    assert not engine.images.list(filters={"label": f"nbserve.sha256={mv.sha256}"})
+
+
+@pytest.mark.docker
+def test_readiness_check_names_the_method_and_the_difference(built, ws):
+    def in_docker(X):
+        return np.full(len(X), float(in_image()))
+
+    mv = ws.register(in_docker, sample=built.X[:5], progress=False)
+    with pytest.raises(BuildError, match=r"in_docker:1\.in_docker answers differently in the image .*: "
+                                         r"data\[0\]: 0\.0 in the kernel, 1\.0 in the image"):
+        ws.build(mv, progress=False)
+
+
+# -- containers --------------------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_serve_call_stop_start_remove(built, ws, engine):
+    inst = ws.serve(built.lr, name="diabetes", sample=built.X, runtime="docker", progress=False)
+    assert (inst.runtime, inst.status, inst.model) == ("docker", "running", "diabetes:1")
+    assert inst.url == f"http://127.0.0.1:{inst.port}"
+    np.testing.assert_allclose(inst.client().predict(built.X[:5]), built.lr.predict(built.X[:5]))
+    container = container_of(engine, inst)
+    assert host_port(container) == inst.port
+    assert container.labels["nbserve.model"] == "diabetes" and container.labels["nbserve.version"] == "1"
+    assert container.attrs["HostConfig"]["Init"] is True
+    assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
+    assert "Listening at" in inst.logs()
+
+    started = time.monotonic()
+    inst.stop()
+    assert time.monotonic() - started < 5  # init=True: gunicorn gets the SIGTERM
+    assert inst.status == "stopped" and ws.instances()[0].status == "stopped"
+
+    inst.start(progress=False)
+    assert inst.status == "running"
+    assert host_port(container_of(engine, inst)) == inst.port
+    np.testing.assert_allclose(inst.client().predict(built.X[:3]), built.lr.predict(built.X[:3]))
+
+    inst.remove()
+    assert container_of(engine, inst) is None and ws.instances() == []
+
+
+@pytest.mark.docker
+def test_start_after_its_port_was_taken_moves_and_records_the_new_port(built, ws, engine):
+    inst = ws.serve(built.lr, name="diabetes", sample=built.X, runtime="docker", progress=False)
+    old = inst.port
+    inst.stop()
+    squatter = socket.socket()
+    assert wait_for(lambda: squatter.connect_ex(("127.0.0.1", old)) != 0, 5)  # nobody listens there now
+    squatter.close()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", old))
+    squatter.listen()
+    try:
+        inst.start(progress=False)
+        assert inst.status == "running" and inst.port != old
+        assert host_port(container_of(engine, inst)) == inst.port
+        assert Workspace(ws.home).get_instance(inst.id).port == inst.port  # the registry knows it too
+        assert inst.client().health()["status"] == "ok"
+    finally:
+        squatter.close()
+
+
+@pytest.mark.docker
+def test_a_crashed_container_is_restarted_by_its_policy(built, ws, engine):
+    inst = ws.serve(built.lr, name="diabetes", sample=built.X, runtime="docker", progress=False)
+    container = container_of(engine, inst)
+    # SIGKILL from outside, not `docker kill`: the engine treats that as a crash, not a wanted stop
+    os.kill(container.attrs["State"]["Pid"], signal.SIGKILL)
+    assert wait_for(lambda: container.reload() or container.attrs["RestartCount"] >= 1, 30)
+    assert wait_for(lambda: inst.reload().status == "running", 60), inst.status
+    assert host_port(container) == inst.port
+    np.testing.assert_allclose(inst.client().predict(built.X[:2]), built.lr.predict(built.X[:2]))
+
+
+@pytest.mark.docker
+def test_instances_reconcile_after_the_container_is_removed_with_the_cli(built, ws):
+    inst = ws.serve(built.lr, name="diabetes", sample=built.X, runtime="docker", progress=False)
+    subprocess.run(["docker", "rm", "-f", f"nbserve-{inst.id}"], check=True, capture_output=True)
+    assert [(i.id, i.status) for i in ws.instances()] == [(inst.id, "missing")]
+    assert "removed" in inst.logs()
+    inst.start(progress=False)  # a new container for the same instance
+    assert inst.status == "running" and inst.client().health()["status"] == "ok"
+
+
+@pytest.mark.docker
+def test_instances_after_a_kernel_restart(built, ws):
+    inst = ws.serve(built.lr, name="diabetes", sample=built.X, runtime="docker", progress=False)
+    fresh = Workspace(ws.home)  # a new process would see just this: the registry on disk and Docker
+    [found] = fresh.instances()
+    assert (found.id, found.status, found.url, found.runtime) == (inst.id, "running", inst.url, "docker")
+    fresh.stop(found.id)
+    assert inst.reload().status == "stopped"
+
+
+@pytest.mark.docker
+def test_port_clash_is_a_clear_error_and_leaves_nothing_behind(built, ws, engine):
+    first = ws.serve(built.lr, name="diabetes", sample=built.X, runtime="docker", progress=False)
+    with pytest.raises(PortInUseError, match=rf"port {first.port} .* is in use"):
+        ws.serve("diabetes", runtime="docker", port=first.port, progress=False)
+    assert [i.id for i in ws.instances()] == [first.id]
+    assert len(engine.containers.list(all=True, filters={"label": f"nbserve.home={ws.home}"})) == 1
+
+
+@pytest.mark.docker
+def test_restart_policy_option(built, ws, engine):
+    with pytest.raises(NbserveError, match="restart_policy='sometimes'"):
+        ws.serve(built.lr, name="diabetes", sample=built.X, runtime="docker", restart_policy="sometimes",
+                 progress=False)
+    inst = ws.serve("diabetes", runtime="docker", restart_policy="unless-stopped", progress=False)
+    assert container_of(engine, inst).attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+
+class _FailsWithSmallBodies:
+    """Loads everywhere except in a server started with max_body=4096: a container that exits at start."""
+
+    def __init__(self):
+        self.column = 0
+
+    def predict(self, X):
+        return np.asarray(X)[:, 0]
+
+    def __setstate__(self, state):
+        if os.environ.get("NBSERVE_MAX_BODY") == "4096":
+            raise RuntimeError("refusing to load under a 4096-byte body limit")
+        self.__dict__.update(state)
+
+
+@pytest.mark.docker
+def test_a_container_that_exits_at_start_is_an_error_with_its_log(built, ws, engine):
+    mv = ws.register(_FailsWithSmallBodies(), name="picky", sample=built.X[:5], progress=False)
+    ws.build(mv, progress=False)  # the readiness check passes: it runs without the limit
+    with pytest.raises(InstanceStartError) as err:
+        ws.serve("picky", runtime="docker", max_body=4096, progress=False)
+    assert "refusing to load under a 4096-byte body limit" in str(err.value)
+    assert ws.instances() == []
+    assert not engine.containers.list(all=True, filters={"label": f"nbserve.home={ws.home}"})
+
+
+@pytest.mark.docker
+def test_auto_runtime_chooses_docker_when_an_engine_answers(engine, ws):
+    messages = []
+    assert ws.choose_runtime("auto", lambda m, f=None: messages.append(m)) == "docker"
+    assert messages == ["runtime 'auto' chose docker"]
+
+
+# -- without an engine -------------------------------------------------------------------------------
+
+
+def test_no_engine_is_a_clear_error_and_a_quick_no(workspace, monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    started = time.monotonic()
+    assert engine_available() is False
+    assert time.monotonic() - started < 2
+    with pytest.raises(DockerUnavailableError, match=r"no Docker engine answers at unix://.*runtime='process'"):
+        DockerRuntime(workspace).client
+    assert workspace.choose_runtime("auto", progress=False) == "process"
