@@ -29,6 +29,10 @@ class ProgressView(widgets.VBox):
         self.steps: list[str] = []
         self.begin(title)
 
+    def all_widgets(self) -> list:
+        """This view and every widget inside it (to close them all)."""
+        return [self, *self.children, *self.children[0].children]
+
     def __repr__(self):
         # The text/plain fallback of the display: kept stable so executed notebooks compare equal.
         return "<nbserve progress>"

@@ -20,6 +20,8 @@ import time
 import weakref
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_description import DescriptionStyle
+from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 
 from .errors import NbserveError
 from .notebook_progress import ProgressView
@@ -33,13 +35,40 @@ LOG_TAIL = 200
 _auto_refreshing: list = []  # weakrefs to panels whose refresh thread runs, oldest first
 
 
-def _cell(value: str = "") -> widgets.HTML:
-    return widgets.HTML(value, layout=widgets.Layout(width="auto"))
+class _Shared:
+    """Layouts and styles shared by every cell and button of one panel. Each is a widget model of its
+    own in ipywidgets; sharing them keeps a panel at a few dozen models instead of hundreds, and lets
+    ``Panel.close`` close them once, after the rows that use them."""
+
+    def __init__(self):
+        self.cell_layout = widgets.Layout(width="auto")
+        self.cell_style = HTMLStyle()
+        self.button_layout = widgets.Layout(width="auto")
+        self.button_style = widgets.ButtonStyle()
+        self.runtime_layout = widgets.Layout(width="95px")
+        self.runtime_style = DescriptionStyle()
+        self.port_layout = widgets.Layout(width="75px")
+        self.port_style = TextStyle()
+
+    def cell(self, value: str = "") -> widgets.HTML:
+        return widgets.HTML(value, layout=self.cell_layout, style=self.cell_style)
+
+    def button(self, description: str, tooltip: str, style: str = "") -> widgets.Button:
+        return widgets.Button(description=description, tooltip=tooltip, button_style=style,
+                              layout=self.button_layout, style=self.button_style)
+
+    def close(self) -> None:
+        for w in vars(self).values():
+            w.close()
 
 
-def _button(description: str, tooltip: str, style: str = "") -> widgets.Button:
-    return widgets.Button(description=description, tooltip=tooltip, button_style=style,
-                          layout=widgets.Layout(width="auto"))
+def _close(widget) -> None:
+    """Close a widget with its own layout and style (ipywidgets' close() leaves those open)."""
+    for part in ("layout", "style"):
+        sub = getattr(widget, part, None)
+        if isinstance(sub, widgets.Widget):
+            sub.close()
+    widget.close()
 
 
 def _grid(columns: int) -> widgets.GridBox:
@@ -59,10 +88,12 @@ class _ModelRow:
 
     def __init__(self, panel: "Panel", name: str):
         self.name = name
-        self.cells = [_cell() for _ in range(6)]
-        self.runtime = widgets.Dropdown(options=RUNTIME_CHOICES, value="auto", layout=widgets.Layout(width="95px"))
-        self.port = widgets.Text(placeholder="any", layout=widgets.Layout(width="75px"))
-        self.start = _button("Start", f"start a new instance of {name} (latest version)", "success")
+        shared = panel._shared
+        self.cells = [shared.cell() for _ in range(6)]
+        self.runtime = widgets.Dropdown(options=RUNTIME_CHOICES, value="auto", layout=shared.runtime_layout,
+                                        style=shared.runtime_style)
+        self.port = widgets.Text(placeholder="any", layout=shared.port_layout, style=shared.port_style)
+        self.start = shared.button("Start", f"start a new instance of {name} (latest version)", "success")
         self.start.on_click(lambda _: panel.start_model(name))
         self.widgets = [*self.cells, self.runtime, self.port, self.start]
 
@@ -75,7 +106,7 @@ class _ModelRow:
 
     def close(self) -> None:
         for w in self.widgets:
-            w.close()
+            w.close()  # layouts and styles are the panel's, shared
 
 
 class _InstanceRow:
@@ -83,11 +114,12 @@ class _InstanceRow:
 
     def __init__(self, panel: "Panel", id: str):
         self.id = id
-        self.cells = [_cell() for _ in range(6)]
-        self.stop = _button("Stop", f"stop {id}", "warning")
-        self.start = _button("Start", f"start {id} again", "success")
-        self.logs = _button("Logs", f"show the log tail of {id}")
-        self.remove = _button("Remove", f"stop {id} and forget it", "danger")
+        shared = panel._shared
+        self.cells = [shared.cell() for _ in range(6)]
+        self.stop = shared.button("Stop", f"stop {id}", "warning")
+        self.start = shared.button("Start", f"start {id} again", "success")
+        self.logs = shared.button("Logs", f"show the log tail of {id}")
+        self.remove = shared.button("Remove", f"stop {id} and forget it", "danger")
         self.stop.on_click(lambda _: panel.stop_instance(id))
         self.start.on_click(lambda _: panel.start_instance(id))
         self.logs.on_click(lambda _: panel.show_logs(id))
@@ -116,7 +148,7 @@ class _InstanceRow:
 
     def close(self) -> None:
         for w in self.widgets:
-            w.close()
+            w.close()  # layouts and styles are the panel's, shared
 
 
 class Panel(widgets.VBox):
@@ -139,30 +171,32 @@ class Panel(widgets.VBox):
         self._seen_view = False
         self._logs_id: str | None = None
 
-        self.refresh_button = _button("Refresh", "read models and instances again")
+        self._shared = shared = _Shared()
+        self.refresh_button = shared.button("Refresh", "read models and instances again")
         self.refresh_button.icon = "refresh"
         self.refresh_button.on_click(lambda _: self._refresh_quietly())
-        self.status = _cell()
+        self.status = shared.cell()
         self.models_grid, self.instances_grid = _grid(len(_ModelRow.HEADERS)), _grid(len(_InstanceRow.HEADERS))
-        self._model_headers = [_cell(f"<b>{h}</b>") for h in _ModelRow.HEADERS]
-        self._instance_headers = [_cell(f"<b>{h}</b>") for h in _InstanceRow.HEADERS]
-        self.no_models = _cell("<i>No models registered yet: <code>%serve VARIABLE</code> registers and serves "
-                               "one.</i>")
-        self.no_instances = _cell("<i>No instances: the Start button of a model starts one.</i>")
+        self._model_headers = [shared.cell(f"<b>{h}</b>") for h in _ModelRow.HEADERS]
+        self._instance_headers = [shared.cell(f"<b>{h}</b>") for h in _InstanceRow.HEADERS]
+        # these two are shown or hidden through their layouts: each has its own
+        self.no_models = widgets.HTML("<i>No models registered yet: <code>%serve VARIABLE</code> registers and "
+                                      "serves one.</i>")
+        self.no_instances = widgets.HTML("<i>No instances: the Start button of a model starts one.</i>")
         self.progress = ProgressView(layout=widgets.Layout(display="none"))
-        self.logs_title = _cell()
-        self.hide_logs = _button("Hide logs", "hide the log tail")
+        self.logs_title = shared.cell()
+        self.hide_logs = shared.button("Hide logs", "hide the log tail")
         self.hide_logs.on_click(lambda _: self.clear_logs())
-        self.logs = _cell()
-        self.logs_box = widgets.VBox([widgets.HBox([self.logs_title, self.hide_logs]), self.logs],
-                                     layout=widgets.Layout(display="none"))
-        self._own = [self.refresh_button, self.status, self.models_grid, self.instances_grid,
-                     *self._model_headers, *self._instance_headers, self.no_models, self.no_instances,
-                     self.progress, *self.progress.children, self.progress.bar, self.progress.step,
-                     self.progress.error, self.logs_title, self.hide_logs, self.logs]
-        titles = [_cell("<h3 style='margin: 4px 0'>Models</h3>"), _cell("<h3 style='margin: 4px 0'>Instances</h3>")]
+        self.logs = shared.cell()
+        logs_header = widgets.HBox([self.logs_title, self.hide_logs])
+        self.logs_box = widgets.VBox([logs_header, self.logs], layout=widgets.Layout(display="none"))
+        titles = [shared.cell("<h3 style='margin: 4px 0'>Models</h3>"),
+                  shared.cell("<h3 style='margin: 4px 0'>Instances</h3>")]
         header = widgets.HBox([self.refresh_button, self.status], layout=widgets.Layout(align_items="center"))
-        self._own += [*titles, header, self.logs_box, *self.logs_box.children]
+        self._own = [header, self.refresh_button, self.status, *titles, self.models_grid, self.instances_grid,
+                     *self._model_headers, *self._instance_headers, self.no_models, self.no_instances,
+                     *self.progress.all_widgets(), self.logs_box, logs_header, self.logs_title, self.hide_logs,
+                     self.logs]
         super().__init__(children=[header, titles[0], self.models_grid, self.no_models, titles[1],
                                    self.instances_grid, self.no_instances, self.progress, self.logs_box], **kwargs)
         # Ask the frontend to count the views showing this panel, so the refresh thread can stop
@@ -380,12 +414,16 @@ class Panel(widgets.VBox):
         return True
 
     def close(self):
+        if not hasattr(self, "_own"):  # __del__ of a panel whose __init__ failed early
+            return super().close()
         self.stop_auto_refresh()
         for row in [*self._model_rows.values(), *self._instance_rows.values()]:
             row.close()
         self._model_rows, self._instance_rows = {}, {}
         for w in self._own:
-            w.close()
+            _close(w)
+        self._shared.close()
+        self.layout.close()
         super().close()
 
 

@@ -220,3 +220,18 @@ def test_nbserve_panel_is_a_displayable_widget_of_the_default_workspace(home, ma
         assert panel.workspace.home == home.resolve()
     finally:
         panel.close()
+
+
+def test_closing_the_panel_closes_every_widget_it_made(make_panel, registered, workspace):
+    from ipywidgets.widgets.widget import _instances  # ipywidgets' registry of open widget models
+
+    before = set(_instances)
+    panel = make_panel()
+    inst = workspace.serve("double", runtime="process", progress=False)
+    panel.refresh()  # a row comes...
+    panel.instance_row(inst.id).logs.click()
+    inst.remove()
+    panel.refresh()  # ...and goes
+    assert len(set(_instances) - before) < 80  # shared layouts and styles keep a panel small
+    panel.close()
+    assert set(_instances) - before == set()
