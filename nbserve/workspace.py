@@ -74,9 +74,7 @@ class Workspace:
                             python_executable=row.python, manifest=self.registry.read_manifest(row.sha256),
                             artifact_dir=self.registry.artifact_dir(row.sha256), _workspace=self)
 
-    def register(self, obj, name: str | None = None, sample=None, methods=None, progress=None) -> ModelVersion:
-        from .capture import capture
-
+    def _name_for(self, obj, name):
         if isinstance(obj, (str, ModelVersion)):
             raise NbserveError("register() takes the live object (a model or a function), not a name; "
                                "to serve a registered model use serve(name)")
@@ -84,9 +82,15 @@ class Workspace:
             name = getattr(obj, "__name__", None)
             if not isinstance(name, str) or not name.isidentifier() or name == "<lambda>":
                 raise NbserveError(f"pass name=... to register a {type(obj).__name__}")
-        require_name(name)
-        say = _progress(progress)
-        captured = capture(obj, label=name, sample=sample, methods=methods)
+        return require_name(name)
+
+    def register(self, obj, name: str | None = None, sample=None, methods=None, progress=None) -> ModelVersion:
+        from .capture import capture
+
+        name = self._name_for(obj, name)
+        return self._store(capture(obj, label=name, sample=sample, methods=methods), name, _progress(progress))
+
+    def _store(self, captured, name, say) -> ModelVersion:
         sha = self.registry.store_artifact(captured.pickle, captured.manifest)
         row, created = self.registry.add_version(name, sha, sys.executable)
         mv = self._version(row)
@@ -133,37 +137,48 @@ class Workspace:
               workers: int = 1, host: str = "127.0.0.1", version: int | None = None, methods=None,
               progress=None, **options) -> Instance:
         say = _progress(progress)
+        if int(workers) < 1:
+            raise NbserveError(f"workers must be at least 1, got {workers}")
+        _check_host(host)
+        options = check_options(options)  # timeout, max_body, auth_token (True -> a generated token)
         if isinstance(target, (str, ModelVersion)):
             if sample is not None or methods is not None:
                 raise NbserveError("sample= and methods= apply when registering a live object; "
                                    f"{target!r} is already registered")
             mv = self.get_model(target, version)
+            runtime = self.choose_runtime(runtime, say)
         else:
-            mv = self.register(target, name=name, sample=sample, methods=methods, progress=say)
-        runtime = self.choose_runtime(runtime, say)
-        if int(workers) < 1:
-            raise NbserveError(f"workers must be at least 1, got {workers}")
-        _check_host(host)
-        options = check_options(options)  # timeout, max_body, auth_token (True -> a generated token)
-        row = InstanceRow(id=f"{mv.name}-{mv.version}-{secrets.token_hex(3)}", name=mv.name, version=mv.version,
+            name = self._name_for(target, name)
+            runtime = self.choose_runtime(runtime, say)
+            if runtime == "process":
+                # the server process doubles as the proof of the registration: one interpreter start, not two
+                from .capture import draft, requirements
+
+                requirements.warm_up()
+                mv = PendingVersion(self, draft(target, name, sample, methods), name, say)
+            else:
+                mv = self.register(target, name=name, sample=sample, methods=methods, progress=say)
+        row = InstanceRow(id=f"{mv.name}-{secrets.token_hex(3)}", name=mv.name, version=mv.version,
                           runtime=runtime, host=host, port=port, desired="running", created=time.time(),
                           started=None, options={"workers": int(workers), "port": port, **options})
         rt = self.runtime(runtime)
         say(f"starting {mv.id} on the {runtime} runtime")
-        self.registry.add_instance(row)
         try:
             row.handle = rt.start(row, mv, say)
         except BaseException:
-            self.registry.delete_instance(row.id)
             try:
                 rt.remove(row)
             except Exception:
                 pass
             raise
+        finally:
+            if isinstance(mv, PendingVersion):
+                mv.cleanup()
+        row.version = mv.version
         row.started = time.time()
-        self.registry.update_instance(row.id, port=row.port, handle=row.handle, started=row.started)
+        self.registry.add_instance(row)
         inst = self._instance(row, "running")
-        say(f"{inst.id} is serving {mv.id} at {inst.url}")
+        say(f"{inst.id} is serving {inst.model} at {inst.url}")
         if inst.auth_token:  # never the whole token in a message: the first characters only
             say(f"{inst.id} requires the bearer token {mask(inst.auth_token)} (inst.auth_token); inst.client() sends it")
         return inst
@@ -227,6 +242,44 @@ class Workspace:
     def build(self, ref, base_image: str | None = None, progress=None) -> Image:
         mv = self.get_model(ref)
         return self.runtime("docker").build(mv, base_image=base_image, progress=_progress(progress))
+
+
+class PendingVersion:
+    """A live object on its way into the registry, proved by the very server process that will serve it.
+
+    The runtime stages it, starts the server on the staged artifact, hands the server's replay report to
+    ``finalize`` (which checks it, locks the requirements and stores the version) and then tells the
+    server which registered version it is serving.
+    """
+
+    def __init__(self, workspace, draft, name, say):
+        import tempfile
+        from pathlib import Path
+
+        self.workspace, self.draft, self.name, self.say = workspace, draft, name, say
+        self.python_executable = sys.executable
+        self.registered = None
+        staging = workspace.home / "staging"
+        staging.mkdir(parents=True, exist_ok=True)
+        self.stage_dir = Path(tempfile.mkdtemp(dir=staging))
+        self.artifact_dir = draft.stage(self.stage_dir)
+
+    @property
+    def version(self):
+        return self.registered.version if self.registered else 0
+
+    @property
+    def id(self):
+        return self.registered.id if self.registered else f"{self.name} (new version)"
+
+    def finalize(self, report: dict) -> ModelVersion:
+        self.registered = self.workspace._store(self.draft.finish(report), self.name, self.say)
+        return self.registered
+
+    def cleanup(self):
+        import shutil
+
+        shutil.rmtree(self.stage_dir, ignore_errors=True)
 
 
 def _check_host(host: str) -> None:

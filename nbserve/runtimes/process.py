@@ -7,6 +7,7 @@ time, so a reused pid is not mistaken for ours).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -62,6 +63,9 @@ class ProcessRuntime(Runtime):
     name = "process"
 
     def start(self, row, version, progress):
+        """Start gunicorn for ``version``; a pending version (see workspace.PendingVersion) is proved by
+        this same process: it replays the staged sample, and the kernel registers the version meanwhile."""
+        pending = hasattr(version, "finalize")
         python = version.python_executable
         if not Path(python).exists():
             progress(f"the interpreter that registered {version.id} ({python}) is gone; using {sys.executable}")
@@ -69,8 +73,11 @@ class ProcessRuntime(Runtime):
         row.port = pick_port(row)
         log_path = self.instance_dir(row) / "server.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN"))}
-        env.update(PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1",
-                   NBSERVE_ARTIFACT=str(version.artifact_dir), NBSERVE_MODEL_ID=version.id)
+        env.update(PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1", NBSERVE_ARTIFACT=str(version.artifact_dir))
+        if pending:
+            env["NBSERVE_REPLAY"] = str(version.stage_dir)
+        else:
+            env["NBSERVE_MODEL_ID"] = version.id
         env.update(server_limits_env(row.options))  # NBSERVE_TIMEOUT, NBSERVE_MAX_BODY, auth digest
         cmd = [python, "-m", "gunicorn", "--bind", f"{row.host}:{row.port}",
                "--workers", str(row.options.get("workers", 1)),
@@ -85,13 +92,47 @@ class ProcessRuntime(Runtime):
         stat = _proc_stat(proc.pid)
         handle = {"pid": proc.pid, "start_ticks": stat[1] if stat else None, "python": python,
                   "log": str(log_path)}
-        wait_healthy(f"http://{row.host}:{row.port}", alive=lambda: proc.poll() is None,
-                     timeout=row.options.get("start_timeout", 120),
-                     failure=lambda why: InstanceStartError(
-                         f"{version.id} did not start on the process runtime: {why}\n"
-                         f"--- log tail ({log_path}) ---\n{log_tail(log_path, 30)}"),
-                     on_failure=lambda: self._kill(proc.pid, handle["start_ticks"]))
+        timeout = row.options.get("start_timeout", 120)
+
+        def failure(why):
+            return InstanceStartError(f"{version.id} did not start on the process runtime: {why}\n"
+                                      f"--- log tail ({log_path}) ---\n{log_tail(log_path, 30)}")
+
+        def kill():
+            self._kill(proc.pid, handle["start_ticks"])
+
+        if pending:
+            self._hand_over(version, proc, timeout, failure, kill)
+        wait_healthy(f"http://{row.host}:{row.port}", alive=lambda: proc.poll() is None, timeout=timeout,
+                     failure=failure, on_failure=kill)
         return handle
+
+    @staticmethod
+    def _hand_over(pending, proc, timeout, failure, kill):
+        """Wait for the server's replay report, register the version, tell the server which one it is."""
+        from ..capture import read_report
+
+        report_path = pending.stage_dir / "report.pkl"
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while not report_path.exists():
+            if proc.poll() is not None:
+                raise failure("the server exited while loading the model")
+            if time.monotonic() > deadline:
+                kill()
+                raise failure(f"the model did not load within {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+        handoff = pending.stage_dir / "handoff.json"
+        try:
+            mv = pending.finalize(read_report(report_path))
+        except BaseException as exc:
+            handoff.write_text(json.dumps({"abort": str(exc)[:2000]}))
+            kill()
+            raise
+        tmp = handoff.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"artifact": str(mv.artifact_dir), "model_id": mv.id}))
+        os.replace(tmp, handoff)
 
     def status(self, row) -> str:
         h = row.handle
