@@ -17,9 +17,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import need
 from nbserve.errors import BuildError, DockerUnavailableError, InstanceStartError, NbserveError, PortInUseError
-from nbserve.runtimes.docker import DockerRuntime, engine_available
+from nbserve.runtimes.docker import DockerRuntime, engine_available, remove_labelled
 from nbserve.workspace import Workspace
 
 BASE_IMAGE = "local/python:3.11-bookworm"
@@ -35,27 +34,22 @@ def session_prefix(tmp_path_factory):
 def remove_what_tests_made(session_prefix):
     """After the session, pass or fail: every container and image labelled with one of its homes."""
     yield
-    if not engine_available():
-        return
-    import docker
+    if engine_available():
+        remove_labelled(session_prefix)
 
-    client = docker.from_env()
-    mine = lambda obj: obj.labels.get("nbserve.home", "").startswith(session_prefix)  # noqa: E731
-    for container in client.containers.list(all=True, filters={"label": "nbserve.home"}):
-        if mine(container):
-            container.remove(force=True)
-    images = [i for i in client.images.list(filters={"label": "nbserve.home"}) if mine(i)]
-    for image in sorted(images, key=lambda i: "nbserve.deps" in i.labels):  # model images first
-        try:
-            client.images.remove(image.id, force=True)
-        except docker.errors.NotFound:
-            pass
-    client.close()
+
+def need(request, *args):
+    """tests/conftest.py's need() (skip locally, fail in CI). Asked of pytest, which loaded that file:
+    `from conftest import need` is ambiguous once tests/reliability/conftest.py is loaded too."""
+    path = Path(__file__).with_name("conftest.py")
+    plugins = request.config.pluginmanager
+    conftest = plugins.get_plugin(str(path)) or plugins.get_plugin(str(path.resolve()))
+    conftest.need(*args)
 
 
 @pytest.fixture(scope="session")
-def engine():
-    need(engine_available(), "a Docker engine", HOW)
+def engine(request):
+    need(request, engine_available(), "a Docker engine", HOW)
     import docker
 
     client = docker.from_env()
@@ -65,7 +59,7 @@ def engine():
         present = True
     except docker.errors.ImageNotFound:
         present = False
-    need(present, f"the base image {base}", HOW)
+    need(request, present, f"the base image {base}", HOW)
     old = os.environ.get("NBSERVE_BASE_IMAGE")
     os.environ["NBSERVE_BASE_IMAGE"] = base
     yield client

@@ -84,6 +84,28 @@ def _short(exc) -> str:
     return text if len(text) < 300 else text[:300] + "..."
 
 
+def remove_labelled(home_prefix: str) -> tuple[int, int]:
+    """Remove every container and image nbserve made for a registry under ``home_prefix`` (by their
+    ``nbserve.home`` label), even ones whose registry is gone. For test and CI cleanup: a test run
+    passes the directory holding its registries. Returns (containers, images) removed."""
+    import docker.errors
+
+    client = connect()
+    mine = lambda obj: (obj.labels.get("nbserve.home") or "").startswith(home_prefix)  # noqa: E731
+    containers = [c for c in client.containers.list(all=True, filters={"label": "nbserve.home"}) if mine(c)]
+    for container in containers:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+    images = [i for i in client.images.list(filters={"label": "nbserve.home"}) if mine(i)]
+    removed = 0
+    for image in sorted(images, key=lambda i: "nbserve.deps" in i.labels):  # model images, then their deps
+        with contextlib.suppress(docker.errors.NotFound):
+            client.images.remove(image.id, force=True)
+            removed += 1
+    client.close()
+    return len(containers), removed
+
+
 def restart_policy(value) -> dict:
     """``serve(..., restart_policy=...)``: "on-failure" (default, 5 retries), "on-failure:N", "always",
     "unless-stopped", "no", or Docker's own dict."""
@@ -206,8 +228,11 @@ class DockerRuntime(Runtime):
         return max(found, key=lambda i: i.attrs.get("Created", "")) if found else None
 
     def build(self, version, base_image: str | None = None, progress=lambda *a, **k: None,
-              rebuild: bool = False) -> Image:
+              cache: bool = True) -> Image:
         """The model's image, built unless an image of the same artifact, server code and base exists.
+
+        ``cache=False`` builds both images from scratch: no image reused, no Docker layer cache (a
+        cold build, as on a fresh machine; the wheelhouse in $NBSERVE_HOME is still used if there).
 
         Steps (each reported through ``progress``): check the base image, make or reuse the dependency
         image for the lock (downloading the wheelhouse on the host if needed), build the model image,
@@ -218,7 +243,7 @@ class DockerRuntime(Runtime):
         base = self._base_image(name, version, progress)
         tag = f"{image_name(version.name)}:{version.version}"
         key = {"nbserve.sha256": version.sha256, "nbserve.recipe": recipe_hash(), "nbserve.base": base.id}
-        existing = None if rebuild else self._find_image(key)
+        existing = self._find_image(key) if cache else None
         if existing is not None:
             with self._engine():
                 existing.tag(*tag.split(":"))
@@ -227,12 +252,12 @@ class DockerRuntime(Runtime):
 
         lines = image_lock(version)
         lock_key = lock_hash(lines, _minor(version.python))
-        deps_tag = self._deps_image(base, name, lines, lock_key, version, progress)
+        deps_tag = self._deps_image(base, name, lines, lock_key, version, progress, cache)
         labels = self._labels(**{"nbserve.model": version.name, "nbserve.version": version.version,
                                  "nbserve.lock": lock_key, "nbserve.base-name": name}, **key)
         with self._context("model-") as ctx:
             model_context(ctx, version, name, deps_tag, labels)
-            image_id = self._docker_build(ctx, tag, f"image {tag}", progress)
+            image_id = self._docker_build(ctx, tag, f"image {tag}", progress, cache=cache)
         with self._engine() as client:
             image = client.images.get(image_id)
         try:
@@ -246,10 +271,10 @@ class DockerRuntime(Runtime):
         progress(f"built {tag} ({image.short_id}, {image.attrs['Size'] / 1e6:.0f} MB) in {seconds:.1f} s", 1.0)
         return Image(tag, image.id, image.attrs["Size"], version.id, seconds)
 
-    def _deps_image(self, base, base_name, lines, lock_key, version, progress) -> str:
+    def _deps_image(self, base, base_name, lines, lock_key, version, progress, cache=True) -> str:
         """Tag of the dependency image for this lock and base: reused when it exists, else built."""
         tag = f"nbserve/deps:{lock_key[:12]}-{base.id.split(':')[-1][:12]}"
-        existing = self._find_image({"nbserve.deps": lock_key, "nbserve.base": base.id})
+        existing = self._find_image({"nbserve.deps": lock_key, "nbserve.base": base.id}) if cache else None
         if existing is not None:
             with self._engine():
                 existing.tag(*tag.split(":"))  # the model's Dockerfile names it by this tag
@@ -259,7 +284,8 @@ class DockerRuntime(Runtime):
         labels = self._labels(**{"nbserve.deps": lock_key, "nbserve.base": base.id, "nbserve.base-name": base_name})
         with self._context("deps-") as ctx:
             deps_context(ctx, base_name, lines, lock_key, wheels)
-            self._docker_build(ctx, tag, f"dependency image ({len(lines)} packages)", progress, labels=labels)
+            self._docker_build(ctx, tag, f"dependency image ({len(lines)} packages)", progress, labels=labels,
+                               cache=cache)
         return tag
 
     @contextlib.contextmanager
@@ -272,7 +298,7 @@ class DockerRuntime(Runtime):
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def _docker_build(self, ctx: Path, tag: str, what: str, progress, labels=None) -> str:
+    def _docker_build(self, ctx: Path, tag: str, what: str, progress, labels=None, cache=True) -> str:
         """Build with the engine's builder, no network for RUN steps; report each Dockerfile step."""
         import docker.errors
 
@@ -281,7 +307,7 @@ class DockerRuntime(Runtime):
         with self._engine() as client:
             try:
                 stream = client.api.build(path=str(ctx), tag=tag, rm=True, forcerm=True, decode=True,
-                                          network_mode="none", labels=labels)
+                                          network_mode="none", labels=labels, nocache=not cache)
                 for chunk in stream:
                     if "stream" in chunk:
                         for line in chunk["stream"].splitlines():
