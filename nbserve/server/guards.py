@@ -1,8 +1,8 @@
 """What keeps one request from hurting the server: a deadline per request, optional bearer-token
 auth, and a model that calls ``sys.exit()`` treated as a model error instead of killing its worker.
 
-All of it is set up once in ``install`` (at load time); a request pays two ``setitimer`` calls for
-the deadline, and a digest compare when auth is on. Imports nothing else from nbserve.
+All of it is set up once in ``install`` (at load time); a request pays a few attribute writes for the
+deadline, and a digest compare when auth is on. Imports nothing else from nbserve.
 """
 
 import os
@@ -73,7 +73,7 @@ def install(app, request, error, timeout: float, auth_sha256):
             return resp
 
     app.wsgi_app = _ChunkedLimit(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
-    if timeout and hasattr(signal, "setitimer"):
+    if timeout:
         app.wsgi_app = _Deadline(app.wsgi_app, timeout)
 
 
@@ -116,42 +116,66 @@ class _ChunkedLimit:
 
 
 class _Deadline:
-    """WSGI middleware: SIGALRM after ``seconds`` raises RequestTimeout in the request, answered with a
-    JSON 504. Signals reach only the main thread, which is where gunicorn's sync worker (the one
-    nbserve runs) handles requests; in other threads the middleware stands aside, and gunicorn's own
-    --timeout (set a little longer by the runtimes) remains the backstop, also for C code that
-    never returns to the interpreter.
+    """WSGI middleware: a request still running after ``seconds`` is interrupted (RequestTimeout raised in
+    it) and answered with a JSON 504.
+
+    Per request this only notes the start time and a sequence number (no system call: on small VMs a
+    setitimer pair costs more than the rest of the request's overhead). A watchdog thread, started in each
+    worker process on its first request, looks a few times per deadline and, when one is past, sends
+    SIGUSR2 (unused by gunicorn's workers) to the main thread, whose handler raises RequestTimeout if that
+    same request is still running. Signals reach only the main thread, which is where gunicorn's sync
+    worker (the one nbserve runs) handles requests; requests in other threads are not interrupted, and
+    gunicorn's own --timeout (set a little longer by the runtimes) remains the backstop, also for C code
+    that never returns to the interpreter.
 
     After a timeout the request was interrupted at an arbitrary point (perhaps holding a lock inside a
     library), so under gunicorn the worker asks to be replaced once the answer is sent: SIGTERM to
     itself is gunicorn's graceful exit, and the arbiter forks a fresh worker from the preloaded model.
     """
 
+    SIGNAL = getattr(signal, "SIGUSR2", None)
+
     def __init__(self, wsgi_app, seconds: float):
         self.wsgi_app = wsgi_app
         self.seconds = float(seconds)
-        self.body = None
+        self.started = None  # monotonic start of the request in flight, None between requests
+        self.seq = 0         # which request that is
+        self.fired = 0       # the last request the watchdog interrupted
+        self.pid = None      # the process whose watchdog runs (threads do not survive gunicorn's fork)
 
-    @staticmethod
-    def _alarm(signum, frame):
-        raise RequestTimeout
+    def _watch(self):
+        self.pid = os.getpid()
+        self.main = threading.get_ident()
+        signal.signal(self.SIGNAL, self._interrupt)
+        threading.Thread(target=self._watchdog, name="nbserve-deadline", daemon=True).start()
+
+    def _watchdog(self):
+        tick = min(0.25, self.seconds / 4)
+        while True:
+            time.sleep(tick)
+            started, seq = self.started, self.seq
+            if started is not None and seq != self.fired and time.monotonic() - started > self.seconds:
+                self.fired = seq
+                signal.pthread_kill(self.main, self.SIGNAL)
+
+    def _interrupt(self, signum, frame):
+        if self.started is not None and self.seq == self.fired:  # not a request that finished meanwhile
+            raise RequestTimeout
 
     def __call__(self, environ, start_response):
-        if threading.current_thread() is not threading.main_thread():
+        if self.SIGNAL is None or threading.current_thread() is not threading.main_thread():
             return self.wsgi_app(environ, start_response)
-        old_handler = signal.signal(signal.SIGALRM, self._alarm)
-        old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, self.seconds)
-        started = time.monotonic()
+        if self.pid != os.getpid():
+            self._watch()
+        self.seq += 1
+        self.started = time.monotonic()
         try:
             return self.wsgi_app(environ, start_response)
         except RequestTimeout:
+            self.started = None
             return self._timed_out(environ, start_response)
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old_handler)
-            if old_delay:  # someone else's alarm (a test runner's) was pending: put it back
-                left = old_delay - (time.monotonic() - started)
-                signal.setitimer(signal.ITIMER_REAL, max(left, 0.001), old_interval)
+            self.started = None
 
     def _timed_out(self, environ, start_response):
         path = environ.get("PATH_INFO", "")

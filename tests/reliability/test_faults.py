@@ -160,3 +160,30 @@ def test_an_artifact_whose_bytes_changed_is_refused_by_the_registry_and_the_serv
     with pytest.raises(nbserve.ArtifactIntegrityError, match="manifest.json does not match its sha256"):
         workspace.get_model("diabetes").load()
     fault(True)
+
+
+def test_the_deadline_in_process_interrupts_only_the_slow_request():
+    """The same guard without gunicorn (Flask's test client): a 504 for the slow request, nothing for a
+    quick one, and no stray interrupt after a request that finished just before its deadline."""
+    import cloudpickle
+
+    from nbserve.capture import capture
+    from nbserve.server.app import make_app
+
+    def nap(seconds):
+        import time
+
+        time.sleep(seconds[0])
+        return seconds
+
+    cap = capture(nap, label="nap", sample=[0.0], proof=False)
+    client = make_app(cloudpickle.loads(cap.pickle), cap.manifest, model_id="nap:1", timeout=0.4).test_client()
+    started = time.monotonic()
+    resp = client.post("/nap", json={"data": [5.0]})
+    assert resp.status_code == 504 and resp.get_json()["error"]["type"] == "Timeout"
+    assert time.monotonic() - started < 2
+    for seconds in (0.0, 0.35, 0.0, 0.0):
+        resp = client.post("/nap", json={"data": [seconds]})
+        assert resp.status_code == 200, resp.get_json()
+    time.sleep(0.6)  # a late interrupt would land here, outside any request, and fail the test
+    fault(True)
