@@ -5,6 +5,7 @@ import { Widget } from '@lumino/widgets';
 
 import { logs } from './api';
 import { h } from './dom';
+import { servingIcon } from './icon';
 import { messageOf } from './panel';
 
 const REFRESH_MS = 3000;
@@ -61,6 +62,7 @@ export function createLogsWidget(id: string, label: string): MainAreaWidget<LogV
   const widget = new MainAreaWidget({ content });
   widget.id = `nbserve-logs-${id}`;
   widget.title.label = `Logs: ${label}`;
+  widget.title.icon = servingIcon;
   widget.title.caption = `Server log of ${label}`;
   widget.title.closable = true;
   widget.toolbar.addItem(

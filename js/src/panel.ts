@@ -313,9 +313,10 @@ class ModelRow {
       this._version.value = versions.map(String).includes(selected) ? selected : String(model.version);
       this._versionsKey = key;
     }
-    const kind = model.object_type ? `${model.object_type} · ` : '';
+    // "sklearn.linear_model._base.LinearRegression" -> "LinearRegression" (the full name is in the tooltip)
+    const kind = model.object_type ? `${model.object_type.split('.').pop()} · ` : '';
     this._meta.textContent = `${kind}methods: ${model.methods.join(', ')}`;
-    this._meta.title = model.requirements.join('\n');
+    this._meta.title = [model.object_type, ...model.requirements].filter(Boolean).join('\n');
   }
 
   /** The start request from the form, or a message saying what to fix. */
