@@ -61,7 +61,12 @@ class NbserveMagics(Magics):
             %serve lr --sample X            # inst = %serve lr  keeps the Instance
             %%serve is_bad --sample texts   # runs the cell, then serves the `is_bad` it defines
         """
-        args = parse_argstring(self.serve, line)
+        try:
+            args = parse_argstring(self.serve, line)
+        except UsageError as exc:
+            if "unrecognized arguments" in str(exc):  # e.g. --sample X[:5, 0] split at the space
+                raise UsageError(f"{exc}; quote an expression that has spaces: --sample \"X[:5, 0]\"") from None
+            raise
         if cell is not None:
             # The nested run_cell resets the display hook's record of the outer cell's result; put it
             # back so the Instance this magic returns is the cell's result (Out[n], `_`).
@@ -165,6 +170,8 @@ class NbserveMagics(Magics):
     # -- helpers -------------------------------------------------------------------------------
 
     def _lookup(self, name: str, what: str):
+        if len(name) > 1 and name[0] == name[-1] and name[0] in "'\"":
+            name = name[1:-1]  # IPython's argument splitting keeps the quotes around "X[:5, 0]"
         ns = self.shell.user_ns
         if name in ns:
             return ns[name]

@@ -31,6 +31,7 @@ RUNTIME_CHOICES = ("auto", "process", "docker")
 REFRESH_SECONDS = 5.0
 MAX_AUTO_REFRESHING = 4
 LOG_TAIL = 200
+LINK_STYLE = "color: var(--jp-content-link-color, #1976d2); text-decoration: underline"
 
 _auto_refreshing: list = []  # weakrefs to panels whose refresh thread runs, oldest first
 
@@ -72,8 +73,9 @@ def _close(widget) -> None:
 
 
 def _grid(columns: int) -> widgets.GridBox:
+    # max-content columns keep the table compact; overflow scrolls it sideways in a narrow notebook
     return widgets.GridBox(layout=widgets.Layout(grid_template_columns=f"repeat({columns}, max-content)",
-                                                 grid_gap="2px 14px", align_items="center"))
+                                                 grid_gap="2px 10px", align_items="center", overflow="auto"))
 
 
 def _set(widget, **values) -> None:
@@ -130,8 +132,8 @@ class _InstanceRow:
     def update(self, inst) -> None:
         colour = {"running": "#2e7d32", "exited": "#c62828", "missing": "#c62828"}.get(inst.status, "#757575")
         url = inst.url if inst.status == "running" else None
-        link = (f"<a href='{html.escape(url)}' target='_blank'>{html.escape(url)}</a> · "
-                f"<a href='{html.escape(url)}/docs' target='_blank'>docs</a>") if url else "-"
+        link = (f"<a href='{html.escape(url)}' target='_blank' style='{LINK_STYLE}'>{html.escape(url)}</a> · "
+                f"<a href='{html.escape(url)}/docs' target='_blank' style='{LINK_STYLE}'>docs</a>") if url else "-"
         values = (html.escape(inst.id), html.escape(inst.model), html.escape(inst.runtime),
                   f"<span style='color: {colour}'>{html.escape(inst.status)}</span>", link, duration(inst.uptime))
         for cell, value in zip(self.cells, values):

@@ -300,3 +300,12 @@ def test_docker_no_start_builds_the_image_and_serve_runs_it(run, shell, docker_e
     inst = shell.user_ns["inst"]
     assert inst.runtime == "docker" and "runtime: docker" in out and out.rstrip().endswith(inst.url)
     assert health(inst.url) == 200 and inst.client().double([5]) == [10]
+
+
+def test_expressions_as_sample_need_quotes_when_they_have_spaces(run, shell):
+    shell.user_ns["double"] = lambda xs: [2 * x for x in xs]
+    line = usage_error(*run("%serve double --name double --sample [1, 2] --no-start")[::2])
+    assert "unrecognized arguments: 2]" in line and 'quote an expression that has spaces' in line
+    result, out, err = run('%serve double --name double --sample "[1, 2]" --no-start --runtime process')
+    assert result.success, err
+    assert result.result.signature["predict"]["input"]["type"] == "list"  # a lambda serves as predict
