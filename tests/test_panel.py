@@ -235,3 +235,25 @@ def test_closing_the_panel_closes_every_widget_it_made(make_panel, registered, w
     assert len(set(_instances) - before) < 80  # shared layouts and styles keep a panel small
     panel.close()
     assert set(_instances) - before == set()
+
+
+def test_progress_view_shows_steps_fractions_and_failures():
+    from nbserve.notebook_progress import ProgressView
+
+    view = ProgressView("building nbserve/iris:1")
+    try:
+        view("step 3/12: COPY artifacts", 0.25)
+        assert view.bar.value == 0.25 and "step 3/12: COPY artifacts" in view.step.value
+        view("readiness check")  # no fraction: the bar still moves, short of the end
+        assert 0.25 < view.bar.value < 0.95 and view.steps == ["step 3/12: COPY artifacts", "readiness check"]
+        view.fail("iris:1 did not start: exited\n--- log tail ---\nModuleNotFoundError: No module named 'sklearn'")
+        assert view.state == "failed" and view.bar.bar_style == "danger"
+        assert "failed: iris:1 did not start: exited" in view.step.value
+        assert "No module named &#x27;sklearn&#x27;" in view.error.value  # the log tail, escaped
+        view.begin("again")
+        view.done("served")
+        assert view.state == "done" and view.bar.value == 1.0 and view.error.value == ""
+        assert repr(view) == "<nbserve progress>"  # stable text/plain for executed notebooks
+    finally:
+        for w in view.all_widgets():
+            w.close()
