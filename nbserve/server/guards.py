@@ -183,8 +183,12 @@ class _Deadline:
             "type": "Timeout",
             "message": f"{path} did not finish within the limit of {self.seconds:g} s; the request was "
                        f"stopped (raise the limit with serve(..., timeout=SECONDS) or NBSERVE_TIMEOUT)"}})
+        gunicorn = str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn")
+        # exc_info lets gunicorn replace headers Flask may already have started; werkzeug's own servers
+        # re-raise whenever it is given, so it goes to gunicorn only
         start_response("504 Gateway Timeout", [("Content-Type", "application/json"),
-                                               ("Content-Length", str(len(body)))], sys.exc_info())
-        if str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn"):
+                                               ("Content-Length", str(len(body)))],
+                       sys.exc_info() if gunicorn else None)
+        if gunicorn:
             os.kill(os.getpid(), signal.SIGTERM)
         return [body]
