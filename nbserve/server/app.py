@@ -129,7 +129,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
         if exc.code == 413:
             return _error(413, "PayloadTooLarge",
                           f"the body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes "
-                          f"(NBSERVE_MAX_BODY)")
+                          f"(serve(..., max_body=BYTES) or NBSERVE_MAX_BODY)")
         return _error(exc.code or 500, type(exc).__name__, exc.description or str(exc))
 
     @app.errorhandler(Exception)
