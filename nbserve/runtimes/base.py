@@ -52,6 +52,8 @@ class Runtime:
 
 def port_available(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as gunicorn and Docker bind: a port in TIME_WAIT after a stop is free to reuse
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
