@@ -42,10 +42,12 @@ def test_stop_start_kill_and_a_new_workspace_sees_the_truth(workspace, diabetes)
     again = Workspace(workspace.home).get_instance(inst.id)
     assert again.status == "running" and again.url == inst.url
 
+    url = inst.url
     inst.stop()
     assert inst.reload().status == "stopped"
     inst.start(progress=False)
     assert inst.status == "running"
+    assert inst.url == url  # a restart keeps its port when it is free
     np.testing.assert_array_equal(inst.client().predict(X[:2]), lr.predict(X[:2]))
 
     os.killpg(inst._row.handle["pid"], signal.SIGKILL)
