@@ -3,6 +3,7 @@
 
 import asyncio
 import json
+import os
 import socket
 import time
 
@@ -252,3 +253,86 @@ async def test_a_start_that_fails_later_is_a_failed_job_until_dismissed(api, wor
     assert status == 200
     status, body = await api("GET", "instances")
     assert body == {"instances": []}
+
+
+def need(request, *args):
+    """tests/conftest.py's need() (skip locally, fail in CI), asked of pytest, which loaded that file."""
+    from pathlib import Path
+
+    path = Path(__file__).with_name("conftest.py")
+    plugins = request.config.pluginmanager
+    (plugins.get_plugin(str(path)) or plugins.get_plugin(str(path.resolve()))).need(*args)
+
+
+@pytest.fixture
+def docker_base_image(request, monkeypatch, home):
+    from nbserve.runtimes.docker import engine_available, remove_labelled
+
+    how = "run .ci/setup-docker as root: it starts a Docker engine and makes the base image"
+    need(request, engine_available(), "a Docker engine", how)
+    import docker
+
+    base = os.environ.get("NBSERVE_BASE_IMAGE", "local/python:3.11-bookworm")
+    client = docker.from_env()
+    try:
+        client.images.get(base)
+        present = True
+    except docker.errors.ImageNotFound:
+        present = False
+    finally:
+        client.close()
+    need(request, present, f"the base image {base}", how)
+    monkeypatch.setenv("NBSERVE_BASE_IMAGE", base)
+    yield base
+    from nbserve.workspace import Workspace
+
+    for inst in Workspace(home).instances():
+        inst.remove()
+    remove_labelled(str(home))
+
+
+@pytest.mark.docker
+async def test_a_docker_start_runs_off_the_event_loop_and_reports_its_progress(api, workspace, diabetes,
+                                                                                docker_base_image):
+    from sklearn.linear_model import LinearRegression
+
+    X, y, _ = diabetes
+    # a model no other test has built an image for (its own artifact), so this start has a build phase
+    n = 300 + int.from_bytes(os.urandom(2), "big") % 100
+    lr = LinearRegression().fit(X[:n], y[:n])
+    workspace.register(lr, name="diabetes", sample=X[:5], progress=False)
+    status, body = await api("POST", "instances", body={"model": "diabetes", "runtime": "docker"})
+    assert status == 202, body
+    job_id = body["job"]["id"]
+
+    # While the image builds and the container starts, the Jupyter server keeps answering at once.
+    states, slowest = [], 0.0
+    deadline = time.monotonic() + 600
+    while True:
+        t0 = time.monotonic()
+        status, body = await api("GET", "instances")
+        slowest = max(slowest, time.monotonic() - t0)
+        [entry] = [e for e in body["instances"] if e["id"] == job_id] or [None]
+        if entry is None:
+            break  # finished: the listing shows the instance instead of the job
+        assert entry["status"] in ("building", "starting"), entry
+        if not states or states[-1] != entry["status"]:
+            states.append(entry["status"])
+        assert time.monotonic() < deadline, entry
+        await asyncio.sleep(0.25)
+    assert slowest < 3.0, f"GET instances took {slowest:.1f} s during a docker start"
+    assert states in (["building", "starting"], ["starting", "building", "starting"]), states
+
+    status, body = await api("GET", "jobs", job_id)
+    job = body["job"]
+    assert job["state"] == "running", job
+    inst = job["instance"]
+    assert (inst["runtime"], inst["status"]) == ("docker", "running")
+    assert nbserve.Client(inst["url"]).predict(X[:5]).tolist() == pytest.approx(lr.predict(X[:5]).tolist())
+    status, body = await api("GET", "instances", job_id, "logs")
+    assert "on the docker runtime" in body["logs"]
+
+    status, body = await api("POST", "instances", inst["id"], "stop")
+    assert (status, body["instance"]["status"]) == (200, "stopped")
+    status, body = await api("DELETE", "instances", inst["id"])
+    assert status == 200

@@ -24,6 +24,8 @@ export interface IEntry {
   url?: string | null;
   port?: number | null;
   started?: number | null;
+  /** the masked bearer token when the instance requires one */
+  auth?: string | null;
   job?: boolean;
   message?: string;
   fraction?: number | null;

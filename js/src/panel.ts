@@ -454,7 +454,8 @@ class InstanceRow {
       h(
         'div',
         { className: 'nbserve-meta' },
-        `${entry.runtime} · ${entry.job ? 'new instance' : entry.id}`
+        `${entry.runtime} · ${entry.job ? 'new instance' : entry.id}` +
+          (entry.auth ? ' · bearer token required' : '')
       ),
       url,
       message,

@@ -13,6 +13,7 @@ kept, with its error, until it is dismissed or pushed out by newer ones.
 from __future__ import annotations
 
 import functools
+import re
 import secrets
 import threading
 import time
@@ -24,6 +25,8 @@ from tornado.ioloop import IOLoop
 from .errors import error_body
 
 PENDING = ("building", "starting")
+IMAGE_DONE = re.compile(r"^built \S+ \(|already built .*reused")
+IMAGE_WORK = re.compile(r"\b(build\w*|built|wheels?|download\w*|pull\w*|layers?|step \d+/\d+)\b", re.I)
 KEEP_FINISHED = 50  # finished jobs remembered (for polling and for showing failures)
 
 
@@ -48,9 +51,13 @@ class Job:
 
     def progress(self, message: str, fraction: float | None = None) -> None:
         """The workspace's progress callback, called from the worker thread."""
-        # The workspace reports in words; a message about building (an image, a wheelhouse) means the
-        # slow part is under way, anything after it is the start proper.
-        self.state = "building" if "build" in message.lower() else "starting"
+        # The workspace reports in words. The image work (wheel downloads, build steps, the image's
+        # readiness check) runs from its first such word until the runtime says the image is built or
+        # reused; the rest is the start proper (container or process, then /health).
+        if IMAGE_DONE.search(message):
+            self.state = "starting"
+        elif self.state == "building" or IMAGE_WORK.search(message):
+            self.state = "building"
         self.message, self.fraction = message, fraction
         self.messages.append(message)
 

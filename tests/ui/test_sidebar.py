@@ -7,7 +7,6 @@ test's registry ($NBSERVE_HOME) and no news popup. Never `playwright install`: i
 which cannot work on these machines; .ci/setup-browser installs Chromium with apt-get and builds the
 extension."""
 
-import importlib.util
 import json
 import os
 import secrets
@@ -26,17 +25,14 @@ import nbserve
 pytestmark = pytest.mark.browser
 
 
-def _need():
-    # tests/conftest.py's need(), loaded by path: `from conftest import need` would find whichever of
-    # the several conftest modules pytest imported last.
-    spec = importlib.util.spec_from_file_location("_nbserve_tests_conftest",
-                                                  Path(__file__).resolve().parents[1] / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.need
+def need(request, *args):
+    """tests/conftest.py's need() (skip locally, fail in CI), asked of pytest, which loaded that file:
+    `from conftest import need` is ambiguous once several conftest.py files are loaded."""
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    plugins = request.config.pluginmanager
+    (plugins.get_plugin(str(path)) or plugins.get_plugin(str(path.resolve()))).need(*args)
 
 
-need = _need()
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -76,9 +72,9 @@ class Lab:
 
 
 @pytest.fixture
-def lab(home, tmp_path):
-    need(Path(CHROMIUM).exists(), "Chromium", SETUP)
-    need(labextension_installed(), "the built nbserve JupyterLab extension", SETUP)
+def lab(request, home, tmp_path):
+    need(request, Path(CHROMIUM).exists(), "Chromium", SETUP)
+    need(request, labextension_installed(), "the built nbserve JupyterLab extension", SETUP)
     port, token = free_port(), secrets.token_hex(16)
     root, settings, log = tmp_path / "root", tmp_path / "app-settings", tmp_path / "jupyter-lab.log"
     root.mkdir()
