@@ -88,8 +88,10 @@ def pick_port(row) -> int:
     return free_port(row.host)
 
 
-def wait_healthy(url: str, alive, timeout: float, failure, on_failure=lambda: None) -> None:
-    """Poll url/health until it answers 200; raise failure(reason) if the server dies or time runs out."""
+def wait_healthy(url: str, alive, timeout: float, failure, on_failure=lambda: None, max_delay: float = 0.2) -> None:
+    """Poll url/health until it answers 200; raise failure(reason) if the server dies or time runs out.
+    The pause between polls grows to ``max_delay``: whatever of it is left when the server comes up is
+    added to the start as the caller sees it."""
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
@@ -106,7 +108,7 @@ def wait_healthy(url: str, alive, timeout: float, failure, on_failure=lambda: No
             on_failure()
             raise failure(f"/health did not answer within {timeout:.0f} s")
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+        delay = min(delay * 1.5, max_delay)
 
 
 def log_tail(path: Path, lines: int = 200) -> str:
