@@ -180,8 +180,11 @@ def test_start_and_stop_an_instance_from_the_sidebar(lab, page, workspace, diabe
     link = item.get_by_role("link", name=inst.url)
     expect(link).to_have_attribute("href", f"{inst.url}/docs")
     assert nbserve.Client(inst.url).predict(X[:5]).tolist() == pytest.approx(lr.predict(X[:5]).tolist())
+    # the link's page: Swagger UI from the local assets the js build copied (no CDN)
     with urllib.request.urlopen(f"{inst.url}/docs", timeout=10) as resp:
-        assert resp.status == 200 and b"<html" in resp.read().lower()
+        assert resp.status == 200 and b"swagger-ui-bundle.js" in resp.read()
+    with urllib.request.urlopen(f"{inst.url}/static/vendor/swagger-ui/swagger-ui-bundle.js", timeout=10) as resp:
+        assert resp.status == 200 and b"SwaggerUIBundle" in resp.read()
 
     expect(model.get_by_role("status")).to_be_hidden(timeout=10_000)  # the "Starting..." note fades
     save_screenshot(page, sidebar, DOCS / "sidebar.png")
