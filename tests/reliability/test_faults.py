@@ -187,3 +187,23 @@ def test_the_deadline_in_process_interrupts_only_the_slow_request():
         assert resp.status_code == 200, resp.get_json()
     time.sleep(0.6)  # a late interrupt would land here, outside any request, and fail the test
     fault(True)
+
+
+def test_a_client_that_stalls_mid_body_is_cut_off_by_the_timeout(inst):
+    """A client that sends a Content-Length and then stops sending holds the (single) worker only until
+    the request timeout: it gets the 504, and the next client is served."""
+    import socket
+
+    host, port = inst.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT + 10) as s:
+        s.sendall(b"POST /troublemaker HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"data\": [")
+        started = time.monotonic()
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 504"), answer[:200]
+    assert time.monotonic() - started < TIMEOUT + 3
+    wait_until(lambda: status_of(inst.url) == 200, timeout=10)
+    assert call(inst, "ok").status_code == 200
+    fault(True)
