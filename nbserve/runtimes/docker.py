@@ -30,13 +30,15 @@ from . import readiness
 from .base import Runtime, pick_port, wait_healthy
 from .limits import hard_timeout, server_limits_env
 from .dockerfile import (PORT, deps_context, image_lock, image_name, kernel_python, lock_hash, model_context,
-                         recipe_hash, wheelhouse)
+                         recipe_hash, wheel_target, wheelhouse)
 
 CONTAINER_PORT = f"{PORT}/tcp"
 PING_TIMEOUT = 1.5
 API_TIMEOUT = 600
 DEFAULT_RESTART = {"Name": "on-failure", "MaximumRetryCount": 5}
-_PROBE = ("import sys, venv, ensurepip; print('%d.%d.%d' % sys.version_info[:3])")
+# what the build needs to know about a base image: its Python, and the libc and CPU its wheels must fit
+_PROBE = ("import json, platform, sys, venv, ensurepip; print(json.dumps({'python': '%d.%d.%d' % "
+          "sys.version_info[:3], 'libc': platform.libc_ver(), 'machine': platform.machine()}))")
 
 HOW_TO_GET_AN_ENGINE = (
     "start a Docker engine (Docker Desktop, `sudo systemctl start docker`, or `sudo dockerd &`; on a fresh "
@@ -168,7 +170,8 @@ class DockerRuntime(Runtime):
                 or f"python:{_minor(version.python)}-slim")
 
     def _base_image(self, name: str, version, progress):
-        """The base image, pulled if missing, after checking that its Python is the kernel's major.minor."""
+        """(image, facts) for the base image, pulled if missing, after checking that its Python is the
+        kernel's major.minor and that it has glibc (the wheels are manylinux)."""
         import docker.errors
 
         want = _minor(version.python)
@@ -187,23 +190,27 @@ class DockerRuntime(Runtime):
                         f"one from Debian packages (.ci/setup-docker makes local/python:3.11-bookworm), then "
                         f"name it with base_image=..., NBSERVE_BASE_IMAGE or \"base_image\" in "
                         f"{self.workspace.home / 'config.json'}") from None
-            got = self._base_python(client, image, name)
+            facts = self._base_facts(client, image, name)
+        got = facts["python"]
         if _minor(got) != want:
             raise BuildError(f"the base image {name!r} has Python {got}, but {version.id} was pickled by Python "
                              f"{version.python}: pickles and wheels need the same major.minor. Use a base image "
                              f"with Python {want} (e.g. python:{want}-slim) via base_image=... or NBSERVE_BASE_IMAGE")
-        return image
+        if facts["libc"][0] != "glibc":
+            raise BuildError(f"the base image {name!r} has no glibc ({facts['libc'][0] or 'musl?'}): nbserve installs "
+                             f"manylinux wheels; use a glibc image such as python:{want}-slim or a Debian one")
+        return image, facts
 
-    def _base_python(self, client, image, name) -> str:
-        """The base image's Python version: run it once per image id, remember the answer in the home."""
+    def _base_facts(self, client, image, name) -> dict:
+        """The base image's Python, libc and CPU: run it once per image id, remember the answer in the home."""
         import docker.errors
 
-        cache_path = self.workspace.home / "docker" / "base-python.json"
+        cache_path = self.workspace.home / "docker" / "base-images.json"
         try:
             cache = json.loads(cache_path.read_text())
         except (FileNotFoundError, ValueError):
             cache = {}
-        if image.id in cache:
+        if isinstance(cache.get(image.id), dict):
             return cache[image.id]
         try:
             out = client.containers.run(image.id, ["python3", "-c", _PROBE], remove=True, network_mode="none",
@@ -212,13 +219,18 @@ class DockerRuntime(Runtime):
             raise BuildError(f"the base image {name!r} has no working `python3` with the venv module "
                              f"({_short(exc)}); use a python:X.Y-slim image, or a Debian image with python3 and "
                              f"python3-venv") from None
-        version = out.decode().strip().splitlines()[-1]
-        cache[image.id] = version
+        try:
+            facts = json.loads(out.decode().strip().splitlines()[-1])
+            _minor(facts["python"]), facts["libc"], facts["machine"]
+        except (ValueError, IndexError, KeyError, TypeError):
+            raise BuildError(f"the base image {name!r}: `python3` does not answer like a Python 3 "
+                             f"({out.decode(errors='replace')[:200]!r})") from None
+        cache[image.id] = facts
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(cache, indent=1))
         os.replace(tmp, cache_path)
-        return version
+        return facts
 
     # -- images -------------------------------------------------------------------------------
 
@@ -226,6 +238,17 @@ class DockerRuntime(Runtime):
         with self._engine() as client:
             found = client.images.list(filters={"label": [f"{k}={v}" for k, v in labels.items()]})
         return max(found, key=lambda i: i.attrs.get("Created", "")) if found else None
+
+    def _tagged(self, tag: str, labels: dict):
+        """The image under ``tag`` if it carries ``labels`` (the stable choice among equal candidates)."""
+        import docker.errors
+
+        with self._engine() as client:
+            try:
+                image = client.images.get(tag)
+            except docker.errors.ImageNotFound:
+                return None
+        return image if all(image.labels.get(k) == v for k, v in labels.items()) else None
 
     def build(self, version, base_image: str | None = None, progress=lambda *a, **k: None,
               cache: bool = True) -> Image:
@@ -240,7 +263,7 @@ class DockerRuntime(Runtime):
         """
         started = time.monotonic()
         name = self.base_image_name(version, base_image)
-        base = self._base_image(name, version, progress)
+        base, facts = self._base_image(name, version, progress)
         tag = f"{image_name(version.name)}:{version.version}"
         key = {"nbserve.sha256": version.sha256, "nbserve.recipe": recipe_hash(), "nbserve.base": base.id}
         existing = self._find_image(key) if cache else None
@@ -251,8 +274,9 @@ class DockerRuntime(Runtime):
             return Image(tag, existing.id, existing.attrs["Size"], version.id, time.monotonic() - started)
 
         lines = image_lock(version)
-        lock_key = lock_hash(lines, _minor(version.python))
-        deps_tag = self._deps_image(base, name, lines, lock_key, version, progress, cache)
+        target = wheel_target(facts)
+        lock_key = lock_hash(lines, " ".join(target))
+        deps_tag = self._deps_image(base, name, lines, lock_key, target, version, progress, cache)
         labels = self._labels(**{"nbserve.model": version.name, "nbserve.version": version.version,
                                  "nbserve.lock": lock_key, "nbserve.base-name": name}, **key)
         with self._context("model-") as ctx:
@@ -271,17 +295,18 @@ class DockerRuntime(Runtime):
         progress(f"built {tag} ({image.short_id}, {image.attrs['Size'] / 1e6:.0f} MB) in {seconds:.1f} s", 1.0)
         return Image(tag, image.id, image.attrs["Size"], version.id, seconds)
 
-    def _deps_image(self, base, base_name, lines, lock_key, version, progress, cache=True) -> str:
+    def _deps_image(self, base, base_name, lines, lock_key, target, version, progress, cache=True) -> str:
         """Tag of the dependency image for this lock and base: reused when it exists, else built."""
         tag = f"nbserve/deps:{lock_key[:12]}-{base.id.split(':')[-1][:12]}"
-        existing = self._find_image({"nbserve.deps": lock_key, "nbserve.base": base.id}) if cache else None
+        labels = {"nbserve.deps": lock_key, "nbserve.base": base.id}
+        existing = (self._tagged(tag, labels) or self._find_image(labels)) if cache else None
         if existing is not None:
             with self._engine():
                 existing.tag(*tag.split(":"))  # the model's Dockerfile names it by this tag
             progress(f"dependency layers for lock {lock_key[:12]} ({len(lines)} packages) exist: reused")
             return tag
-        wheels = wheelhouse(lines, lock_key, self.workspace.home, kernel_python(version), progress)
-        labels = self._labels(**{"nbserve.deps": lock_key, "nbserve.base": base.id, "nbserve.base-name": base_name})
+        wheels = wheelhouse(lines, lock_key, self.workspace.home, kernel_python(version), target, progress)
+        labels = self._labels(**labels, **{"nbserve.base-name": base_name})
         with self._context("deps-") as ctx:
             deps_context(ctx, base_name, lines, lock_key, wheels)
             self._docker_build(ctx, tag, f"dependency image ({len(lines)} packages)", progress, labels=labels,

@@ -26,6 +26,11 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; one process at a time fills a wheelhouse there
+    fcntl = None
+
 from ..capture.requirements import lock
 from ..errors import BuildError
 
@@ -92,9 +97,9 @@ def image_lock(version) -> list[str]:
     return sorted(pinned.values(), key=str.lower)
 
 
-def lock_hash(lines: list[str], python: str) -> str:
-    """The key of the dependency layers: the exact pins and the Python they are for."""
-    text = f"python {python}\n" + "\n".join(lines) + "\n"
+def lock_hash(lines: list[str], target: str) -> str:
+    """The key of the dependency layers: the exact pins and the platform they are for."""
+    text = f"target {target}\n" + "\n".join(lines) + "\n"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -121,14 +126,40 @@ def image_name(name: str) -> str:
 # -- the wheelhouse --------------------------------------------------------------------------------
 
 
-def wheelhouse(lines: list[str], key: str, home: Path, python: str, progress) -> Path:
+def wheel_target(facts: dict) -> list[str]:
+    """pip options that select the wheels the base image can install (its Python, glibc and CPU), so
+    that a host with a newer glibc, or a Mac, still downloads wheels that fit the image."""
+    major, minor = facts["python"].split(".")[:2]
+    glibc_minor = int(facts["libc"][1].split(".")[1])
+    arch = facts["machine"]
+    opts = ["--python-version", f"{major}.{minor}", "--implementation", "cp",
+            "--abi", f"cp{major}{minor}", "--abi", "abi3", "--abi", "none"]
+    for k in range(glibc_minor, 16, -1):
+        opts += ["--platform", f"manylinux_2_{k}_{arch}"]
+    for legacy, k in (("manylinux2014", 17), ("manylinux2010", 12), ("manylinux1", 5)):
+        if glibc_minor >= k:
+            opts += ["--platform", f"{legacy}_{arch}"]
+    return opts + ["--platform", f"linux_{arch}"]
+
+
+def wheelhouse(lines: list[str], key: str, home: Path, python: str, target: list[str], progress) -> Path:
     """A directory holding one wheel per pinned line, under $NBSERVE_HOME/wheels/<key>.
 
-    Downloaded on the host with ``pip download --only-binary=:all: --no-deps`` (the host has the
-    network, the proxy and the CA bundle; the build has none of them). A complete wheelhouse is marked
-    and reused as it is; wheels already in another wheelhouse are linked instead of downloaded again.
+    Downloaded on the host with ``pip download --only-binary=:all: --no-deps`` for the image's platform
+    (``target``, from wheel_target): the host has the network, the proxy and the CA bundle; the build
+    has none of them. A complete wheelhouse is marked and reused as it is; wheels already in another
+    wheelhouse are linked instead of downloaded again. A lock file keeps two processes (a kernel and
+    the Jupyter server) from filling the same wheelhouse at once.
     """
     root = home / "wheels"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{key}.lock", "w") as lock_file:
+        if fcntl is not None:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        return _fill_wheelhouse(lines, key, root, python, target, progress)
+
+
+def _fill_wheelhouse(lines, key, root: Path, python, platform_opts, progress) -> Path:
     target = root / key
     if (target / ".complete").exists():
         progress(f"wheelhouse for lock {key[:12]} already downloaded ({len(lines)} wheels)")
@@ -140,7 +171,7 @@ def wheelhouse(lines: list[str], key: str, home: Path, python: str, progress) ->
             _link_or_copy(other, target / other.name)
     (target / "requirements.lock").write_text("\n".join(lines) + "\n")
     cmd = [python, "-m", "pip", "download", "--only-binary=:all:", "--no-deps", "--disable-pip-version-check",
-           "--progress-bar", "off", "-d", str(target), "-r", str(target / "requirements.lock")]
+           "--progress-bar", "off", *platform_opts, "-d", str(target), "-r", str(target / "requirements.lock")]
     progress(f"downloading {len(lines)} pinned wheels on the host into {target}", 0.0)
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
