@@ -193,9 +193,19 @@ def test_start_and_stop_an_instance_from_the_sidebar(lab, page, workspace, diabe
     item.get_by_role("button", name="Logs").click()
     expect(page.get_by_role("log", name=f"Logs of {inst.id}")).to_contain_text("starting diabetes:1")
 
+    # A refusal from the server shows in place: the port of the running instance is taken.
+    model.get_by_role("spinbutton", name="Port for diabetes").fill(str(inst.port))
+    model.get_by_role("button", name="Start").click()
+    expect(model.get_by_role("alert")).to_contain_text(f"port {inst.port} on 127.0.0.1 is in use")
+    assert len(workspace.instances()) == 1
+
     item.get_by_role("button", name="Stop").click()
     expect(item.get_by_text("stopped", exact=True)).to_be_visible(timeout=30_000)
     expect(item.get_by_role("button", name="Start")).to_be_visible()
     assert inst.reload().status == "stopped"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{inst.url}/health", timeout=5)
+
+    item.get_by_role("button", name="Remove").click()
+    expect(sidebar.get_by_text("Nothing is being served")).to_be_visible()
+    assert workspace.instances() == []
