@@ -121,6 +121,9 @@ async def test_models_registered_after_the_server_started_are_listed(api, worksp
     assert status == 200
     assert [v["id"] for v in body["versions"]] == ["diabetes:1", "diabetes:2"]
 
+    status, body = await api("GET", "models", "diabetes:1")
+    assert status == 400 and "models/diabetes" in body["error"]["message"]
+
     status, body = await api("GET", "models", "nope")
     assert status == 404
     assert body["error"]["type"] == "ModelNotFoundError"

@@ -104,7 +104,8 @@ class ModelHandler(NbserveHandler):
         versions = await self.call(self.workspace.versions, name)
         if not versions:
             # get_model raises the registry's own ModelNotFoundError (404) with its hint
-            await self.call(self.workspace.get_model, name)
+            mv = await self.call(self.workspace.get_model, name)
+            raise BadRequest(f"models/<name> takes a model name, not a reference: use models/{mv.name}")
         self.reply({"name": name, "versions": [mv.to_dict() for mv in versions]})
 
 
