@@ -1,23 +1,26 @@
 """nbserve's served model against a bare Flask app (and MLflow, BentoML where given), in one run.
 
-    python benchmarks/serve_bench.py [--rounds 3] [--mlflow-python PY] [--bentoml-python PY]
+    python benchmarks/serve_bench.py [--rounds 8] [--mlflow-python PY] [--bentoml-python PY]
 
 (or NBSERVE_BENCH_MLFLOW_PYTHON / NBSERVE_BENCH_BENTOML_PYTHON). Needs wrk (Debian: apt-get install wrk).
 
 Every server gets the same budget: one worker, its processes pinned to CPU 0; wrk, the load generator,
-runs as a separate process pinned to CPU 1. Each round starts every server afresh (in a rotated order,
-so no server always goes first), and per server:
+runs as a separate process pinned to CPU 1. For each server:
 
-1. cold start: from spawn to the first 200 on its health URL (polled every 5 ms from CPU 1);
-2. checks its answer for all 442 rows against the model's own predictions;
-3. 1-row load: a fixed number of POSTs from wrk; server CPU per request is the utime+stime (from
-   /proc/<pid>/stat) of all the server's processes over those requests, divided by their number;
-   the figure that stays stable on a shared machine, unlike req/s and latencies;
-4. 1,000-row requests one at a time: p50, max and rows/s;
-5. RSS (sum over the server's processes) after the load; then stops it.
+1. cold start, --starts times (servers interleaved): from spawn to the first 200 on its health URL
+   (polled every 5 ms from CPU 1); each start also checks the answers for all 442 rows against the
+   model's own predictions;
+2. then all servers run at once (an idle server costs nothing) and take --rounds short slices of load
+   in turn (rotated order), so that what neighbours on a shared machine do falls on all of them alike:
+   a fixed number of 1-row POSTs from wrk over 4 connections, then 1,000-row POSTs one at a time.
+   Server CPU per request is the utime+stime (from /proc/<pid>/stat) of all the server's processes
+   over those requests, divided by their number: the figure that stays stable on a shared machine,
+   unlike req/s and latencies;
+3. RSS and PSS, summed over the server's processes, after the load.
 
-The table shows the median over the rounds. Servers: nbserve (``nbserve.serve(..., runtime="process")``,
-its real process runtime), the bare Flask app under gunicorn's sync worker with orjson
+The table shows medians over the rounds (for the 1,000-row max: the median of each round's max).
+Servers: nbserve (``nbserve.serve(..., runtime="process")``, its real process runtime), the bare
+Flask app under gunicorn's sync worker with orjson
 (baseline_flask.py), a raw WSGI callable under gunicorn (baseline_wsgi.py), and MLflow's and BentoML's
 servers from their own venvs (thirdparty.py). Then the time to first prediction, in fresh processes
 (first_prediction.py). Only 127.0.0.1; request counts and durations are bounded.
@@ -185,6 +188,10 @@ class Server:
         self.port = None
         self.proc = None
 
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}{self.predict_path}"
+
     def spawn(self, port):
         raise NotImplementedError
 
@@ -309,52 +316,61 @@ def wrk(url, body_path, requests, connections, max_seconds=120) -> dict:
             proc.send_signal(signal.SIGINT)
         elif line.startswith("WRK-RESULT "):
             result = json.loads(line[len("WRK-RESULT "):])
-    proc.wait()
+    _, _, usage = os.wait4(proc.pid, 0)  # wrk's own CPU: shows whether the load generator kept up
+    proc.returncode = 0
     if result is None:
         raise RuntimeError("wrk gave no result:\n" + "".join(output[-20:]))
     if result["non_2xx"] or result["socket_errors"] > connections:
         raise RuntimeError(f"wrk saw errors against {url}: {result}")
     result["seconds"] = result["duration_us"] / 1e6
+    result["wrk_busy"] = (usage.ru_utime + usage.ru_stime) / result["seconds"]
     return result
 
 
-def measure(server: Server, bodies: dict, expected: np.ndarray, args) -> dict:
-    out = {"cold_start_s": cold_start(server)}
+def start(server: Server, bodies: dict, expected: np.ndarray) -> tuple[float, int]:
+    """Start ``server``, check its answers; (cold start in s, its session)."""
+    took = cold_start(server)
     session = listener_session(server.port)
+    for pid in session_pids(session):
+        try:
+            os.sched_setaffinity(pid, {SERVER_CPU})
+        except OSError:
+            pass
     try:
-        for pid in session_pids(session):
-            try:
-                os.sched_setaffinity(pid, {SERVER_CPU})
-            except OSError:
-                pass
-        base = f"http://127.0.0.1:{server.port}"
-        url = base + server.predict_path
-        _, answer = http(url, bodies[server.input_key]["check"], timeout=30)
+        _, answer = http(server.url, bodies[server.input_key]["check"], timeout=30)
         got = server.predictions(json.loads(answer))
         if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-9, atol=1e-9):
             raise RuntimeError(f"{server.name} answered {got[:3]}..., the model says {expected[:3]}...")
-        out["max_abs_diff"] = float(np.max(np.abs(got - expected)))
-        wrk(url, bodies[server.input_key]["one"], 200, 1)  # warm-up
-
-        before = cpu_snapshot(session)
-        one = wrk(url, bodies[server.input_key]["one"], args.requests, args.connections)
-        time.sleep(0.05)  # let the server finish the requests still in flight when wrk stopped
-        cpu = cpu_seconds_between(before, cpu_snapshot(session))
-        out.update(cpu_us_per_req=cpu / one["requests"] * 1e6, req_per_s=one["requests"] / one["seconds"],
-                   p50_ms=one["p50_us"] / 1e3, p99_ms=one["p99_us"] / 1e3,
-                   server_busy=cpu / one["seconds"])
-
-        before = cpu_snapshot(session)
-        batch = wrk(url, bodies[server.input_key]["batch"], args.batch_requests, 1)
-        cpu = cpu_seconds_between(before, cpu_snapshot(session))
-        out.update(batch_p50_ms=batch["p50_us"] / 1e3, batch_max_ms=batch["max_us"] / 1e3,
-                   rows_per_s=args.batch_rows * batch["requests"] / batch["seconds"],
-                   batch_cpu_ms_per_req=cpu / batch["requests"] * 1e3)
-        out["rss_mb"], out["pss_mb"] = memory_mb(session)
-        out["processes"] = len(session_pids(session))
-    finally:
+    except BaseException:
         server.stop(session)
+        raise
+    return took, session
+
+
+def load_slice(server: Server, session: int, bodies: dict, args) -> dict:
+    """One slice of load on a running server: 1-row requests, then 1,000-row requests one at a time."""
+    out = {}
+    before = cpu_snapshot(session)
+    one = wrk(server.url, bodies[server.input_key]["one"], args.requests, args.connections)
+    time.sleep(0.05)  # let the server finish the requests still in flight when wrk stopped
+    cpu = cpu_seconds_between(before, cpu_snapshot(session))
+    out.update(cpu_us_per_req=cpu / one["requests"] * 1e6, req_per_s=one["requests"] / one["seconds"],
+               p50_ms=one["p50_us"] / 1e3, p99_ms=one["p99_us"] / 1e3, server_busy=cpu / one["seconds"],
+               wrk_busy=one["wrk_busy"])
+    before = cpu_snapshot(session)
+    batch = wrk(server.url, bodies[server.input_key]["batch"], args.batch_requests, 1)
+    cpu = cpu_seconds_between(before, cpu_snapshot(session))
+    out.update(batch_p50_ms=batch["p50_us"] / 1e3, batch_max_ms=batch["max_us"] / 1e3,
+               rows_per_s=args.batch_rows * batch["requests"] / batch["seconds"],
+               batch_cpu_ms_per_req=cpu / batch["requests"] * 1e3)
     return out
+
+
+def rotations(items, n):
+    """n orders of items, each starting one further on, so that no server always goes first."""
+    for r in range(n):
+        k = r % len(items)
+        yield r, items[k:] + items[:k]
 
 
 def time_to_first_prediction(runs: int, workdir: Path) -> list[dict]:
@@ -437,10 +453,11 @@ def ratios(rows: dict, ref: str) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=4000, help="1-row requests per server per round")
+    ap.add_argument("--rounds", type=int, default=8, help="interleaved load slices per server")
+    ap.add_argument("--starts", type=int, default=3, help="cold starts per server")
+    ap.add_argument("--requests", type=int, default=1500, help="1-row requests per server per round")
     ap.add_argument("--connections", type=int, default=4, help="wrk connections for the 1-row load")
-    ap.add_argument("--batch-requests", type=int, default=200, help="1,000-row requests per server per round")
+    ap.add_argument("--batch-requests", type=int, default=40, help="1,000-row requests per server per round")
     ap.add_argument("--first-runs", type=int, default=3, help="time-to-first-prediction runs (0: skip)")
     ap.add_argument("--mlflow-python", default=os.environ.get("NBSERVE_BENCH_MLFLOW_PYTHON"))
     ap.add_argument("--bentoml-python", default=os.environ.get("NBSERVE_BENCH_BENTOML_PYTHON"))
@@ -524,26 +541,56 @@ def run(args, workdir: Path):
         wanted = {n.strip() for n in args.only.split(",")}
         servers = [s for s in servers if s.name in wanted]
 
-    results = {s.name: [] for s in servers}
-    for r in range(args.rounds):
-        order = servers[r % len(servers):] + servers[:r % len(servers)]
+    # 1. cold starts: each server started and stopped --starts times, interleaved
+    colds = {s.name: [] for s in servers}
+    for r, order in rotations(servers, args.starts):
         for server in order:
-            res = measure(server, bodies, expected, args)
-            results[server.name].append(res)
-            print(f"round {r + 1}/{args.rounds} {server.name:>10}: " +
-                  ", ".join(f"{k} {v:.4g}" for k, v in res.items()), flush=True)
+            took, session = start(server, bodies, expected)
+            server.stop(session)
+            colds[server.name].append(took)
+            print(f"start {r + 1}/{args.starts} {server.name:>10}: cold start {took:.2f} s, answers checked",
+                  flush=True)
 
+    # 2. load: all servers up at once (idle ones cost nothing), then --rounds short slices each,
+    # interleaved, so that what the neighbours on a shared machine do falls on every server alike
+    sessions = {}
+    try:
+        for server in servers:
+            sessions[server.name] = start(server, bodies, expected)[1]
+            wrk(server.url, bodies[server.input_key]["one"], 200, 1)  # warm-up
+        slices = {s.name: [] for s in servers}
+        for r, order in rotations(servers, args.rounds):
+            for server in order:
+                res = load_slice(server, sessions[server.name], bodies, args)
+                slices[server.name].append(res)
+                print(f"round {r + 1}/{args.rounds} {server.name:>10}: " +
+                      ", ".join(f"{k} {v:.4g}" for k, v in res.items()), flush=True)
+        memory = {s.name: memory_mb(sessions[s.name]) for s in servers}
+    finally:
+        for server in servers:
+            if server.name in sessions:
+                server.stop(sessions[server.name])
+
+    results = {}
+    for server in servers:
+        rounds = slices[server.name]
+        for res in rounds:
+            res["cold_start_s"] = statistics.median(colds[server.name])
+            res["rss_mb"], res["pss_mb"] = memory[server.name]
+        results[server.name] = rounds
     rows = {name: median_row(rs) for name, rs in results.items()}
-    print(f"\nMedians over {args.rounds} rounds; 1 worker per server pinned to CPU {SERVER_CPU}, wrk on CPU "
-          f"{LOAD_CPU}; {args.requests} 1-row requests over {args.connections} connections, "
-          f"{args.batch_requests} 1,000-row requests one at a time, per server per round.\n")
+    print(f"\nMedians over {args.rounds} interleaved rounds of {args.requests} 1-row requests over "
+          f"{args.connections} connections and {args.batch_requests} 1,000-row requests one at a time, per server; "
+          f"cold start: median of {args.starts} starts. 1 worker per server, pinned to CPU {SERVER_CPU}; wrk on "
+          f"CPU {LOAD_CPU}.\n")
     print(table(rows))
     print()
     for ref in ("bare Flask", "raw WSGI", "MLflow", "BentoML"):
         if "nbserve" in rows and ref in rows:
             print(ratios(rows, ref))
-    busy = ", ".join(f"{n} {row['server_busy']:.0%}" for n, row in rows.items())
-    print(f"\nserver CPU busy during the 1-row load (near 100% = the server, not wrk, is the bottleneck): {busy}")
+    busy = ", ".join(f"{n} {row['server_busy']:.0%} (wrk {row['wrk_busy']:.0%})" for n, row in rows.items())
+    print(f"\nCPU busy during the 1-row load, server (and wrk): {busy}. A server well below 100% while wrk is "
+          f"too means that other processes on the machine took the CPUs; the CPU per request stays comparable.")
 
     first = {}
     if args.first_runs:
