@@ -142,18 +142,24 @@ def test_a_new_version_with_the_same_requirements_reuses_the_dependency_layers(b
     from sklearn.linear_model import Ridge
 
     X, y, _ = diabetes
-    mv2 = built.ws.register(Ridge(alpha=0.5).fit(X, y), name="diabetes", sample=X, progress=False)
-    assert mv2.version == 2 and mv2.requirements == built.mv.requirements
-    messages = []
-    image2 = built.ws.build(mv2, progress=lambda m, f=None: messages.append(m))
-    assert image2.tag == "nbserve/diabetes:2"
-    assert any("dependency layers" in m and "reused" in m for m in messages)
-    assert not any(m.startswith("downloading") for m in messages)
-    first, second = (engine.images.get(i.id).attrs["RootFS"]["Layers"] for i in (built.image, image2))
+    images = []
+    for alpha in (0.5, 1.0):
+        mv = built.ws.register(Ridge(alpha=alpha).fit(X, y), name="diabetes", sample=X, progress=False)
+        assert mv.requirements == built.mv.requirements
+        messages = []
+        images.append(built.ws.build(mv, progress=lambda m, f=None: messages.append(m)))
+        assert any("dependency layers" in m and "reused" in m for m in messages)
+        assert not any(m.startswith("downloading") for m in messages)
+        # every step up to the server code comes from the cache: only the artifact, its ENV and LABEL are new
+        [(cached, total)] = [tuple(map(int, re.search(r"(\d+) of (\d+) steps from the layer cache", m).groups()))
+                             for m in messages if "steps from the layer cache" in m]
+        assert cached == total - 2 - 3  # 2 FROM lines are not counted as cached
+    assert [i.tag for i in images] == ["nbserve/diabetes:2", "nbserve/diabetes:3"]
+    first, second = (engine.images.get(i.id).attrs["RootFS"]["Layers"] for i in images)
     # base, user, venv and server layers are the very same; only the artifact layer differs
     assert first[:-1] == second[:-1] and first[-1] != second[-1]
-    again = built.ws.build(mv2, progress=False)
-    assert again.id == image2.id and again.build_seconds < 5
+    again = built.ws.build(images[1].model, progress=False)
+    assert again.id == images[1].id and again.build_seconds < 5
 
 
 @pytest.mark.docker

@@ -5,9 +5,10 @@ Docker by the label ``nbserve.instance=<id>`` on every status call: a container 
 by its restart policy on another port, or was removed with the docker CLI is reported as it is.
 
 Images (see ``dockerfile.py`` for their layers) are found again by content, not by tag: a model image is
-reused when one exists with the same artifact (``nbserve.sha256``), server code and Dockerfiles (``nbserve.recipe``) and
-base image (``nbserve.base``); otherwise it is built, and proven by the readiness check (``readiness.py``)
-before it is handed out.
+reused when one exists with the same artifact (``nbserve.sha256``), server code and Dockerfiles
+(``nbserve.recipe``) and base image (``nbserve.base``); otherwise it is built, and proven by the
+readiness check (``readiness.py``) before it is handed out. Tags (``nbserve/<name>:<version>``) are a
+convenience for people: another registry's model of the same name and version may take one over.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from ..errors import (BuildError, DockerUnavailableError, InstanceStartError, Nb
 from ..resources import Image
 from . import readiness
 from .base import Runtime, pick_port, wait_healthy
-from .limits import hard_timeout, server_limits_env
 from .dockerfile import (PORT, deps_context, image_lock, image_name, kernel_python, lock_hash, model_context,
                          recipe_hash, wheel_target, wheelhouse)
+from .limits import hard_timeout, server_limits_env
 
 CONTAINER_PORT = f"{PORT}/tcp"
 PING_TIMEOUT = 1.5
@@ -221,7 +222,8 @@ class DockerRuntime(Runtime):
                              f"python3-venv") from None
         try:
             facts = json.loads(out.decode().strip().splitlines()[-1])
-            _minor(facts["python"]), facts["libc"], facts["machine"]
+            if not (isinstance(facts["python"], str) and len(facts["libc"]) == 2 and facts["machine"]):
+                raise ValueError(facts)
         except (ValueError, IndexError, KeyError, TypeError):
             raise BuildError(f"the base image {name!r}: `python3` does not answer like a Python 3 "
                              f"({out.decode(errors='replace')[:200]!r})") from None
