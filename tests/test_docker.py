@@ -7,6 +7,7 @@ tests make is labelled with a home under this session's temp dir and removed at 
 """
 
 import os
+import random
 import re
 import signal
 import socket
@@ -143,7 +144,9 @@ def test_a_new_version_with_the_same_requirements_reuses_the_dependency_layers(b
 
     X, y, _ = diabetes
     images = []
-    for alpha in (0.5, 1.0):
+    # alphas of this session only: another session's identical model would have its image reused whole
+    jitter = random.random() * 1e-3
+    for alpha in (0.5 + jitter, 1.0 + jitter):
         mv = built.ws.register(Ridge(alpha=alpha).fit(X, y), name="diabetes", sample=X, progress=False)
         assert mv.requirements == built.mv.requirements
         messages = []
