@@ -434,16 +434,25 @@ TARGETS = {  # nbserve / bare Flask, from issue 7
 }
 
 
-def ratios(rows: dict, ref: str) -> str:
+def ratios(rows: dict, results: dict, colds: dict, ref: str) -> str:
+    """nbserve / ref for each column: the ratio of the medians, and (in brackets) the median of the ratios
+    within each round (or start), where both servers met the same neighbours on the machine."""
     keys = ["cpu_us_per_req", "req_per_s", "p50_ms", "p99_ms", "batch_p50_ms", "batch_max_ms", "rows_per_s",
             "cold_start_s", "rss_mb", "pss_mb"]
     a, b = rows["nbserve"], rows[ref]
     parts = []
     for k in keys:
         r = a[k] / b[k]
+        if k == "cold_start_s":
+            paired = [x / y for x, y in zip(colds["nbserve"], colds[ref])]
+        else:
+            paired = [x[k] / y[k] for x, y in zip(results["nbserve"], results[ref])]
+        p = statistics.median(paired)
         target = TARGETS.get(k) if ref == "bare Flask" else None
-        mark = "" if target is None else (" (target <= %.1f: %s)" % (target, "met" if r <= target else "NOT met"))
-        parts.append(f"{dict((c, h) for c, h, _ in COLUMNS)[k]} {r:.2f}{mark}")
+        mark = "" if target is None else (" target <= %.1f: %s" % (target, "met" if max(r, p) <= target else
+                                                                   "met by one estimate" if min(r, p) <= target
+                                                                   else "NOT met"))
+        parts.append(f"{dict((c, h) for c, h, _ in COLUMNS)[k]} {r:.2f} [{p:.2f}]{mark}")
     if ref == "bare Flask":
         for k, label in (("rss_mb", "RSS"), ("pss_mb", "PSS")):
             extra = a[k] - b[k]
@@ -454,7 +463,7 @@ def ratios(rows: dict, ref: str) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=8, help="interleaved load slices per server")
-    ap.add_argument("--starts", type=int, default=3, help="cold starts per server")
+    ap.add_argument("--starts", type=int, default=5, help="cold starts per server")
     ap.add_argument("--requests", type=int, default=1500, help="1-row requests per server per round")
     ap.add_argument("--connections", type=int, default=4, help="wrk connections for the 1-row load")
     ap.add_argument("--batch-requests", type=int, default=40, help="1,000-row requests per server per round")
@@ -587,7 +596,7 @@ def run(args, workdir: Path):
     print()
     for ref in ("bare Flask", "raw WSGI", "MLflow", "BentoML"):
         if "nbserve" in rows and ref in rows:
-            print(ratios(rows, ref))
+            print(ratios(rows, results, colds, ref))
     busy = ", ".join(f"{n} {row['server_busy']:.0%} (wrk {row['wrk_busy']:.0%})" for n, row in rows.items())
     print(f"\nCPU busy during the 1-row load, server (and wrk): {busy}. A server well below 100% while wrk is "
           f"too means that other processes on the machine took the CPUs; the CPU per request stays comparable.")
@@ -602,7 +611,7 @@ def run(args, workdir: Path):
               f"(runs: {', '.join(f'{t:.2f}' for t in first['nbserve'])}; target <= 1.5 s: "
               f"{'met' if statistics.median(first['nbserve']) <= 1.5 else 'NOT met'})")
         print("  timeline of the fastest run: " +
-              "; ".join(f"{t:.2f} s {msg}" for t, msg in best["timeline"]) +
+              "; ".join(f"{t:.2f} s {msg}" for t, msg in sorted(best["timeline"])) +
               f"; {best['serve_s']:.2f} s serve() returned; {best['total_s']:.2f} s first answer")
         for tool, python in (("mlflow", args.mlflow_python), ("bentoml", args.bentoml_python)):
             if python:
