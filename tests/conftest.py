@@ -1,20 +1,9 @@
 """Shared fixtures. Every test gets its own registry ($NBSERVE_HOME in a temp dir) and leaves no
 running instance behind."""
 
-import os
-
 import pytest
 
-IN_CI = bool(os.environ.get("CI"))
-
-
-def need(condition: bool, what: str, how: str):
-    """Skip locally when a component is missing, with how to get it; in CI a missing component fails."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is not available in CI: .ci/run must set it up ({how})", pytrace=False)
-    pytest.skip(f"{what} is not available: {how}")
+from nbserve_testing import IN_CI, need  # noqa: F401  (the helpers live in a module of their own)
 
 
 @pytest.fixture

@@ -258,33 +258,13 @@ async def test_a_start_that_fails_later_is_a_failed_job_until_dismissed(api, wor
     assert body == {"instances": []}
 
 
-def need(request, *args):
-    """tests/conftest.py's need() (skip locally, fail in CI), asked of pytest, which loaded that file."""
-    from pathlib import Path
-
-    path = Path(__file__).with_name("conftest.py")
-    plugins = request.config.pluginmanager
-    (plugins.get_plugin(str(path)) or plugins.get_plugin(str(path.resolve()))).need(*args)
-
-
 @pytest.fixture
 def docker_base_image(request, monkeypatch, home):
-    from nbserve.runtimes.docker import engine_available, remove_labelled
+    from nbserve.runtimes.docker import remove_labelled
+    from nbserve_testing import base_image, need_docker
 
-    how = "run .ci/setup-docker as root: it starts a Docker engine and makes the base image"
-    need(request, engine_available(), "a Docker engine", how)
-    import docker
-
-    base = os.environ.get("NBSERVE_BASE_IMAGE", "local/python:3.11-bookworm")
-    client = docker.from_env()
-    try:
-        client.images.get(base)
-        present = True
-    except docker.errors.ImageNotFound:
-        present = False
-    finally:
-        client.close()
-    need(request, present, f"the base image {base}", how)
+    need_docker().close()
+    base = base_image()
     monkeypatch.setenv("NBSERVE_BASE_IMAGE", base)
     yield base
     from nbserve.workspace import Workspace

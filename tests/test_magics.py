@@ -170,7 +170,7 @@ def test_an_unpicklable_object_names_the_culprit(run, shell):
 def test_docker_not_available_says_what_process_would_do(run, shell, monkeypatch):
     from importlib.util import find_spec
 
-    from conftest import need
+    from nbserve_testing import need
 
     need(find_spec("nbserve.runtimes.docker") is not None, "the docker runtime (nbserve/runtimes/docker.py)",
          "the Docker runtime issue provides it")
@@ -277,20 +277,10 @@ def docker_engine(home):
     (containers and images labelled with its registry home) is removed afterwards."""
     import os
 
-    from conftest import need
-    from nbserve.runtimes.docker import engine_available
+    from nbserve_testing import base_image, need_docker
 
-    how = "run .ci/setup-docker as root: it starts a Docker engine and makes local/python:3.11-bookworm"
-    need(engine_available(), "a Docker engine", how)
-    import docker
-
-    client = docker.from_env()
-    base = os.environ.get("NBSERVE_BASE_IMAGE", "local/python:3.11-bookworm")
-    try:
-        client.images.get(base)
-    except docker.errors.ImageNotFound:
-        need(False, f"the base image {base}", how)
-    os.environ.setdefault("NBSERVE_BASE_IMAGE", base)
+    client = need_docker()
+    os.environ.setdefault("NBSERVE_BASE_IMAGE", base_image())
     yield client
     mine = {"label": f"nbserve.home={home.resolve()}"}
     for container in client.containers.list(all=True, filters=mine):

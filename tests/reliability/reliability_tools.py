@@ -5,6 +5,7 @@ import collections
 import time
 
 import requests
+from nbserve_testing import need  # noqa: F401  (re-exported for the tests here)
 
 TALLY = collections.Counter()
 
@@ -51,14 +52,3 @@ def status_of(url, path="/health", timeout=3, **kw):
         return None
 
 
-def need(condition: bool, what: str, how: str):
-    """tests/conftest.py's need() (skip locally, fail in CI). Loaded by its path: in this directory the
-    module name ``conftest`` is this directory's own conftest."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("nbserve_tests_root_conftest",
-                                                  Path(__file__).resolve().parents[1] / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.need(condition, what, how)

@@ -22,16 +22,9 @@ from pathlib import Path
 import pytest
 
 import nbserve
+from nbserve_testing import need
 
 pytestmark = pytest.mark.browser
-
-
-def need(request, *args):
-    """tests/conftest.py's need() (skip locally, fail in CI), asked of pytest, which loaded that file:
-    `from conftest import need` is ambiguous once several conftest.py files are loaded."""
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    plugins = request.config.pluginmanager
-    (plugins.get_plugin(str(path)) or plugins.get_plugin(str(path.resolve()))).need(*args)
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -74,8 +67,8 @@ class Lab:
 
 @pytest.fixture
 def lab(request, home, tmp_path):
-    need(request, Path(CHROMIUM).exists(), "Chromium", SETUP)
-    need(request, labextension_installed(), "the built nbserve JupyterLab extension", SETUP)
+    need(Path(CHROMIUM).exists(), "Chromium", SETUP)
+    need(labextension_installed(), "the built nbserve JupyterLab extension", SETUP)
     port, token = free_port(), secrets.token_hex(16)
     root, settings, log = tmp_path / "root", tmp_path / "app-settings", tmp_path / "jupyter-lab.log"
     root.mkdir()

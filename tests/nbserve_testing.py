@@ -1,0 +1,41 @@
+"""Helpers shared by the test modules (imported by name: tests/ is on sys.path through its conftest).
+
+A plain module, not conftest.py: with several conftest.py files loaded, ``from conftest import ...``
+picks whichever was imported first.
+"""
+
+import os
+
+import pytest
+
+IN_CI = bool(os.environ.get("CI"))
+SETUP_DOCKER = "run .ci/setup-docker as root: it starts a Docker engine and makes the base image"
+
+
+def need(condition: bool, what: str, how: str):
+    """Skip locally when a component is missing, with how to get it; in CI a missing component fails."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is not available in CI: .ci/run must set it up ({how})", pytrace=False)
+    pytest.skip(f"{what} is not available: {how}")
+
+
+def base_image() -> str:
+    return os.environ.get("NBSERVE_BASE_IMAGE", "local/python:3.11-bookworm")
+
+
+def need_docker():
+    """A Docker client, once an engine answers and the base image exists (else skip, or fail in CI)."""
+    from nbserve.runtimes.docker import engine_available
+
+    need(engine_available(), "a Docker engine", SETUP_DOCKER)
+    import docker
+
+    client = docker.from_env()
+    try:
+        client.images.get(base_image())
+    except docker.errors.ImageNotFound:
+        client.close()
+        need(False, f"the base image {base_image()}", SETUP_DOCKER)
+    return client
