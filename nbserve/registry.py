@@ -63,14 +63,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def parse_ref(ref: str, version: int | None = None) -> tuple[str, int | None]:
     """'diabetes' -> ('diabetes', None); 'diabetes:2' -> ('diabetes', 2)."""
     name = ref
@@ -192,12 +184,9 @@ class Registry:
         return json.loads(data)
 
     def verify_artifact(self, sha: str) -> dict:
-        """Check both files against their hashes before anything is unpickled; return the manifest."""
-        manifest = self.read_manifest(sha)
-        if sha256_file(self.artifacts / sha / PICKLE) != manifest["pickle_sha256"]:
-            raise ArtifactIntegrityError(f"artifact {sha[:12]}: model.pkl does not match its sha256; "
-                                         f"refusing to unpickle bytes that changed on disk")
-        return manifest
+        """Check both files against their hashes; return the manifest."""
+        self.verified_pickle(sha)
+        return self.read_manifest(sha)
 
     def verified_pickle(self, sha: str) -> bytes:
         """model.pkl's bytes, checked against the manifest's hash: the caller unpickles exactly these

@@ -9,14 +9,6 @@ class ArtifactError(Exception):
     pass
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_manifest(artifact_dir) -> dict:
     """The manifest, checked against the artifact's address (its directory name) when that is a sha256."""
     artifact_dir = Path(artifact_dir)
