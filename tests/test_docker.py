@@ -18,13 +18,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from nbserve_testing import base_image, need_docker
 
 from nbserve.errors import BuildError, DockerUnavailableError, InstanceStartError, NbserveError, PortInUseError
 from nbserve.runtimes.docker import DockerRuntime, engine_available, remove_labelled
 from nbserve.workspace import Workspace
-
-BASE_IMAGE = "local/python:3.11-bookworm"
-HOW = "run .ci/setup-docker as root: it starts a Docker engine and makes the base image " + BASE_IMAGE
 
 
 @pytest.fixture(scope="session")
@@ -40,30 +38,11 @@ def remove_what_tests_made(session_prefix):
         remove_labelled(session_prefix)
 
 
-def need(request, *args):
-    """tests/conftest.py's need() (skip locally, fail in CI). Asked of pytest, which loaded that file:
-    `from conftest import need` is ambiguous once tests/reliability/conftest.py is loaded too."""
-    path = Path(__file__).with_name("conftest.py")
-    plugins = request.config.pluginmanager
-    conftest = plugins.get_plugin(str(path)) or plugins.get_plugin(str(path.resolve()))
-    conftest.need(*args)
-
-
 @pytest.fixture(scope="session")
-def engine(request):
-    need(request, engine_available(), "a Docker engine", HOW)
-    import docker
-
-    client = docker.from_env()
-    base = os.environ.get("NBSERVE_BASE_IMAGE", BASE_IMAGE)
-    try:
-        client.images.get(base)
-        present = True
-    except docker.errors.ImageNotFound:
-        present = False
-    need(request, present, f"the base image {base}", HOW)
+def engine():
+    client = need_docker()  # skips locally, fails in CI, without an engine or the base image
     old = os.environ.get("NBSERVE_BASE_IMAGE")
-    os.environ["NBSERVE_BASE_IMAGE"] = base
+    os.environ["NBSERVE_BASE_IMAGE"] = base_image()
     yield client
     if old is None:
         os.environ.pop("NBSERVE_BASE_IMAGE", None)
@@ -193,7 +172,7 @@ def test_a_base_image_with_another_python_is_refused(built, ws, engine, session_
     ctx.mkdir()
     (ctx / "python3").write_text(f"#!/bin/sh\necho '{probe}'\n")
     (ctx / "python3").chmod(0o755)
-    (ctx / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nCOPY python3 /usr/local/bin/python3\n"
+    (ctx / "Dockerfile").write_text(f"FROM {base_image()}\nCOPY python3 /usr/local/bin/python3\n"
                                     f"LABEL nbserve.home={session_prefix}old-python\n")
     engine.images.build(path=str(ctx), tag="nbserve-test/python:3.9", network_mode="none", rm=True)
     mv = ws.register(built.lr, name="diabetes", sample=built.X, progress=False)
