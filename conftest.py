@@ -37,3 +37,9 @@ def pytest_sessionfinish(session):
                 ws.remove(inst.id)
             except Exception:
                 pass
+    try:
+        from nbserve.runtimes.docker import engine_available, remove_labelled
+    except ImportError:
+        return
+    if engine_available():  # the images the notebooks built
+        remove_labelled(str(_RUN_HOME) + os.sep)

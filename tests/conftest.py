@@ -1,9 +1,23 @@
 """Shared fixtures. Every test gets its own registry ($NBSERVE_HOME in a temp dir) and leaves no
 running instance behind."""
 
+import os
+from pathlib import Path
+
 import pytest
 
-from nbserve_testing import IN_CI, need  # noqa: F401  (the helpers live in a module of their own)
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_what_tests_made(tmp_path_factory):
+    """After the session, pass or fail: every container and image labelled with a registry home under
+    this session's temp dir (Docker objects outlive a failed test; they are found by label)."""
+    yield
+    try:
+        from nbserve.runtimes.docker import engine_available, remove_labelled
+    except ImportError:
+        return
+    if engine_available():
+        remove_labelled(str(Path(tmp_path_factory.getbasetemp()).resolve()) + os.sep)
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 Needs an engine and the base image (``.ci/setup-docker`` makes both); skipped locally without them,
 failed in CI. One model image is built per session and reused: every registry that registers the same
 fitted model gets the same artifact hash, and the runtime finds the image by that label. Everything the
-tests make is labelled with a home under this session's temp dir and removed at the end, pass or fail.
+tests make is labelled with a home under this session's temp dir and removed at the end, pass or fail
+(tests/conftest.py).
 """
 
 import os
@@ -21,21 +22,14 @@ import pytest
 from nbserve_testing import base_image, need_docker
 
 from nbserve.errors import BuildError, DockerUnavailableError, InstanceStartError, NbserveError, PortInUseError
-from nbserve.runtimes.docker import DockerRuntime, engine_available, remove_labelled
+from nbserve.runtimes.docker import DockerRuntime, engine_available
 from nbserve.workspace import Workspace
 
 
 @pytest.fixture(scope="session")
 def session_prefix(tmp_path_factory):
+    """Labels under this prefix are removed at the end of the session (tests/conftest.py)."""
     return str(Path(tmp_path_factory.getbasetemp()).resolve()) + os.sep
-
-
-@pytest.fixture(scope="session", autouse=True)
-def remove_what_tests_made(session_prefix):
-    """After the session, pass or fail: every container and image labelled with one of its homes."""
-    yield
-    if engine_available():
-        remove_labelled(session_prefix)
 
 
 @pytest.fixture(scope="session")
