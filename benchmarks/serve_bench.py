@@ -1,6 +1,6 @@
 """nbserve's served model against a bare Flask app (and MLflow, BentoML where given), in one run.
 
-    python benchmarks/serve_bench.py [--rounds 8] [--mlflow-python PY] [--bentoml-python PY]
+    python benchmarks/serve_bench.py [--rounds 10] [--mlflow-python PY] [--bentoml-python PY]
 
 (or NBSERVE_BENCH_MLFLOW_PYTHON / NBSERVE_BENCH_BENTOML_PYTHON). Needs wrk (Debian: apt-get install wrk).
 
@@ -462,7 +462,7 @@ def ratios(rows: dict, results: dict, colds: dict, ref: str) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=8, help="interleaved load slices per server")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved load slices per server")
     ap.add_argument("--starts", type=int, default=5, help="cold starts per server")
     ap.add_argument("--requests", type=int, default=1500, help="1-row requests per server per round")
     ap.add_argument("--connections", type=int, default=4, help="wrk connections for the 1-row load")
