@@ -1,0 +1,54 @@
+"""The benchmarks still run end to end (a tiny run: no figure is asserted, only that every server came up,
+answered like the model, and was measured). The README's numbers come from the full command."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from nbserve_testing import need
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_serve_bench_runs_and_reports_every_server(tmp_path):
+    need(shutil.which("wrk") is not None, "wrk (the benchmark's load generator)", "apt-get install -y wrk")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "serve_bench.py"), "--rounds", "1", "--starts", "1",
+         "--requests", "200", "--batch-requests", "5", "--first-runs", "1", "--only", "nbserve,bare Flask",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| nbserve |" in proc.stdout and "| bare Flask |" in proc.stdout
+    assert "nbserve / bare Flask: server CPU per 1-row request" in proc.stdout
+    result = json.loads(out.read_text())
+    for name in ("nbserve", "bare Flask"):
+        row = result["medians"][name]
+        assert row["cpu_us_per_req"] > 0 and row["req_per_s"] > 0 and row["cold_start_s"] > 0
+        assert row["rss_mb"] > row["pss_mb"] > 0
+    assert len(result["first_prediction"]["nbserve"]) == 1
+    # the benchmark's temporary registry is gone, and no process it started is left
+    workdir = proc.stdout.split("workdir ", 1)[1].split()[0].rstrip(";")
+    assert workdir.startswith("/tmp") and not Path(workdir).exists()
+    assert not [pid for pid in _pids() if workdir.encode() in _environ(pid)]
+
+
+def _pids():
+    return [p.name for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _environ(pid) -> bytes:
+    try:
+        return (Path("/proc") / pid / "environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_wsgi_micro_benchmark_runs():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "wsgi_micro.py"), "--n", "20",
+                           "--rounds", "2"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if "us CPU per 1-row request" in ln]
+    assert [ln.split(":")[0].strip() for ln in lines] == ["nbserve", "bare Flask", "raw WSGI"]
