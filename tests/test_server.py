@@ -107,3 +107,7 @@ def test_dataframe_input_in_three_layouts(iris):
     assert status == 400 and "missing columns" in body["error"]["message"]
     status, body = post(client, "/predict", {"data": [{c: "x" for c in Xi.columns}]})
     assert status == 400 and "dtypes" in body["error"]["message"]
+    # found by the fuzzing: pandas raised on these before they reached the model (500s)
+    for odd in ({"columns": [None, []], "data": []}, {"columns": ["a", "a"], "data": [[1, 2]]}):
+        status, body = post(client, "/predict", {"data": odd})
+        assert status == 400 and "distinct column names" in body["error"]["message"]

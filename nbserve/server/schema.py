@@ -210,7 +210,10 @@ def _frame_from_json(data, names):
     if isinstance(data, dict) and "columns" in data and "data" in data:
         if not isinstance(data["columns"], list) or not isinstance(data["data"], list):
             raise InputError('expected {"columns": [...], "data": [[...], ...]}')
-        width = len(data["columns"])
+        columns = data["columns"]
+        if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+            raise InputError(f'expected "columns" to be distinct column names (strings) such as {names}')
+        width = len(columns)
         if any(not isinstance(row, list) or len(row) != width for row in data["data"]):
             raise InputError(f'expected {{"columns": [...], "data": [[...], ...]}} with each row a list of '
                              f"{width} values, one per column")
@@ -239,11 +242,13 @@ def _dataframe_decoder(schema):
             frame = _frame_from_json(data, names)
         except InputError:
             raise
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"could not read a table from the data: {exc}") from None
+        except Exception as exc:  # whatever pandas makes of odd JSON, it is the request's fault
+            raise InputError(f"could not read a table from the data: {type(exc).__name__}: {exc}") from None
         if len(frame) == 0:
             raise InputError(f"expected at least one row with columns {names}")
         frame.columns = [str(c) for c in frame.columns]
+        if frame.columns.duplicated().any():
+            raise InputError(f"column names repeat; expected distinct columns {names}")
         missing = [n for n in names if n not in frame.columns]
         if missing:
             raise InputError(f"missing columns {missing}; expected columns {names}")
