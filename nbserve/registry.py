@@ -110,8 +110,24 @@ class Registry:
         self.artifacts = self.home / "artifacts"
         self.artifacts.mkdir(parents=True, exist_ok=True)
         self.db_path = self.home / "registry.db"
-        with self._connect() as db:
+        db = self._connect()
+        try:
             db.executescript(_SCHEMA)
+        finally:
+            db.close()
+        self._sweep_leftovers()
+
+    def _sweep_leftovers(self, older_than: float = 3600.0) -> None:
+        """A register or serve killed mid-way leaves a temp dir (never visible as an artifact or a
+        version); remove those old enough that no live writer can still own them."""
+        cutoff = time.time() - older_than
+        for parent, pattern in ((self.artifacts, ".tmp-*"), (self.home / "staging", "*")):
+            for path in parent.glob(pattern):
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        shutil.rmtree(path, ignore_errors=True)
+                except OSError:
+                    pass
 
     # -- connections ---------------------------------------------------------------------------
 

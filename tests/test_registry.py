@@ -76,3 +76,18 @@ def test_concurrent_registers_from_processes_get_unique_versions(home):
     assert [m.version for m in ws.versions("shared")] == [1, 2, 3, 4]
     assert len({m.sha256 for m in ws.versions("shared")}) == 4
     assert not [p for p in os.listdir(home / "artifacts") if p.startswith(".tmp")]
+
+
+def test_leftovers_of_killed_writers_are_swept_once_old(home):
+    import time
+
+    Workspace(home)
+    old, fresh = home / "artifacts" / ".tmp-old", home / "staging" / "fresh"
+    for path in (old, fresh):
+        path.mkdir(parents=True)
+        (path / "model.pkl").write_bytes(b"half written")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    Workspace(home)  # the next process to open the registry
+    assert not old.exists()
+    assert fresh.exists()  # may belong to a register still running
