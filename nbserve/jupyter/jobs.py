@@ -13,7 +13,6 @@ kept, with its error, until it is dismissed or pushed out by newer ones.
 from __future__ import annotations
 
 import functools
-import re
 import secrets
 import threading
 import time
@@ -25,8 +24,6 @@ from tornado.ioloop import IOLoop
 from .errors import error_body
 
 PENDING = ("building", "starting")
-IMAGE_DONE = re.compile(r"^built \S+ \(|already built .*reused")
-IMAGE_WORK = re.compile(r"\b(build\w*|built|wheels?|download\w*|pull\w*|layers?|step \d+/\d+)\b", re.I)
 KEEP_FINISHED = 50  # finished jobs remembered (for polling and for showing failures)
 
 
@@ -49,17 +46,16 @@ class Job:
     def pending(self) -> bool:
         return self.state in PENDING
 
-    def progress(self, message: str, fraction: float | None = None) -> None:
+    def __call__(self, message: str, fraction: float | None = None) -> None:
         """The workspace's progress callback, called from the worker thread."""
-        # The workspace reports in words. The image work (wheel downloads, build steps, the image's
-        # readiness check) runs from its first such word until the runtime says the image is built or
-        # reused; the rest is the start proper (container or process, then /health).
-        if IMAGE_DONE.search(message):
-            self.state = "starting"
-        elif self.state == "building" or IMAGE_WORK.search(message):
-            self.state = "building"
         self.message, self.fraction = message, fraction
         self.messages.append(message)
+
+    def phase(self, name: str) -> None:
+        """Runtimes announce their phases (runtimes.base.report_phase): "building" while an image is made
+        (wheels, build steps, its readiness check), then "starting" (container or process, /health)."""
+        if self.state in PENDING:
+            self.state = name
 
     def to_dict(self) -> dict:
         return {"id": self.id, "job": True, "model": self.model, "runtime": self.runtime, "port": self.port,
@@ -91,7 +87,7 @@ class Jobs:
 
     def _run_serve(self, job: Job, workspace) -> None:
         try:
-            inst = workspace.serve(job.model, runtime=job.runtime, port=job.port, progress=job.progress)
+            inst = workspace.serve(job.model, runtime=job.runtime, port=job.port, progress=job)
             job.instance = inst.to_dict()
             job.message = f"{inst.id} is serving {job.model} at {inst.url}"
             job.state = "running"

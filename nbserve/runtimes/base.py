@@ -50,6 +50,15 @@ class Runtime:
         raise NotImplementedError
 
 
+def report_phase(progress, phase: str) -> None:
+    """Tell a progress reporter that listens for phases (one with a ``phase`` method, such as the
+    Jupyter extension's jobs) that one begins: "building" (image work) or "starting" (the server).
+    Plain callables only ever get the messages."""
+    hook = getattr(progress, "phase", None)
+    if callable(hook):
+        hook(phase)
+
+
 def port_available(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # as gunicorn and Docker bind: a port in TIME_WAIT after a stop is free to reuse

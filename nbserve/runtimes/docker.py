@@ -28,7 +28,7 @@ from .. import config
 from ..errors import (BuildError, DockerUnavailableError, InstanceStartError, NbserveError, PortInUseError)
 from ..resources import Image
 from . import readiness
-from .base import Runtime, pick_port, wait_healthy
+from .base import Runtime, pick_port, report_phase, wait_healthy
 from .dockerfile import (PORT, deps_context, image_lock, image_name, kernel_python, lock_hash, model_context,
                          recipe_hash, wheel_target, wheelhouse)
 from .limits import hard_timeout, server_limits_env
@@ -275,6 +275,7 @@ class DockerRuntime(Runtime):
             progress(f"image {tag} for {version.id} already built ({existing.short_id}): reused")
             return Image(tag, existing.id, existing.attrs["Size"], version.id, time.monotonic() - started)
 
+        report_phase(progress, "building")
         lines = image_lock(version)
         target = wheel_target(facts)
         lock_key = lock_hash(lines, " ".join(target))
@@ -295,6 +296,7 @@ class DockerRuntime(Runtime):
             raise
         seconds = time.monotonic() - started
         progress(f"built {tag} ({image.short_id}, {image.attrs['Size'] / 1e6:.0f} MB) in {seconds:.1f} s", 1.0)
+        report_phase(progress, "starting")
         return Image(tag, image.id, image.attrs["Size"], version.id, seconds)
 
     def _deps_image(self, base, base_name, lines, lock_key, target, version, progress, cache=True) -> str:
