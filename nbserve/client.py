@@ -56,13 +56,13 @@ def decode(schema: dict, data):
 class Client:
     """Talks to one served model. Each served method is a Python method: ``client.predict(X)``."""
 
-    def __init__(self, url: str, timeout: float = 60.0, token: str | None = None):
+    def __init__(self, url: str, timeout: float = 60.0, token: str | None = None, interface: dict | None = None):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._session = requests.Session()
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
-        self._interface = None
+        self._interface = interface  # else fetched from /interface.json on first use
 
     def __repr__(self):
         return f"<Client {self.url}>"

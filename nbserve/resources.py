@@ -104,8 +104,12 @@ class Instance:
 
     def client(self, timeout: float = 60.0):
         from .client import Client
+        from .server.openapi import interface_document
 
-        return Client(self.url, timeout=timeout, token=self.auth_token)
+        # the registry already knows what /interface.json would say: save the client that round trip
+        manifest = self._workspace.get_model(self.model).manifest
+        return Client(self.url, timeout=timeout, token=self.auth_token,
+                      interface=interface_document(manifest, self.model))
 
     def logs(self, tail: int = 200) -> str:
         return self._workspace.logs(self.id, tail=tail)

@@ -89,6 +89,8 @@ def test_client_round_trips_frames_and_raises_server_errors(workspace, iris):
     inst = workspace.serve(clf, name="iris", sample=Xi, runtime="process", progress=False)
     client = nbserve.Client(inst.url)
     assert client.methods == ["predict", "predict_proba"]
+    # Instance.client() takes the interface from the registry instead of asking: it must be the same
+    assert inst.client().interface == client.interface == requests.get(inst.url + "/interface.json").json()
     np.testing.assert_array_equal(client.predict(Xi[:4]), clf.predict(Xi[:4]))
     np.testing.assert_allclose(client.predict_proba(Xi[:4]), clf.predict_proba(Xi[:4]))
     with pytest.raises(nbserve.ServerError, match="missing columns") as err:

@@ -13,7 +13,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from . import artifact, guards, jsonio
-from .openapi import openapi_document
+from .openapi import interface_document, openapi_document
 from .schema import InputError, compile_decoder, to_jsonable
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
@@ -52,13 +52,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
     methods = guards.contain_exits(artifact.bind_methods(obj, manifest))
     signature = manifest.get("signature", {})
     decoders = {name: compile_decoder(signature.get(name, {}).get("input")) for name in methods}
-    interface = {
-        "model": model_id,
-        "methods": [{"name": name, **signature.get(name, {"input": {"type": "any"}, "output": {"type": "any"}})}
-                    for name in methods],
-        "requirements": manifest.get("requirements", []),
-        "python": manifest.get("python"),
-    }
+    interface = interface_document(manifest, model_id)
     interface_bytes = jsonio.dumps(interface)
     openapi_bytes = jsonio.dumps(openapi_document(interface))
     health_bytes = jsonio.dumps({"status": "ok", "model": model_id})

@@ -1,4 +1,17 @@
-"""An OpenAPI 3 document for a served model, derived from its interface once at load."""
+"""The documents a served model describes itself with: /interface.json and an OpenAPI 3 document,
+derived from the manifest once at load. No Flask here: the client side builds the interface too."""
+
+
+def interface_document(manifest: dict, model_id: str) -> dict:
+    """What GET /interface.json answers: the model id, each method with its schemas, the requirements."""
+    signature = manifest.get("signature", {})
+    return {
+        "model": model_id,
+        "methods": [{"name": name, **signature.get(name, {"input": {"type": "any"}, "output": {"type": "any"}})}
+                    for name in manifest["methods"]],
+        "requirements": manifest.get("requirements", []),
+        "python": manifest.get("python"),
+    }
 
 
 def _scalar(dtype: str, out: bool = False) -> dict:
