@@ -10,8 +10,7 @@ code only when that could not happen.
 from __future__ import annotations
 
 from ..server.auth import token_env
-
-DEFAULT_TIMEOUT = 60.0  # seconds per request; 0 turns the limit off
+from ..server.guards import DEFAULT_TIMEOUT  # seconds per request; 0 turns the limit off
 GRACE = 5.0
 
 

@@ -61,13 +61,14 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
     app.config["MAX_CONTENT_LENGTH"] = int(max_body or os.environ.get("NBSERVE_MAX_BODY") or DEFAULT_MAX_BODY)
     app.json.sort_keys = False
     guards.install(app, request, _error, timeout=timeout, auth_sha256=auth_sha256)
+    max_body = app.config["MAX_CONTENT_LENGTH"]  # read once, not per request
 
     def predict_view(method):
         fn = methods[method]
         decode = decoders[method]
 
         def view():
-            body = _read_body(app.config["MAX_CONTENT_LENGTH"])
+            body = _read_body(max_body)
             try:
                 payload = jsonio.loads(body)
             except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
