@@ -22,15 +22,20 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from nbserve.runtimes.docker import engine_available, remove_labelled  # noqa: E402
-from nbserve.workspace import Workspace  # noqa: E402
+from nbserve.runtimes.docker import engine_available, remove_labelled
+from nbserve.workspace import Workspace
 
 
 class Phases:
     """A progress callback that notes when each phase of a build began (from its messages)."""
 
-    MARKS = (("wheels", "downloading"), ("wheels", "wheelhouse"), ("deps image", "dependency"),
-             ("model image", "image nbserve/"), ("readiness", "readiness check: starting"))
+    MARKS = (
+        ("wheels", "downloading"),
+        ("wheels", "wheelhouse"),
+        ("deps image", "dependency"),
+        ("model image", "image nbserve/"),
+        ("readiness", "readiness check: starting"),
+    )
 
     def __init__(self):
         self.start = time.perf_counter()
@@ -100,27 +105,36 @@ def main():
                 inst.remove()
             starts[runtime] = statistics.median(times)
 
-        print(f"cold build of {cold.tag} (wheels downloaded, no layer cache): {cold.build_seconds:6.1f} s "
-              f"({fmt(cold_p.split(cold.build_seconds))})")
-        print(f"rebuild for {warm.model} (same requirements):                {warm.build_seconds:6.1f} s "
-              f"({fmt(warm_p.split(warm.build_seconds))}; {warm_p.cached[-1]})")
+        print(
+            f"cold build of {cold.tag} (wheels downloaded, no layer cache): {cold.build_seconds:6.1f} s "
+            f"({fmt(cold_p.split(cold.build_seconds))})"
+        )
+        print(
+            f"rebuild for {warm.model} (same requirements):                {warm.build_seconds:6.1f} s "
+            f"({fmt(warm_p.split(warm.build_seconds))}; {warm_p.cached[-1]})"
+        )
         print(f"  rebuild / cold = {warm.build_seconds / cold.build_seconds:.3f}")
         mi = warm_p.split(warm.build_seconds).get("model image")
         ci = cold_p.split(cold.build_seconds).get("model image", 0) + cold_p.split(cold.build_seconds).get(
-            "deps image", 0)
+            "deps image", 0
+        )
         if mi and ci:
             print(f"  docker build alone (no readiness check): {mi:.1f} s vs {ci:.1f} s cold = {mi / ci:.3f}")
         print(f"build when the image exists (found by label):      {reuse:6.2f} s")
-        print(f"start to healthy, docker (median of {args.starts}):           {starts['docker']:6.2f} s; "
-              f"process runtime {starts['process']:.2f} s; docker / process = "
-              f"{starts['docker'] / starts['process']:.2f}")
+        print(
+            f"start to healthy, docker (median of {args.starts}):           {starts['docker']:6.2f} s; "
+            f"process runtime {starts['process']:.2f} s; docker / process = "
+            f"{starts['docker'] / starts['process']:.2f}"
+        )
         layers = []
         for h in history:
             if h.get("Size", 0) > 1e5:
                 dest = re.search(r"COPY \S+ in (\S+)", h.get("CreatedBy") or "")
                 layers.append(f"{dest.group(1) if dest else 'base'} {h['Size'] / 1e6:.1f} MB")
-        print(f"image size {warm.size / 1e6:.0f} MB vs base {base.attrs['Size'] / 1e6:.0f} MB "
-              f"(x{warm.size / base.attrs['Size']:.2f}); layers over 100 kB: {', '.join(layers)}")
+        print(
+            f"image size {warm.size / 1e6:.0f} MB vs base {base.attrs['Size'] / 1e6:.0f} MB "
+            f"(x{warm.size / base.attrs['Size']:.2f}); layers over 100 kB: {', '.join(layers)}"
+        )
     finally:
         for inst in ws.instances():
             ws.remove(inst.id)

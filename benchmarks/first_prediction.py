@@ -19,9 +19,10 @@ if not os.environ.get("NBSERVE_HOME"):
     sys.exit("set NBSERVE_HOME to an empty temporary directory (never ~/.nbserve for a benchmark)")
 
 t_import = time.perf_counter()
-import nbserve  # noqa: E402
 from sklearn.datasets import load_diabetes  # noqa: E402
 from sklearn.linear_model import LinearRegression  # noqa: E402
+
+import nbserve  # noqa: E402
 
 import_s = time.perf_counter() - t_import
 X, y = load_diabetes(return_X_y=True)
@@ -61,5 +62,15 @@ try:
     assert abs(float(answer[0]) - float(lr.predict(X[:1])[0])) < 1e-9, (answer, lr.predict(X[:1]))
 finally:
     inst.remove()
-print("RESULT " + json.dumps({"total_s": done - started, "serve_s": served - started,
-                              "client_s": done - served, "import_s": import_s, "timeline": timeline}))
+print(
+    "RESULT "
+    + json.dumps(
+        {
+            "total_s": done - started,
+            "serve_s": served - started,
+            "client_s": done - served,
+            "import_s": import_s,
+            "timeline": timeline,
+        }
+    )
+)

@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-BENTO_SERVICE = '''
+BENTO_SERVICE = """
 import bentoml
 import numpy as np
 
@@ -35,7 +35,7 @@ class Diabetes:
     @bentoml.api
     def predict(self, data: np.ndarray) -> np.ndarray:
         return self.model.predict(data)
-'''
+"""
 
 
 def _fit():
@@ -48,8 +48,13 @@ def _fit():
 
 def quiet_env(out: Path) -> None:
     """No telemetry, no tracking server, stores inside the benchmark's own temp dir."""
-    os.environ.update(MLFLOW_TRACKING_URI=f"file://{out}/mlruns", MLFLOW_DISABLE_TELEMETRY="true",
-                      DO_NOT_TRACK="1", BENTOML_DO_NOT_TRACK="True", BENTOML_HOME=str(out / "bentoml-home"))
+    os.environ.update(
+        MLFLOW_TRACKING_URI=f"file://{out}/mlruns",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="1",
+        BENTOML_DO_NOT_TRACK="True",
+        BENTOML_HOME=str(out / "bentoml-home"),
+    )
 
 
 def mlflow_prepare(out: Path, path_name="mlflow-model"):
@@ -99,8 +104,23 @@ def first_prediction(tool: str, out: Path):
 
         mlflow.sklearn.save_model(lr, str(out / "first-model"), input_example=X[:2])
         saved = time.perf_counter()
-        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(out / "first-model"),
-               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            str(out / "first-model"),
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ]
         url = f"http://127.0.0.1:{port}/invocations"
     else:
         import bentoml
@@ -108,12 +128,20 @@ def first_prediction(tool: str, out: Path):
         bentoml.sklearn.save_model("diabetes", lr)
         (out / "bentoml_service.py").write_text(BENTO_SERVICE)
         saved = time.perf_counter()
-        cmd = [str(Path(sys.executable).parent / "bentoml"), "serve", "bentoml_service:Diabetes",
-               "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [
+            str(Path(sys.executable).parent / "bentoml"),
+            "serve",
+            "bentoml_service:Diabetes",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         url = f"http://127.0.0.1:{port}/predict"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.Popen(cmd, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         answer = _first_answer(url, body)
         done = time.perf_counter()

@@ -11,7 +11,15 @@ Attributes load lazily, so that ``nbserve.server`` (the served side) can be impo
 __version__ = "0.1.0"
 
 _API = {
-    "register", "models", "get_model", "serve", "instances", "get_instance", "build", "stop", "logs",
+    "register",
+    "models",
+    "get_model",
+    "serve",
+    "instances",
+    "get_instance",
+    "build",
+    "stop",
+    "logs",
 }
 _EXPORTS = {
     "Client": ".client",
@@ -22,9 +30,19 @@ _EXPORTS = {
     "panel": ".widgets",
 }
 _ERRORS = {
-    "NbserveError", "ModelNotFoundError", "InstanceNotFoundError", "CaptureError", "SampleError",
-    "RequirementsError", "PortInUseError", "RuntimeUnavailableError", "DockerUnavailableError", "BuildError",
-    "InstanceStartError", "ArtifactIntegrityError", "ServerError",
+    "NbserveError",
+    "ModelNotFoundError",
+    "InstanceNotFoundError",
+    "CaptureError",
+    "SampleError",
+    "RequirementsError",
+    "PortInUseError",
+    "RuntimeUnavailableError",
+    "DockerUnavailableError",
+    "BuildError",
+    "InstanceStartError",
+    "ArtifactIntegrityError",
+    "ServerError",
 }
 
 __all__ = sorted(_API | set(_EXPORTS) | _ERRORS)

@@ -22,8 +22,9 @@ def get_model(ref, version=None):
 
 def serve(target, name=None, sample=None, runtime="auto", port=None, workers=1, **kwargs):
     """Serve a registered model (by name) or a live object (registered first); wait until it is healthy."""
-    return default_workspace().serve(target, name=name, sample=sample, runtime=runtime, port=port,
-                                     workers=workers, **kwargs)
+    return default_workspace().serve(
+        target, name=name, sample=sample, runtime=runtime, port=port, workers=workers, **kwargs
+    )
 
 
 def instances(model=None):

@@ -63,8 +63,10 @@ def _run(ws, args) -> int:
         elif not mvs:
             print("no models registered yet: in a notebook, `%load_ext nbserve` then `%serve model`")
         else:
-            _table([(m.id, ",".join(m.methods), len(m.requirements), _when(m.created)) for m in mvs],
-                   ("MODEL", "METHODS", "REQUIREMENTS", "CREATED"))
+            _table(
+                [(m.id, ",".join(m.methods), len(m.requirements), _when(m.created)) for m in mvs],
+                ("MODEL", "METHODS", "REQUIREMENTS", "CREATED"),
+            )
     elif cmd == "instances":
         insts = ws.instances()
         if args.json:
@@ -72,8 +74,10 @@ def _run(ws, args) -> int:
         elif not insts:
             print("no instances")
         else:
-            _table([(i.id, i.model, i.runtime, i.status, i.url or "-") for i in insts],
-                   ("ID", "MODEL", "RUNTIME", "STATUS", "URL"))
+            _table(
+                [(i.id, i.model, i.runtime, i.status, i.url or "-") for i in insts],
+                ("ID", "MODEL", "RUNTIME", "STATUS", "URL"),
+            )
     elif cmd == "serve":
         inst = ws.serve(args.model, runtime=args.runtime, port=args.port, workers=args.workers)
         print(inst.url)

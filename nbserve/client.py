@@ -71,15 +71,17 @@ class Client:
         try:
             resp = self._session.request(verb, self.url + path, timeout=self.timeout, **kwargs)
         except requests.ConnectionError as exc:
-            raise NbserveError(f"could not reach {self.url}: is the instance running? "
-                               f"(`nbserve.instances()` shows its status)") from exc
+            raise NbserveError(
+                f"could not reach {self.url}: is the instance running? (`nbserve.instances()` shows its status)"
+            ) from exc
         if resp.status_code >= 400:
             try:
                 err = resp.json()["error"]
                 raise ServerError(f"{resp.status_code} {err['type']}: {err['message']}", resp.status_code, err["type"])
             except (ValueError, KeyError, TypeError):
-                raise ServerError(f"{resp.status_code} from {self.url + path}: {resp.text[:500]}",
-                                  resp.status_code) from None
+                raise ServerError(
+                    f"{resp.status_code} from {self.url + path}: {resp.text[:500]}", resp.status_code
+                ) from None
         return resp
 
     @property

@@ -21,8 +21,10 @@ from .workspace import console_progress, default_workspace
 
 RUNTIME_CHOICES = ("auto", "docker", "process")
 SERVE_OPTIONS = ("--name", "--sample", "--runtime", "--port", "--workers", "--no-start", "--methods")
-NBSERVE_USAGE = ("usage: %nbserve list | instances | stop REF | start REF | remove REF | logs REF [--tail N] | panel"
-                 "  (REF: an instance id, or a model name for all of its instances)")
+NBSERVE_USAGE = (
+    "usage: %nbserve list | instances | stop REF | start REF | remove REF | logs REF [--tail N] | panel"
+    "  (REF: an instance id, or a model name for all of its instances)"
+)
 
 
 class CellFailed(Exception):
@@ -39,33 +41,43 @@ class CellFailed(Exception):
 
 @magics_class
 class NbserveMagics(Magics):
-
     @magic_arguments()
-    @argument("target", help="a variable of the notebook: a fitted model or a function (for %%%%serve: the "
-                             "name the cell defines)")
+    @argument(
+        "target",
+        help="a variable of the notebook: a fitted model or a function (for %%%%serve: the name the cell defines)",
+    )
     @argument("--name", help="registered model name (default: the variable's name)")
-    @argument("--sample", help="a variable (or expression) holding example input: gives the served model its "
-                               "input/output schema and proves the model answers on it")
-    @argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
-              help="where to run it: docker, process (a local subprocess), or auto (Docker when an engine "
-                   "answers)")
+    @argument(
+        "--sample",
+        help="a variable (or expression) holding example input: gives the served model its "
+        "input/output schema and proves the model answers on it",
+    )
+    @argument(
+        "--runtime",
+        default="auto",
+        choices=RUNTIME_CHOICES,
+        help="where to run it: docker, process (a local subprocess), or auto (Docker when an engine answers)",
+    )
     @argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     @argument("--workers", type=int, default=1, help="server worker processes (default 1)")
-    @argument("--no-start", action="store_true",
-              help="register only (and, for Docker, build the image); returns the ModelVersion")
+    @argument(
+        "--no-start",
+        action="store_true",
+        help="register only (and, for Docker, build the image); returns the ModelVersion",
+    )
     @argument("--methods", help="comma-separated methods to serve, e.g. predict,predict_proba")
     @line_cell_magic
     def serve(self, line, cell=None):
         """Register a live object of the notebook and serve it over HTTP; returns the Instance.
 
-            %serve lr --sample X            # inst = %serve lr  keeps the Instance
-            %%serve is_bad --sample texts   # runs the cell, then serves the `is_bad` it defines
+        %serve lr --sample X            # inst = %serve lr  keeps the Instance
+        %%serve is_bad --sample texts   # runs the cell, then serves the `is_bad` it defines
         """
         try:
             args = parse_argstring(self.serve, line)
         except UsageError as exc:
             if "unrecognized arguments" in str(exc):  # e.g. --sample X[:5, 0] split at the space
-                raise UsageError(f"{exc}; quote an expression that has spaces: --sample \"X[:5, 0]\"") from None
+                raise UsageError(f'{exc}; quote an expression that has spaces: --sample "X[:5, 0]"') from None
             raise
         if cell is not None:
             # The nested run_cell resets the display hook's record of the outer cell's result; put it
@@ -76,8 +88,10 @@ class NbserveMagics(Magics):
             if not result.success:
                 raise CellFailed(args.target)  # its traceback is on screen; serve nothing
             if args.target not in self.shell.user_ns:
-                raise UsageError(f"the cell ran but did not define {args.target!r}; %%serve NAME serves the "
-                                 f"object the cell assigns to NAME (def NAME(...) or NAME = ...)")
+                raise UsageError(
+                    f"the cell ran but did not define {args.target!r}; %%serve NAME serves the "
+                    f"object the cell assigns to NAME (def NAME(...) or NAME = ...)"
+                )
         obj = self._lookup(args.target, "variable")
         sample = self._lookup(args.sample, "sample") if args.sample is not None else None
         name = args.name or args.target
@@ -98,8 +112,10 @@ class NbserveMagics(Magics):
         except NbserveError as exc:
             text = error_text(exc)
             if isinstance(exc, RuntimeUnavailableError) and runtime != "process":
-                text += (f"; `%serve {args.target} --runtime process` would serve it locally as a subprocess "
-                         f"instead (no Docker needed)")
+                text += (
+                    f"; `%serve {args.target} --runtime process` would serve it locally as a subprocess "
+                    f"instead (no Docker needed)"
+                )
             if mv is not None:
                 text = f"{mv.id} is registered but not served: {text}"
             _fail(say, text)
@@ -112,8 +128,7 @@ class NbserveMagics(Magics):
             if image is not None:
                 seconds = f" in {image.build_seconds:.1f} s" if image.build_seconds is not None else ""
                 print(f"built image {image.tag} ({image.size / 1e6:.0f} MB){seconds}")
-            print(f"not started (--no-start): nbserve.serve({mv.id!r}) or the Start button of "
-                  f"%nbserve panel starts it")
+            print(f"not started (--no-start): nbserve.serve({mv.id!r}) or the Start button of %nbserve panel starts it")
             _done(say, f"registered {mv.id}")
             return mv
         _done(say, f"{inst.id} is serving {mv.id}")
@@ -124,12 +139,12 @@ class NbserveMagics(Magics):
     def nbserve(self, line):
         """Look after registered models and instances:
 
-            %nbserve list                  registered models (latest version of each)
-            %nbserve instances             instances, with the status their runtime reports now
-            %nbserve stop REF              stop an instance, or every instance of model REF
-            %nbserve start REF / remove REF
-            %nbserve logs REF [--tail N]   the server's log tail
-            %nbserve panel                 the ipywidgets panel of models and instances
+        %nbserve list                  registered models (latest version of each)
+        %nbserve instances             instances, with the status their runtime reports now
+        %nbserve stop REF              stop an instance, or every instance of model REF
+        %nbserve start REF / remove REF
+        %nbserve logs REF [--tail N]   the server's log tail
+        %nbserve panel                 the ipywidgets panel of models and instances
         """
         try:
             words = shlex.split(line)
@@ -182,8 +197,11 @@ class NbserveMagics(Magics):
                 raise UsageError(f"cannot evaluate the {what} {name!r}: {type(exc).__name__}: {exc}") from None
         names = {n.lower(): n for n in user_names(self.shell)}  # 'Y' should suggest 'y'
         close = [names[n] for n in difflib.get_close_matches(name.lower(), list(names), n=3)]
-        hint = (f"; did you mean {' or '.join(map(repr, close))}?" if close
-                else "; define it first (run the cell that creates it), or check the spelling")
+        hint = (
+            f"; did you mean {' or '.join(map(repr, close))}?"
+            if close
+            else "; define it first (run the cell that creates it), or check the spelling"
+        )
         raise UsageError(f"no {what} named {name!r} in the notebook{hint}")
 
     def _progress(self, title: str):
@@ -205,8 +223,10 @@ class NbserveMagics(Magics):
         if not models:
             print("no models registered yet: `%serve VARIABLE` registers and serves one")
             return
-        rows = [(m.name, m.version, len(ws.versions(m.name)), ",".join(m.methods), len(m.requirements),
-                 when(m.created)) for m in models]
+        rows = [
+            (m.name, m.version, len(ws.versions(m.name)), ",".join(m.methods), len(m.requirements), when(m.created))
+            for m in models
+        ]
         print(table(rows, ("MODEL", "LATEST", "VERSIONS", "METHODS", "REQUIREMENTS", "CREATED")))
 
     def _instances(self, ws) -> None:
@@ -214,8 +234,10 @@ class NbserveMagics(Magics):
         if not insts:
             print("no instances: `%serve VARIABLE` starts one")
             return
-        rows = [(i.id, i.model, i.runtime, i.status, (i.status == "running" and i.url) or "-", duration(i.uptime))
-                for i in insts]
+        rows = [
+            (i.id, i.model, i.runtime, i.status, (i.status == "running" and i.url) or "-", duration(i.uptime))
+            for i in insts
+        ]
         print(table(rows, ("ID", "MODEL", "RUNTIME", "STATUS", "URL", "UPTIME")))
 
     def _logs(self, ws, rest) -> None:
@@ -230,6 +252,7 @@ class NbserveMagics(Magics):
 
 
 # -- tab completion (IPython calls these as hooks: (shell, event)) ------------------------------
+
 
 def _previous_and_position(event):
     before = event.text_until_cursor

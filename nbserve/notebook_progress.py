@@ -20,8 +20,9 @@ class ProgressView(widgets.VBox):
     """``view = ProgressView(); display(view); ws.serve(..., progress=view)``; then ``done`` or ``fail``."""
 
     def __init__(self, title: str = "", **kwargs):
-        self.bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
-                                         layout=widgets.Layout(width="220px"))
+        self.bar = widgets.FloatProgress(
+            value=0.0, min=0.0, max=1.0, bar_style="info", layout=widgets.Layout(width="220px")
+        )
         self.step = widgets.HTML()
         self.error = widgets.HTML()
         super().__init__(children=[widgets.HBox([self.bar, self.step]), self.error], **kwargs)
@@ -66,9 +67,14 @@ class ProgressView(widgets.VBox):
         self.bar.bar_style = _BAR_STYLES["failed"]
         self._show(f"failed: {message.splitlines()[0] if message else ''}")
         text = message if details is None else details
-        self.error.value = "" if not text else (
-            f"<pre style='color: var(--jp-error-color1, #c62828); white-space: pre-wrap; max-height: 20em; "
-            f"overflow: auto; margin: 2px 0'>{html.escape(text)}</pre>")
+        self.error.value = (
+            ""
+            if not text
+            else (
+                f"<pre style='color: var(--jp-error-color1, #c62828); white-space: pre-wrap; max-height: 20em; "
+                f"overflow: auto; margin: 2px 0'>{html.escape(text)}</pre>"
+            )
+        )
 
     def _show(self, message: str) -> None:
         elapsed = time.monotonic() - self._started

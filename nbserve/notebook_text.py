@@ -33,8 +33,7 @@ def table(rows, headers) -> str:
     """Left-aligned columns separated by two spaces; put volatile columns last so widths stay stable."""
     rows = [[str(x) for x in row] for row in rows]
     widths = [max(len(x) for x in col) for col in zip(headers, *rows)]
-    return "\n".join("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip()
-                     for row in (list(headers), *rows))
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in (list(headers), *rows))
 
 
 def error_text(exc: BaseException) -> str:

@@ -195,8 +195,10 @@ class Registry:
         except FileNotFoundError:
             raise ArtifactIntegrityError(f"artifact {sha[:12]} is missing from {self.artifacts}") from None
         if sha256_bytes(data) != sha:
-            raise ArtifactIntegrityError(f"artifact {sha[:12]}: manifest.json does not match its sha256; "
-                                         f"the registry at {self.home} was modified on disk")
+            raise ArtifactIntegrityError(
+                f"artifact {sha[:12]}: manifest.json does not match its sha256; "
+                f"the registry at {self.home} was modified on disk"
+            )
         return json.loads(data)
 
     def verify_artifact(self, sha: str) -> dict:
@@ -210,8 +212,10 @@ class Registry:
         manifest = self.read_manifest(sha)
         data = (self.artifacts / sha / PICKLE).read_bytes()
         if sha256_bytes(data) != manifest["pickle_sha256"]:
-            raise ArtifactIntegrityError(f"artifact {sha[:12]}: model.pkl does not match its sha256; "
-                                         f"refusing to unpickle bytes that changed on disk")
+            raise ArtifactIntegrityError(
+                f"artifact {sha[:12]}: model.pkl does not match its sha256; "
+                f"refusing to unpickle bytes that changed on disk"
+            )
         return data
 
     # -- versions ------------------------------------------------------------------------------
@@ -219,23 +223,28 @@ class Registry:
     def add_version(self, name: str, sha: str, python: str) -> tuple[VersionRow, bool]:
         """Record (name, artifact) as the next version; the same artifact twice returns the existing one."""
         with self._tx() as db:
-            row = db.execute("SELECT name, version, sha256, created, python FROM versions "
-                             "WHERE name=? AND sha256=?", (name, sha)).fetchone()
+            row = db.execute(
+                "SELECT name, version, sha256, created, python FROM versions WHERE name=? AND sha256=?", (name, sha)
+            ).fetchone()
             if row:
                 return VersionRow(*row), False
-            (last,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE name=?",
-                                 (name,)).fetchone()
+            (last,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE name=?", (name,)).fetchone()
             row = (name, last + 1, sha, time.time(), python)
             db.execute("INSERT INTO versions VALUES (?,?,?,?,?)", row)
             return VersionRow(*row), True
 
     def get_version(self, name: str, version: int | None = None) -> VersionRow:
         if version is None:
-            rows = self._query("SELECT name, version, sha256, created, python FROM versions WHERE name=? "
-                               "ORDER BY version DESC LIMIT 1", (name,))
+            rows = self._query(
+                "SELECT name, version, sha256, created, python FROM versions WHERE name=? "
+                "ORDER BY version DESC LIMIT 1",
+                (name,),
+            )
         else:
-            rows = self._query("SELECT name, version, sha256, created, python FROM versions "
-                               "WHERE name=? AND version=?", (name, int(version)))
+            rows = self._query(
+                "SELECT name, version, sha256, created, python FROM versions WHERE name=? AND version=?",
+                (name, int(version)),
+            )
         if not rows:
             known = [r[0] for r in self._query("SELECT DISTINCT name FROM versions ORDER BY name")]
             if version is not None and name in known:
@@ -246,17 +255,19 @@ class Registry:
 
     def list_versions(self, name: str | None = None) -> list[VersionRow]:
         if name is None:
-            rows = self._query("SELECT name, version, sha256, created, python FROM versions "
-                               "ORDER BY name, version")
+            rows = self._query("SELECT name, version, sha256, created, python FROM versions ORDER BY name, version")
         else:
-            rows = self._query("SELECT name, version, sha256, created, python FROM versions WHERE name=? "
-                               "ORDER BY version", (name,))
+            rows = self._query(
+                "SELECT name, version, sha256, created, python FROM versions WHERE name=? ORDER BY version", (name,)
+            )
         return [VersionRow(*r) for r in rows]
 
     def latest_versions(self) -> list[VersionRow]:
-        rows = self._query("SELECT v.name, v.version, v.sha256, v.created, v.python FROM versions v "
-                           "JOIN (SELECT name, MAX(version) AS m FROM versions GROUP BY name) l "
-                           "ON v.name=l.name AND v.version=l.m ORDER BY v.name")
+        rows = self._query(
+            "SELECT v.name, v.version, v.sha256, v.created, v.python FROM versions v "
+            "JOIN (SELECT name, MAX(version) AS m FROM versions GROUP BY name) l "
+            "ON v.name=l.name AND v.version=l.m ORDER BY v.name"
+        )
         return [VersionRow(*r) for r in rows]
 
     # -- instances -----------------------------------------------------------------------------
@@ -268,9 +279,22 @@ class Registry:
 
     def add_instance(self, row: InstanceRow) -> None:
         with self._tx() as db:
-            db.execute(f"INSERT INTO instances ({self._ICOLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                       (row.id, row.name, row.version, row.runtime, row.host, row.port, row.desired,
-                        row.created, row.started, json.dumps(row.handle), json.dumps(row.options)))
+            db.execute(
+                f"INSERT INTO instances ({self._ICOLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    row.id,
+                    row.name,
+                    row.version,
+                    row.runtime,
+                    row.host,
+                    row.port,
+                    row.desired,
+                    row.created,
+                    row.started,
+                    json.dumps(row.handle),
+                    json.dumps(row.options),
+                ),
+            )
 
     def update_instance(self, id: str, **fields) -> None:
         if not fields:
@@ -302,6 +326,8 @@ def require_name(name: str) -> str:
     import re
 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
-        raise NbserveError(f"invalid model name {name!r}: use letters, digits, '_', '.' or '-' "
-                           f"(starting with a letter or digit, at most 100 characters)")
+        raise NbserveError(
+            f"invalid model name {name!r}: use letters, digits, '_', '.' or '-' "
+            f"(starting with a letter or digit, at most 100 characters)"
+        )
     return name

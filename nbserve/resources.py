@@ -48,14 +48,26 @@ class ModelVersion:
         return self._workspace.serve(self.id, **kwargs)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "name": self.name, "version": self.version, "sha256": self.sha256,
-                "created": self.created, "methods": self.methods, "requirements": self.requirements,
-                "signature": self.signature, "python": self.python, "kind": self.manifest.get("kind"),
-                "object_type": self.manifest.get("object_type")}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "created": self.created,
+            "methods": self.methods,
+            "requirements": self.requirements,
+            "signature": self.signature,
+            "python": self.python,
+            "kind": self.manifest.get("kind"),
+            "object_type": self.manifest.get("object_type"),
+        }
 
     def __eq__(self, other):
         return isinstance(other, ModelVersion) and (self.name, self.version, self.sha256) == (
-            other.name, other.version, other.sha256)
+            other.name,
+            other.version,
+            other.sha256,
+        )
 
     def __hash__(self):
         return hash((self.name, self.version, self.sha256))
@@ -91,7 +103,7 @@ class Instance:
     def uptime(self) -> float | None:
         return time.time() - self.started if self.status == "running" and self.started else None
 
-    def reload(self) -> "Instance":
+    def reload(self) -> Instance:
         fresh = self._workspace.get_instance(self.id)
         self._row, self.status = fresh._row, fresh.status
         return self
@@ -108,16 +120,17 @@ class Instance:
 
         # the registry already knows what /interface.json would say: save the client that round trip
         manifest = self._workspace.get_model(self.model).manifest
-        return Client(self.url, timeout=timeout, token=self.auth_token,
-                      interface=interface_document(manifest, self.model))
+        return Client(
+            self.url, timeout=timeout, token=self.auth_token, interface=interface_document(manifest, self.model)
+        )
 
     def logs(self, tail: int = 200) -> str:
         return self._workspace.logs(self.id, tail=tail)
 
-    def stop(self) -> "Instance":
+    def stop(self) -> Instance:
         return self._take(self._workspace.stop(self.id))
 
-    def start(self, progress=None) -> "Instance":
+    def start(self, progress=None) -> Instance:
         return self._take(self._workspace.start(self.id, progress=progress))
 
     def remove(self) -> None:
@@ -129,10 +142,21 @@ class Instance:
         return self
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "model": self.model, "name": self.name, "version": self.version,
-                "runtime": self.runtime, "status": self.status, "url": self.url, "port": self.port,
-                "host": self.host, "created": self.created, "started": self.started, "uptime": self.uptime,
-                "auth": mask(self.auth_token)}
+        return {
+            "id": self.id,
+            "model": self.model,
+            "name": self.name,
+            "version": self.version,
+            "runtime": self.runtime,
+            "status": self.status,
+            "url": self.url,
+            "port": self.port,
+            "host": self.host,
+            "created": self.created,
+            "started": self.started,
+            "uptime": self.uptime,
+            "auth": mask(self.auth_token),
+        }
 
     def __repr__(self):
         return f"<Instance {self.id} {self.model} {self.runtime} {self.status} {self.url}>"

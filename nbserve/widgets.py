@@ -55,8 +55,13 @@ class _Shared:
         return widgets.HTML(value, layout=self.cell_layout, style=self.cell_style)
 
     def button(self, description: str, tooltip: str, style: str = "") -> widgets.Button:
-        return widgets.Button(description=description, tooltip=tooltip, button_style=style,
-                              layout=self.button_layout, style=self.button_style)
+        return widgets.Button(
+            description=description,
+            tooltip=tooltip,
+            button_style=style,
+            layout=self.button_layout,
+            style=self.button_style,
+        )
 
     def close(self) -> None:
         for w in vars(self).values():
@@ -74,8 +79,14 @@ def _close(widget) -> None:
 
 def _grid(columns: int) -> widgets.GridBox:
     # max-content columns keep the table compact; overflow scrolls it sideways in a narrow notebook
-    return widgets.GridBox(layout=widgets.Layout(grid_template_columns=f"repeat({columns}, max-content)",
-                                                 grid_gap="2px 10px", align_items="center", overflow="auto"))
+    return widgets.GridBox(
+        layout=widgets.Layout(
+            grid_template_columns=f"repeat({columns}, max-content)",
+            grid_gap="2px 10px",
+            align_items="center",
+            overflow="auto",
+        )
+    )
 
 
 def _set(widget, **values) -> None:
@@ -88,21 +99,27 @@ def _set(widget, **values) -> None:
 class _ModelRow:
     HEADERS = ("model", "latest", "versions", "methods", "requirements", "created", "runtime", "port", "")
 
-    def __init__(self, panel: "Panel", name: str):
+    def __init__(self, panel: Panel, name: str):
         self.name = name
         shared = panel._shared
         self.cells = [shared.cell() for _ in range(6)]
-        self.runtime = widgets.Dropdown(options=RUNTIME_CHOICES, value="auto", layout=shared.runtime_layout,
-                                        style=shared.runtime_style)
+        self.runtime = widgets.Dropdown(
+            options=RUNTIME_CHOICES, value="auto", layout=shared.runtime_layout, style=shared.runtime_style
+        )
         self.port = widgets.Text(placeholder="any", layout=shared.port_layout, style=shared.port_style)
         self.start = shared.button("Start", f"start a new instance of {name} (latest version)", "success")
         self.start.on_click(lambda _: panel.start_model(name))
         self.widgets = [*self.cells, self.runtime, self.port, self.start]
 
     def update(self, mv, versions: int) -> None:
-        values = (f"<b>{html.escape(mv.name)}</b>", str(mv.version), str(versions), html.escape(", ".join(mv.methods)),
-                  f"<span title='{html.escape(chr(10).join(mv.requirements))}'>{len(mv.requirements)}</span>",
-                  when(mv.created))
+        values = (
+            f"<b>{html.escape(mv.name)}</b>",
+            str(mv.version),
+            str(versions),
+            html.escape(", ".join(mv.methods)),
+            f"<span title='{html.escape(chr(10).join(mv.requirements))}'>{len(mv.requirements)}</span>",
+            when(mv.created),
+        )
         for cell, value in zip(self.cells, values):
             _set(cell, value=value)
 
@@ -114,7 +131,7 @@ class _ModelRow:
 class _InstanceRow:
     HEADERS = ("instance", "model", "runtime", "status", "url", "uptime", "", "", "", "")
 
-    def __init__(self, panel: "Panel", id: str):
+    def __init__(self, panel: Panel, id: str):
         self.id = id
         shared = panel._shared
         self.cells = [shared.cell() for _ in range(6)]
@@ -132,10 +149,22 @@ class _InstanceRow:
     def update(self, inst) -> None:
         colour = {"running": "#2e7d32", "exited": "#c62828", "missing": "#c62828"}.get(inst.status, "#757575")
         url = inst.url if inst.status == "running" else None
-        link = (f"<a href='{html.escape(url)}' target='_blank' style='{LINK_STYLE}'>{html.escape(url)}</a> · "
-                f"<a href='{html.escape(url)}/docs' target='_blank' style='{LINK_STYLE}'>docs</a>") if url else "-"
-        values = (html.escape(inst.id), html.escape(inst.model), html.escape(inst.runtime),
-                  f"<span style='color: {colour}'>{html.escape(inst.status)}</span>", link, duration(inst.uptime))
+        link = (
+            (
+                f"<a href='{html.escape(url)}' target='_blank' style='{LINK_STYLE}'>{html.escape(url)}</a> · "
+                f"<a href='{html.escape(url)}/docs' target='_blank' style='{LINK_STYLE}'>docs</a>"
+            )
+            if url
+            else "-"
+        )
+        values = (
+            html.escape(inst.id),
+            html.escape(inst.model),
+            html.escape(inst.runtime),
+            f"<span style='color: {colour}'>{html.escape(inst.status)}</span>",
+            link,
+            duration(inst.uptime),
+        )
         for cell, value in zip(self.cells, values):
             _set(cell, value=value)
         self.enable(inst.status)
@@ -182,8 +211,9 @@ class Panel(widgets.VBox):
         self._model_headers = [shared.cell(f"<b>{h}</b>") for h in _ModelRow.HEADERS]
         self._instance_headers = [shared.cell(f"<b>{h}</b>") for h in _InstanceRow.HEADERS]
         # these two are shown or hidden through their layouts: each has its own
-        self.no_models = widgets.HTML("<i>No models registered yet: <code>%serve VARIABLE</code> registers and "
-                                      "serves one.</i>")
+        self.no_models = widgets.HTML(
+            "<i>No models registered yet: <code>%serve VARIABLE</code> registers and serves one.</i>"
+        )
         self.no_instances = widgets.HTML("<i>No instances: the Start button of a model starts one.</i>")
         self.progress = ProgressView(layout=widgets.Layout(display="none"))
         self.logs_title = shared.cell()
@@ -192,15 +222,43 @@ class Panel(widgets.VBox):
         self.logs = shared.cell()
         logs_header = widgets.HBox([self.logs_title, self.hide_logs])
         self.logs_box = widgets.VBox([logs_header, self.logs], layout=widgets.Layout(display="none"))
-        titles = [shared.cell("<h3 style='margin: 4px 0'>Models</h3>"),
-                  shared.cell("<h3 style='margin: 4px 0'>Instances</h3>")]
+        titles = [
+            shared.cell("<h3 style='margin: 4px 0'>Models</h3>"),
+            shared.cell("<h3 style='margin: 4px 0'>Instances</h3>"),
+        ]
         header = widgets.HBox([self.refresh_button, self.status], layout=widgets.Layout(align_items="center"))
-        self._own = [header, self.refresh_button, self.status, *titles, self.models_grid, self.instances_grid,
-                     *self._model_headers, *self._instance_headers, self.no_models, self.no_instances,
-                     *self.progress.all_widgets(), self.logs_box, logs_header, self.logs_title, self.hide_logs,
-                     self.logs]
-        super().__init__(children=[header, titles[0], self.models_grid, self.no_models, titles[1],
-                                   self.instances_grid, self.no_instances, self.progress, self.logs_box], **kwargs)
+        self._own = [
+            header,
+            self.refresh_button,
+            self.status,
+            *titles,
+            self.models_grid,
+            self.instances_grid,
+            *self._model_headers,
+            *self._instance_headers,
+            self.no_models,
+            self.no_instances,
+            *self.progress.all_widgets(),
+            self.logs_box,
+            logs_header,
+            self.logs_title,
+            self.hide_logs,
+            self.logs,
+        ]
+        super().__init__(
+            children=[
+                header,
+                titles[0],
+                self.models_grid,
+                self.no_models,
+                titles[1],
+                self.instances_grid,
+                self.no_instances,
+                self.progress,
+                self.logs_box,
+            ],
+            **kwargs,
+        )
         # Ask the frontend to count the views showing this panel, so the refresh thread can stop
         # once none does (ipywidgets' experimental _view_count; None means "not tracked").
         self._view_count = 0
@@ -220,15 +278,21 @@ class Panel(widgets.VBox):
                 counts = {m.name: len(self.workspace.versions(m.name)) for m in models}
                 instances = self.workspace.instances()
             except NbserveError as exc:
-                _set(self.status, value=f"<span style='color: #c62828'>cannot read the registry: "
-                                        f"{html.escape(error_text(exc))}</span>")
+                _set(
+                    self.status,
+                    value=f"<span style='color: #c62828'>cannot read the registry: "
+                    f"{html.escape(error_text(exc))}</span>",
+                )
                 raise
             self._sync_models(models, counts)
             self._sync_instances(instances)
             running = sum(i.status == "running" for i in instances)
-            _set(self.status, value=f"{len(models)} model{'s' * (len(models) != 1)} · {running} of "
-                                    f"{len(instances)} instance{'s' * (len(instances) != 1)} running · "
-                                    f"<span style='opacity: .6'>refreshed {time.strftime('%H:%M:%S')}</span>")
+            _set(
+                self.status,
+                value=f"{len(models)} model{'s' * (len(models) != 1)} · {running} of "
+                f"{len(instances)} instance{'s' * (len(instances) != 1)} running · "
+                f"<span style='opacity: .6'>refreshed {time.strftime('%H:%M:%S')}</span>",
+            )
             return models, instances
 
     def _refresh_quietly(self) -> None:
@@ -292,16 +356,20 @@ class Panel(widgets.VBox):
             chosen = port if port is not None or row is None else _port(row.port.value)
             return self.workspace.serve(name, runtime=runtime, port=chosen, progress=say)
 
-        return self._act(f"starting {name} ({runtime})", work,
-                         lambda inst: f"{inst.id} is serving {inst.model} at {inst.url}")
+        return self._act(
+            f"starting {name} ({runtime})", work, lambda inst: f"{inst.id} is serving {inst.model} at {inst.url}"
+        )
 
     def stop_instance(self, id: str):
         return self._act(f"stopping {id}", lambda say: self.workspace.stop(id), lambda inst: f"{id} {inst.status}")
 
     def start_instance(self, id: str):
         """Start a stopped instance again (a failed start shows the server's log tail)."""
-        return self._act(f"starting {id}", lambda say: self.workspace.start(id, progress=say),
-                         lambda inst: f"{id} is serving {inst.model} at {inst.url}")
+        return self._act(
+            f"starting {id}",
+            lambda say: self.workspace.start(id, progress=say),
+            lambda inst: f"{id} is serving {inst.model} at {inst.url}",
+        )
 
     def remove_instance(self, id: str):
         def work(say):
@@ -319,8 +387,11 @@ class Panel(widgets.VBox):
             self._show_failure(f"logs of {id}", error_text(exc))
             return ""
         _set(self.logs_title, value=f"<b>logs of {html.escape(id)}</b> (last {tail} lines)")
-        _set(self.logs, value=f"<pre style='max-height: 24em; overflow: auto; margin: 0'>"
-                              f"{html.escape(text) or '(no log lines yet)'}</pre>")
+        _set(
+            self.logs,
+            value=f"<pre style='max-height: 24em; overflow: auto; margin: 0'>"
+            f"{html.escape(text) or '(no log lines yet)'}</pre>",
+        )
         _set(self.logs_box.layout, display="")
         self._logs_id = id
         return text
@@ -378,8 +449,12 @@ class Panel(widgets.VBox):
         if self.comm is None or (self._thread is not None and self._thread.is_alive()):
             return
         self._stop_event = threading.Event()
-        self._thread = threading.Thread(target=_auto_refresh, name="nbserve-panel-refresh", daemon=True,
-                                        args=(weakref.ref(self), self._stop_event, self.refresh_seconds))
+        self._thread = threading.Thread(
+            target=_auto_refresh,
+            name="nbserve-panel-refresh",
+            daemon=True,
+            args=(weakref.ref(self), self._stop_event, self.refresh_seconds),
+        )
         self._thread.start()
         _auto_refreshing.append(weakref.ref(self))
         live = [r for r in _auto_refreshing if r() is not None and r().auto_refreshing]

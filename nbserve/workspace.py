@@ -60,8 +60,9 @@ class Workspace:
     def choose_runtime(self, runtime: str = "auto", progress=None) -> str:
         if runtime in (None, "auto"):
             chosen = "docker" if docker_available() else "process"
-            _progress(progress)(f"runtime 'auto' chose {chosen}" +
-                                ("" if chosen == "docker" else " (no Docker engine answered)"))
+            _progress(progress)(
+                f"runtime 'auto' chose {chosen}" + ("" if chosen == "docker" else " (no Docker engine answered)")
+            )
             return chosen
         if runtime not in RUNTIMES:
             raise NbserveError(f"unknown runtime {runtime!r}; expected 'auto', {', '.join(map(repr, RUNTIMES))}")
@@ -70,14 +71,23 @@ class Workspace:
     # -- models --------------------------------------------------------------------------------
 
     def _version(self, row) -> ModelVersion:
-        return ModelVersion(name=row.name, version=row.version, sha256=row.sha256, created=row.created,
-                            python_executable=row.python, manifest=self.registry.read_manifest(row.sha256),
-                            artifact_dir=self.registry.artifact_dir(row.sha256), _workspace=self)
+        return ModelVersion(
+            name=row.name,
+            version=row.version,
+            sha256=row.sha256,
+            created=row.created,
+            python_executable=row.python,
+            manifest=self.registry.read_manifest(row.sha256),
+            artifact_dir=self.registry.artifact_dir(row.sha256),
+            _workspace=self,
+        )
 
     def _name_for(self, obj, name):
         if isinstance(obj, (str, ModelVersion)):
-            raise NbserveError("register() takes the live object (a model or a function), not a name; "
-                               "to serve a registered model use serve(name)")
+            raise NbserveError(
+                "register() takes the live object (a model or a function), not a name; "
+                "to serve a registered model use serve(name)"
+            )
         if name is None:
             name = getattr(obj, "__name__", None)
             if not isinstance(name, str) or not name.isidentifier() or name == "<lambda>":
@@ -94,8 +104,10 @@ class Workspace:
         sha = self.registry.store_artifact(captured.pickle, captured.manifest)
         row, created = self.registry.add_version(name, sha, sys.executable)
         mv = self._version(row)
-        say(f"{'registered' if created else 'already registered as'} {mv.id}: methods {mv.methods}, "
-            f"{len(mv.requirements)} pinned requirements")
+        say(
+            f"{'registered' if created else 'already registered as'} {mv.id}: methods {mv.methods}, "
+            f"{len(mv.requirements)} pinned requirements"
+        )
         return mv
 
     def models(self) -> list[ModelVersion]:
@@ -133,9 +145,20 @@ class Workspace:
         except RuntimeUnavailableError:
             return "unknown"
 
-    def serve(self, target, name: str | None = None, sample=None, runtime: str = "auto", port: int | None = None,
-              workers: int = 1, host: str = "127.0.0.1", version: int | None = None, methods=None,
-              progress=None, **options) -> Instance:
+    def serve(
+        self,
+        target,
+        name: str | None = None,
+        sample=None,
+        runtime: str = "auto",
+        port: int | None = None,
+        workers: int = 1,
+        host: str = "127.0.0.1",
+        version: int | None = None,
+        methods=None,
+        progress=None,
+        **options,
+    ) -> Instance:
         say = _progress(progress)
         if int(workers) < 1:
             raise NbserveError(f"workers must be at least 1, got {workers}")
@@ -143,8 +166,9 @@ class Workspace:
         options = check_options(options)  # timeout, max_body, auth_token (True -> a generated token)
         if isinstance(target, (str, ModelVersion)):
             if sample is not None or methods is not None:
-                raise NbserveError("sample= and methods= apply when registering a live object; "
-                                   f"{target!r} is already registered")
+                raise NbserveError(
+                    f"sample= and methods= apply when registering a live object; {target!r} is already registered"
+                )
             mv = self.get_model(target, version)
             runtime = self.choose_runtime(runtime, say)
         else:
@@ -158,9 +182,18 @@ class Workspace:
                 mv = PendingVersion(self, draft(target, name, sample, methods), name, say)
             else:
                 mv = self.register(target, name=name, sample=sample, methods=methods, progress=say)
-        row = InstanceRow(id=f"{mv.name}-{secrets.token_hex(3)}", name=mv.name, version=mv.version,
-                          runtime=runtime, host=host, port=port, desired="running", created=time.time(),
-                          started=None, options={"workers": int(workers), "port": port, **options})
+        row = InstanceRow(
+            id=f"{mv.name}-{secrets.token_hex(3)}",
+            name=mv.name,
+            version=mv.version,
+            runtime=runtime,
+            host=host,
+            port=port,
+            desired="running",
+            created=time.time(),
+            started=None,
+            options={"workers": int(workers), "port": port, **options},
+        )
         rt = self.runtime(runtime)
         say(f"starting {mv.id} on the {runtime} runtime")
         try:
@@ -180,7 +213,9 @@ class Workspace:
         inst = self._instance(row, "running")
         say(f"{inst.id} is serving {inst.model} at {inst.url}")
         if inst.auth_token:  # never the whole token in a message: the first characters only
-            say(f"{inst.id} requires the bearer token {mask(inst.auth_token)} (inst.auth_token); inst.client() sends it")
+            say(
+                f"{inst.id} requires the bearer token {mask(inst.auth_token)} (inst.auth_token); inst.client() sends it"
+            )
         return inst
 
     def instances(self, model: str | None = None) -> list[Instance]:
@@ -224,8 +259,7 @@ class Workspace:
         say(f"starting {row.id} ({row.model}) on the {row.runtime} runtime")
         row.handle = rt.start(row, mv, say)
         row.desired, row.started = "running", time.time()
-        self.registry.update_instance(id, desired="running", port=row.port, handle=row.handle,
-                                      started=row.started)
+        self.registry.update_instance(id, desired="running", port=row.port, handle=row.handle, started=row.started)
         return self._instance(row, "running")
 
     def remove(self, id: str) -> None:
@@ -289,8 +323,11 @@ def _check_host(host: str) -> None:
         ipaddress.ip_address(host)
     except ValueError:
         raise NbserveError(f"host must be an IP address to bind, got {host!r}") from None
-    warnings.warn(f"serving on {host}: the model will answer anyone who can reach this address; "
-                  f"the default 127.0.0.1 keeps it local", stacklevel=3)
+    warnings.warn(
+        f"serving on {host}: the model will answer anyone who can reach this address; "
+        f"the default 127.0.0.1 keeps it local",
+        stacklevel=3,
+    )
 
 
 _default: dict = {}

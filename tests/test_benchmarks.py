@@ -16,10 +16,28 @@ def test_serve_bench_runs_and_reports_every_server(tmp_path):
     need(shutil.which("wrk") is not None, "wrk (the benchmark's load generator)", "apt-get install -y wrk")
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "serve_bench.py"), "--rounds", "1", "--starts", "1",
-         "--requests", "200", "--batch-requests", "5", "--first-runs", "1", "--only", "nbserve,bare Flask",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=280)
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "serve_bench.py"),
+            "--rounds",
+            "1",
+            "--starts",
+            "1",
+            "--requests",
+            "200",
+            "--batch-requests",
+            "5",
+            "--first-runs",
+            "1",
+            "--only",
+            "nbserve,bare Flask",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "| nbserve |" in proc.stdout and "| bare Flask |" in proc.stdout
     assert "nbserve / bare Flask: server CPU per 1-row request" in proc.stdout
@@ -47,8 +65,12 @@ def _environ(pid) -> bytes:
 
 
 def test_wsgi_micro_benchmark_runs():
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "wsgi_micro.py"), "--n", "20",
-                           "--rounds", "2"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "wsgi_micro.py"), "--n", "20", "--rounds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if "us CPU per 1-row request" in ln]
     assert [ln.split(":")[0].strip() for ln in lines] == ["nbserve", "bare Flask", "raw WSGI"]

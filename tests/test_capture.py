@@ -84,23 +84,28 @@ def test_pickle_scan_finds_the_modules_of_referenced_classes(diabetes):
 def test_local_module_is_pickled_by_value_and_loads_without_its_file(tmp_path, home, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
-    (src / "mylocalfeatures.py").write_text(textwrap.dedent("""
+    (src / "mylocalfeatures.py").write_text(
+        textwrap.dedent("""
         import numpy as np
 
         def double(x):
             return np.asarray(x) * 2
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(src))
     import mylocalfeatures
 
-    mv = nbserve.register(mylocalfeatures.double, name="double", sample=np.arange(6.0).reshape(3, 2),
-                          progress=False)
+    mv = nbserve.register(mylocalfeatures.double, name="double", sample=np.arange(6.0).reshape(3, 2), progress=False)
     assert not any("mylocalfeatures" in r for r in mv.requirements)
     # load it where the module does not exist: a fresh interpreter with a different working directory
-    code = ("import nbserve, numpy as np; f = nbserve.get_model('double').load(); "
-            "print(f(np.ones((1, 2))).tolist())")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env={"NBSERVE_HOME": str(home), "PATH": "/usr/bin:/bin"})
+    code = "import nbserve, numpy as np; f = nbserve.get_model('double').load(); print(f(np.ones((1, 2))).tolist())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"NBSERVE_HOME": str(home), "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[[2.0, 2.0]]"
 
@@ -127,7 +132,11 @@ def test_signature_of_dicts_and_lists():
     from nbserve.server.schema import describe
 
     sample = {"ids": [1, 2], "x": np.zeros((4, 2), dtype="int32"), "label": "a"}
-    assert describe(sample) == {"type": "dict", "fields": {
-        "ids": {"type": "list", "items": {"type": "integer"}},
-        "x": {"type": "ndarray", "dtype": "int32", "shape": [None, 2]},
-        "label": {"type": "string"}}}
+    assert describe(sample) == {
+        "type": "dict",
+        "fields": {
+            "ids": {"type": "list", "items": {"type": "integer"}},
+            "x": {"type": "ndarray", "dtype": "int32", "shape": [None, 2]},
+            "label": {"type": "string"},
+        },
+    }

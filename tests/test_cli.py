@@ -8,8 +8,13 @@ import requests
 
 
 def nbserve(home, *args):
-    out = subprocess.run([sys.executable, "-m", "nbserve.cli", *args], capture_output=True, text=True,
-                         env={"NBSERVE_HOME": str(home), "PATH": "/usr/bin:/bin"}, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "nbserve.cli", *args],
+        capture_output=True,
+        text=True,
+        env={"NBSERVE_HOME": str(home), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     return out.returncode, out.stdout, out.stderr
 
 

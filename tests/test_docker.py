@@ -93,15 +93,25 @@ def test_build_makes_a_labelled_non_root_image_without_wheels_or_pip(built, engi
     assert built.image.model == "diabetes:1"
     labels = image.labels
     assert (labels["nbserve.model"], labels["nbserve.version"], labels["nbserve.sha256"]) == (
-        "diabetes", "1", built.mv.sha256)
+        "diabetes",
+        "1",
+        built.mv.sha256,
+    )
     config = image.attrs["Config"]
     assert config["User"] and not config["User"].startswith(("0", "root"))
     assert "/health" in " ".join(config["Healthcheck"]["Test"])
     # the wheelhouse stayed in the dependency image: no layer of the model image copies it
     assert not [h for h in image.history() if "wheels" in (h.get("CreatedBy") or "")]
-    out = engine.containers.run(image.id, ["python", "-c",
-                                           "import importlib.util as u, os; print(u.find_spec('pip') is None, "
-                                           "os.getuid(), os.path.exists('/tmp/nbserve'))"], remove=True)
+    out = engine.containers.run(
+        image.id,
+        [
+            "python",
+            "-c",
+            "import importlib.util as u, os; print(u.find_spec('pip') is None, "
+            "os.getuid(), os.path.exists('/tmp/nbserve'))",
+        ],
+        remove=True,
+    )
     assert out.decode().split() == ["True", "10001", "False"]
     # progress named the wheel download, each Dockerfile step of both images, and the readiness check
     text = "\n".join(built.messages)
@@ -127,8 +137,11 @@ def test_a_new_version_with_the_same_requirements_reuses_the_dependency_layers(b
         assert any("dependency layers" in m and "reused" in m for m in messages)
         assert not any(m.startswith("downloading") for m in messages)
         # every step up to the server code comes from the cache: only the artifact, its ENV and LABEL are new
-        [(cached, total)] = [tuple(map(int, re.search(r"(\d+) of (\d+) steps from the layer cache", m).groups()))
-                             for m in messages if "steps from the layer cache" in m]
+        [(cached, total)] = [
+            tuple(map(int, re.search(r"(\d+) of (\d+) steps from the layer cache", m).groups()))
+            for m in messages
+            if "steps from the layer cache" in m
+        ]
         assert cached == total - 2 - 3  # 2 FROM lines are not counted as cached
     assert [i.tag for i in images] == ["nbserve/diabetes:2", "nbserve/diabetes:3"]
     first, second = (engine.images.get(i.id).attrs["RootFS"]["Layers"] for i in images)
@@ -166,8 +179,9 @@ def test_a_base_image_with_another_python_is_refused(built, ws, engine, session_
     ctx.mkdir()
     (ctx / "python3").write_text(f"#!/bin/sh\necho '{probe}'\n")
     (ctx / "python3").chmod(0o755)
-    (ctx / "Dockerfile").write_text(f"FROM {base_image()}\nCOPY python3 /usr/local/bin/python3\n"
-                                    f"LABEL nbserve.home={session_prefix}old-python\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {base_image()}\nCOPY python3 /usr/local/bin/python3\nLABEL nbserve.home={session_prefix}old-python\n"
+    )
     engine.images.build(path=str(ctx), tag="nbserve-test/python:3.9", network_mode="none", rm=True)
     mv = ws.register(built.lr, name="diabetes", sample=built.X, progress=False)
     with pytest.raises(BuildError, match=r"has Python 3\.9\.18, but diabetes:1 was pickled by Python 3\.11"):
@@ -211,8 +225,11 @@ def test_readiness_check_names_the_method_and_the_difference(built, ws):
         return np.full(len(X), float(in_image()))
 
     mv = ws.register(in_docker, sample=built.X[:5], progress=False)
-    with pytest.raises(BuildError, match=r"in_docker:1\.in_docker answers differently in the image .*: "
-                                         r"data\[0\]: 0\.0 in the kernel, 1\.0 in the image"):
+    with pytest.raises(
+        BuildError,
+        match=r"in_docker:1\.in_docker answers differently in the image .*: "
+        r"data\[0\]: 0\.0 in the kernel, 1\.0 in the image",
+    ):
         ws.build(mv, progress=False)
 
 
@@ -312,8 +329,9 @@ def test_port_clash_is_a_clear_error_and_leaves_nothing_behind(built, ws, engine
 @pytest.mark.docker
 def test_restart_policy_option(built, ws, engine):
     with pytest.raises(NbserveError, match="restart_policy='sometimes'"):
-        ws.serve(built.lr, name="diabetes", sample=built.X, runtime="docker", restart_policy="sometimes",
-                 progress=False)
+        ws.serve(
+            built.lr, name="diabetes", sample=built.X, runtime="docker", restart_policy="sometimes", progress=False
+        )
     inst = ws.serve("diabetes", runtime="docker", restart_policy="unless-stopped", progress=False)
     assert container_of(engine, inst).attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
 

@@ -20,15 +20,15 @@ def served(workspace, diabetes):
 def test_a_body_is_the_same_whether_sized_or_chunked(served):
     inst, X, lr = served
     body = jsonio.dumps({"data": X[:50]})
-    sized = requests.post(inst.url + "/predict", data=body, headers={"Content-Type": "application/json"},
-                          timeout=10)
+    sized = requests.post(inst.url + "/predict", data=body, headers={"Content-Type": "application/json"}, timeout=10)
 
     def chunks():  # no Content-Length: requests sends Transfer-Encoding: chunked
         for i in range(0, len(body), 1000):
-            yield body[i:i + 1000]
+            yield body[i : i + 1000]
 
-    chunked = requests.post(inst.url + "/predict", data=chunks(), headers={"Content-Type": "application/json"},
-                            timeout=10)
+    chunked = requests.post(
+        inst.url + "/predict", data=chunks(), headers={"Content-Type": "application/json"}, timeout=10
+    )
     assert sized.status_code == chunked.status_code == 200
     assert sized.json() == chunked.json()
     np.testing.assert_array_equal(np.asarray(sized.json()["data"]), lr.predict(X[:50]))
@@ -45,7 +45,7 @@ def test_over_the_limit_is_still_a_413_sized_or_chunked(served):
 
     def chunks():
         for i in range(0, len(body), 4096):
-            yield body[i:i + 4096]
+            yield body[i : i + 4096]
 
     try:
         chunked = requests.post(inst.url + "/predict", data=chunks(), timeout=10)

@@ -34,8 +34,9 @@ def api(jp_fetch):
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = b""
         headers = {} if token else {"Authorization": "token not-the-token"}
-        resp = await jp_fetch(*API_PREFIX.split("/"), *parts, method=method, body=body, headers=headers,
-                              raise_error=False, **kwargs)
+        resp = await jp_fetch(
+            *API_PREFIX.split("/"), *parts, method=method, body=body, headers=headers, raise_error=False, **kwargs
+        )
         return resp.code, (json.loads(resp.body) if resp.body else None)
 
     return call
@@ -88,9 +89,15 @@ def test_every_verb_of_every_route_requires_authentication(jp_web_app):
 
 
 ROUTES = [
-    ("GET", ("models",)), ("GET", ("models", "diabetes")), ("GET", ("instances",)),
-    ("POST", ("instances",)), ("POST", ("instances", "x", "stop")), ("POST", ("instances", "x", "start")),
-    ("DELETE", ("instances", "x")), ("GET", ("instances", "x", "logs")), ("GET", ("jobs", "x")),
+    ("GET", ("models",)),
+    ("GET", ("models", "diabetes")),
+    ("GET", ("instances",)),
+    ("POST", ("instances",)),
+    ("POST", ("instances", "x", "stop")),
+    ("POST", ("instances", "x", "start")),
+    ("DELETE", ("instances", "x")),
+    ("GET", ("instances", "x", "logs")),
+    ("GET", ("jobs", "x")),
 ]
 
 
@@ -162,8 +169,7 @@ async def test_start_predict_stop_start_remove_through_the_api(api, diabetes_mod
     assert nbserve.Client(inst["url"]).predict(X[:5]).tolist() == pytest.approx(lr.predict(X[:5]).tolist())
 
     status, body = await api("GET", "instances")
-    assert [(i["id"], i["status"], i["url"]) for i in body["instances"]] == [
-        (inst["id"], "running", inst["url"])]
+    assert [(i["id"], i["status"], i["url"]) for i in body["instances"]] == [(inst["id"], "running", inst["url"])]
     assert "job" not in body["instances"][0]
 
     status, body = await api("GET", "instances", inst["id"], "logs", params={"tail": 50})
@@ -183,8 +189,12 @@ async def test_start_predict_stop_start_remove_through_the_api(api, diabetes_mod
 
 
 async def test_unknown_instance_or_job_is_404(api):
-    for method, parts in [("POST", ("instances", "nope", "stop")), ("POST", ("instances", "nope", "start")),
-                          ("DELETE", ("instances", "nope")), ("GET", ("instances", "nope", "logs"))]:
+    for method, parts in [
+        ("POST", ("instances", "nope", "stop")),
+        ("POST", ("instances", "nope", "start")),
+        ("DELETE", ("instances", "nope")),
+        ("GET", ("instances", "nope", "logs")),
+    ]:
         status, body = await api(method, *parts)
         assert status == 404, (method, parts, body)
         assert body["error"]["type"] == "InstanceNotFoundError"
@@ -193,15 +203,18 @@ async def test_unknown_instance_or_job_is_404(api):
     assert status == 404 and "job-nope" in body["error"]["message"]
 
 
-@pytest.mark.parametrize("payload,kind,words", [
-    ("{not json", "BadRequest", "not valid JSON"),
-    ("[1, 2]", "BadRequest", "JSON object"),
-    ({}, "BadRequest", '"model" is required'),
-    ({"model": "diabetes", "gpu": True}, "BadRequest", "unknown field(s) gpu"),
-    ({"model": "diabetes", "runtime": "kubernetes"}, "BadRequest", "runtime"),
-    ({"model": "diabetes", "port": "9000"}, "BadRequest", '"port" must be an integer'),
-    ({"model": "diabetes", "version": "1"}, "BadRequest", '"version" must be an integer'),
-])
+@pytest.mark.parametrize(
+    "payload,kind,words",
+    [
+        ("{not json", "BadRequest", "not valid JSON"),
+        ("[1, 2]", "BadRequest", "JSON object"),
+        ({}, "BadRequest", '"model" is required'),
+        ({"model": "diabetes", "gpu": True}, "BadRequest", "unknown field(s) gpu"),
+        ({"model": "diabetes", "runtime": "kubernetes"}, "BadRequest", "runtime"),
+        ({"model": "diabetes", "port": "9000"}, "BadRequest", '"port" must be an integer'),
+        ({"model": "diabetes", "version": "1"}, "BadRequest", '"version" must be an integer'),
+    ],
+)
 async def test_bad_start_requests_are_400_and_say_what_is_expected(api, payload, kind, words):
     status, body = await api("POST", "instances", body=payload)
     assert status == 400, body
@@ -219,8 +232,7 @@ async def test_start_refusals_have_fitting_statuses(api, diabetes_model, monkeyp
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        status, body = await api("POST", "instances", body={"model": "diabetes", "runtime": "process",
-                                                            "port": port})
+        status, body = await api("POST", "instances", body={"model": "diabetes", "runtime": "process", "port": port})
     assert (status, body["error"]["type"]) == (409, "PortInUseError")
     assert str(port) in body["error"]["message"]
 
@@ -260,8 +272,9 @@ async def test_a_start_that_fails_later_is_a_failed_job_until_dismissed(api, wor
 
 @pytest.fixture
 def docker_base_image(request, monkeypatch, home):
-    from nbserve.runtimes.docker import remove_labelled
     from nbserve_testing import base_image, need_docker
+
+    from nbserve.runtimes.docker import remove_labelled
 
     need_docker().close()
     base = base_image()
@@ -275,8 +288,9 @@ def docker_base_image(request, monkeypatch, home):
 
 
 @pytest.mark.docker
-async def test_a_docker_start_runs_off_the_event_loop_and_reports_its_progress(api, workspace, diabetes,
-                                                                                docker_base_image):
+async def test_a_docker_start_runs_off_the_event_loop_and_reports_its_progress(
+    api, workspace, diabetes, docker_base_image
+):
     from sklearn.linear_model import LinearRegression
 
     X, y, _ = diabetes

@@ -84,8 +84,7 @@ def test_serve_a_classifier_prints_what_was_registered_and_returns_the_instance(
     inst = shell.user_ns["inst"]
     assert isinstance(inst, Instance) and inst.status == "running" and inst.model == "lr:1"
     lines = out.strip().splitlines()
-    assert re.fullmatch(r"registered lr:1 \(methods: predict, predict_proba; \d+ pinned requirements\)",
-                        lines[-3]), out
+    assert re.fullmatch(r"registered lr:1 \(methods: predict, predict_proba; \d+ pinned requirements\)", lines[-3]), out
     assert lines[-2] == "runtime: process"
     assert lines[-1] == f"instance {inst.id} is serving lr:1 at {inst.url}"
     assert lines[-1].endswith(inst.url)
@@ -112,7 +111,8 @@ def test_cell_magic_runs_the_cell_then_serves_what_it_defines(run, shell):
         "BAD = {'spam', 'scam'}\n"
         "texts = ['hello spam', 'hi there']\n"
         "def is_bad(texts):\n"
-        "    return [any(word in BAD for word in t.split()) for t in texts]\n")
+        "    return [any(word in BAD for word in t.split()) for t in texts]\n"
+    )
     assert result.success, err
     inst = result.result
     assert isinstance(inst, Instance) and inst.model == "is_bad:1"
@@ -156,13 +156,15 @@ def test_a_sample_that_does_not_fit_is_one_line(run, shell, iris_ns):
 
 
 def test_an_unpicklable_object_names_the_culprit(run, shell):
-    run("class Scorer:\n"
+    run(
+        "class Scorer:\n"
         "    def __init__(self):\n"
         "        self.weights = [1, 2]\n"
         "        self.lock = __import__('threading').Lock()\n"
         "    def predict(self, xs):\n"
         "        return [x * 2 for x in xs]\n"
-        "scorer = Scorer()\n")
+        "scorer = Scorer()\n"
+    )
     line = usage_error(*run("%serve scorer --runtime process")[::2])
     assert "cannot capture scorer: scorer.lock" in line and "cannot be pickled" in line
 
@@ -172,8 +174,11 @@ def test_docker_not_available_says_what_process_would_do(run, shell, monkeypatch
 
     from nbserve_testing import need
 
-    need(find_spec("nbserve.runtimes.docker") is not None, "the docker runtime (nbserve/runtimes/docker.py)",
-         "the Docker runtime issue provides it")
+    need(
+        find_spec("nbserve.runtimes.docker") is not None,
+        "the docker runtime (nbserve/runtimes/docker.py)",
+        "the Docker runtime issue provides it",
+    )
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     shell.user_ns["double"] = lambda xs: [2 * x for x in xs]
     line = usage_error(*run("%serve double --name double --runtime docker")[::2])
@@ -311,7 +316,7 @@ def test_docker_no_start_builds_the_image_and_serve_runs_it(run, shell, docker_e
 def test_expressions_as_sample_need_quotes_when_they_have_spaces(run, shell):
     shell.user_ns["double"] = lambda xs: [2 * x for x in xs]
     line = usage_error(*run("%serve double --name double --sample [1, 2] --no-start")[::2])
-    assert "unrecognized arguments: 2]" in line and 'quote an expression that has spaces' in line
+    assert "unrecognized arguments: 2]" in line and "quote an expression that has spaces" in line
     result, out, err = run('%serve double --name double --sample "[1, 2]" --no-start --runtime process')
     assert result.success, err
     assert result.result.signature["predict"]["input"]["type"] == "list"  # a lambda serves as predict

@@ -22,8 +22,12 @@ def lr_client(diabetes):
 
 
 def post(client, path, payload=None, raw=None, **kw):
-    resp = client.post(path, data=raw if raw is not None else jsonio.dumps(payload),
-                       content_type=kw.pop("content_type", "application/json"), **kw)
+    resp = client.post(
+        path,
+        data=raw if raw is not None else jsonio.dumps(payload),
+        content_type=kw.pop("content_type", "application/json"),
+        **kw,
+    )
     return resp.status_code, resp.get_json()
 
 
@@ -48,18 +52,21 @@ def test_health_interface_and_openapi(lr_client):
     assert docs.status_code == 200 and b"openapi.json" in docs.data and b"cdn" not in docs.data.lower()
 
 
-@pytest.mark.parametrize("raw, status, says", [
-    (b"{not json", 400, "not valid JSON"),
-    (b"[1, 2]", 400, '{"data": ...}'),
-    (b'{"rows": []}', 400, '{"data": ...}'),
-    (b'{"data": [[1, 2, 3]]}', 400, "shape [N, 10]"),
-    (b'{"data": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}', 400, "got shape [10]"),
-    (b'{"data": [["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]]}', 400, "got strings"),
-    (b'{"data": [[1, 2], [1, 2, 3]]}', 400, "different lengths"),
-    (b'{"data": []}', 400, "at least one row"),
-    (b'{"data": "hello"}', 400, "got a string"),
-    (b'\xff\xfe', 400, "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "raw, status, says",
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, '{"data": ...}'),
+        (b'{"rows": []}', 400, '{"data": ...}'),
+        (b'{"data": [[1, 2, 3]]}', 400, "shape [N, 10]"),
+        (b'{"data": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}', 400, "got shape [10]"),
+        (b'{"data": [["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]]}', 400, "got strings"),
+        (b'{"data": [[1, 2], [1, 2, 3]]}', 400, "different lengths"),
+        (b'{"data": []}', 400, "at least one row"),
+        (b'{"data": "hello"}', 400, "got a string"),
+        (b"\xff\xfe", 400, "not valid JSON"),
+    ],
+)
 def test_bad_input_is_a_4xx_that_says_what_was_expected(lr_client, diabetes, raw, status, says):
     got, body = post(lr_client, "/predict", raw=raw)
     assert got == status
@@ -87,8 +94,10 @@ def test_an_exception_in_the_model_is_a_json_500_and_serving_goes_on():
     client = app_for(fragile, ["a", "b"]).test_client()
     status, body = post(client, "/fragile", {"data": ["boom"]})
     assert status == 500
-    assert body["error"] == {"type": "ModelError",
-                             "message": "fragile raised ZeroDivisionError: the model divided by zero"}
+    assert body["error"] == {
+        "type": "ModelError",
+        "message": "fragile raised ZeroDivisionError: the model divided by zero",
+    }
     assert post(client, "/fragile", {"data": ["x"]}) == (200, {"data": ["X"]})
 
 

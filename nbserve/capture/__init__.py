@@ -29,8 +29,9 @@ class Captured:
 
 def resolve_methods(obj, methods=None) -> tuple[str, list[str]]:
     """(kind, method names): 'function' objects are served under one name; 'object's by attribute."""
-    is_function = inspect.isroutine(obj) or (callable(obj) and not hasattr(obj, "predict")
-                                             and not hasattr(obj, "transform") and not methods)
+    is_function = inspect.isroutine(obj) or (
+        callable(obj) and not hasattr(obj, "predict") and not hasattr(obj, "transform") and not methods
+    )
     if is_function:
         default = obj.__name__ if getattr(obj, "__name__", "").isidentifier() else "predict"
         names = list(methods) if methods else [default]
@@ -48,8 +49,10 @@ def resolve_methods(obj, methods=None) -> tuple[str, list[str]]:
         elif hasattr(obj, "transform"):
             names = ["transform"]
         else:
-            raise CaptureError(f"{type(obj).__name__} has no predict or transform method; "
-                               f"pass methods=[...] naming the ones to serve, or serve a function")
+            raise CaptureError(
+                f"{type(obj).__name__} has no predict or transform method; "
+                f"pass methods=[...] naming the ones to serve, or serve a function"
+            )
         kind = "object"
     for name in names:
         if not name.isidentifier() or name.startswith("_") or name in ("health", "docs", "static"):
@@ -83,9 +86,16 @@ class Draft:
         art = Path(directory) / "artifact"
         art.mkdir(parents=True, exist_ok=True)
         (art / "model.pkl").write_bytes(self.pickle)
-        (art / "manifest.json").write_text(json.dumps({
-            "kind": self.kind, "methods": self.names, "signature": self.signature,
-            "pickle_sha256": hashlib.sha256(self.pickle).hexdigest()}))
+        (art / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "kind": self.kind,
+                    "methods": self.names,
+                    "signature": self.signature,
+                    "pickle_sha256": hashlib.sha256(self.pickle).hexdigest(),
+                }
+            )
+        )
         (Path(directory) / "sample.pkl").write_bytes(cloudpickle.dumps(self.sample_slice))
         return art
 
@@ -118,16 +128,27 @@ def draft(obj, label="model", sample=None, methods=None) -> Draft:
             try:
                 outputs[name] = _call(obj, kind, name)(sample_slice)
             except Exception as exc:
-                raise SampleError(f"calling {label}.{name} on the first {SAMPLE_ROWS} rows of the sample failed "
-                                  f"with {type(exc).__name__}: {exc}; pass a sample the model accepts") from exc
+                raise SampleError(
+                    f"calling {label}.{name} on the first {SAMPLE_ROWS} rows of the sample failed "
+                    f"with {type(exc).__name__}: {exc}; pass a sample the model accepts"
+                ) from exc
             entry["output"] = describe(outputs[name])
         signature[name] = entry
 
     modules = requirements.modules_in_pickle(pkl) | requirements.modules_used_by_functions(obj)
     if sample is not None:
         modules |= {type(sample).__module__.partition(".")[0]}
-    return Draft(label, pkl, kind, names, signature, outputs, modules, sample_slice,
-                 f"{type(obj).__module__}.{type(obj).__qualname__}")
+    return Draft(
+        label,
+        pkl,
+        kind,
+        names,
+        signature,
+        outputs,
+        modules,
+        sample_slice,
+        f"{type(obj).__module__}.{type(obj).__qualname__}",
+    )
 
 
 def capture(obj, label="model", sample=None, methods=None, proof=True) -> Captured:
@@ -140,20 +161,28 @@ def prove(d: Draft) -> dict:
     from ..server import replay as _  # noqa: F401  (fail here, not in the child, if the package is broken)
 
     package_parent = str(Path(__file__).resolve().parents[2])
-    boot = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
-            "from nbserve.server.replay import main; main(sys.argv[1:])")
+    boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from nbserve.server.replay import main; main(sys.argv[1:])"
     with tempfile.TemporaryDirectory(prefix="nbserve-proof-") as tmp:
         tmp = Path(tmp)
         art = d.stage(tmp)
-        cmd = [sys.executable, "-I", "-c", boot, package_parent, str(art), str(tmp / "sample.pkl"),
-               str(tmp / "report.pkl")]
+        cmd = [
+            sys.executable,
+            "-I",
+            "-c",
+            boot,
+            package_parent,
+            str(art),
+            str(tmp / "sample.pkl"),
+            str(tmp / "report.pkl"),
+        ]
         try:
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=PROOF_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise RequirementsError(f"loading {d.label} in a clean interpreter took over {PROOF_TIMEOUT} s") from None
         if not (tmp / "report.pkl").exists():
-            raise RequirementsError(f"loading {d.label} in a clean interpreter crashed (exit {proc.returncode}):\n"
-                                    f"{proc.stderr[-2000:]}")
+            raise RequirementsError(
+                f"loading {d.label} in a clean interpreter crashed (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+            )
         return read_report(tmp / "report.pkl")
 
 
@@ -166,13 +195,15 @@ def read_report(path: Path) -> dict:
 def check_report(report: dict, d: Draft) -> set[str]:
     """The modules the proof showed the artifact needs; an error if it did not load or answered differently."""
     if "load_error" in report:
-        raise RequirementsError(f"{d.label} does not load in a clean interpreter of {sys.executable}: "
-                                f"{report['load_error']}")
+        raise RequirementsError(
+            f"{d.label} does not load in a clean interpreter of {sys.executable}: {report['load_error']}"
+        )
     if d.sample_slice is not None:
         for name in d.names:
             if name in report["errors"]:
-                raise RequirementsError(f"{d.label}.{name} works in the kernel but fails in a clean interpreter: "
-                                        f"{report['errors'][name]}")
+                raise RequirementsError(
+                    f"{d.label}.{name} works in the kernel but fails in a clean interpreter: {report['errors'][name]}"
+                )
             diff = difference(d.outputs.get(name), report["outputs"].get(name))
             if diff:
                 raise RequirementsError(f"{d.label}.{name} answers differently in a clean interpreter: {diff}")

@@ -75,9 +75,11 @@ def dump(obj, label: str = "model") -> bytes:
             culprit = find_culprit(obj, label)
             where = f"{culprit[0]}: {culprit[1]}" if culprit else label
             reason = culprit[2] if culprit else f"{type(exc).__name__}: {exc}"
-            raise CaptureError(f"cannot capture {label}: {where} cannot be pickled ({reason}). "
-                               f"Drop or recreate that attribute before serving, or serve a function that "
-                               f"builds it when first called.") from exc
+            raise CaptureError(
+                f"cannot capture {label}: {where} cannot be pickled ({reason}). "
+                f"Drop or recreate that attribute before serving, or serve a function that "
+                f"builds it when first called."
+            ) from exc
 
 
 def _code_names(code) -> set:

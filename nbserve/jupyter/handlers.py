@@ -86,8 +86,7 @@ class NbserveHandler(APIHandler):
     def log_exception(self, typ, value, tb) -> None:
         # A refusal (unknown model, port in use) is the user's business, not a server fault: one line.
         if isinstance(value, NbserveError) and status_for(value) < 500:
-            self.log.info("nbserve: %s %s -> %s: %s", self.request.method, self.request.path,
-                          status_for(value), value)
+            self.log.info("nbserve: %s %s -> %s: %s", self.request.method, self.request.path, status_for(value), value)
         else:
             super().log_exception(typ, value, tb)
 
@@ -125,8 +124,9 @@ class InstancesHandler(NbserveHandler):
         body = self.json_body()
         unknown = set(body) - START_FIELDS
         if unknown:
-            raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}; "
-                             f"expected {', '.join(sorted(START_FIELDS))}")
+            raise BadRequest(
+                f"unknown field(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(START_FIELDS))}"
+            )
         model, version = body.get("model"), body.get("version")
         runtime, port = body.get("runtime") or "auto", body.get("port")
         if not isinstance(model, str) or not model:
@@ -142,8 +142,9 @@ class InstancesHandler(NbserveHandler):
         mv = await self.call(ws.get_model, model, version)
         chosen = await self.call(ws.choose_runtime, runtime, quiet)
         if chosen == "docker" and not await self.call(docker_available):
-            raise DockerUnavailableError("no Docker engine answers on this machine; start one "
-                                         "(dockerd) or choose the process runtime")
+            raise DockerUnavailableError(
+                "no Docker engine answers on this machine; start one (dockerd) or choose the process runtime"
+            )
         if port is not None:
             await self.call(choose_port, "127.0.0.1", port)
         job = self.jobs.serve(ws, mv.id, chosen, port)
@@ -156,8 +157,9 @@ class JobHandler(NbserveHandler):
     def get(self, id):
         job = self.jobs.get(id)
         if job is None:
-            raise tornado.web.HTTPError(404, f"no job {id!r} in this Jupyter server (jobs are kept in "
-                                             f"memory and forgotten on restart)")
+            raise tornado.web.HTTPError(
+                404, f"no job {id!r} in this Jupyter server (jobs are kept in memory and forgotten on restart)"
+            )
         self.reply({"job": job.to_dict()})
 
 

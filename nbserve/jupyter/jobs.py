@@ -58,10 +58,21 @@ class Job:
             self.state = name
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "job": True, "model": self.model, "runtime": self.runtime, "port": self.port,
-                "state": self.state, "status": self.state, "message": self.message, "fraction": self.fraction,
-                "created": self.created, "finished": self.finished, "instance": self.instance,
-                "error": self.error}
+        return {
+            "id": self.id,
+            "job": True,
+            "model": self.model,
+            "runtime": self.runtime,
+            "port": self.port,
+            "state": self.state,
+            "status": self.state,
+            "message": self.message,
+            "fraction": self.fraction,
+            "created": self.created,
+            "finished": self.finished,
+            "instance": self.instance,
+            "error": self.error,
+        }
 
 
 class Jobs:
@@ -91,7 +102,7 @@ class Jobs:
             job.instance = inst.to_dict()
             job.message = f"{inst.id} is serving {job.model} at {inst.url}"
             job.state = "running"
-        except BaseException as exc:  # noqa: BLE001 - a job records every failure for the user to see
+        except BaseException as exc:
             job.error = error_body(exc)
             job.message = job.error["message"]
             job.state = "failed"
@@ -121,5 +132,5 @@ class Jobs:
 
     def _forget_old(self) -> None:
         finished = sorted((j for j in self._jobs.values() if not j.pending), key=lambda j: j.finished or 0)
-        for job in finished[:max(0, len(finished) - KEEP_FINISHED)]:
+        for job in finished[: max(0, len(finished) - KEEP_FINISHED)]:
             del self._jobs[job.id]

@@ -25,12 +25,22 @@ import urllib.request
 from pathlib import Path
 
 from .. import config
-from ..errors import (BuildError, DockerUnavailableError, InstanceStartError, NbserveError, PortInUseError)
+from ..errors import BuildError, DockerUnavailableError, InstanceStartError, NbserveError, PortInUseError
 from ..resources import Image
 from . import readiness
 from .base import Runtime, pick_port, report_phase, wait_healthy
-from .dockerfile import (PORT, deps_context, image_lock, image_name, kernel_python, lock_hash, model_context,
-                         recipe_hash, wheel_target, wheelhouse)
+from .dockerfile import (
+    PORT,
+    deps_context,
+    image_lock,
+    image_name,
+    kernel_python,
+    lock_hash,
+    model_context,
+    recipe_hash,
+    wheel_target,
+    wheelhouse,
+)
 from .limits import hard_timeout, server_limits_env
 
 CONTAINER_PORT = f"{PORT}/tcp"
@@ -38,13 +48,16 @@ PING_TIMEOUT = 1.5
 API_TIMEOUT = 600
 DEFAULT_RESTART = {"Name": "on-failure", "MaximumRetryCount": 5}
 # what the build needs to know about a base image: its Python, and the libc and CPU its wheels must fit
-_PROBE = ("import json, platform, sys, venv, ensurepip; print(json.dumps({'python': '%d.%d.%d' % "
-          "sys.version_info[:3], 'libc': platform.libc_ver(), 'machine': platform.machine()}))")
+_PROBE = (
+    "import json, platform, sys, venv, ensurepip; print(json.dumps({'python': '%d.%d.%d' % "
+    "sys.version_info[:3], 'libc': platform.libc_ver(), 'machine': platform.machine()}))"
+)
 
 HOW_TO_GET_AN_ENGINE = (
     "start a Docker engine (Docker Desktop, `sudo systemctl start docker`, or `sudo dockerd &`; on a fresh "
     "Debian CI machine `.ci/setup-docker` installs and starts one), or serve with runtime='process', which "
-    "needs no Docker")
+    "needs no Docker"
+)
 
 
 def engine_available(timeout: float = PING_TIMEOUT) -> bool:
@@ -70,15 +83,17 @@ def connect():
     try:
         import docker
     except ImportError:
-        raise DockerUnavailableError("the Docker runtime needs the docker SDK: pip install 'nbserve[docker]'; "
-                                     "or serve with runtime='process'") from None
+        raise DockerUnavailableError(
+            "the Docker runtime needs the docker SDK: pip install 'nbserve[docker]'; or serve with runtime='process'"
+        ) from None
     where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
         client = docker.from_env(timeout=API_TIMEOUT)
         client.ping()
     except Exception as exc:
-        raise DockerUnavailableError(f"no Docker engine answers at {where} ({_short(exc)}): "
-                                     f"{HOW_TO_GET_AN_ENGINE}") from None
+        raise DockerUnavailableError(
+            f"no Docker engine answers at {where} ({_short(exc)}): {HOW_TO_GET_AN_ENGINE}"
+        ) from None
     return client
 
 
@@ -122,8 +137,9 @@ def restart_policy(value) -> dict:
             return {"Name": name, "MaximumRetryCount": int(count or DEFAULT_RESTART["MaximumRetryCount"])}
         if name in ("no", "always", "unless-stopped") and not count:
             return {"Name": name}
-    raise NbserveError(f"restart_policy={value!r} is not one of 'on-failure', 'on-failure:N', 'always', "
-                       f"'unless-stopped', 'no'")
+    raise NbserveError(
+        f"restart_policy={value!r} is not one of 'on-failure', 'on-failure:N', 'always', 'unless-stopped', 'no'"
+    )
 
 
 def _host_ip(host: str) -> str:
@@ -166,9 +182,12 @@ class DockerRuntime(Runtime):
 
     def base_image_name(self, version, base_image: str | None = None) -> str:
         """argument > $NBSERVE_BASE_IMAGE > "base_image" in $NBSERVE_HOME/config.json > python:<X.Y>-slim."""
-        return (base_image or os.environ.get("NBSERVE_BASE_IMAGE")
-                or config.settings(self.workspace.home).get("base_image")
-                or f"python:{_minor(version.python)}-slim")
+        return (
+            base_image
+            or os.environ.get("NBSERVE_BASE_IMAGE")
+            or config.settings(self.workspace.home).get("base_image")
+            or f"python:{_minor(version.python)}-slim"
+        )
 
     def _base_image(self, name: str, version, progress):
         """(image, facts) for the base image, pulled if missing, after checking that its Python is the
@@ -189,17 +208,22 @@ class DockerRuntime(Runtime):
                         f"({_short(exc)}). Provide an image with Python {want}: `docker pull {name}` where a "
                         f"registry is reachable (or `docker save` it there and `docker load` it here), or make "
                         f"one from Debian packages (.ci/setup-docker makes local/python:3.11-bookworm), then "
-                        f"name it with base_image=..., NBSERVE_BASE_IMAGE or \"base_image\" in "
-                        f"{self.workspace.home / 'config.json'}") from None
+                        f'name it with base_image=..., NBSERVE_BASE_IMAGE or "base_image" in '
+                        f"{self.workspace.home / 'config.json'}"
+                    ) from None
             facts = self._base_facts(client, image, name)
         got = facts["python"]
         if _minor(got) != want:
-            raise BuildError(f"the base image {name!r} has Python {got}, but {version.id} was pickled by Python "
-                             f"{version.python}: pickles and wheels need the same major.minor. Use a base image "
-                             f"with Python {want} (e.g. python:{want}-slim) via base_image=... or NBSERVE_BASE_IMAGE")
+            raise BuildError(
+                f"the base image {name!r} has Python {got}, but {version.id} was pickled by Python "
+                f"{version.python}: pickles and wheels need the same major.minor. Use a base image "
+                f"with Python {want} (e.g. python:{want}-slim) via base_image=... or NBSERVE_BASE_IMAGE"
+            )
         if facts["libc"][0] != "glibc":
-            raise BuildError(f"the base image {name!r} has no glibc ({facts['libc'][0] or 'musl?'}): nbserve installs "
-                             f"manylinux wheels; use a glibc image such as python:{want}-slim or a Debian one")
+            raise BuildError(
+                f"the base image {name!r} has no glibc ({facts['libc'][0] or 'musl?'}): nbserve installs "
+                f"manylinux wheels; use a glibc image such as python:{want}-slim or a Debian one"
+            )
         return image, facts
 
     def _base_facts(self, client, image, name) -> dict:
@@ -214,19 +238,28 @@ class DockerRuntime(Runtime):
         if isinstance(cache.get(image.id), dict):
             return cache[image.id]
         try:
-            out = client.containers.run(image.id, ["python3", "-c", _PROBE], remove=True, network_mode="none",
-                                        labels=self._labels(**{"nbserve.probe": name}))
+            out = client.containers.run(
+                image.id,
+                ["python3", "-c", _PROBE],
+                remove=True,
+                network_mode="none",
+                labels=self._labels(**{"nbserve.probe": name}),
+            )
         except (docker.errors.ContainerError, docker.errors.APIError) as exc:
-            raise BuildError(f"the base image {name!r} has no working `python3` with the venv module "
-                             f"({_short(exc)}); use a python:X.Y-slim image, or a Debian image with python3 and "
-                             f"python3-venv") from None
+            raise BuildError(
+                f"the base image {name!r} has no working `python3` with the venv module "
+                f"({_short(exc)}); use a python:X.Y-slim image, or a Debian image with python3 and "
+                f"python3-venv"
+            ) from None
         try:
             facts = json.loads(out.decode().strip().splitlines()[-1])
             if not (isinstance(facts["python"], str) and len(facts["libc"]) == 2 and facts["machine"]):
                 raise ValueError(facts)
         except (ValueError, IndexError, KeyError, TypeError):
-            raise BuildError(f"the base image {name!r}: `python3` does not answer like a Python 3 "
-                             f"({out.decode(errors='replace')[:200]!r})") from None
+            raise BuildError(
+                f"the base image {name!r}: `python3` does not answer like a Python 3 "
+                f"({out.decode(errors='replace')[:200]!r})"
+            ) from None
         cache[image.id] = facts
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(".tmp")
@@ -252,8 +285,7 @@ class DockerRuntime(Runtime):
                 return None
         return image if all(image.labels.get(k) == v for k, v in labels.items()) else None
 
-    def build(self, version, base_image: str | None = None, progress=lambda *a, **k: None,
-              cache: bool = True) -> Image:
+    def build(self, version, base_image: str | None = None, progress=lambda *a, **k: None, cache: bool = True) -> Image:
         """The model's image, built unless an image of the same artifact, server code and base exists.
 
         ``cache=False`` builds both images from scratch: no image reused, no Docker layer cache (a
@@ -280,8 +312,15 @@ class DockerRuntime(Runtime):
         target = wheel_target(facts)
         lock_key = lock_hash(lines, " ".join(target))
         deps_tag = self._deps_image(base, name, lines, lock_key, target, version, progress, cache)
-        labels = self._labels(**{"nbserve.model": version.name, "nbserve.version": version.version,
-                                 "nbserve.lock": lock_key, "nbserve.base-name": name}, **key)
+        labels = self._labels(
+            **{
+                "nbserve.model": version.name,
+                "nbserve.version": version.version,
+                "nbserve.lock": lock_key,
+                "nbserve.base-name": name,
+            },
+            **key,
+        )
         with self._context("model-") as ctx:
             model_context(ctx, version, name, deps_tag, labels)
             image_id = self._docker_build(ctx, tag, f"image {tag}", progress, cache=cache)
@@ -313,8 +352,9 @@ class DockerRuntime(Runtime):
         labels = self._labels(**labels, **{"nbserve.base-name": base_name})
         with self._context("deps-") as ctx:
             deps_context(ctx, base_name, lines, lock_key, wheels)
-            self._docker_build(ctx, tag, f"dependency image ({len(lines)} packages)", progress, labels=labels,
-                               cache=cache)
+            self._docker_build(
+                ctx, tag, f"dependency image ({len(lines)} packages)", progress, labels=labels, cache=cache
+            )
         return tag
 
     @contextlib.contextmanager
@@ -335,8 +375,16 @@ class DockerRuntime(Runtime):
         step = re.compile(r"^Step (\d+)/(\d+) : (.*)")
         with self._engine() as client:
             try:
-                stream = client.api.build(path=str(ctx), tag=tag, rm=True, forcerm=True, decode=True,
-                                          network_mode="none", labels=labels, nocache=not cache)
+                stream = client.api.build(
+                    path=str(ctx),
+                    tag=tag,
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                    network_mode="none",
+                    labels=labels,
+                    nocache=not cache,
+                )
                 for chunk in stream:
                     if "stream" in chunk:
                         for line in chunk["stream"].splitlines():
@@ -356,8 +404,10 @@ class DockerRuntime(Runtime):
                 error = _short(exc)
         if error or image_id is None:
             tail = "\n".join(log[-30:])
-            raise BuildError(f"building the {what} failed: {error or 'the engine reported no image'}\n"
-                             f"--- build log (tail) ---\n{tail}")
+            raise BuildError(
+                f"building the {what} failed: {error or 'the engine reported no image'}\n"
+                f"--- build log (tail) ---\n{tail}"
+            )
         progress(f"{what}: built, {cached} of {steps} steps from the layer cache")
         return image_id
 
@@ -370,15 +420,24 @@ class DockerRuntime(Runtime):
         try:
             with self._engine() as client:
                 container = client.containers.run(
-                    image.id, detach=True, init=True, labels=self._labels(**{"nbserve.readiness": version.id}),
-                    ports={CONTAINER_PORT: ("127.0.0.1", None)})
+                    image.id,
+                    detach=True,
+                    init=True,
+                    labels=self._labels(**{"nbserve.readiness": version.id}),
+                    ports={CONTAINER_PORT: ("127.0.0.1", None)},
+                )
             container.reload()
             url = f"http://127.0.0.1:{_published_port(container)}"
-            wait_healthy(url, alive=lambda: _state(container) in ("running", "created"), timeout=120,
-                         failure=lambda why: BuildError(
-                             f"the image {tag} was built, but the server in it did not start ({why}): a "
-                             f"dependency may be missing from the image.\n--- container log (tail) ---\n"
-                             f"{_logs(container, 30)}"))
+            wait_healthy(
+                url,
+                alive=lambda: _state(container) in ("running", "created"),
+                timeout=120,
+                failure=lambda why: BuildError(
+                    f"the image {tag} was built, but the server in it did not start ({why}): a "
+                    f"dependency may be missing from the image.\n--- container log (tail) ---\n"
+                    f"{_logs(container, 30)}"
+                ),
+            )
             served = _get_json(url + "/interface.json")
             names = [m["name"] for m in served.get("methods", [])]
             if names != version.methods:
@@ -396,19 +455,27 @@ class DockerRuntime(Runtime):
         for method in bodies:
             (k_status, k_text), (i_status, i_text) = expected[method], got[method]
             if k_status == 200 and i_status != 200:
-                raise BuildError(f"{version.id}.{method} answers in the kernel but fails in the image {tag} "
-                                 f"(HTTP {i_status}): {_message(i_text)}")
+                raise BuildError(
+                    f"{version.id}.{method} answers in the kernel but fails in the image {tag} "
+                    f"(HTTP {i_status}): {_message(i_text)}"
+                )
             if k_status != i_status:
-                raise BuildError(f"{version.id}.{method}: HTTP {k_status} in the kernel, {i_status} in the image "
-                                 f"{tag}: {_message(i_text)}")
+                raise BuildError(
+                    f"{version.id}.{method}: HTTP {k_status} in the kernel, {i_status} in the image "
+                    f"{tag}: {_message(i_text)}"
+                )
             if k_status != 200:
-                progress(f"readiness check: {method} could not be exercised with a synthesized input (the kernel "
-                         f"answers it with HTTP {k_status} too: {_message(k_text)}); loading was checked")
+                progress(
+                    f"readiness check: {method} could not be exercised with a synthesized input (the kernel "
+                    f"answers it with HTTP {k_status} too: {_message(k_text)}); loading was checked"
+                )
                 continue
             diff = readiness.difference(json.loads(k_text)["data"], json.loads(i_text)["data"])
             if diff:
-                raise BuildError(f"{version.id}.{method} answers differently in the image {tag} than in the "
-                                 f"kernel's environment: {diff}")
+                raise BuildError(
+                    f"{version.id}.{method} answers differently in the image {tag} than in the "
+                    f"kernel's environment: {diff}"
+                )
             progress(f"readiness check: {method} answers as in the kernel")
 
     # -- containers -----------------------------------------------------------------------------
@@ -427,14 +494,18 @@ class DockerRuntime(Runtime):
         container.reload()
         row.port = _published_port(container) or row.port
         restarts = container.attrs.get("RestartCount", 0)
-        wait_healthy(self.url(row),
-                     alive=lambda: _state(container) in ("running", "created")
-                     and container.attrs.get("RestartCount", 0) == restarts,
-                     timeout=row.options.get("start_timeout", 120),
-                     failure=lambda why: InstanceStartError(
-                         f"{version.id} did not start in container {container.name} ({image.tag}): {why}\n"
-                         f"--- container log (tail) ---\n{_logs(container, 30)}"),
-                     on_failure=lambda: _quietly(container.stop, timeout=2))
+        wait_healthy(
+            self.url(row),
+            alive=lambda: (
+                _state(container) in ("running", "created") and container.attrs.get("RestartCount", 0) == restarts
+            ),
+            timeout=row.options.get("start_timeout", 120),
+            failure=lambda why: InstanceStartError(
+                f"{version.id} did not start in container {container.name} ({image.tag}): {why}\n"
+                f"--- container log (tail) ---\n{_logs(container, 30)}"
+            ),
+            on_failure=lambda: _quietly(container.stop, timeout=2),
+        )
         return {"container": container.id, "name": container.name, "image": image.id, "tag": image.tag}
 
     def _restartable(self, row, image, progress):
@@ -471,16 +542,31 @@ class DockerRuntime(Runtime):
 
         opts = row.options
         # the same settings the process runtime gives its server: workers, timeouts, body limit, auth digest
-        env = {"GUNICORN_CMD_ARGS": f"--workers {int(opts.get('workers', 1))} --timeout {hard_timeout(opts)}",
-               **server_limits_env(opts)}
-        labels = self._labels(**{"nbserve.instance": row.id, "nbserve.model": version.name,
-                                 "nbserve.version": version.version, "nbserve.sha256": version.sha256})
+        env = {
+            "GUNICORN_CMD_ARGS": f"--workers {int(opts.get('workers', 1))} --timeout {hard_timeout(opts)}",
+            **server_limits_env(opts),
+        }
+        labels = self._labels(
+            **{
+                "nbserve.instance": row.id,
+                "nbserve.model": version.name,
+                "nbserve.version": version.version,
+                "nbserve.sha256": version.sha256,
+            }
+        )
         name = f"nbserve-{row.id}"
         with self._engine() as client:
             try:
-                return client.containers.run(image.id, detach=True, name=name, init=True, labels=labels,
-                                             environment=env, restart_policy=policy,
-                                             ports={CONTAINER_PORT: (_host_ip(row.host), port)})
+                return client.containers.run(
+                    image.id,
+                    detach=True,
+                    name=name,
+                    init=True,
+                    labels=labels,
+                    environment=env,
+                    restart_policy=policy,
+                    ports={CONTAINER_PORT: (_host_ip(row.host), port)},
+                )
             except docker.errors.APIError as exc:
                 # run() is create + start: a container whose start failed is left behind, created
                 with contextlib.suppress(docker.errors.APIError):
@@ -490,8 +576,9 @@ class DockerRuntime(Runtime):
     def _start_error(self, exc, row, port):
         text = _short(exc)
         if _port_clash(exc):
-            return PortInUseError(f"port {port} on {row.host} is in use (Docker: {text}); pass another port, "
-                                  f"or none to get a free one")
+            return PortInUseError(
+                f"port {port} on {row.host} is in use (Docker: {text}); pass another port, or none to get a free one"
+            )
         return InstanceStartError(f"Docker could not start the container for {row.model}: {text}")
 
     def status(self, row) -> str:

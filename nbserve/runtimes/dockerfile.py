@@ -113,8 +113,11 @@ def recipe_hash() -> str:
 
 
 def _server_files() -> list[Path]:
-    return sorted(p for p in SERVER_PACKAGE.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
+    return sorted(
+        p
+        for p in SERVER_PACKAGE.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
+    )
 
 
 def image_name(name: str) -> str:
@@ -132,8 +135,18 @@ def wheel_target(facts: dict) -> list[str]:
     major, minor = facts["python"].split(".")[:2]
     glibc_minor = int(facts["libc"][1].split(".")[1])
     arch = facts["machine"]
-    opts = ["--python-version", f"{major}.{minor}", "--implementation", "cp",
-            "--abi", f"cp{major}{minor}", "--abi", "abi3", "--abi", "none"]
+    opts = [
+        "--python-version",
+        f"{major}.{minor}",
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{major}{minor}",
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+    ]
     for k in range(glibc_minor, 16, -1):
         opts += ["--platform", f"manylinux_2_{k}_{arch}"]
     for legacy, k in (("manylinux2014", 17), ("manylinux2010", 12), ("manylinux1", 5)):
@@ -170,12 +183,27 @@ def _fill_wheelhouse(lines, key, root: Path, python, platform_opts, progress) ->
         if other.parent != target and _wheel_file_key(other.name) in wanted and not (target / other.name).exists():
             _link_or_copy(other, target / other.name)
     (target / "requirements.lock").write_text("\n".join(lines) + "\n")
-    cmd = [python, "-m", "pip", "download", "--only-binary=:all:", "--no-deps", "--disable-pip-version-check",
-           "--progress-bar", "off", *platform_opts, "-d", str(target), "-r", str(target / "requirements.lock")]
+    cmd = [
+        python,
+        "-m",
+        "pip",
+        "download",
+        "--only-binary=:all:",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        *platform_opts,
+        "-d",
+        str(target),
+        "-r",
+        str(target / "requirements.lock"),
+    ]
     progress(f"downloading {len(lines)} pinned wheels on the host into {target}", 0.0)
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL
+        )
     except OSError as exc:
         raise BuildError(f"cannot run pip with {python}: {exc}") from None
     tail, done = [], 0
@@ -187,12 +215,16 @@ def _fill_wheelhouse(lines, key, root: Path, python, platform_opts, progress) ->
             progress(f"wheel {done}/{len(lines)}: {Path(line.split()[-1]).name}", done / max(len(lines), 1))
     if proc.wait() != 0:
         missing = [m.group(1) for m in re.finditer(r"No matching distribution found for (\S+)", "\n".join(tail))]
-        hint = (f"no wheel on the index for {', '.join(missing)}: the image installs wheels only. Build one with "
-                f"`pip wheel` and put it where pip finds it (PIP_FIND_LINKS), or leave the package out of the model"
-                if missing else "check the pip output above: the host needs access to the package index "
-                                "(or PIP_INDEX_URL / PIP_FIND_LINKS pointing at a mirror)")
-        raise BuildError(f"downloading the wheels for the image failed; {hint}\n--- pip output (tail) ---\n"
-                         + "\n".join(tail[-20:]))
+        hint = (
+            f"no wheel on the index for {', '.join(missing)}: the image installs wheels only. Build one with "
+            f"`pip wheel` and put it where pip finds it (PIP_FIND_LINKS), or leave the package out of the model"
+            if missing
+            else "check the pip output above: the host needs access to the package index "
+            "(or PIP_INDEX_URL / PIP_FIND_LINKS pointing at a mirror)"
+        )
+        raise BuildError(
+            f"downloading the wheels for the image failed; {hint}\n--- pip output (tail) ---\n" + "\n".join(tail[-20:])
+        )
     got = {_wheel_file_key(p.name) for p in target.glob("*.whl")}
     if not wanted <= got:
         raise BuildError(f"pip download did not produce wheels for {sorted(wanted - got)} in {target}")
@@ -231,8 +263,9 @@ def deps_context(path: Path, base: str, lines: list[str], key: str, wheels: Path
     pinned = {_wheel_key(line)[0] for line in lines}
     drop = [n for n in ("pip", "setuptools") if n not in pinned]
     uninstall = f" \\\n && {VENV}/bin/python -m pip uninstall -y -q {' '.join(drop)}" if drop else ""
-    (path / "Dockerfile").write_text(DEPS_DOCKERFILE.format(base=base, lock_hash=key[:12], venv=VENV,
-                                                            uninstall=uninstall))
+    (path / "Dockerfile").write_text(
+        DEPS_DOCKERFILE.format(base=base, lock_hash=key[:12], venv=VENV, uninstall=uninstall)
+    )
 
 
 def model_context(path: Path, version, base: str, deps_image: str, labels: dict) -> None:
@@ -252,9 +285,19 @@ def model_context(path: Path, version, base: str, deps_image: str, labels: dict)
             shutil.copy2(src, art / src.name)
     _same_mtimes(path)
     label_text = " \\\n      ".join(f"{k}={_quote(v)}" for k, v in labels.items())
-    (path / "Dockerfile").write_text(MODEL_DOCKERFILE.format(
-        model_id=version.id, base=base, deps_image=deps_image, uid=UID, app=APP, venv=VENV,
-        sha256=version.sha256, port=PORT, labels=label_text))
+    (path / "Dockerfile").write_text(
+        MODEL_DOCKERFILE.format(
+            model_id=version.id,
+            base=base,
+            deps_image=deps_image,
+            uid=UID,
+            app=APP,
+            venv=VENV,
+            sha256=version.sha256,
+            port=PORT,
+            labels=label_text,
+        )
+    )
 
 
 def _same_mtimes(path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..server.auth import token_env
 from ..server.guards import DEFAULT_TIMEOUT  # seconds per request; 0 turns the limit off
+
 GRACE = 5.0
 
 
@@ -49,8 +50,9 @@ def check_options(options: dict) -> dict:
         options["auth_token"] = secrets.token_urlsafe(32)
     elif isinstance(token, str):
         if len(token) < 16 or any(c.isspace() for c in token) or not token.isprintable():
-            raise NbserveError("auth_token must be at least 16 printable characters without spaces "
-                               "(or True, to have one generated)")
+            raise NbserveError(
+                "auth_token must be at least 16 printable characters without spaces (or True, to have one generated)"
+            )
         options["auth_token"] = token
     elif token not in (None, False):
         raise NbserveError(f"auth_token must be True, a string or None, got {type(token).__name__}")

@@ -29,7 +29,7 @@ def _proc_stat(pid: int):
             data = f.read().decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    rest = data[data.rindex(")") + 2:].split()
+    rest = data[data.rindex(")") + 2 :].split()
     return rest[0], int(rest[19])
 
 
@@ -79,24 +79,44 @@ class ProcessRuntime(Runtime):
         else:
             env["NBSERVE_MODEL_ID"] = version.id
         env.update(server_limits_env(row.options))  # NBSERVE_TIMEOUT, NBSERVE_MAX_BODY, auth digest
-        cmd = [python, "-m", "gunicorn", "--bind", f"{row.host}:{row.port}",
-               "--workers", str(row.options.get("workers", 1)),
-               "--timeout", str(hard_timeout(row.options)),
-               "--preload", "--log-level", "warning", "--config", "python:nbserve.server.gunicorn_conf",
-               "nbserve.server.wsgi:app"]
+        cmd = [
+            python,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{row.host}:{row.port}",
+            "--workers",
+            str(row.options.get("workers", 1)),
+            "--timeout",
+            str(hard_timeout(row.options)),
+            "--preload",
+            "--log-level",
+            "warning",
+            "--config",
+            "python:nbserve.server.gunicorn_conf",
+            "nbserve.server.wsgi:app",
+        ]
         with open(log_path, "ab") as log:
             log.write(f"--- starting {version.id} on {row.host}:{row.port} at {time.ctime()}\n".encode())
             log.flush()
-            proc = subprocess.Popen(cmd, cwd=self.instance_dir(row), env=env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=self.instance_dir(row),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         stat = _proc_stat(proc.pid)
-        handle = {"pid": proc.pid, "start_ticks": stat[1] if stat else None, "python": python,
-                  "log": str(log_path)}
+        handle = {"pid": proc.pid, "start_ticks": stat[1] if stat else None, "python": python, "log": str(log_path)}
         timeout = row.options.get("start_timeout", 120)
 
         def failure(why):
-            return InstanceStartError(f"{version.id} did not start on the process runtime: {why}\n"
-                                      f"--- log tail ({log_path}) ---\n{log_tail(log_path, 30)}")
+            return InstanceStartError(
+                f"{version.id} did not start on the process runtime: {why}\n"
+                f"--- log tail ({log_path}) ---\n{log_tail(log_path, 30)}"
+            )
 
         def kill():
             self._kill(proc.pid, handle["start_ticks"])
@@ -105,8 +125,14 @@ class ProcessRuntime(Runtime):
             self._hand_over(version, proc, timeout, failure, kill)
         # polls every 20 ms at most: a refused connection on 127.0.0.1 costs microseconds, and the 0.2 s
         # default pause added up to 0.2 s to every start (measured with benchmarks/first_prediction.py)
-        wait_healthy(f"http://{row.host}:{row.port}", alive=lambda: proc.poll() is None, timeout=timeout,
-                     failure=failure, on_failure=kill, max_delay=0.02)
+        wait_healthy(
+            f"http://{row.host}:{row.port}",
+            alive=lambda: proc.poll() is None,
+            timeout=timeout,
+            failure=failure,
+            on_failure=kill,
+            max_delay=0.02,
+        )
         return handle
 
     @staticmethod

@@ -89,9 +89,13 @@ print("NBSERVE-ANSWERS " + json.dumps(answers))
 
 def start_kernel_side(version, python: str, bodies: dict) -> subprocess.Popen:
     """Answer the same requests with the kernel's interpreter (started now, read with kernel_answers)."""
-    proc = subprocess.Popen([python, "-I", "-c", _KERNEL_SIDE, _PACKAGE_PARENT, str(version.artifact_dir),
-                             version.id], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [python, "-I", "-c", _KERNEL_SIDE, _PACKAGE_PARENT, str(version.artifact_dir), version.id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     proc.stdin.write(json.dumps({m: b.decode() for m, b in bodies.items()}))
     proc.stdin.close()
     return proc
@@ -155,4 +159,3 @@ def _gap(x, y) -> float:
     if abs(x - y) <= 1e-8 + 1e-5 * abs(y):
         return 0.0
     return abs(x - y)
-

@@ -87,8 +87,11 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
             try:
                 return Response(jsonio.dumps({"data": to_jsonable(result)}), mimetype="application/json")
             except (TypeError, ValueError) as exc:
-                return _error(500, "OutputError", f"{method} returned a {type(result).__name__} that cannot "
-                                                  f"be written as JSON: {exc}")
+                return _error(
+                    500,
+                    "OutputError",
+                    f"{method} returned a {type(result).__name__} that cannot be written as JSON: {exc}",
+                )
 
         view.__name__ = f"call_{method}"
         return view
@@ -116,8 +119,13 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
 
     @app.get("/")
     def index():
-        return _json({"model": model_id, "methods": list(methods),
-                      "links": ["/health", "/interface.json", "/openapi.json", "/docs"]})
+        return _json(
+            {
+                "model": model_id,
+                "methods": list(methods),
+                "links": ["/health", "/interface.json", "/openapi.json", "/docs"],
+            }
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
@@ -129,13 +137,18 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
                 message = f"no route {request.path!r}; see /interface.json for the model's methods"
             return _error(404, "NotFound", message)
         if exc.code == 405:
-            return _error(405, "MethodNotAllowed",
-                          f"{request.method} is not allowed on {request.path}; model methods take POST "
-                          f'with {{"data": ...}}')
+            return _error(
+                405,
+                "MethodNotAllowed",
+                f'{request.method} is not allowed on {request.path}; model methods take POST with {{"data": ...}}',
+            )
         if exc.code == 413:
-            return _error(413, "PayloadTooLarge",
-                          f"the body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes "
-                          f"(serve(..., max_body=BYTES) or NBSERVE_MAX_BODY)")
+            return _error(
+                413,
+                "PayloadTooLarge",
+                f"the body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes "
+                f"(serve(..., max_body=BYTES) or NBSERVE_MAX_BODY)",
+            )
         return _error(exc.code or 500, type(exc).__name__, exc.description or str(exc))
 
     @app.errorhandler(Exception)

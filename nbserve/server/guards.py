@@ -65,10 +65,13 @@ def install(app, request, error, timeout: float, auth_sha256):
         def require_token():
             if request.path in auth.OPEN_PATHS or check(request.headers.get("Authorization")):
                 return None
-            resp = error(401, "Unauthorized",
-                         "this model needs a bearer token: send the header 'Authorization: Bearer <token>' "
-                         "(Instance.client() does; the token is Instance.auth_token in the notebook that "
-                         "served it)")
+            resp = error(
+                401,
+                "Unauthorized",
+                "this model needs a bearer token: send the header 'Authorization: Bearer <token>' "
+                "(Instance.client() does; the token is Instance.auth_token in the notebook that "
+                "served it)",
+            )
             resp.headers["WWW-Authenticate"] = 'Bearer realm="nbserve"'
             return resp
 
@@ -102,12 +105,19 @@ class _ChunkedLimit:
             parts.append(chunk)
             size += len(chunk)
         if size > self.limit:
-            body = jsonio.dumps({"error": {"type": "PayloadTooLarge", "message":
-                                           f"the body is larger than the limit of {self.limit} bytes "
-                                           f"(serve(..., max_body=BYTES) or NBSERVE_MAX_BODY)"}})
-            start_response("413 Request Entity Too Large", [("Content-Type", "application/json"),
-                                                            ("Content-Length", str(len(body))),
-                                                            ("Connection", "close")])
+            body = jsonio.dumps(
+                {
+                    "error": {
+                        "type": "PayloadTooLarge",
+                        "message": f"the body is larger than the limit of {self.limit} bytes "
+                        f"(serve(..., max_body=BYTES) or NBSERVE_MAX_BODY)",
+                    }
+                }
+            )
+            start_response(
+                "413 Request Entity Too Large",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")],
+            )
             return [body]
         data = b"".join(parts)
         environ["wsgi.input"] = io.BytesIO(data)
@@ -139,9 +149,9 @@ class _Deadline:
         self.wsgi_app = wsgi_app
         self.seconds = float(seconds)
         self.started = None  # monotonic start of the request in flight, None between requests
-        self.seq = 0         # which request that is
-        self.fired = 0       # the last request the watchdog interrupted
-        self.pid = None      # the process whose watchdog runs (threads do not survive gunicorn's fork)
+        self.seq = 0  # which request that is
+        self.fired = 0  # the last request the watchdog interrupted
+        self.pid = None  # the process whose watchdog runs (threads do not survive gunicorn's fork)
 
     def _watch(self):
         self.pid = os.getpid()
@@ -179,16 +189,23 @@ class _Deadline:
 
     def _timed_out(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
-        body = jsonio.dumps({"error": {
-            "type": "Timeout",
-            "message": f"{path} did not finish within the limit of {self.seconds:g} s; the request was "
-                       f"stopped (raise the limit with serve(..., timeout=SECONDS) or NBSERVE_TIMEOUT)"}})
+        body = jsonio.dumps(
+            {
+                "error": {
+                    "type": "Timeout",
+                    "message": f"{path} did not finish within the limit of {self.seconds:g} s; the request was "
+                    f"stopped (raise the limit with serve(..., timeout=SECONDS) or NBSERVE_TIMEOUT)",
+                }
+            }
+        )
         gunicorn = str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn")
         # exc_info lets gunicorn replace headers Flask may already have started; werkzeug's own servers
         # re-raise whenever it is given, so it goes to gunicorn only
-        start_response("504 Gateway Timeout", [("Content-Type", "application/json"),
-                                               ("Content-Length", str(len(body)))],
-                       sys.exc_info() if gunicorn else None)
+        start_response(
+            "504 Gateway Timeout",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            sys.exc_info() if gunicorn else None,
+        )
         if gunicorn:
             os.kill(os.getpid(), signal.SIGTERM)
         return [body]

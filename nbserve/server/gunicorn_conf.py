@@ -20,8 +20,10 @@ def post_worker_init(worker):
 
     def _exit(code=0):
         if code in _RESERVED:
-            sys.stderr.write(f"nbserve: worker {os.getpid()} called os._exit({code}); exiting with 1 so "
-                             f"that gunicorn replaces the worker instead of halting the server\n")
+            sys.stderr.write(
+                f"nbserve: worker {os.getpid()} called os._exit({code}); exiting with 1 so "
+                f"that gunicorn replaces the worker instead of halting the server\n"
+            )
             sys.stderr.flush()
             code = 1
         real_exit(code)

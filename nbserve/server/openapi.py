@@ -7,8 +7,10 @@ def interface_document(manifest: dict, model_id: str) -> dict:
     signature = manifest.get("signature", {})
     return {
         "model": model_id,
-        "methods": [{"name": name, **signature.get(name, {"input": {"type": "any"}, "output": {"type": "any"}})}
-                    for name in manifest["methods"]],
+        "methods": [
+            {"name": name, **signature.get(name, {"input": {"type": "any"}, "output": {"type": "any"}})}
+            for name in manifest["methods"]
+        ],
         "requirements": manifest.get("requirements", []),
         "python": manifest.get("python"),
     }
@@ -41,8 +43,11 @@ def json_schema(schema: dict, out: bool = False) -> dict:
         return item
     if kind == "dataframe":
         props = {c["name"]: _scalar(c["dtype"], out) for c in schema["columns"]}
-        return {"type": "array", "minItems": 1,
-                "items": {"type": "object", "properties": props, "required": list(props)}}
+        return {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "object", "properties": props, "required": list(props)},
+        }
     if kind == "series":
         return {"type": "array", "minItems": 1, "items": _scalar(schema["dtype"], out)}
     if kind == "list":
@@ -57,38 +62,94 @@ def json_schema(schema: dict, out: bool = False) -> dict:
     return {}
 
 
-_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
-    "type": "object", "required": ["type", "message"],
-    "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}}}
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
 
 
 def openapi_document(interface: dict) -> dict:
     def error_response(text):
-        return {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        return {
+            "description": text,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
 
     paths = {
-        "/health": {"get": {"summary": "Liveness", "responses": {"200": {
-            "description": "The server is up", "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"status": {"type": "string"}, "model": {"type": "string"}}}}}}}}},
-        "/interface.json": {"get": {"summary": "Methods with their input and output schemas",
-                                    "responses": {"200": {"description": "The interface",
-                                                          "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/health": {
+            "get": {
+                "summary": "Liveness",
+                "responses": {
+                    "200": {
+                        "description": "The server is up",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"status": {"type": "string"}, "model": {"type": "string"}},
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
+        "/interface.json": {
+            "get": {
+                "summary": "Methods with their input and output schemas",
+                "responses": {
+                    "200": {
+                        "description": "The interface",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
     }
     for m in interface["methods"]:
-        paths["/" + m["name"]] = {"post": {
-            "summary": f"Call {m['name']} on the model",
-            "operationId": m["name"],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["data"], "properties": {"data": json_schema(m.get("input"))}}}}},
-            "responses": {
-                "200": {"description": "The method's result", "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["data"], "properties": {"data": json_schema(m.get("output"), out=True)}}}}},
-                "400": error_response("The input does not fit the model's input schema"),
-                "404": error_response("Unknown method"),
-                "413": error_response("The body is over the size limit"),
-                "500": error_response("The model raised an exception"),
-            },
-        }}
+        paths["/" + m["name"]] = {
+            "post": {
+                "summary": f"Call {m['name']} on the model",
+                "operationId": m["name"],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["data"],
+                                "properties": {"data": json_schema(m.get("input"))},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "The method's result",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["data"],
+                                    "properties": {"data": json_schema(m.get("output"), out=True)},
+                                }
+                            }
+                        },
+                    },
+                    "400": error_response("The input does not fit the model's input schema"),
+                    "404": error_response("Unknown method"),
+                    "413": error_response("The body is over the size limit"),
+                    "500": error_response("The model raised an exception"),
+                },
+            }
+        }
     return {
         "openapi": "3.0.3",
         "info": {"title": f"nbserve model {interface['model']}", "version": str(interface["model"])},

@@ -17,10 +17,25 @@ import sys
 # dtype kinds a JSON value may arrive as, for each target kind: no silent string-to-number casts, and
 # true/false are not numbers (a batch of only booleans is refused; numpy reads true inside numbers as 1)
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b", "U": "U", "O": "fiubUO", "c": "fiuc"}
-_KIND_WORDS = {"f": "numbers", "i": "integers", "u": "non-negative integers", "b": "booleans",
-               "U": "strings", "O": "values", "c": "numbers"}
-_FOUND_WORDS = {"f": "floats", "i": "integers", "u": "integers", "b": "booleans", "U": "strings",
-                "O": "mixed values or nested objects", "S": "bytes", "c": "complex numbers"}
+_KIND_WORDS = {
+    "f": "numbers",
+    "i": "integers",
+    "u": "non-negative integers",
+    "b": "booleans",
+    "U": "strings",
+    "O": "values",
+    "c": "numbers",
+}
+_FOUND_WORDS = {
+    "f": "floats",
+    "i": "integers",
+    "u": "integers",
+    "b": "booleans",
+    "U": "strings",
+    "O": "mixed values or nested objects",
+    "S": "bytes",
+    "c": "complex numbers",
+}
 
 
 class InputError(ValueError):
@@ -32,14 +47,19 @@ def describe(value):
     np = sys.modules.get("numpy")
     pd = sys.modules.get("pandas")
     if pd is not None and isinstance(value, pd.DataFrame):
-        return {"type": "dataframe",
-                "columns": [{"name": str(c), "dtype": str(t), **_nan_flag(value[c])} for c, t in value.dtypes.items()]}
+        return {
+            "type": "dataframe",
+            "columns": [{"name": str(c), "dtype": str(t), **_nan_flag(value[c])} for c, t in value.dtypes.items()],
+        }
     if pd is not None and isinstance(value, pd.Series):
-        return {"type": "series", "dtype": str(value.dtype),
-                "name": None if value.name is None else str(value.name), **_nan_flag(value)}
+        return {
+            "type": "series",
+            "dtype": str(value.dtype),
+            "name": None if value.name is None else str(value.name),
+            **_nan_flag(value),
+        }
     if np is not None and isinstance(value, np.ndarray):
-        return {"type": "ndarray", "dtype": value.dtype.name, "shape": [None, *value.shape[1:]],
-                **_nan_flag(value)}
+        return {"type": "ndarray", "dtype": value.dtype.name, "shape": [None, *value.shape[1:]], **_nan_flag(value)}
     if np is not None and isinstance(value, np.generic):
         return {"type": {"b": "boolean", "i": "integer", "u": "integer", "f": "number"}.get(value.dtype.kind, "any")}
     if isinstance(value, bool):
@@ -135,8 +155,12 @@ def compile_decoder(schema):
             return out
 
         return decode_list
-    scalar_types = {"number": ((int, float), "a number"), "integer": ((int,), "an integer"),
-                    "string": ((str,), "a string"), "boolean": ((bool,), "true or false")}
+    scalar_types = {
+        "number": ((int, float), "a number"),
+        "integer": ((int,), "an integer"),
+        "string": ((str,), "a string"),
+        "boolean": ((bool,), "true or false"),
+    }
     if kind in scalar_types:
         types, word = scalar_types[kind]
 
@@ -152,8 +176,14 @@ def compile_decoder(schema):
 def _json_type(v):
     if v is None:
         return "null"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "an object"}.get(type(v), type(v).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(v), type(v).__name__)
 
 
 def _shape_words(shape):
@@ -182,8 +212,7 @@ def _ndarray_decoder(schema):
             raise InputError(f"expected {expected}; the rows have different lengths or nesting ({exc})") from None
         if arr.dtype.kind not in accepted:
             raise InputError(f"expected {expected}, got {_FOUND_WORDS.get(arr.dtype.kind, arr.dtype.name)}")
-        if arr.ndim != len(shape) or any(want is not None and got != want
-                                         for got, want in zip(arr.shape, shape)):
+        if arr.ndim != len(shape) or any(want is not None and got != want for got, want in zip(arr.shape, shape)):
             raise InputError(f"expected {expected}, got shape {list(arr.shape)}")
         if arr.dtype != dtype:
             if dtype.kind in "iu" and arr.dtype.kind in "iu" and not np.can_cast(arr, dtype, casting="safe"):
@@ -197,8 +226,10 @@ def _ndarray_decoder(schema):
         if check_finite:
             where = _first_nonfinite(arr)
             if where is not None:
-                raise InputError(f"expected {expected}, finite and within the range of {dtype.name}; the value "
-                                 f"at index {list(where)} is not")
+                raise InputError(
+                    f"expected {expected}, finite and within the range of {dtype.name}; the value "
+                    f"at index {list(where)} is not"
+                )
         return arr
 
     return decode_ndarray
@@ -215,8 +246,10 @@ def _frame_from_json(data, names):
             raise InputError(f'expected "columns" to be distinct column names (strings) such as {names}')
         width = len(columns)
         if any(not isinstance(row, list) or len(row) != width for row in data["data"]):
-            raise InputError(f'expected {{"columns": [...], "data": [[...], ...]}} with each row a list of '
-                             f"{width} values, one per column")
+            raise InputError(
+                f'expected {{"columns": [...], "data": [[...], ...]}} with each row a list of '
+                f"{width} values, one per column"
+            )
         return pd.DataFrame(data["data"], columns=data["columns"])
     if isinstance(data, dict):
         lengths = {len(v) if isinstance(v, list) else -1 for v in data.values()}
@@ -227,8 +260,10 @@ def _frame_from_json(data, names):
         if not all(isinstance(r, dict) for r in data):
             raise InputError(f"expected a list of records (objects keyed by column: {names})")
         return pd.DataFrame.from_records(data)
-    raise InputError(f"expected a table: a list of records, an object of columns, or "
-                     f'{{"columns": [...], "data": [...]}}; got {_json_type(data)}')
+    raise InputError(
+        f"expected a table: a list of records, an object of columns, or "
+        f'{{"columns": [...], "data": [...]}}; got {_json_type(data)}'
+    )
 
 
 def _dataframe_decoder(schema):
@@ -263,8 +298,10 @@ def _dataframe_decoder(schema):
         if finite_columns:
             where = _first_nonfinite(frame[finite_columns].to_numpy(dtype="float64"))
             if where is not None:
-                raise InputError(f"column {finite_columns[where[1]]!r} at row {where[0]} is null, missing or not "
-                                 f"finite; expected a number (the model's sample had no missing values there)")
+                raise InputError(
+                    f"column {finite_columns[where[1]]!r} at row {where[0]} is null, missing or not "
+                    f"finite; expected a number (the model's sample had no missing values there)"
+                )
         return frame
 
     return decode_dataframe

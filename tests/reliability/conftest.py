@@ -1,7 +1,6 @@
 """Fixtures of the reliability suite, and the closing line with its numbers."""
 
 import pytest
-
 from reliability_tools import TALLY, summary
 
 

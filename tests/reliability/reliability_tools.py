@@ -26,10 +26,12 @@ def fault(survived: bool) -> None:
 
 
 def summary() -> str:
-    return (f"nbserve reliability: {TALLY['inputs']} inputs tried ({TALLY['in-process']} in-process, "
-            f"{TALLY['http']} over HTTP to gunicorn, of which {TALLY['schemathesis']} from schemathesis); "
-            f"{TALLY['5xx']} 5xx seen; {TALLY['faults']} faults injected, {TALLY['survived']} survived; "
-            f"{TALLY['concurrent_registers']} concurrent registers")
+    return (
+        f"nbserve reliability: {TALLY['inputs']} inputs tried ({TALLY['in-process']} in-process, "
+        f"{TALLY['http']} over HTTP to gunicorn, of which {TALLY['schemathesis']} from schemathesis); "
+        f"{TALLY['5xx']} 5xx seen; {TALLY['faults']} faults injected, {TALLY['survived']} survived; "
+        f"{TALLY['concurrent_registers']} concurrent registers"
+    )
 
 
 def wait_until(predicate, timeout=15.0, interval=0.05):
@@ -50,5 +52,3 @@ def status_of(url, path="/health", timeout=3, **kw):
         return requests.get(url + path, timeout=timeout, **kw).status_code
     except requests.RequestException:
         return None
-
-

@@ -38,7 +38,7 @@ def build(diabetes, iris):
 
     def squares(s):
         """float Series input."""
-        return s ** 2
+        return s**2
 
     def lr_check(data, answer):
         _close(answer, lr.predict(np.asarray(data, dtype=float)))
@@ -48,6 +48,7 @@ def build(diabetes, iris):
             frame = _frame(data, pd)[list(Xi.columns)].astype(float)
             want = getattr(clf, method)(frame)
             _close(answer, want)
+
         return check
 
     def score_check(data, answer):
@@ -65,17 +66,32 @@ def build(diabetes, iris):
 
     xs = np.arange(6, dtype=np.int64).reshape(2, 3)
     return {
-        "diabetes": dict(obj=lr, sample=X, good=("predict", X[:2].tolist()),
-                         checks={"predict": lr_check}),
-        "iris": dict(obj=clf, sample=Xi, good=("predict_proba", Xi[:2].to_dict(orient="records")),
-                     checks={"predict": iris_check("predict"), "predict_proba": iris_check("predict_proba")}),
-        "score": dict(obj=score, sample={"values": [1.0, 2.5], "name": "ab"},
-                      good=("score", {"values": [1, 2], "name": "x"}), checks={"score": score_check}),
+        "diabetes": dict(obj=lr, sample=X, good=("predict", X[:2].tolist()), checks={"predict": lr_check}),
+        "iris": dict(
+            obj=clf,
+            sample=Xi,
+            good=("predict_proba", Xi[:2].to_dict(orient="records")),
+            checks={"predict": iris_check("predict"), "predict_proba": iris_check("predict_proba")},
+        ),
+        "score": dict(
+            obj=score,
+            sample={"values": [1.0, 2.5], "name": "ab"},
+            good=("score", {"values": [1, 2], "name": "x"}),
+            checks={"score": score_check},
+        ),
         "parity": dict(obj=parity, sample=xs, good=("parity", xs.tolist()), checks={"parity": parity_check}),
-        "halve32": dict(obj=halve32, sample=np.ones((2, 2), dtype=np.float32), good=("halve32", [[1, 2]]),
-                        checks={"halve32": halve32_check}),
-        "squares": dict(obj=squares, sample=pd.Series([1.0, 2.0], name="x"), good=("squares", [3.0]),
-                        checks={"squares": squares_check}),
+        "halve32": dict(
+            obj=halve32,
+            sample=np.ones((2, 2), dtype=np.float32),
+            good=("halve32", [[1, 2]]),
+            checks={"halve32": halve32_check},
+        ),
+        "squares": dict(
+            obj=squares,
+            sample=pd.Series([1.0, 2.0], name="x"),
+            good=("squares", [3.0]),
+            checks={"squares": squares_check},
+        ),
     }
 
 
@@ -85,4 +101,3 @@ def _frame(data, pd):
     if isinstance(data, dict):
         return pd.DataFrame(data)
     return pd.DataFrame.from_records(data)
-

@@ -8,10 +8,10 @@ import warnings
 import numpy as np
 import pytest
 import requests
+from reliability_tools import record
 
 import nbserve
 from nbserve.workspace import Workspace
-from reliability_tools import record
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -58,8 +58,14 @@ def test_another_address_is_served_only_with_a_warning(workspace):
 def guarded(workspace, diabetes):
     X, _, lr = diabetes
     said = []
-    inst = workspace.serve(lr, name="diabetes", sample=X, runtime="process", auth_token=True,
-                           progress=lambda msg, fraction=None: said.append(msg))
+    inst = workspace.serve(
+        lr,
+        name="diabetes",
+        sample=X,
+        runtime="process",
+        auth_token=True,
+        progress=lambda msg, fraction=None: said.append(msg),
+    )
     return inst, said
 
 
@@ -67,10 +73,22 @@ def test_without_the_token_every_route_but_health_is_a_401(guarded, diabetes):
     inst, _ = guarded
     token = inst.auth_token
     assert isinstance(token, str) and len(token) >= 32
-    for path, verb in [("/predict", "POST"), ("/interface.json", "GET"), ("/openapi.json", "GET"), ("/", "GET"),
-                       ("/docs", "GET"), ("/nope", "GET"), ("/predict", "GET")]:
-        for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": token},
-                        {"Authorization": f"Basic {token}"}, {"Authorization": f"Bearer {token[:-1]}"}):
+    for path, verb in [
+        ("/predict", "POST"),
+        ("/interface.json", "GET"),
+        ("/openapi.json", "GET"),
+        ("/", "GET"),
+        ("/docs", "GET"),
+        ("/nope", "GET"),
+        ("/predict", "GET"),
+    ]:
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-token"},
+            {"Authorization": token},
+            {"Authorization": f"Basic {token}"},
+            {"Authorization": f"Bearer {token[:-1]}"},
+        ):
             resp = requests.request(verb, inst.url + path, json={"data": [[0] * 10]}, headers=headers, timeout=5)
             record(resp.status_code, "http")
             assert resp.status_code == 401, (path, verb, headers, resp.status_code)
@@ -79,8 +97,9 @@ def test_without_the_token_every_route_but_health_is_a_401(guarded, diabetes):
             assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     # /health stays open for health checks (it tells only that the server is up and the model id)
     assert requests.get(inst.url + "/health", timeout=5).json() == {"status": "ok", "model": "diabetes:1"}
-    resp = requests.post(inst.url + "/predict", json={"data": [[0] * 10]}, timeout=5,
-                         headers={"Authorization": f"Bearer {token}"})
+    resp = requests.post(
+        inst.url + "/predict", json={"data": [[0] * 10]}, timeout=5, headers={"Authorization": f"Bearer {token}"}
+    )
     assert resp.status_code == 200
 
 
@@ -101,9 +120,13 @@ def test_the_token_is_never_shown_in_full(guarded):
     inst, said = guarded
     token = inst.auth_token
     shown = {
-        "repr": repr(inst), "str": str(inst), "to_dict": repr(inst.to_dict()),
+        "repr": repr(inst),
+        "str": str(inst),
+        "to_dict": repr(inst.to_dict()),
         "listing": repr(inst._workspace.instances()),
-        "progress": "\n".join(said), "logs": inst.logs(), "row repr": repr(inst._row),
+        "progress": "\n".join(said),
+        "logs": inst.logs(),
+        "row repr": repr(inst._row),
         "client repr": repr(inst.client()),
         "server environment": open(f"/proc/{inst._row.handle['pid']}/environ", "rb").read().decode(errors="replace"),
         "server command line": open(f"/proc/{inst._row.handle['pid']}/cmdline", "rb").read().decode(errors="replace"),
@@ -128,9 +151,11 @@ def test_a_token_of_ones_own_and_bad_tokens(workspace, diabetes):
 
 
 def test_limits_are_checked_before_anything_starts(workspace):
-    for options, says in [({"timeout": -1}, "timeout must be a number of seconds >= 0"),
-                          ({"timeout": "soon"}, "timeout must be"),
-                          ({"max_body": 10}, "max_body must be a number of bytes >= 1024")]:
+    for options, says in [
+        ({"timeout": -1}, "timeout must be a number of seconds >= 0"),
+        ({"timeout": "soon"}, "timeout must be"),
+        ({"max_body": 10}, "max_body must be a number of bytes >= 1024"),
+    ]:
         with pytest.raises(nbserve.NbserveError, match=says):
             workspace.serve("nope", runtime="process", progress=False, **options)
 
@@ -151,8 +176,9 @@ def test_no_pickle_is_accepted_over_http(workspace):
             return (os.system, (f"touch {marker}",))
 
     for ctype in ("application/octet-stream", "application/python-pickle", "application/json"):
-        resp = requests.post(inst.url + "/echo", data=pickle.dumps({"data": Evil()}), timeout=5,
-                             headers={"Content-Type": ctype})
+        resp = requests.post(
+            inst.url + "/echo", data=pickle.dumps({"data": Evil()}), timeout=5, headers={"Content-Type": ctype}
+        )
         record(resp.status_code, "http")
         assert resp.status_code == 400 and resp.json()["error"]["type"] == "InvalidJSON"
     assert not marker.exists()

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from reliability_tools import fault, need, wait_until
 
 from nbserve.errors import DockerUnavailableError
 from nbserve.workspace import Workspace
-from reliability_tools import fault, need, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -192,8 +192,9 @@ class Relay:
             self.conns.clear()
 
 
-def test_the_engine_going_away_mid_session_gives_clear_errors_and_listings_recover(engine, docker_home, inst,
-                                                                                   monkeypatch, tmp_path):
+def test_the_engine_going_away_mid_session_gives_clear_errors_and_listings_recover(
+    engine, docker_home, inst, monkeypatch, tmp_path
+):
     target = (os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock").removeprefix("unix://")
     need(os.path.exists(target), "the Docker engine's unix socket", HOW)
     relay = Relay(tmp_path / "engine.sock", target)

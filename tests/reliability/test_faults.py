@@ -14,9 +14,9 @@ import time
 
 import pytest
 import requests
+from reliability_tools import fault, record, status_of, wait_until
 
 import nbserve
-from reliability_tools import fault, record, status_of, wait_until
 
 TIMEOUT = 1.5  # seconds per request, for the instance here: short, so the timeout test is quick
 
@@ -48,8 +48,9 @@ def troublemaker(cmd):
 
 @pytest.fixture(scope="module")
 def inst(module_workspace):
-    return module_workspace.serve(troublemaker, sample=["ok"], runtime="process", timeout=TIMEOUT, workers=1,
-                                  progress=False)
+    return module_workspace.serve(
+        troublemaker, sample=["ok"], runtime="process", timeout=TIMEOUT, workers=1, progress=False
+    )
 
 
 def call(inst, *cmd, timeout=10):
@@ -67,8 +68,9 @@ def worker_pid(inst):
 def test_an_exception_in_the_model_is_a_json_500_without_a_traceback(inst):
     resp = call(inst, "raise")
     assert resp.status_code == 500 and resp.headers["Content-Type"] == "application/json"
-    assert resp.json() == {"error": {"type": "ModelError",
-                                     "message": "troublemaker raised ZeroDivisionError: the model divided by zero"}}
+    assert resp.json() == {
+        "error": {"type": "ModelError", "message": "troublemaker raised ZeroDivisionError: the model divided by zero"}
+    }
     assert "Traceback" not in resp.text and "/" not in resp.json()["error"]["message"]
     assert call(inst, "ok").status_code == 200
 
@@ -98,8 +100,11 @@ def test_a_request_over_the_timeout_is_a_json_504_and_the_instance_recovers(inst
     fault(True)
 
 
-@pytest.mark.parametrize("cmd", [("segfault",), ("os._exit", "1"), ("os._exit", "3"), ("os._exit", "4")],
-                         ids=["segfault", "os._exit(1)", "os._exit(3)", "os._exit(4)"])
+@pytest.mark.parametrize(
+    "cmd",
+    [("segfault",), ("os._exit", "1"), ("os._exit", "3"), ("os._exit", "4")],
+    ids=["segfault", "os._exit(1)", "os._exit(3)", "os._exit(4)"],
+)
 def test_a_crashing_worker_is_replaced_and_the_instance_keeps_answering(inst, cmd):
     master = inst._row.handle["pid"]
     pid = worker_pid(inst)
@@ -141,12 +146,16 @@ def test_an_artifact_whose_bytes_changed_is_refused_by_the_registry_and_the_serv
     good = pkl.read_bytes()
     pkl.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one bit
 
-    with pytest.raises(nbserve.ArtifactIntegrityError, match=r"diabetes:1: artifact [0-9a-f]{12}: model.pkl "
-                                                                 r"does not match its sha256"):
+    with pytest.raises(
+        nbserve.ArtifactIntegrityError,
+        match=r"diabetes:1: artifact [0-9a-f]{12}: model.pkl "
+        r"does not match its sha256",
+    ):
         mv.load()
     inst.stop()
-    with pytest.raises(nbserve.InstanceStartError, match="model.pkl does not match its recorded sha256; "
-                                                          "refusing to unpickle it") as err:
+    with pytest.raises(
+        nbserve.InstanceStartError, match="model.pkl does not match its recorded sha256; refusing to unpickle it"
+    ) as err:
         inst.start(progress=False)
     assert mv.sha256 in str(err.value) and "diabetes:1" in str(err.value)
     fault(True)
@@ -196,8 +205,10 @@ def test_a_client_that_stalls_mid_body_is_cut_off_by_the_timeout(inst):
 
     host, port = inst.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=TIMEOUT + 10) as s:
-        s.sendall(b"POST /troublemaker HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 100\r\n\r\n{\"data\": [")
+        s.sendall(
+            b"POST /troublemaker HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"data": ['
+        )
         started = time.monotonic()
         answer = b""
         while chunk := s.recv(65536):

@@ -11,17 +11,15 @@ import numpy as np
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from schemathesis.generation import GenerationMode
-
 from fuzz_strategies import CONTENT_TYPES, bodies
+from hypothesis import HealthCheck, given, settings
 from reliability_tools import TALLY, record
+from schemathesis.generation import GenerationMode
 
 MAX_BODY = 100_000
 SCHEMATHESIS_EXAMPLES = 150  # per method and generation mode
-HTTP_EXAMPLES = 150          # hypothesis bodies per model
-TIMEOUT = 10                 # seconds: an answer slower than this is a hang
+HTTP_EXAMPLES = 150  # hypothesis bodies per model
+TIMEOUT = 10  # seconds: an answer slower than this is a hang
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +57,14 @@ def test_schemathesis_against_the_servers_own_openapi(served, name):
         # GET routes take no input: one positive call each; methods get schema-fitting and -breaking data
         modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if op.method.upper() == "POST" else [])
         for mode in modes:
-            @settings(max_examples=SCHEMATHESIS_EXAMPLES, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck))
+
+            @settings(
+                max_examples=SCHEMATHESIS_EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=op.as_strategy(generation_mode=mode))
             def run(case):
                 resp = case.call(base_url=inst.url, timeout=TIMEOUT)
@@ -78,13 +82,22 @@ def test_hypothesis_bodies_over_http(served, name):
     inst, still_serving = served[name]
     method = "predict"
 
-    @settings(max_examples=HTTP_EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=HTTP_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(body=bodies(name), ctype=CONTENT_TYPES)
     def run(body, ctype):
         raw = body.encode(errors="surrogatepass") if isinstance(body, str) else body
-        resp = requests.post(f"{inst.url}/{method}", data=raw, timeout=TIMEOUT,
-                             headers={"Content-Type": ctype.encode("utf-8")} if ctype else {})
+        resp = requests.post(
+            f"{inst.url}/{method}",
+            data=raw,
+            timeout=TIMEOUT,
+            headers={"Content-Type": ctype.encode("utf-8")} if ctype else {},
+        )
         assert_explains(resp, repr(raw[:200]))
 
     run()
@@ -118,14 +131,23 @@ EDGE_BODIES = [
     b'{"data": [[NaN, 1, 2, 3, 4, 5, 6, 7, 8, 9]]}',
     b'{"data": [[Infinity, -Infinity, 2, 3, 4, 5, 6, 7, 8, 9]]}',
     b'{"data": [[1e400, 1, 2, 3, 4, 5, 6, 7, 8, 9]]}',
-    b'{"data": [[' + b"1" * 400 + b', 1, 2, 3, 4, 5, 6, 7, 8, 9]]}',
+    b'{"data": [[' + b"1" * 400 + b", 1, 2, 3, 4, 5, 6, 7, 8, 9]]}",
     b'{"data": [["NaN", "inf", "2", "3", "4", "5", "6", "7", "8", "9"]]}',
     b'{"data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
     b'{"data": [[' + b", ".join([b"1"] * 10) + b"]]" + b"," * 3 + b"}",
     b'{"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]], "data": "again"}',
-    b'{"data": [[\xc3\xa9, 1]]}', b'"\xed\xa0\x80"', b"\x00\x01\x02", b"", b"null", b"{}", b'{"data": []}',
-    b'{"data": [[]]}', b'{"data": {}}', b'{"data": null}', b'{"data": [[true, false, 1, 2, 3, 4, 5, 6, 7, 8]]}',
-    "{\"data\": \"\U0001f600\u202e\ufeff\"}".encode(),
+    b'{"data": [[\xc3\xa9, 1]]}',
+    b'"\xed\xa0\x80"',
+    b"\x00\x01\x02",
+    b"",
+    b"null",
+    b"{}",
+    b'{"data": []}',
+    b'{"data": [[]]}',
+    b'{"data": {}}',
+    b'{"data": null}',
+    b'{"data": [[true, false, 1, 2, 3, 4, 5, 6, 7, 8]]}',
+    '{"data": "\U0001f600\u202e\ufeff"}'.encode(),
 ]
 
 
@@ -145,19 +167,28 @@ def test_oversized_bodies_are_a_413_that_names_the_limit(served):
     big = b'{"data": [' + b"[1,2,3,4,5,6,7,8,9,0]," * 10_000 + b"[1,2,3,4,5,6,7,8,9,0]]}"
     assert len(big) > MAX_BODY
     # with a Content-Length: refused before the body is read
-    resp = requests.post(inst.url + "/predict", data=big, headers={"Content-Type": "application/json"},
-                         timeout=TIMEOUT)
+    resp = requests.post(inst.url + "/predict", data=big, headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
     assert_explains(resp, "oversized")
     assert resp.status_code == 413 and str(MAX_BODY) in resp.json()["error"]["message"]
     # chunked, with no length up front: refused once the limit is crossed
-    resp = requests.post(inst.url + "/predict", data=iter([big[i:i + 8192] for i in range(0, len(big), 8192)]),
-                         headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
+    resp = requests.post(
+        inst.url + "/predict",
+        data=iter([big[i : i + 8192] for i in range(0, len(big), 8192)]),
+        headers={"Content-Type": "application/json"},
+        timeout=TIMEOUT,
+    )
     assert_explains(resp, "oversized chunked")
     assert resp.status_code == 413
     # a Content-Length that claims more than the limit, with no body behind it
-    status, body = status_and_json(raw_http(inst.url, (
-        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 999999999999\r\nConnection: close\r\n\r\n")))
+    status, body = status_and_json(
+        raw_http(
+            inst.url,
+            (
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 999999999999\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    )
     record(status, "http")
     assert status == 413 and body["error"]["type"] == "PayloadTooLarge"
     still_serving()
@@ -165,8 +196,21 @@ def test_oversized_bodies_are_a_413_that_names_the_limit(served):
 
 def test_every_route_and_verb_over_http(served):
     inst, still_serving = served["iris"]
-    for path in ["/", "/health", "/interface.json", "/openapi.json", "/docs", "/predict", "/predict_proba",
-                 "/nope", "/predict/extra", "/%00", "/..%2f..%2fetc%2fpasswd", "/" + "a" * 2000, "/static/x"]:
+    for path in [
+        "/",
+        "/health",
+        "/interface.json",
+        "/openapi.json",
+        "/docs",
+        "/predict",
+        "/predict_proba",
+        "/nope",
+        "/predict/extra",
+        "/%00",
+        "/..%2f..%2fetc%2fpasswd",
+        "/" + "a" * 2000,
+        "/static/x",
+    ]:
         for verb in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]:
             resp = requests.request(verb, inst.url + path, data=b'{"data": 1}', timeout=TIMEOUT)
             record(resp.status_code, "http")

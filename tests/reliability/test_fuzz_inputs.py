@@ -10,16 +10,16 @@ request is answered correctly. test_fuzz_http.py sends the same kind of traffic 
 import json
 
 import pytest
+from fuzz_strategies import CONTENT_TYPES, bodies
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from fuzz_strategies import CONTENT_TYPES, bodies
 from reliability_tools import TALLY, record
 from served_models import build
 
 EXAMPLES = 250  # per model and test: bounded, so the suite stays within its time budget on 2 cores
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +83,25 @@ def test_any_body_to_a_method_is_a_4xx_that_explains_or_a_correct_200(models, na
 def test_every_route_and_verb_with_any_body(models, name):
     app = models[name]["app"]
     routes = sorted({r.rule for r in app.url_map.iter_rules() if "<" not in r.rule}) + ["/static/x.js"]
-    paths = st.one_of(st.sampled_from(routes), st.builds(lambda s: "/" + s, st.text(
-        st.characters(codec="utf-8", exclude_characters="?#%\r\n"), max_size=30)))
+    paths = st.one_of(
+        st.sampled_from(routes),
+        st.builds(lambda s: "/" + s, st.text(st.characters(codec="utf-8", exclude_characters="?#%\r\n"), max_size=30)),
+    )
 
     @FUZZ
-    @given(path=paths, verb=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
-           body=st.one_of(bodies(name), st.just("")), ctype=CONTENT_TYPES)
+    @given(
+        path=paths,
+        verb=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
+        body=st.one_of(bodies(name), st.just("")),
+        ctype=CONTENT_TYPES,
+    )
     def prop(path, verb, body, ctype):
-        resp = models[name]["client"].open(path, method=verb, data=body.encode(errors="surrogatepass")
-                                           if isinstance(body, str) else body, content_type=ctype)
+        resp = models[name]["client"].open(
+            path,
+            method=verb,
+            data=body.encode(errors="surrogatepass") if isinstance(body, str) else body,
+            content_type=ctype,
+        )
         if verb in ("HEAD", "OPTIONS") or path in ("/docs",) and resp.status_code == 200:
             record(resp.status_code)
             assert resp.status_code < 500

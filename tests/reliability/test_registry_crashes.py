@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 
-from nbserve.workspace import Workspace
 from reliability_tools import TALLY, fault, wait_until
 
+from nbserve.workspace import Workspace
+
 # The child: registers `double` (or `plus_K`) in HOME; with a kill point, it stops there and waits.
-CHILD = r'''
+CHILD = r"""
 import json, os, sys, time
 home, point, marker, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 os.environ["NBSERVE_HOME"] = home
@@ -76,15 +77,21 @@ mv = Workspace(home).register(model, name=name, sample=[1, 2], progress=False)
 print(json.dumps({"version": mv.version, "sha256": mv.sha256}))
 if point == "after-commit":
     stop_here()
-'''
+"""
 
 KILL_POINTS = ["pickle-written", "before-rename", "before-commit", "after-commit"]
 
 
 def child(home, point, marker, k=-1):
     env = {key: v for key, v in os.environ.items() if not key.startswith("NBSERVE_")}
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(home), point, str(marker), str(k)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(home), point, str(marker), str(k)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def visible_artifacts_verify(ws):

@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from test_sidebar import lab, page  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
@@ -27,13 +26,26 @@ CELLS = [
 
 
 def notebook(cells) -> str:
-    return json.dumps({
-        "nbformat": 4, "nbformat_minor": 5,
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                                    "language": "python"}},
-        "cells": [{"cell_type": "code", "id": f"cell{i}", "source": src, "metadata": {}, "outputs": [],
-                   "execution_count": None} for i, src in enumerate(cells)],
-    })
+    return json.dumps(
+        {
+            "nbformat": 4,
+            "nbformat_minor": 5,
+            "metadata": {
+                "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+            },
+            "cells": [
+                {
+                    "cell_type": "code",
+                    "id": f"cell{i}",
+                    "source": src,
+                    "metadata": {},
+                    "outputs": [],
+                    "execution_count": None,
+                }
+                for i, src in enumerate(cells)
+            ],
+        }
+    )
 
 
 def health(url) -> int:

@@ -20,20 +20,26 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from nbserve_testing import need
 
 import nbserve
-from nbserve_testing import need
 
 pytestmark = pytest.mark.browser
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # No news or update checks: they would pop a notification over the page (and try the network).
-SETTINGS_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
-                                                                       "checkForUpdates": False}}
+SETTINGS_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
 SETUP = "run .ci/setup-browser (as root: installs Chromium, builds and links the JupyterLab extension)"
 
 
@@ -74,16 +80,32 @@ def lab(request, home, tmp_path):
     root.mkdir()
     settings.mkdir()
     (settings / "overrides.json").write_text(json.dumps(SETTINGS_OVERRIDES))
-    env = dict(os.environ, NBSERVE_HOME=str(home), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-               JUPYTER_DATA_DIR=str(tmp_path / "data"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
-    cmd = [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root}", f"--LabApp.app_settings_dir={settings}",
-           f"--LabApp.user_settings_dir={tmp_path / 'user-settings'}",
-           f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"]
+    env = dict(
+        os.environ,
+        NBSERVE_HOME=str(home),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_DATA_DIR=str(tmp_path / "data"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--allow-root",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--LabApp.app_settings_dir={settings}",
+        f"--LabApp.user_settings_dir={tmp_path / 'user-settings'}",
+        f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+    ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     server = Lab(port, token, log)
     try:
         deadline = time.monotonic() + 90
@@ -139,8 +161,15 @@ def save_screenshot(page, sidebar, path):
     top = sidebar.bounding_box()
     bottom = sidebar.get_by_role("list", name="Model instances").bounding_box()
     path.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(path), clip={"x": 0, "y": top["y"], "width": top["x"] + top["width"],
-                                          "height": bottom["y"] + bottom["height"] + 10 - top["y"]})
+    page.screenshot(
+        path=str(path),
+        clip={
+            "x": 0,
+            "y": top["y"],
+            "width": top["x"] + top["width"],
+            "height": bottom["y"] + bottom["height"] + 10 - top["y"],
+        },
+    )
 
 
 def test_start_and_stop_an_instance_from_the_sidebar(lab, page, workspace, diabetes, iris, tmp_path):
