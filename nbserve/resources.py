@@ -127,6 +127,28 @@ class Instance:
     def logs(self, tail: int = 200) -> str:
         return self._workspace.logs(self.id, tail=tail)
 
+    def metrics(self, raw: bool = False):
+        """Per model method since the start: requests, errors, error rate, p50/p99 and mean latency (ms),
+        a DataFrame where pandas is installed (list of dicts otherwise); ``raw=True``: the cumulative
+        snapshot of /metrics that rates are computed from (nbserve.monitoring)."""
+        from . import monitoring
+
+        snap = self._workspace.metrics_snapshot(self.id)
+        if raw:
+            return snap
+        return monitoring.as_frame(
+            monitoring.summary(snap), attrs={"in_progress": snap["in_progress"], "time": snap["time"]}
+        )
+
+    def drift(self, raw: bool = False):
+        """Each input feature and output against the registration sample: PSI, KS or chi-squared, status
+        (a DataFrame where pandas is installed; the overall ``drift`` flag, window and thresholds in
+        its ``.attrs``); ``raw=True``: the /drift report as it is."""
+        from . import monitoring
+
+        report = self._workspace.drift(self.id)
+        return report if raw else monitoring.drift_frame(report)
+
     def stop(self) -> Instance:
         return self._take(self._workspace.stop(self.id))
 

@@ -271,6 +271,35 @@ class Workspace:
         row = self.registry.get_instance(id)
         return self.runtime(row.runtime).logs(row, tail=tail)
 
+    # -- metrics and drift (nbserve/monitoring.py) ---------------------------------------------
+
+    def _running(self, id: str):
+        inst = self.get_instance(id)
+        if inst.status != "running" or not inst.url:
+            raise NbserveError(f"{id} is {inst.status}: metrics and drift come from a running instance")
+        return inst
+
+    def metrics_snapshot(self, id: str) -> dict:
+        """One reading of the instance's /metrics (cumulative counts; see monitoring.snapshot)."""
+        from . import monitoring
+
+        inst = self._running(id)
+        return monitoring.snapshot(inst.url, inst.auth_token)
+
+    def drift(self, id: str) -> dict:
+        """The instance's /drift report: each feature against the registration sample."""
+        from . import monitoring
+
+        inst = self._running(id)
+        return monitoring.drift(inst.url, inst.auth_token)
+
+    def prometheus_config(self, refs=None, interval: str = "15s") -> str:
+        """A Prometheus scrape config for the running instances (all, or those of ``refs``)."""
+        from . import monitoring
+
+        insts = [i for ref in refs for i in self.resolve_instances(ref)] if refs else self.instances()
+        return monitoring.prometheus_config(insts, self.home / "prometheus", interval=interval)
+
     # -- images --------------------------------------------------------------------------------
 
     def build(self, ref, base_image: str | None = None, progress=None) -> Image:

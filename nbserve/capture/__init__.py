@@ -14,7 +14,7 @@ import cloudpickle
 
 from ..errors import CaptureError, RequirementsError, SampleError
 from ..server.schema import batch_slice, describe
-from . import pickling, requirements
+from . import pickling, reference, requirements
 
 SAMPLE_ROWS = 5
 PROOF_TIMEOUT = 300
@@ -77,6 +77,7 @@ class Draft:
     modules: set  # found statically: pickle globals, the captured functions' globals, the sample's type
     sample_slice: object
     object_type: str
+    reference: dict | None = None  # drift reference of the sample (capture/reference.py)
 
     def stage(self, directory: Path) -> Path:
         """Write what a clean interpreter needs to replay this draft: artifact/ and sample.pkl."""
@@ -113,6 +114,8 @@ class Draft:
             "requirements": requirements.lock(requirements.distributions_for(modules)),
             "python": platform.python_version(),
         }
+        if self.reference:
+            manifest["reference"] = self.reference
         return Captured(self.pickle, manifest, self.outputs)
 
 
@@ -136,8 +139,10 @@ def draft(obj, label="model", sample=None, methods=None) -> Draft:
         signature[name] = entry
 
     modules = requirements.modules_in_pickle(pkl) | requirements.modules_used_by_functions(obj)
+    ref = None
     if sample is not None:
         modules |= {type(sample).__module__.partition(".")[0]}
+        ref = reference.compute(lambda name: _call(obj, kind, name), sample, names)
     return Draft(
         label,
         pkl,
@@ -148,6 +153,7 @@ def draft(obj, label="model", sample=None, methods=None) -> Draft:
         modules,
         sample_slice,
         f"{type(obj).__module__}.{type(obj).__qualname__}",
+        ref,
     )
 
 

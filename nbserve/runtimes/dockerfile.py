@@ -36,7 +36,7 @@ from ..errors import BuildError
 
 SERVER_PACKAGE = Path(__file__).resolve().parents[1] / "server"
 # what nbserve/server/ imports (see its __init__): pinned like the model's own requirements
-SERVER_NEEDS = ("flask", "gunicorn", "orjson", "cloudpickle", "numpy")
+SERVER_NEEDS = ("flask", "gunicorn", "orjson", "cloudpickle", "numpy", "prometheus_client")
 PORT = 8080
 UID = 10001
 VENV = "/opt/venv"

@@ -31,6 +31,10 @@ def server_limits_env(options: dict) -> dict:
     if options.get("max_body"):
         env["NBSERVE_MAX_BODY"] = str(int(options["max_body"]))
     env.update(token_env(options.get("auth_token")))
+    if options.get("metrics") is False:  # see nbserve/server/metrics.py
+        env["NBSERVE_METRICS"] = "0"
+    if options.get("request_log") is not None:  # True, False or "bodies"
+        env["NBSERVE_REQUEST_LOG"] = {True: "1", False: "0"}.get(options["request_log"], str(options["request_log"]))
     return env
 
 
@@ -39,6 +43,8 @@ def check_options(options: dict) -> dict:
 
     auth_token: True (generate one), a string of at least 16 characters, or None/False (no auth).
     timeout: seconds per request, > 0, or 0 for none. max_body: bytes, at least 1024.
+    metrics: False turns /metrics, /drift and the request log off. request_log: False (no log lines),
+    True (the default) or "bodies" (request bodies logged too).
     """
     import secrets
 
@@ -63,6 +69,10 @@ def check_options(options: dict) -> dict:
             ok = False
         if not ok:
             raise NbserveError(f"timeout must be a number of seconds >= 0 (0: no limit), got {options['timeout']!r}")
+    if options.get("metrics") not in (None, True, False):
+        raise NbserveError(f"metrics must be True or False, got {options['metrics']!r}")
+    if options.get("request_log") not in (None, True, False, "bodies"):
+        raise NbserveError(f"request_log must be True, False or 'bodies', got {options['request_log']!r}")
     if options.get("max_body") is not None:
         if not isinstance(options["max_body"], int) or options["max_body"] < 1024:
             raise NbserveError(f"max_body must be a number of bytes >= 1024, got {options['max_body']!r}")

@@ -79,6 +79,7 @@ class ProcessRuntime(Runtime):
         else:
             env["NBSERVE_MODEL_ID"] = version.id
         env.update(server_limits_env(row.options))  # NBSERVE_TIMEOUT, NBSERVE_MAX_BODY, auth digest
+        env["NBSERVE_METRICS_DIR"] = str(self.instance_dir(row) / "metrics")  # wiped by gunicorn_conf at start
         cmd = [
             python,
             "-m",

@@ -1,0 +1,219 @@
+"""Reading what a served model reports about itself (its /metrics and /drift), for every face.
+
+``snapshot`` reads /metrics once into plain data: per model method the request and error counts and
+the cumulative latency histogram. Rates and latency quantiles need two snapshots: ``summary`` compares
+a snapshot with an earlier one (or with nothing: totals since the start), ``series`` turns a list of
+snapshots into the points the panel and the sidebar plot. ``prometheus_config`` writes a scrape config
+for the instances (tokens go to files beside each instance, never into the printed config).
+"""
+
+from __future__ import annotations
+
+import time
+
+from .errors import NbserveError
+
+TIMEOUT = 5.0
+DRIFT_COLUMNS = ("role", "method", "name", "kind", "rows", "psi", "test", "statistic", "p_value", "status", "drifted")
+
+
+def _get(url: str, token: str | None, timeout: float = TIMEOUT):
+    import requests
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        resp = requests.get(url, headers=headers, timeout=timeout)
+    except requests.RequestException as exc:
+        raise NbserveError(f"cannot reach {url}: {exc}") from None
+    if resp.status_code != 200:
+        try:
+            message = resp.json()["error"]["message"]
+        except Exception:
+            message = resp.text[:200]
+        raise NbserveError(f"{url} answered {resp.status_code}: {message}")
+    return resp
+
+
+def snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> dict:
+    """{"time", "in_progress", "methods": {method: {"requests", "errors", "sum", "buckets": [[le, cumulative
+    count], ...]}}} from one scrape of ``url``/metrics. ``errors`` counts answers with a 5xx status."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = _get(url.rstrip("/") + "/metrics", token, timeout).text
+    methods: dict = {}
+    in_progress = 0.0
+
+    def entry(method):
+        return methods.setdefault(method, {"requests": 0.0, "errors": 0.0, "sum": 0.0, "buckets": {}})
+
+    for family in text_string_to_metric_families(text):
+        if family.name == "nbserve_request_duration_seconds":
+            for s in family.samples:
+                method = s.labels.get("method", "other")
+                if s.name.endswith("_bucket"):
+                    buckets = entry(method)["buckets"]
+                    le = float(s.labels["le"])
+                    buckets[le] = buckets.get(le, 0.0) + s.value
+                elif s.name.endswith("_sum"):
+                    entry(method)["sum"] += s.value
+        elif family.name == "nbserve_requests":
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    e = entry(s.labels.get("method", "other"))
+                    e["requests"] += s.value
+                    if s.labels.get("status", "").startswith("5"):
+                        e["errors"] += s.value
+        elif family.name == "nbserve_requests_in_progress":
+            in_progress = sum(s.value for s in family.samples)
+    for e in methods.values():
+        e["buckets"] = sorted([le, c] for le, c in e["buckets"].items())
+    return {"time": time.time(), "in_progress": in_progress, "methods": methods}
+
+
+def drift(url: str, token: str | None = None, timeout: float = 30.0) -> dict:
+    """The instance's /drift answer (see nbserve/server/drift.py)."""
+    return _get(url.rstrip("/") + "/drift", token, timeout).json()
+
+
+def quantile(q: float, buckets: list) -> float | None:
+    """The q-quantile of a cumulative histogram [[le, count], ...], interpolated inside the bucket as
+    Prometheus' histogram_quantile does; None with no observations."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    rank = q * total
+    prev_le, prev_c = 0.0, 0.0
+    for le, c in buckets:
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            if c == prev_c:
+                return le
+            return prev_le + (le - prev_le) * (rank - prev_c) / (c - prev_c)
+        prev_le, prev_c = le, c
+    return prev_le
+
+
+def _delta(new: dict, old: dict | None) -> dict:
+    if not old:
+        return new
+    before = dict((le, c) for le, c in old.get("buckets", []))
+    return {
+        "requests": new["requests"] - old.get("requests", 0.0),
+        "errors": new["errors"] - old.get("errors", 0.0),
+        "sum": new["sum"] - old.get("sum", 0.0),
+        "buckets": [[le, c - before.get(le, 0.0)] for le, c in new["buckets"]],
+    }
+
+
+def _all_methods(snap: dict, include_other: bool = False) -> dict:
+    """The model methods' counts summed into one (the "other" routes left out unless asked)."""
+    total = {"requests": 0.0, "errors": 0.0, "sum": 0.0, "buckets": {}}
+    for method, e in snap["methods"].items():
+        if method == "other" and not include_other:
+            continue
+        total["requests"] += e["requests"]
+        total["errors"] += e["errors"]
+        total["sum"] += e["sum"]
+        for le, c in e["buckets"]:
+            total["buckets"][le] = total["buckets"].get(le, 0.0) + c
+    total["buckets"] = sorted([le, c] for le, c in total["buckets"].items())
+    return total
+
+
+def point(new: dict, old: dict | None = None) -> dict:
+    """One plotted point over all model methods between two snapshots (or since the start): time,
+    requests per second, error rate (share of 5xx), p50 and p99 latency in milliseconds."""
+    d = _delta(_all_methods(new), _all_methods(old) if old else None)
+    seconds = new["time"] - old["time"] if old else None
+    p50, p99 = quantile(0.5, d["buckets"]), quantile(0.99, d["buckets"])
+    return {
+        "time": new["time"],
+        "requests": d["requests"],
+        "rate": d["requests"] / seconds if seconds else None,
+        "error_rate": d["errors"] / d["requests"] if d["requests"] else 0.0,
+        "p50_ms": None if p50 is None else p50 * 1000,
+        "p99_ms": None if p99 is None else p99 * 1000,
+        "in_progress": new["in_progress"],
+    }
+
+
+def series(snapshots: list) -> list[dict]:
+    """Points between consecutive snapshots (the first snapshot only starts the series)."""
+    return [point(b, a) for a, b in zip(snapshots, snapshots[1:])]
+
+
+def summary(new: dict, old: dict | None = None) -> list[dict]:
+    """One row per model method: requests, errors, error rate, p50/p99 latency (ms), mean latency."""
+    rows = []
+    for method in sorted(new["methods"]):
+        d = _delta(new["methods"][method], (old or {}).get("methods", {}).get(method))
+        p50, p99 = quantile(0.5, d["buckets"]), quantile(0.99, d["buckets"])
+        rows.append(
+            {
+                "method": method,
+                "requests": int(d["requests"]),
+                "errors": int(d["errors"]),
+                "error_rate": d["errors"] / d["requests"] if d["requests"] else 0.0,
+                "p50_ms": None if p50 is None else p50 * 1000,
+                "p99_ms": None if p99 is None else p99 * 1000,
+                "mean_ms": d["sum"] / d["requests"] * 1000 if d["requests"] else None,
+            }
+        )
+    return rows
+
+
+def as_frame(rows: list[dict], columns=None, attrs: dict | None = None):
+    """A pandas DataFrame of ``rows`` where pandas is installed, else the rows themselves."""
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    frame = pd.DataFrame(rows, columns=columns)
+    if attrs:
+        frame.attrs.update(attrs)
+    return frame
+
+
+def drift_frame(report: dict):
+    """The features of a /drift report as a DataFrame (overall flag, window and thresholds in .attrs)."""
+    rows = [{k: f.get(k) for k in DRIFT_COLUMNS} for f in report.get("features", [])]
+    attrs = {k: v for k, v in report.items() if k != "features"}
+    return as_frame(rows, columns=list(DRIFT_COLUMNS), attrs=attrs)
+
+
+def prometheus_config(instances, token_dir, interval: str = "15s") -> str:
+    """A Prometheus scrape config (YAML) with one job per running instance: its /metrics, labels
+    ``nbserve_instance`` and ``nbserve_model``, and, for an instance with a bearer token, a
+    ``credentials_file`` written (mode 0600) under ``token_dir`` rather than the token itself."""
+    import json
+    import os
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    lines = [
+        "# Prometheus scrape config for nbserve instances (nbserve prometheus-config)",
+        "global:",
+        f"  scrape_interval: {interval}",
+        "scrape_configs:",
+    ]
+    for inst in instances:
+        if inst.status != "running" or not inst.url:
+            continue
+        target = urlparse(inst.url)
+        lines += [
+            f"  - job_name: {json.dumps('nbserve-' + inst.id)}",
+            "    metrics_path: /metrics",
+            f"    scheme: {target.scheme}",
+            "    static_configs:",
+            f"      - targets: [{json.dumps(target.netloc)}]",
+            f"        labels: {{nbserve_instance: {json.dumps(inst.id)}, nbserve_model: {json.dumps(inst.model)}}}",
+        ]
+        if inst.auth_token:
+            path = Path(token_dir) / f"{inst.id}.token"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(inst.auth_token)
+            lines += ["    authorization:", "      type: Bearer", f"      credentials_file: {json.dumps(str(path))}"]
+    return "\n".join(lines) + "\n"

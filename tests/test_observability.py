@@ -1,0 +1,287 @@
+"""Metrics, the request log and drift (issue 13) on served models: two process-runtime instances with
+two gunicorn workers each (a linear model on an array; a gradient-boosted model on a mixed DataFrame,
+with a bearer token), and the Flask app in process for what needs no server."""
+
+import json
+import re
+import time
+
+import cloudpickle
+import pytest
+import requests
+from observability_models import (
+    SHIFTED_ARRAY,
+    SHIFTED_FRAME,
+    gbm_on_frame,
+    mixed_frame,
+    records,
+    shifted_array,
+    shifted_frame,
+    unshifted_array,
+)
+
+from nbserve.capture import capture
+from nbserve.server import metrics as server_metrics
+from nbserve.server.app import make_app
+
+T = 10  # seconds: every HTTP request of these tests has a timeout
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, diabetes):
+    """{"lr": Instance, "gbm": Instance} on the process runtime, 2 workers each; gbm needs a token."""
+    from nbserve.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("observability") / "home")
+    X, _, lr = diabetes
+    frame, gbm = gbm_on_frame()
+    insts = {
+        "lr": ws.serve(lr, name="lr", sample=X, runtime="process", workers=2, progress=False),
+        "gbm": ws.serve(gbm, name="gbm", sample=frame, runtime="process", workers=2, auth_token=True, progress=False),
+    }
+    yield insts
+    for inst in insts.values():
+        inst.remove()
+
+
+def _headers(inst, **extra):
+    return {**({"Authorization": f"Bearer {inst.auth_token}"} if inst.auth_token else {}), **extra}
+
+
+def _post_rows(inst, rows, batch):
+    for i in range(0, len(rows), batch):
+        r = requests.post(f"{inst.url}/predict", json={"data": rows[i : i + batch]}, headers=_headers(inst), timeout=T)
+        assert r.status_code == 200, r.text
+
+
+def _metric(text, name, **labels):
+    """The value of one sample of a Prometheus text exposition (None when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
+        if all(found.get(k) == str(v) for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _scrape(inst):
+    r = requests.get(f"{inst.url}/metrics", headers=_headers(inst), timeout=T)
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def _drift_after(inst, rows, timeout=15.0):
+    """/drift once the merged window holds at least ``rows`` rows (workers flush within a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = requests.get(f"{inst.url}/drift", headers=_headers(inst), timeout=T).json()
+        if report["window"]["rows"] >= rows or time.monotonic() > deadline:
+            return report
+        time.sleep(0.2)
+
+
+# -- served, under gunicorn ------------------------------------------------------------------------
+
+
+def test_every_request_is_counted_across_workers_with_buckets_up_to_the_timeout(served, diabetes):
+    X = diabetes[0]
+    inst = served["lr"]
+    before = _metric(_scrape(inst), "nbserve_request_duration_seconds_count", method="predict", status="200") or 0
+    ids = []
+    for i in range(40):
+        r = requests.post(
+            f"{inst.url}/predict", json={"data": X[i : i + 1].tolist()}, headers={"X-Request-ID": f"rid-{i}"}, timeout=T
+        )
+        assert r.status_code == 200
+        ids.append(r.headers["X-Request-ID"])
+    assert ids == [f"rid-{i}" for i in range(40)]  # echoed back
+    generated = requests.post(f"{inst.url}/predict", json={"data": X[:2].tolist()}, timeout=T).headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{16}", generated)
+    bad = requests.post(f"{inst.url}/predict", json={"data": [[1, 2]]}, timeout=T)
+    assert bad.status_code == 400
+    requests.get(f"{inst.url}/no/such/route/{time.time()}", timeout=T)
+
+    text = _scrape(inst)
+    labels = dict(model="lr", version="1", method="predict")
+    assert _metric(text, "nbserve_request_duration_seconds_count", status="200", **labels) == before + 41
+    assert _metric(text, "nbserve_requests_total", status="200", **labels) == before + 41
+    assert _metric(text, "nbserve_requests_total", status="400", **labels) == 1
+    # an odd path is counted as method "other", never as a label of its own
+    assert _metric(text, "nbserve_requests_total", method="other", status="404") == 1
+    assert "no/such" not in text
+    les = [float(x) for x in re.findall(r'nbserve_request_duration_seconds_bucket\{[^}]*le="([^"]+)"', text)]
+    finite = sorted({x for x in les if x != float("inf")})
+    assert finite[0] == 0.001 and finite[-1] == 60.0  # 1 ms .. the request timeout (60 s by default)
+    assert _metric(text, "nbserve_request_rows_count", **labels) == before + 41 + 0  # 400 is refused before the model
+    assert _metric(text, "nbserve_request_rows_sum", **labels) >= 42
+    assert _metric(text, "nbserve_requests_in_progress", model="lr", version="1") == 0
+
+
+def test_the_request_log_has_one_json_line_per_request_and_no_payload(served, diabetes):
+    X = diabetes[0]
+    inst = served["lr"]
+    marker = f"log-{time.time()}"
+    r = requests.post(f"{inst.url}/predict", json={"data": X[:3].tolist()}, headers={"X-Request-ID": marker}, timeout=T)
+    assert r.status_code == 200
+    deadline = time.monotonic() + 5
+    while marker not in inst.logs(tail=500) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    line = next(ln for ln in inst.logs(tail=500).splitlines() if marker in ln)
+    entry = json.loads(line)
+    assert entry["request_id"] == marker and entry["status"] == 200 and entry["rows"] == 3
+    assert entry["http"] == "POST" and entry["method"] == "predict" and entry["duration_ms"] > 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["time"])
+    assert "body" not in entry and f"{X[0, 0]:.6f}"[:8] not in line
+
+
+def test_metrics_and_drift_need_the_token_when_one_is_set(served):
+    inst = served["gbm"]
+    for path in ("/metrics", "/drift"):
+        assert requests.get(inst.url + path, timeout=T).status_code == 401
+        assert requests.get(inst.url + path, headers=_headers(inst), timeout=T).status_code == 200
+    assert requests.get(inst.url + "/health", timeout=T).status_code == 200
+
+
+@pytest.mark.parametrize("which", ["lr", "gbm"])
+def test_drift_flags_exactly_the_shifted_features(served, diabetes, which):
+    inst = served[which]
+    if which == "lr":
+        rows, shifted, names = shifted_array(diabetes[0]).tolist(), SHIFTED_ARRAY, [f"x{j}" for j in range(10)]
+    else:
+        rows, shifted, names = records(shifted_frame()), SHIFTED_FRAME, list(mixed_frame(5).columns)
+    _post_rows(inst, rows, batch=5)
+    report = _drift_after(inst, len(rows))
+    assert report["available"] and report["window"]["rows"] >= len(rows)
+    assert report["window"]["workers"] >= 1 and report["window"]["size"] == 1000
+    inputs = {f["name"]: f for f in report["features"] if f["role"] == "input"}
+    assert sorted(inputs) == sorted(names)
+    assert set(report["drifted_features"]) == shifted
+    assert {n for n, f in inputs.items() if f["status"] == "alert"} == shifted
+    assert all(inputs[n]["psi"] < 0.1 for n in names if n not in shifted)
+    assert report["drift"] is False  # fewer than half of the features
+    assert report["thresholds"] == {"psi_warn": 0.1, "psi_alert": 0.25, "min_rows": 100, "overall_share": 0.5}
+    kinds = {n: (f["kind"], f["test"]) for n, f in inputs.items()}
+    if which == "gbm":
+        assert kinds["plan"] == ("categorical", "chi2") and kinds["member"] == ("categorical", "chi2")
+        assert kinds["age"] == ("numeric", "ks") and kinds["visits"] == ("numeric", "ks")
+    assert all(f["p_value"] < 1e-6 for n, f in inputs.items() if n in shifted)
+
+    # the same verdict in /metrics, summed over both workers' windows
+    text = _scrape(inst)
+    for name in names:
+        status = _metric(text, "nbserve_drift_status", model=which, role="input", feature=name)
+        assert status == (2 if name in shifted else 0), name
+    assert _metric(text, "nbserve_drift_detected", model=which) == 0
+    assert _metric(text, "nbserve_drift_window_rows", model=which) >= len(rows)
+
+    # and through the Python face
+    frame = inst.drift()
+    assert set(frame[(frame.role == "input") & frame.drifted].name) == shifted
+    assert frame.attrs["drift"] is False
+
+
+def test_instance_metrics_summarise_the_methods(served, diabetes):
+    inst = served["gbm"]
+    _post_rows(inst, records(mixed_frame(20, seed=9)), batch=1)
+    summary = inst.metrics()
+    row = summary.set_index("method").loc["predict"]
+    assert row.requests >= 20 and row.errors == 0 and row.error_rate == 0
+    assert 0 < row.p50_ms <= row.p99_ms < 60_000
+    snap = inst.metrics(raw=True)
+    assert snap["methods"]["predict"]["buckets"][-1][0] == float("inf")
+
+
+# -- in process (Flask's test client) --------------------------------------------------------------
+
+
+def _app(obj, sample, monkeypatch=None, **env):
+    if monkeypatch is not None:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+    cap = capture(obj, label="m", sample=sample, proof=False)
+    return make_app(cloudpickle.loads(cap.pickle), cap.manifest, model_id="m:3").test_client(), cap.manifest
+
+
+def test_reference_is_compact_and_covers_inputs_and_outputs(diabetes):
+    frame, gbm = gbm_on_frame()
+    ref = capture(gbm, label="g", sample=frame, proof=False).manifest["reference"]
+    assert ref["rows"] == len(frame)
+    assert [f["name"] for f in ref["input"]] == list(frame.columns)
+    by = {f["name"]: f for f in ref["input"]}
+    assert by["plan"]["kind"] == "categorical" and set(by["plan"]["values"]) == {"basic", "plus", "pro"}
+    assert by["member"]["values"] == ["false", "true"]
+    assert by["age"]["kind"] == "numeric" and len(by["age"]["edges"]) == 9
+    assert abs(sum(by["age"]["shares"]) + by["age"]["null"] - 1) < 1e-4
+    assert [f["name"] for f in ref["outputs"]["predict"]] == ["predict"]
+    assert len(json.dumps(ref)) < 8000
+    X, _, lr = diabetes
+    assert len(json.dumps(capture(lr, label="l", sample=X, proof=False).manifest["reference"])) < 8000
+
+
+def test_unshifted_traffic_does_not_drift_and_half_the_features_set_the_overall_flag(diabetes):
+    X, _, lr = diabetes
+    client, _ = _app(lr, X)
+    for i in range(0, 500, 5):
+        assert client.post("/predict", json={"data": unshifted_array(X)[i : i + 5].tolist()}).status_code == 200
+    report = client.get("/drift").get_json()
+    assert report["window"]["rows"] == 500 and report["drifted_features"] == [] and report["drift"] is False
+    shifted = unshifted_array(X, seed=5)
+    shifted[:, :5] += 3 * X[:, :5].std(axis=0)
+    for i in range(0, 1000, 10):  # the window (1000 rows) rolls over to the shifted rows only
+        client.post("/predict", json={"data": shifted[i % 500 : i % 500 + 10].tolist()})
+    report = client.get("/drift").get_json()
+    assert set(report["drifted_features"]) == {f"x{j}" for j in range(5)} and report["drift"] is True
+    assert 1000 <= report["window"]["rows"] < 1100
+
+
+def test_few_rows_are_still_collecting_and_no_sample_means_no_reference(diabetes):
+    X, _, lr = diabetes
+    client, _ = _app(lr, X)
+    client.post("/predict", json={"data": X[:10].tolist()})
+    report = client.get("/drift").get_json()
+    assert {f["status"] for f in report["features"]} == {"collecting"} and report["drift"] is False
+
+    def double(x):
+        return x * 2
+
+    cap = capture(double, label="d", proof=False)
+    bare = make_app(cloudpickle.loads(cap.pickle), cap.manifest, model_id="d:1").test_client()
+    report = bare.get("/drift").get_json()
+    assert report["available"] is False and "sample" in report["reason"]
+
+
+def test_model_errors_are_counted_by_exception_type(diabetes):
+    X = diabetes[0]
+
+    def fragile(x):
+        if x[0, 0] > 0:
+            raise ZeroDivisionError("boom")
+        return x.sum(axis=1)
+
+    client, _ = _app(fragile, X[X[:, 0] <= 0])
+    positive = X[X[:, 0] > 0][:3]
+    for row in positive:
+        assert client.post("/fragile", json={"data": [row.tolist()]}).status_code == 500
+    text = client.get("/metrics").data.decode()
+    assert _metric(text, "nbserve_model_errors_total", method="fragile", exception="ZeroDivisionError") == 3
+    assert _metric(text, "nbserve_requests_total", method="fragile", status="500") == 3
+
+
+def test_buckets_run_from_one_millisecond_to_the_timeout():
+    assert server_metrics.buckets(60)[0] == 0.001 and server_metrics.buckets(60)[-1] == 60
+    assert server_metrics.buckets(2.5)[-2:] == [1, 2.5]
+    assert max(server_metrics.buckets(0)) == 600  # no timeout: up to ten minutes
+
+
+def test_bodies_are_logged_only_when_asked_and_metrics_can_be_off(diabetes, monkeypatch, capfd):
+    X, _, lr = diabetes
+    client, _ = _app(lr, X, monkeypatch, NBSERVE_REQUEST_LOG="bodies")
+    client.post("/predict", json={"data": X[:1].tolist()}, headers={"X-Request-ID": "with-body"})
+    line = next(ln for ln in capfd.readouterr().err.splitlines() if "with-body" in ln)
+    assert json.loads(json.loads(line)["body"])["data"] == X[:1].tolist()
+    client, _ = _app(lr, X, monkeypatch, NBSERVE_REQUEST_LOG="1", NBSERVE_METRICS="0")
+    resp = client.get("/metrics")
+    assert resp.status_code == 404 and "NBSERVE_METRICS=0" in resp.get_json()["error"]["message"]
+    assert client.post("/predict", json={"data": X[:1].tolist()}).status_code == 200
+    assert "request_id" not in capfd.readouterr().err
