@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import shlex
+import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
@@ -101,14 +102,21 @@ class NbserveMagics(Magics):
 
         ws = default_workspace()
         say = self._progress(f"%serve {args.target}")
-        mv = runtime = None
+        runtime, began = None, time.time()
         try:
-            mv = ws.register(obj, name=name, sample=sample, methods=methods, progress=say)
-            runtime = ws.choose_runtime(args.runtime, progress=say)
-            if args.no_start:
-                image = ws.build(mv, progress=say) if runtime == "docker" else None
-            else:
-                inst = ws.serve(mv, runtime=runtime, port=args.port, workers=args.workers, progress=say)
+            runtime, why = ws.runtime_choice(args.runtime)
+            # the one serve path of every face: on the process runtime the server doubles as the proof
+            result = ws.serve(
+                obj,
+                name=name,
+                sample=sample,
+                methods=methods,
+                runtime=runtime,
+                port=args.port,
+                workers=args.workers,
+                start=not args.no_start,
+                progress=say,
+            )
         except NbserveError as exc:
             text = error_text(exc)
             if isinstance(exc, RuntimeUnavailableError) and runtime != "process":
@@ -116,24 +124,26 @@ class NbserveMagics(Magics):
                     f"; `%serve {args.target} --runtime process` would serve it locally as a subprocess "
                     f"instead (no Docker needed)"
                 )
-            if mv is not None:
-                text = f"{mv.id} is registered but not served: {text}"
+            registered = _registered_since(ws, name, began)
+            if registered is not None:
+                text = f"{registered} is registered but not served: {text}"
             _fail(say, text)
             raise UsageError(text) from None
 
+        mv = result if args.no_start else ws.get_model(result.model)
         n = len(mv.requirements)
         print(f"registered {mv.id} (methods: {', '.join(mv.methods)}; {n} pinned requirement{'s' * (n != 1)})")
-        print(f"runtime: {runtime}{_why(args.runtime, runtime)}")
+        print(f"runtime: {runtime}" + (f" (auto: {why})" if args.runtime in (None, "auto") else ""))
         if args.no_start:
-            if image is not None:
-                seconds = f" in {image.build_seconds:.1f} s" if image.build_seconds is not None else ""
-                print(f"built image {image.tag} ({image.size / 1e6:.0f} MB){seconds}")
+            if runtime == "docker":
+                image = ws.build(mv, progress=False)  # built by serve(start=False): found again, not rebuilt
+                print(f"built image {image.tag} ({image.size / 1e6:.0f} MB)")
             print(f"not started (--no-start): nbserve.serve({mv.id!r}) or the Start button of %nbserve panel starts it")
             _done(say, f"registered {mv.id}")
             return mv
-        _done(say, f"{inst.id} is serving {mv.id}")
-        print(f"instance {inst.id} is serving {mv.id} at {inst.url}")
-        return inst
+        _done(say, f"{result.id} is serving {mv.id}")
+        print(f"instance {result.id} is serving {mv.id} at {result.url}")
+        return result
 
     @line_magic
     def nbserve(self, line):
@@ -294,10 +304,13 @@ def user_names(shell) -> list[str]:
     return [k for k in shell.user_ns if not k.startswith("_") and k not in hidden]
 
 
-def _why(requested: str, chosen: str) -> str:
-    if requested not in (None, "auto"):
-        return ""
-    return " (auto: a Docker engine answered)" if chosen == "docker" else " (auto: no Docker engine answered)"
+def _registered_since(ws, name: str, began: float) -> str | None:
+    """The version a failed serve registered before it failed (a start that failed after it), if any."""
+    try:
+        latest = ws.get_model(name)
+    except NbserveError:
+        return None
+    return latest.id if latest.created >= began else None
 
 
 def _done(say, message: str) -> None:

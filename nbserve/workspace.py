@@ -17,7 +17,8 @@ from . import config
 from .errors import ArtifactIntegrityError, InstanceNotFoundError, NbserveError, RuntimeUnavailableError
 from .registry import InstanceRow, Registry, parse_ref, require_name
 from .resources import Image, Instance, ModelVersion
-from .runtimes import RUNTIMES, docker_available, get_runtime
+from .runtimes import RUNTIMES, get_runtime
+from .runtimes.base import choose_port
 from .runtimes.limits import check_options
 from .server.auth import mask
 
@@ -25,8 +26,9 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def console_progress(message: str, fraction: float | None = None) -> None:
+    """Progress on standard error: a script's standard output stays its own (``print(mv.version)``)."""
     pct = f" [{fraction:4.0%}]" if fraction is not None else ""
-    print(f"nbserve:{pct} {message}", flush=True)
+    print(f"nbserve:{pct} {message}", file=sys.stderr, flush=True)
 
 
 def quiet(message: str, fraction: float | None = None) -> None:
@@ -57,16 +59,24 @@ class Workspace:
             self._runtimes[name] = get_runtime(name, self)
         return self._runtimes[name]
 
-    def choose_runtime(self, runtime: str = "auto", progress=None) -> str:
+    def choose_runtime(self, runtime: str = "auto", progress=None, base_image: str | None = None) -> str:
+        """The runtime to use; for "auto" says which it chose and, for the process runtime, why."""
+        chosen, why = self.runtime_choice(runtime, base_image)
         if runtime in (None, "auto"):
-            chosen = "docker" if docker_available() else "process"
-            _progress(progress)(
-                f"runtime 'auto' chose {chosen}" + ("" if chosen == "docker" else " (no Docker engine answered)")
-            )
-            return chosen
+            _progress(progress)(f"runtime 'auto' chose {chosen}" + ("" if chosen == "docker" else f": {why}"))
+        return chosen
+
+    def runtime_choice(self, runtime: str = "auto", base_image: str | None = None) -> tuple[str, str]:
+        """(runtime, why). "auto" is Docker only where an engine answers and the base image is usable
+        (there, or pullable): see runtimes/auto.py. An explicit runtime is taken as asked, and fails
+        loudly later if it cannot run."""
+        if runtime in (None, "auto"):
+            from .runtimes import auto
+
+            return auto.choose(self, base_image)
         if runtime not in RUNTIMES:
             raise NbserveError(f"unknown runtime {runtime!r}; expected 'auto', {', '.join(map(repr, RUNTIMES))}")
-        return runtime
+        return runtime, "asked for"
 
     # -- models --------------------------------------------------------------------------------
 
@@ -157,12 +167,22 @@ class Workspace:
         version: int | None = None,
         methods=None,
         progress=None,
+        start: bool = True,
         **options,
-    ) -> Instance:
+    ) -> Instance | ModelVersion:
+        """The one serve path of every face (API, magics, panel, sidebar, CLI).
+
+        ``target`` is a registered model (name, NAME:VERSION or ModelVersion) or a live object, registered
+        first; on the process runtime the server process doubles as the proof of the registration (one
+        interpreter start, not two). ``start=False`` stops after registering (and, on Docker, building the
+        image) and returns the ModelVersion instead of an Instance.
+        """
         say = _progress(progress)
         if int(workers) < 1:
             raise NbserveError(f"workers must be at least 1, got {workers}")
         _check_host(host)
+        if port is not None and start:
+            choose_port(host, port)  # a port in use is refused before any capture or build, not after
         options = check_options(options)  # timeout, max_body, auth_token (True -> a generated token)
         if isinstance(target, (str, ModelVersion)):
             if sample is not None or methods is not None:
@@ -170,11 +190,11 @@ class Workspace:
                     f"sample= and methods= apply when registering a live object; {target!r} is already registered"
                 )
             mv = self.get_model(target, version)
-            runtime = self.choose_runtime(runtime, say)
+            runtime = self.choose_runtime(runtime, say, options.get("base_image"))
         else:
             name = self._name_for(target, name)
-            runtime = self.choose_runtime(runtime, say)
-            if runtime == "process":
+            runtime = self.choose_runtime(runtime, say, options.get("base_image"))
+            if runtime == "process" and start:
                 # the server process doubles as the proof of the registration: one interpreter start, not two
                 from .capture import draft, requirements
 
@@ -182,6 +202,10 @@ class Workspace:
                 mv = PendingVersion(self, draft(target, name, sample, methods), name, say)
             else:
                 mv = self.register(target, name=name, sample=sample, methods=methods, progress=say)
+        if not start:
+            if runtime == "docker":
+                self.runtime("docker").build(mv, base_image=options.get("base_image"), progress=say)
+            return mv
         row = InstanceRow(
             id=f"{mv.name}-{secrets.token_hex(3)}",
             name=mv.name,

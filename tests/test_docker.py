@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import requests
 from nbserve_testing import base_image, need_docker
 
 from nbserve.errors import BuildError, DockerUnavailableError, InstanceStartError, NbserveError, PortInUseError
@@ -152,13 +153,49 @@ def test_a_new_version_with_the_same_requirements_reuses_the_dependency_layers(b
 
 
 @pytest.mark.docker
-def test_another_registry_with_the_same_model_reuses_the_image(built, ws):
+def test_another_registry_with_the_same_model_reuses_the_content_under_its_own_labels(built, ws, engine):
     mv = ws.register(built.lr, name="diabetes", sample=built.X, progress=False)
     assert mv.sha256 == built.mv.sha256
     messages = []
     image = ws.build(mv, progress=lambda m, f=None: messages.append(m))
-    assert messages == [f"image nbserve/diabetes:1 for diabetes:1 already built ({image.id[:19]}): reused"]
-    assert ws.runtime("docker").client.images.get(image.id).labels["nbserve.sha256"] == built.mv.sha256
+    assert "the same content exists" in messages[0] and image.build_seconds < 30
+    labels = engine.images.get(image.id).labels
+    assert labels["nbserve.home"] == str(ws.home) and labels["nbserve.sha256"] == built.mv.sha256
+    # found by its own labels the next time; the first registry's image is untouched
+    again = []
+    assert ws.build(mv, progress=lambda m, f=None: again.append(m)).id == image.id
+    assert again == [f"image nbserve/diabetes:1 for diabetes:1 already built ({image.id[:19]}): reused"]
+    assert engine.images.get(built.image.id).labels["nbserve.home"] == str(built.ws.home)
+
+
+@pytest.mark.docker
+def test_one_artifact_under_two_names_in_two_registries_each_image_names_what_it_serves(built, ws, engine):
+    """The same fitted model registered as "diabetes" (the session's registry) and as "blue" (another
+    registry) and "green" (that registry again): each tag carries its own model, version and home labels,
+    a label filter finds it, and an instance of it says which model it serves."""
+    blue = ws.register(built.lr, name="blue", sample=built.X, progress=False)
+    green = ws.register(built.lr, name="green", sample=built.X, progress=False)
+    assert blue.sha256 == green.sha256 == built.mv.sha256
+    images = {mv.name: ws.build(mv, progress=False) for mv in (blue, green)}
+    for name, image in images.items():
+        assert image.tag == f"nbserve/{name}:1"
+        found = engine.images.list(filters={"label": [f"nbserve.model={name}", "nbserve.version=1"]})
+        assert [i.id for i in found] == [image.id]
+        labels = found[0].labels
+        assert labels["nbserve.home"] == str(ws.home) and labels["nbserve.sha256"] == built.mv.sha256
+        assert engine.images.get(image.tag).id == image.id
+    assert images["blue"].id != images["green"].id != built.image.id
+    assert engine.images.get(built.image.id).labels["nbserve.model"] == "diabetes"
+
+    inst = ws.serve("blue", runtime="docker", progress=False)
+    try:
+        assert requests.get(inst.url + "/health", timeout=10).json() == {"status": "ok", "model": "blue:1"}
+        np.testing.assert_allclose(inst.client().predict(built.X[:3]), built.lr.predict(built.X[:3]))
+        assert [(i.id, i.model, i.status) for i in ws.instances(model="blue")] == [(inst.id, "blue:1", "running")]
+        assert ws.instances(model="green") == []
+        assert container_of(engine, inst).labels["nbserve.model"] == "blue"
+    finally:
+        inst.remove()
 
 
 @pytest.mark.docker

@@ -38,6 +38,7 @@ from .dockerfile import (
     lock_hash,
     model_context,
     recipe_hash,
+    relabel_dockerfile,
     wheel_target,
     wheelhouse,
 )
@@ -116,10 +117,16 @@ def remove_labelled(home_prefix: str) -> tuple[int, int]:
             container.remove(force=True)
     images = [i for i in client.images.list(filters={"label": "nbserve.home"}) if mine(i)]
     removed = 0
-    for image in sorted(images, key=lambda i: "nbserve.deps" in i.labels):  # model images, then their deps
-        with contextlib.suppress(docker.errors.NotFound):
+    # relabelled images, then the model images under them, then their deps
+    for image in sorted(images, key=lambda i: ("nbserve.deps" in i.labels, "nbserve.relabel-of" not in i.labels)):
+        try:
             client.images.remove(image.id, force=True)
             removed += 1
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: another registry's relabelled image still builds on it
+                raise
     client.close()
     return len(containers), removed
 
@@ -300,12 +307,18 @@ class DockerRuntime(Runtime):
         base, facts = self._base_image(name, version, progress)
         tag = f"{image_name(version.name)}:{version.version}"
         key = {"nbserve.sha256": version.sha256, "nbserve.recipe": recipe_hash(), "nbserve.base": base.id}
-        existing = self._find_image(key) if cache else None
+        # an image names what it serves: found by its own model, version and registry, not only by content
+        own = self._labels(**{"nbserve.model": version.name, "nbserve.version": version.version})
+        existing = self._find_image({**key, **own}) if cache else None
         if existing is not None:
             with self._engine():
                 existing.tag(*tag.split(":"))
             progress(f"image {tag} for {version.id} already built ({existing.short_id}): reused")
             return Image(tag, existing.id, existing.attrs["Size"], version.id, time.monotonic() - started)
+        content = self._find_content(key) if cache else None
+        if content is not None:
+            image = self._relabel(content, tag, version, own, progress)
+            return Image(tag, image.id, image.attrs["Size"], version.id, time.monotonic() - started)
 
         report_phase(progress, "building")
         lines = image_lock(version)
@@ -337,6 +350,26 @@ class DockerRuntime(Runtime):
         progress(f"built {tag} ({image.short_id}, {image.attrs['Size'] / 1e6:.0f} MB) in {seconds:.1f} s", 1.0)
         report_phase(progress, "starting")
         return Image(tag, image.id, image.attrs["Size"], version.id, seconds)
+
+    def _find_content(self, key: dict):
+        """An image of the same artifact, server code and base, built under another name or registry (the
+        one built in full rather than a relabelled one, so relabels do not stack)."""
+        with self._engine() as client:
+            found = client.images.list(filters={"label": [f"{k}={v}" for k, v in key.items()]})
+        found.sort(key=lambda i: ("nbserve.relabel-of" not in i.labels, i.attrs.get("Created", "")))
+        return found[-1] if found else None
+
+    def _relabel(self, content, tag, version, labels, progress):
+        """A thin layer on ``content`` (proven when it was built) with this version's labels and model id:
+        metadata only, no files, built in a fraction of a second."""
+        progress(f"image {tag}: the same content exists as {content.short_id}; labelling it for {version.id}")
+        labels = {**labels, "nbserve.relabel-of": content.id}
+        with self._context("relabel-") as ctx:
+            ctx.mkdir(parents=True)
+            (ctx / "Dockerfile").write_text(relabel_dockerfile(content.id, version.id, labels))
+            image_id = self._docker_build(ctx, tag, f"image {tag}", progress)
+        with self._engine() as client:
+            return client.images.get(image_id)
 
     def _deps_image(self, base, base_name, lines, lock_key, target, version, progress, cache=True) -> str:
         """Tag of the dependency image for this lock and base: reused when it exists, else built."""

@@ -300,6 +300,12 @@ def model_context(path: Path, version, base: str, deps_image: str, labels: dict)
     )
 
 
+def relabel_dockerfile(content_id: str, model_id: str, labels: dict) -> str:
+    """The thin image of an artifact registered under another name: the same files, its own labels and id."""
+    label_text = " \\\n      ".join(f"{k}={_quote(v)}" for k, v in labels.items())
+    return f"FROM {content_id}\nENV NBSERVE_MODEL_ID={_quote(model_id)}\nLABEL {label_text}\n"
+
+
 def _same_mtimes(path: Path) -> None:
     # the builder's COPY cache looks at file metadata too: fresh mtimes would defeat it on every rebuild
     for p in [path, *path.rglob("*")]:

@@ -124,6 +124,8 @@ class ProcessRuntime(Runtime):
 
         if pending:
             self._hand_over(version, proc, timeout, failure, kill)
+            with open(log_path, "ab") as log:
+                log.write(f"--- the server's replay proved the artifact: registered as {version.id}\n".encode())
         # polls every 20 ms at most: a refused connection on 127.0.0.1 costs microseconds, and the 0.2 s
         # default pause added up to 0.2 s to every start (measured with benchmarks/first_prediction.py)
         wait_healthy(
