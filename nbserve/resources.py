@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 
+from .browser_links import browser_url, proxy_hint
 from .server.auth import mask
 
 
@@ -100,6 +102,13 @@ class Instance:
         return self._workspace.runtime(self.runtime).url(self._row)
 
     @property
+    def browser_url(self) -> str | None:
+        """The address a browser opens when Jupyter runs elsewhere: ``{base_url}proxy/{port}/`` through the
+        Jupyter server (behind its login), where jupyter-server-proxy is there; else None. The kernel's
+        client keeps using ``url``."""
+        return browser_url(self.url) if self.status == "running" else None
+
+    @property
     def uptime(self) -> float | None:
         return time.time() - self.started if self.status == "running" and self.started else None
 
@@ -178,10 +187,33 @@ class Instance:
             "started": self.started,
             "uptime": self.uptime,
             "auth": mask(self.auth_token),
+            "browser_url": self.browser_url,
+            "browser_hint": proxy_hint(self.url) if self.status == "running" else None,
         }
 
     def __repr__(self):
-        return f"<Instance {self.id} {self.model} {self.runtime} {self.status} {self.url}>"
+        browser = self.browser_url
+        return f"<Instance {self.id} {self.model} {self.runtime} {self.status} {self.url}" + (
+            f" (browser: {browser})>" if browser else ">"
+        )
+
+    def _repr_html_(self):
+        url, browser = self.url, self.browser_url
+        links = []
+        if browser:  # what a remote browser can open; the kernel's client calls `url`
+            links.append(f"<a href='{escape(browser)}docs' target='_blank'>{escape(browser)}</a> (through Jupyter)")
+        if url:
+            links.append(
+                f"<code>{escape(url)}</code>"
+                + ("" if browser else f" · <a href='{escape(url)}/docs' target='_blank'>docs</a>")
+            )
+        hint = proxy_hint(url) if self.status == "running" else None
+        return (
+            f"<div><b>{escape(self.id)}</b> {escape(self.model)} on {escape(self.runtime)}: {escape(self.status)}"
+            + ("<br>" + " · ".join(links) if links else "")
+            + (f"<br><small>{escape(hint)}</small>" if hint else "")
+            + "</div>"
+        )
 
 
 @dataclass

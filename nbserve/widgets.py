@@ -23,6 +23,7 @@ import ipywidgets as widgets
 from ipywidgets.widgets.widget_description import DescriptionStyle
 from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 
+from .browser_links import proxy_hint
 from .errors import NbserveError
 from .notebook_progress import ProgressView
 from .notebook_text import duration, error_text, when
@@ -128,6 +129,26 @@ class _ModelRow:
             w.close()  # layouts and styles are the panel's, shared
 
 
+def _links(url: str | None, browser: str | None) -> str:
+    """The instance's address and its docs; through the Jupyter server when it proxies (a remote browser
+    cannot reach 127.0.0.1 of the server), with the direct address as the tooltip."""
+    if not url:
+        return "-"
+    if browser:
+        return (
+            f"<a href='{html.escape(browser)}' target='_blank' style='{LINK_STYLE}' title='direct: "
+            f"{html.escape(url)}'>{html.escape(browser)}</a> · "
+            f"<a href='{html.escape(browser)}docs' target='_blank' style='{LINK_STYLE}'>docs</a>"
+        )
+    hint = proxy_hint(url)
+    return (
+        f"<a href='{html.escape(url)}' target='_blank' style='{LINK_STYLE}'"
+        + (f" title='{html.escape(hint)}'" if hint else "")
+        + f">{html.escape(url)}</a> · "
+        f"<a href='{html.escape(url)}/docs' target='_blank' style='{LINK_STYLE}'>docs</a>"
+    )
+
+
 class _InstanceRow:
     HEADERS = ("instance", "model", "runtime", "status", "url", "uptime", "", "", "", "")
 
@@ -149,14 +170,7 @@ class _InstanceRow:
     def update(self, inst) -> None:
         colour = {"running": "#2e7d32", "exited": "#c62828", "missing": "#c62828"}.get(inst.status, "#757575")
         url = inst.url if inst.status == "running" else None
-        link = (
-            (
-                f"<a href='{html.escape(url)}' target='_blank' style='{LINK_STYLE}'>{html.escape(url)}</a> · "
-                f"<a href='{html.escape(url)}/docs' target='_blank' style='{LINK_STYLE}'>docs</a>"
-            )
-            if url
-            else "-"
-        )
+        link = _links(url, inst.browser_url if url else None)
         values = (
             html.escape(inst.id),
             html.escape(inst.model),
@@ -286,12 +300,14 @@ class Panel(widgets.VBox):
                 raise
             self._sync_models(models, counts)
             self._sync_instances(instances)
-            running = sum(i.status == "running" for i in instances)
+            running = [i for i in instances if i.status == "running"]
+            hint = next((h for h in (proxy_hint(i.url) for i in running) if h), None)
             _set(
                 self.status,
-                value=f"{len(models)} model{'s' * (len(models) != 1)} · {running} of "
+                value=f"{len(models)} model{'s' * (len(models) != 1)} · {len(running)} of "
                 f"{len(instances)} instance{'s' * (len(instances) != 1)} running · "
-                f"<span style='opacity: .6'>refreshed {time.strftime('%H:%M:%S')}</span>",
+                f"<span style='opacity: .6'>refreshed {time.strftime('%H:%M:%S')}</span>"
+                + (f"<br><small style='opacity: .75'>{html.escape(hint)}</small>" if hint else ""),
             )
             return models, instances
 

@@ -26,6 +26,10 @@ export interface IEntry {
   started?: number | null;
   /** the masked bearer token when the instance requires one */
   auth?: string | null;
+  /** `{base_url}proxy/{port}/` through the Jupyter server (jupyter-server-proxy), for a remote browser */
+  browser_url?: string | null;
+  /** how to get a browser link when the Jupyter server has no proxy */
+  browser_hint?: string | null;
   job?: boolean;
   message?: string;
   fraction?: number | null;

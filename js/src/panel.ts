@@ -383,7 +383,15 @@ class InstanceRow {
   }
 
   update(entry: IEntry): void {
-    const key = JSON.stringify([entry.status, entry.url, entry.message, entry.error, entry.fraction]);
+    const key = JSON.stringify([
+      entry.status,
+      entry.url,
+      entry.browser_url,
+      entry.browser_hint,
+      entry.message,
+      entry.error,
+      entry.fraction
+    ]);
     this.label = entry.job ? `start of ${entry.model}` : `${entry.model} (${entry.id})`;
     this.node.setAttribute('aria-label', `Instance ${entry.model} ${entry.id}`);
     if (key === this._key) {
@@ -418,19 +426,28 @@ class InstanceRow {
         button('Logs', 'logs', `Show the server log of ${entry.id}`)
       );
     }
+    // Through the Jupyter server when it has jupyter-server-proxy (works from a remote browser, behind
+    // the Jupyter login); else the direct address, with a note on how to get the proxied one.
+    const href = entry.browser_url ? `${entry.browser_url}docs` : `${entry.url}/docs`;
     const url =
       running && entry.url
         ? h(
             'a',
             {
               className: 'nbserve-link',
-              href: `${entry.url}/docs`,
+              href,
               target: '_blank',
               rel: 'noopener noreferrer',
-              title: 'Open the Swagger page of this model'
+              title: entry.browser_url
+                ? `Open the Swagger page of this model through Jupyter (direct address: ${entry.url})`
+                : 'Open the Swagger page of this model'
             },
-            entry.url
+            entry.browser_url ?? entry.url
           )
+        : null;
+    const hint =
+      running && entry.browser_hint
+        ? h('div', { className: 'nbserve-note nbserve-hint' }, entry.browser_hint)
         : null;
     const message =
       entry.job && entry.message
@@ -458,6 +475,7 @@ class InstanceRow {
           (entry.auth ? ' · bearer token required' : '')
       ),
       url,
+      hint,
       message,
       h('div', { className: 'nbserve-actions' }, ...actions)
     );

@@ -14,9 +14,15 @@ def _jupyter_server_extension_points():
 
 
 def _load_jupyter_server_extension(server_app):
+    from ..browser_links import announce
     from ..config import home
     from .handlers import API_PREFIX, setup_handlers
 
     setup_handlers(server_app.web_app)
     base_url = server_app.web_app.settings.get("base_url", "/")
+    # kernels this server starts inherit these: their instances' links then go through the proxy too
+    proxy = bool(server_app.jpserver_extensions.get("jupyter_server_proxy"))
+    announce(base_url, proxy)
+    if not proxy:
+        server_app.log.info("nbserve: jupyter-server-proxy is not enabled: instance links are direct (127.0.0.1)")
     server_app.log.info("nbserve: REST API at %s%s/ (registry in %s)", base_url, API_PREFIX, home())

@@ -1,6 +1,7 @@
-"""Per-instance server settings every runtime passes the same way: request timeout, body limit, auth.
+"""Per-instance server settings every runtime passes the same way: request timeout, body limit, auth,
+URL prefix.
 
-``serve(..., timeout=SECONDS, max_body=BYTES, auth_token=...)`` land in ``row.options``; a runtime
+``serve(..., timeout=SECONDS, max_body=BYTES, auth_token=..., url_prefix=PATH)`` land in ``row.options``; a runtime
 turns them into the server's environment (read by nbserve/server/guards.py and app.py) with
 ``server_limits_env``, and gives gunicorn ``hard_timeout`` as its own --timeout: a little longer than
 the request timeout, so the server answers a JSON 504 first, and gunicorn kills a worker stuck in C
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 from ..server.auth import token_env
 from ..server.guards import DEFAULT_TIMEOUT  # seconds per request; 0 turns the limit off
+from ..server.prefix import ENV as URL_PREFIX_ENV
+from ..server.prefix import clean as clean_prefix
 
 GRACE = 5.0
 
@@ -35,6 +38,8 @@ def server_limits_env(options: dict) -> dict:
         env["NBSERVE_METRICS"] = "0"
     if options.get("request_log") is not None:  # True, False or "bodies"
         env["NBSERVE_REQUEST_LOG"] = {True: "1", False: "0"}.get(options["request_log"], str(options["request_log"]))
+    if options.get("url_prefix"):
+        env[URL_PREFIX_ENV] = options["url_prefix"]
     return env
 
 
@@ -45,6 +50,7 @@ def check_options(options: dict) -> dict:
     timeout: seconds per request, > 0, or 0 for none. max_body: bytes, at least 1024.
     metrics: False turns /metrics, /drift and the request log off. request_log: False (no log lines),
     True (the default) or "bodies" (request bodies logged too).
+    url_prefix: the path a proxy serves the model under when it sends no prefix header ("/models/x").
     """
     import secrets
 
@@ -76,4 +82,11 @@ def check_options(options: dict) -> dict:
     if options.get("max_body") is not None:
         if not isinstance(options["max_body"], int) or options["max_body"] < 1024:
             raise NbserveError(f"max_body must be a number of bytes >= 1024, got {options['max_body']!r}")
+    if options.get("url_prefix") is not None:
+        prefix = clean_prefix(options["url_prefix"]) if isinstance(options["url_prefix"], str) else None
+        if not prefix:
+            raise NbserveError(
+                f"url_prefix must be a plain path such as '/models/diabetes', got {options['url_prefix']!r}"
+            )
+        options["url_prefix"] = prefix
     return options

@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import artifact, guards, jsonio, metrics
+from . import artifact, guards, jsonio, metrics, prefix
 from .openapi import interface_document, openapi_document
 from .schema import InputError, compile_decoder, to_jsonable
 
@@ -54,7 +54,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
     decoders = {name: compile_decoder(signature.get(name, {}).get("input")) for name in methods}
     interface = interface_document(manifest, model_id)
     interface_bytes = jsonio.dumps(interface)
-    openapi_bytes = jsonio.dumps(openapi_document(interface))
+    openapi_for_prefix = prefix.documents_by_prefix(openapi_document(interface), jsonio.dumps)
     health_bytes = jsonio.dumps({"status": "ok", "model": model_id})
 
     app = Flask("nbserve_server", static_folder=str(STATIC), static_url_path="/static")
@@ -110,7 +110,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
 
     @app.get("/openapi.json")
     def openapi_json():
-        return Response(openapi_bytes, mimetype="application/json")
+        return Response(openapi_for_prefix(request.script_root), mimetype="application/json")
 
     @app.get("/docs")
     def docs():
@@ -124,7 +124,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
             {
                 "model": model_id,
                 "methods": list(methods),
-                "links": ["/health", "/interface.json", "/openapi.json", "/docs"],
+                "links": [request.script_root + p for p in ("/health", "/interface.json", "/openapi.json", "/docs")],
             }
         )
 
@@ -161,6 +161,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
     # (a full collection over them in the middle of a request stalls it for tens of ms). Only the
     # young generations are collected first: the imports' garbage is long gone by now (a full collect
     # found none), and scanning the ~130k old objects of sklearn/scipy/pandas cost ~0.1 s of cold start.
+    prefix.install(app)  # behind a proxy (jupyter-server-proxy): links and "servers" carry its prefix
     gc.collect(1)
     gc.freeze()
     return app

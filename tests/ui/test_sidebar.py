@@ -8,6 +8,7 @@ test's registry ($NBSERVE_HOME) and no news popup. Never `playwright install`: i
 which cannot work on these machines; .ci/setup-browser installs Chromium with apt-get and builds the
 extension."""
 
+import contextlib
 import json
 import os
 import secrets
@@ -58,8 +59,9 @@ def free_port() -> int:
 
 
 class Lab:
-    def __init__(self, port: int, token: str, log: Path):
-        self.base = f"http://127.0.0.1:{port}/"
+    def __init__(self, port: int, token: str, log: Path, base_url: str = "/"):
+        self.origin = f"http://127.0.0.1:{port}"
+        self.base = f"{self.origin}{base_url}"
         self.token = token
         self.log = log
 
@@ -71,8 +73,10 @@ class Lab:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-@pytest.fixture
-def lab(request, home, tmp_path):
+@contextlib.contextmanager
+def running_lab(home, tmp_path, base_url="/", extra_args=()):
+    """A `jupyter lab` on a free 127.0.0.1 port with a token, its own config/data/runtime dirs, the test's
+    registry and no news popup; ``base_url`` as JupyterHub gives its single-user servers."""
     need(Path(CHROMIUM).exists(), "Chromium", SETUP)
     need(labextension_installed(), "the built nbserve JupyterLab extension", SETUP)
     port, token = free_port(), secrets.token_hex(16)
@@ -96,17 +100,19 @@ def lab(request, home, tmp_path):
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
+        f"--ServerApp.base_url={base_url}",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
         f"--LabApp.app_settings_dir={settings}",
         f"--LabApp.user_settings_dir={tmp_path / 'user-settings'}",
         f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+        *extra_args,
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    server = Lab(port, token, log)
+    server = Lab(port, token, log, base_url)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -131,17 +137,30 @@ def lab(request, home, tmp_path):
 
 
 @pytest.fixture
-def page(lab):
+def lab(home, tmp_path):
+    with running_lab(home, tmp_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def chromium():
+    """Debian's Chromium driven by Python Playwright (never `playwright install`)."""
     playwright_api = pytest.importorskip("playwright.sync_api")
     with playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 800}, device_scale_factor=2)
-            page = context.new_page()
-            page.set_default_timeout(30_000)
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(lab):
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, device_scale_factor=2)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        yield page
 
 
 def open_sidebar_from_the_palette(page):
