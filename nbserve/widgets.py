@@ -130,23 +130,21 @@ class _ModelRow:
 
 
 def _links(url: str | None, browser: str | None) -> str:
-    """The instance's address and its docs; through the Jupyter server when it proxies (a remote browser
-    cannot reach 127.0.0.1 of the server), with the direct address as the tooltip."""
+    """The instance's address and its docs; through the Jupyter server too when it proxies (a remote
+    browser cannot reach 127.0.0.1 of the server), else with a hint on how to get that."""
     if not url:
         return "-"
-    if browser:
+
+    def pair(address: str, docs: str, title: str) -> str:
         return (
-            f"<a href='{html.escape(browser)}' target='_blank' style='{LINK_STYLE}' title='direct: "
-            f"{html.escape(url)}'>{html.escape(browser)}</a> · "
-            f"<a href='{html.escape(browser)}docs' target='_blank' style='{LINK_STYLE}'>docs</a>"
+            f"<a href='{html.escape(address)}' target='_blank' style='{LINK_STYLE}' title='{html.escape(title)}'>"
+            f"{html.escape(address)}</a> · <a href='{html.escape(docs)}' target='_blank' style='{LINK_STYLE}'>docs</a>"
         )
-    hint = proxy_hint(url)
-    return (
-        f"<a href='{html.escape(url)}' target='_blank' style='{LINK_STYLE}'"
-        + (f" title='{html.escape(hint)}'" if hint else "")
-        + f">{html.escape(url)}</a> · "
-        f"<a href='{html.escape(url)}/docs' target='_blank' style='{LINK_STYLE}'>docs</a>"
-    )
+
+    direct = pair(url, f"{url}/docs", proxy_hint(url) or "this machine only")
+    if browser:
+        return pair(browser, f"{browser}docs", "through the Jupyter server") + f"<br><small>direct: {direct}</small>"
+    return direct
 
 
 class _InstanceRow:

@@ -427,22 +427,25 @@ class InstanceRow {
       );
     }
     // Through the Jupyter server when it has jupyter-server-proxy (works from a remote browser, behind
-    // the Jupyter login); else the direct address, with a note on how to get the proxied one.
-    const href = entry.browser_url ? `${entry.browser_url}docs` : `${entry.url}/docs`;
+    // the Jupyter login), beside the direct address (which only a browser on the same machine reaches).
+    const link = (href: string, text: string, title: string) =>
+      h('a', { className: 'nbserve-link', href, target: '_blank', rel: 'noopener noreferrer', title }, text);
     const url =
       running && entry.url
         ? h(
-            'a',
-            {
-              className: 'nbserve-link',
-              href,
-              target: '_blank',
-              rel: 'noopener noreferrer',
-              title: entry.browser_url
-                ? `Open the Swagger page of this model through Jupyter (direct address: ${entry.url})`
-                : 'Open the Swagger page of this model'
-            },
-            entry.browser_url ?? entry.url
+            'div',
+            { className: 'nbserve-links' },
+            ...(entry.browser_url
+              ? [
+                  link(
+                    `${entry.browser_url}docs`,
+                    entry.browser_url,
+                    'Open the Swagger page of this model through the Jupyter server'
+                  ),
+                  h('span', { className: 'nbserve-note' }, ' · direct: ')
+                ]
+              : []),
+            link(`${entry.url}/docs`, entry.url, 'Open the Swagger page of this model (this machine only)')
           )
         : null;
     const hint =
