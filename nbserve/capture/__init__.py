@@ -116,6 +116,8 @@ class Draft:
         }
         if self.reference:
             manifest["reference"] = self.reference
+        if report is not None:  # whether a server master may load it before forking (server/forksafe.py)
+            manifest["load_starts_threads"] = report.get("load_starts_threads")
         return Captured(self.pickle, manifest, self.outputs)
 
 

@@ -19,9 +19,11 @@ def read_manifest(artifact_dir) -> dict:
     return json.loads(data)
 
 
-def load(artifact_dir, expected_sha256=None):
-    """Return (model object, manifest) after checking model.pkl against the manifest's hash."""
-    import cloudpickle
+def load(artifact_dir, expected_sha256=None, loads=None):
+    """Return (model object, manifest) after checking model.pkl against the manifest's hash.
+    ``loads``: the unpickling function (default cloudpickle.loads; replay counts threads with its own)."""
+    if loads is None:
+        from cloudpickle import loads
 
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
@@ -34,7 +36,7 @@ def load(artifact_dir, expected_sha256=None):
     data = pkl.read_bytes()
     if hashlib.sha256(data).hexdigest() != manifest["pickle_sha256"]:
         raise ArtifactError(f"{pkl} does not match its recorded sha256; refusing to unpickle it")
-    return cloudpickle.loads(data), manifest
+    return loads(data), manifest
 
 
 def bind_methods(obj, manifest) -> dict:

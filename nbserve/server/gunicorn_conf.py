@@ -25,6 +25,11 @@ _RESERVED = (3, 4)
 
 
 def post_worker_init(worker):
+    # a model the master must not load (forksafe.DeferredApp) loads here, before the first request
+    from nbserve.server.forksafe import DeferredApp
+
+    if isinstance(worker.wsgi, DeferredApp):
+        worker.wsgi.load()
     real_exit = os._exit
 
     def _exit(code=0):

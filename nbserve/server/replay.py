@@ -57,22 +57,27 @@ class _ImportRecorder:
 
 
 def replay(artifact_dir, sample_path):
-    """(report, loaded object): load the artifact and call each method on the sample, recording imports."""
+    """(report, loaded object): load the artifact and call each method on the sample, recording imports,
+    and whether loading alone started threads (forksafe.py: then no server master may load it)."""
     from . import artifact
+    from .forksafe import ThreadCountingLoads
 
     # the sample's own modules (numpy, pandas) count: the server builds the same types from JSON
     outputs, errors = {}, {}
     with _ImportRecorder() as recorder:
         with open(sample_path, "rb") as f:
             sample = pickle.load(f)
-        obj, manifest = artifact.load(artifact_dir)
+        loads = ThreadCountingLoads()
+        obj, manifest = artifact.load(artifact_dir, loads=loads)
         methods = artifact.bind_methods(obj, manifest)
         for name, fn in methods.items():
             try:
                 outputs[name] = fn(sample)
             except Exception as exc:
                 errors[name] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}"
-    return {"imports": recorder.importers, "outputs": outputs, "errors": errors}, obj
+    report = {"imports": recorder.importers, "outputs": outputs, "errors": errors}
+    report["load_starts_threads"] = loads.starts_threads
+    return report, obj
 
 
 def _write_report(report, path):
@@ -91,10 +96,40 @@ def _write_report(report, path):
     os.replace(tmp, path)
 
 
+def _replay_in_child(stage):
+    """Replay in a forked child, so that whatever the model starts (an OpenMP pool) never lives in the
+    gunicorn master that forks the workers; write the report (also when the child dies)."""
+    import os
+
+    report_path = os.path.join(stage, "report.pkl")
+    pid = os.fork()
+    if pid == 0:  # the child: replay, report, and leave without running the parent's cleanup
+        code = 0
+        try:
+            try:
+                report, _ = replay(os.path.join(stage, "artifact"), os.path.join(stage, "sample.pkl"))
+            except Exception as exc:
+                report = {"load_error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-5)}"}
+            _write_report(report, report_path)
+        except BaseException:
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if not os.path.exists(report_path):
+        how = f"signal {-os.waitstatus_to_exitcode(status)}" if os.WIFSIGNALED(status) else f"exit {status >> 8}"
+        _write_report({"load_error": f"loading and calling the model crashed the interpreter ({how})"}, report_path)
+    with open(report_path, "rb") as f:
+        return pickle.load(f)
+
+
 def replay_then_serve(stage, timeout=600.0):
-    """For a server that is also the proof: replay the staged sample, report, wait for the kernel to
-    register the version (it writes handoff.json naming the stored artifact and the model id), then
-    return the app for the object already in memory. Saves a second interpreter's start-up."""
+    """For a server that is also the proof: replay the staged sample (in a forked child), report, wait
+    for the kernel to register the version (it writes handoff.json naming the stored artifact and the
+    model id), then return the app for the registered artifact, loaded here only where forksafe.py allows.
+    Saves a second interpreter's start-up."""
     import json
     import os
     import time
@@ -102,14 +137,16 @@ def replay_then_serve(stage, timeout=600.0):
     from . import artifact
 
     stage = os.fspath(stage)
-    try:
-        report, obj = replay(os.path.join(stage, "artifact"), os.path.join(stage, "sample.pkl"))
-    except Exception as exc:
-        report, obj = {"load_error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-5)}"}, None
-    _write_report(report, os.path.join(stage, "report.pkl"))
-    if obj is None:
+    report = _replay_in_child(stage)
+    if "load_error" in report:
         raise SystemExit(f"nbserve: the model did not load: {report['load_error']}")
-    from .app import make_app  # imported while the kernel locks the requirements
+    # while the kernel locks the requirements: load the model here too when that is safe before a fork
+    from .app import make_app
+    from .forksafe import DeferredApp
+
+    obj = None
+    if report.get("load_starts_threads") is False:
+        obj, _ = artifact.load(os.path.join(stage, "artifact"))
 
     handoff = os.path.join(stage, "handoff.json")
     deadline = time.monotonic() + timeout
@@ -125,6 +162,8 @@ def replay_then_serve(stage, timeout=600.0):
     manifest = artifact.read_manifest(info["artifact"])
     if manifest["pickle_sha256"] != staged["pickle_sha256"]:
         raise SystemExit("nbserve: the registered artifact is not the one this server loaded")
+    if obj is None:
+        return DeferredApp(info["artifact"], model_id=info["model_id"])
     return make_app(obj, manifest, model_id=info["model_id"])
 
 

@@ -1,6 +1,7 @@
 """Faults in a served model and around it, with a real gunicorn (process runtime):
 
-- the model raises, calls sys.exit(3), runs past the request timeout: a JSON 500 / 504, serving goes on;
+- the model raises, calls sys.exit(3), runs past the request timeout (also stuck in native code): a JSON 500 / 504,
+  serving goes on;
 - a worker segfaults, calls os._exit(1|3|4), or is SIGKILLed from outside: gunicorn replaces it and the
   instance answers again without the user doing anything (os._exit(3) used to halt gunicorn);
 - the whole instance is killed: it shows as exited, with its log tail, and starts again;
@@ -39,6 +40,11 @@ def troublemaker(cmd):
         ctypes.string_at(0)
     if what == "sleep":
         time.sleep(float(cmd[1]))
+    if what == "locked":  # native code that never returns (as a libgomp barrier after a fork): a mutex locked twice
+        libc = ctypes.CDLL(None)
+        mutex = ctypes.create_string_buffer(64)  # zeroed: PTHREAD_MUTEX_INITIALIZER
+        libc.pthread_mutex_lock(mutex)
+        libc.pthread_mutex_lock(mutex)
     if what == "spin":  # pure Python, never sleeping
         deadline = time.monotonic() + float(cmd[1])
         while time.monotonic() < deadline:
@@ -84,7 +90,9 @@ def test_sys_exit_in_the_model_is_a_500_and_the_worker_lives_on(inst):
     fault(True)
 
 
-@pytest.mark.parametrize("cmd", [("sleep", "30"), ("spin", "30")], ids=["sleeping", "spinning"])
+@pytest.mark.parametrize(
+    "cmd", [("sleep", "30"), ("spin", "30"), ("locked",)], ids=["sleeping", "spinning", "stuck-in-native-code"]
+)
 def test_a_request_over_the_timeout_is_a_json_504_and_the_instance_recovers(inst, cmd):
     pid = worker_pid(inst)
     started = time.monotonic()
