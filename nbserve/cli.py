@@ -39,6 +39,13 @@ def main(argv=None) -> int:
     p = sub.add_parser("logs", help="print the log tail of an instance")
     p.add_argument("ref")
     p.add_argument("--tail", type=int, default=200)
+    p = sub.add_parser("metrics", help="requests, errors and latency of an instance, per model method")
+    p.add_argument("ref")
+    p = sub.add_parser("drift", help="drift of each input feature and output against the registration sample")
+    p.add_argument("ref")
+    p = sub.add_parser("prometheus-config", help="print a Prometheus scrape config for the running instances")
+    p.add_argument("refs", nargs="*", help="instance ids or model names (default: every instance)")
+    p.add_argument("--interval", default="15s", help="scrape interval (default 15s)")
     p = sub.add_parser("build", help="build the Docker image of a registered model")
     p.add_argument("model")
     p.add_argument("--base-image")
@@ -92,10 +99,69 @@ def _run(ws, args) -> int:
     elif cmd == "logs":
         for inst in ws.resolve_instances(args.ref):
             sys.stdout.write(ws.logs(inst.id, tail=args.tail))
+    elif cmd in ("metrics", "drift"):
+        _observe(ws, args)
+    elif cmd == "prometheus-config":
+        sys.stdout.write(ws.prometheus_config(args.refs or None, interval=args.interval))
     elif cmd == "build":
         image = ws.build(args.model, base_image=args.base_image)
         print(f"{image.tag} {image.id} {image.size / 1e6:.0f} MB")
     return 0
+
+
+def _ms(value):
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _observe(ws, args) -> None:
+    from . import monitoring
+
+    for inst in ws.resolve_instances(args.ref):
+        if args.command == "metrics":
+            rows = monitoring.summary(ws.metrics_snapshot(inst.id))
+            if args.json:
+                print(json.dumps({"id": inst.id, "methods": rows}, indent=2))
+                continue
+            print(f"{inst.id} ({inst.model})")
+            _table(
+                [
+                    (
+                        r["method"],
+                        r["requests"],
+                        r["errors"],
+                        f"{r['error_rate']:.1%}",
+                        _ms(r["p50_ms"]),
+                        _ms(r["p99_ms"]),
+                    )
+                    for r in rows
+                ],
+                ("METHOD", "REQUESTS", "ERRORS", "ERROR RATE", "P50 MS", "P99 MS"),
+            )
+        else:
+            report = ws.drift(inst.id)
+            if args.json:
+                print(json.dumps(report, indent=2))
+                continue
+            if not report.get("available"):
+                print(f"{inst.id}: {report.get('reason')}")
+                continue
+            window = report["window"]
+            verdict = "DRIFT" if report["drift"] else "no overall drift"
+            print(f"{inst.id} ({inst.model}): {verdict}; live window {window['rows']} rows of {window['size']}")
+            _table(
+                [
+                    (
+                        f["name"] if f["role"] == "input" else f"{f['method']} -> {f['name']}",
+                        f["kind"],
+                        "-" if f["psi"] is None else f"{f['psi']:.3f}",
+                        f["test"] or "-",
+                        "-" if f["p_value"] is None else f"{f['p_value']:.3g}",
+                        f["status"],
+                    )
+                    for f in report["features"]
+                ],
+                ("FEATURE", "KIND", "PSI", "TEST", "P", "STATUS"),
+            )
 
 
 if __name__ == "__main__":

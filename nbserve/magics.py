@@ -23,7 +23,8 @@ from .workspace import console_progress, default_workspace
 RUNTIME_CHOICES = ("auto", "docker", "process")
 SERVE_OPTIONS = ("--name", "--sample", "--runtime", "--port", "--workers", "--no-start", "--methods")
 NBSERVE_USAGE = (
-    "usage: %nbserve list | instances | stop REF | start REF | remove REF | logs REF [--tail N] | panel"
+    "usage: %nbserve list | instances | stop REF | start REF | remove REF | logs REF [--tail N] | metrics REF"
+    " | drift REF | panel"
     "  (REF: an instance id, or a model name for all of its instances)"
 )
 
@@ -154,6 +155,8 @@ class NbserveMagics(Magics):
         %nbserve stop REF              stop an instance, or every instance of model REF
         %nbserve start REF / remove REF
         %nbserve logs REF [--tail N]   the server's log tail
+        %nbserve metrics REF           requests, errors, p50/p99 latency per method (a DataFrame)
+        %nbserve drift REF             each feature against the registration sample (a DataFrame)
         %nbserve panel                 the ipywidgets panel of models and instances
         """
         try:
@@ -181,6 +184,12 @@ class NbserveMagics(Magics):
                         print(f"removed {inst.id} ({inst.model})")
             elif cmd == "logs" and rest:
                 self._logs(ws, rest)
+            elif cmd in ("metrics", "drift") and len(rest) == 1:
+                from IPython.display import display
+
+                for inst in ws.resolve_instances(rest[0]):
+                    print(f"{inst.id} ({inst.model})")
+                    display(inst.metrics() if cmd == "metrics" else inst.drift())
             elif cmd == "panel" and not rest:
                 from IPython.display import display
 

@@ -6,6 +6,11 @@ comes from ``Workspace.models()``/``instances()`` (status reconciled from the ru
 and every button calls one plain method (``start_model``, ``stop_instance``, ...), so tests and users can
 drive it from Python as well as by clicking.
 
+Under the tables, each running instance gets a monitoring view (``_MonitorView``): request rate, p50/p99
+latency and error rate as small time series built from the snapshots of /metrics the panel takes on each
+refresh, and the drift of each feature against the registration sample (reference against live
+histogram, coloured by status), drawn with matplotlib into image widgets (nbserve/plots.py).
+
 While displayed, the panel refreshes itself every few seconds from a background thread. The thread stops
 when the panel is closed (``panel.close()``), when the frontend reports that no view shows it any more,
 or when it is garbage collected; and at most ``MAX_AUTO_REFRESHING`` panels refresh at once, so re-running
@@ -15,6 +20,7 @@ a ``%nbserve panel`` cell many times does not pile up threads.
 from __future__ import annotations
 
 import html
+import json
 import threading
 import time
 import weakref
@@ -194,6 +200,69 @@ class _InstanceRow:
             w.close()  # layouts and styles are the panel's, shared
 
 
+class _MonitorView:
+    """Metrics and drift plots of one running instance, with the history of its /metrics snapshots."""
+
+    HISTORY = 60  # snapshots kept: five minutes at the default refresh
+
+    def __init__(self, id: str):
+        from collections import deque
+
+        self.id = id
+        self.snapshots: deque = deque(maxlen=self.HISTORY)
+        self.points: list = []
+        self.report: dict | None = None
+        self.error: str | None = None
+        self.title = widgets.HTML()
+        self.traffic = widgets.Image(format="png", layout=widgets.Layout(max_width="760px"))
+        self.caption = widgets.HTML()
+        self.drift = widgets.Image(format="png", layout=widgets.Layout(max_width="760px"))
+        self.box = widgets.VBox([self.title, self.traffic, self.caption, self.drift])
+        self._drift_key = None
+
+    @property
+    def drifted(self) -> list[str]:
+        """Input features the drift view shows in alert (what the red bars say)."""
+        return list((self.report or {}).get("drifted_features", []))
+
+    def update(self, workspace, inst) -> None:
+        from . import monitoring, plots
+
+        _set(self.title, value=f"<b>{html.escape(inst.id)}</b> · {html.escape(inst.model)}")
+        try:
+            self.snapshots.append(workspace.metrics_snapshot(inst.id))
+            self.points = monitoring.series(list(self.snapshots))
+            self.report = workspace.drift(inst.id)
+            self.error = None
+        except NbserveError as exc:
+            self.error = error_text(exc)
+            _set(self.caption, value=f"<span style='color: #c62828'>{html.escape(self.error)}</span>")
+            return
+        self.traffic.value = plots.traffic_png(self.points)
+        report = self.report
+        key = json.dumps([report.get("window"), [(f["name"], f["live"]) for f in report.get("features", [])]])
+        if not report.get("available"):
+            caption = f"<i>{html.escape(report.get('reason', 'no drift reference'))}</i>"
+        elif report["drifted_features"]:
+            flag = "<b style='color: #c62828'>drift</b>" if report["drift"] else "no overall drift"
+            caption = (
+                f"{flag} · drifting features: <b style='color: #c62828'>"
+                f"{html.escape(', '.join(report['drifted_features']))}</b>"
+            )
+        else:
+            caption = "no feature drifts" + (
+                "" if report["window"]["rows"] >= report["thresholds"]["min_rows"] else " (still collecting)"
+            )
+        _set(self.caption, value=caption)
+        if key != self._drift_key:  # redraw only when the counts moved
+            self.drift.value = plots.drift_png(report)
+            self._drift_key = key
+
+    def close(self) -> None:
+        for w in (self.title, self.traffic, self.caption, self.drift, self.box):
+            _close(w)
+
+
 class Panel(widgets.VBox):
     """Models and instances of a workspace, with buttons. ``nbserve.panel()`` makes one."""
 
@@ -208,6 +277,7 @@ class Panel(widgets.VBox):
         self._lock = threading.RLock()  # one refresh or action at a time (clicks vs the refresh thread)
         self._model_rows: dict[str, _ModelRow] = {}
         self._instance_rows: dict[str, _InstanceRow] = {}
+        self._monitors: dict[str, _MonitorView] = {}
         self._statuses: dict[str, str] = {}
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
@@ -239,11 +309,15 @@ class Panel(widgets.VBox):
             shared.cell("<h3 style='margin: 4px 0'>Instances</h3>"),
         ]
         header = widgets.HBox([self.refresh_button, self.status], layout=widgets.Layout(align_items="center"))
+        self.monitor_title = shared.cell("<h3 style='margin: 4px 0'>Monitoring</h3>")
+        self.monitor_box = widgets.VBox(layout=widgets.Layout(display="none"))
         self._own = [
             header,
             self.refresh_button,
             self.status,
             *titles,
+            self.monitor_title,
+            self.monitor_box,
             self.models_grid,
             self.instances_grid,
             *self._model_headers,
@@ -266,6 +340,7 @@ class Panel(widgets.VBox):
                 titles[1],
                 self.instances_grid,
                 self.no_instances,
+                self.monitor_box,
                 self.progress,
                 self.logs_box,
             ],
@@ -298,6 +373,7 @@ class Panel(widgets.VBox):
                 raise
             self._sync_models(models, counts)
             self._sync_instances(instances)
+            self._sync_monitors(instances)
             running = [i for i in instances if i.status == "running"]
             hint = next((h for h in (proxy_hint(i.url) for i in running) if h), None)
             _set(
@@ -343,6 +419,30 @@ class Panel(widgets.VBox):
         if self.instances_grid.children != children:
             self.instances_grid.children = children
         _set(self.no_instances.layout, display="none" if rows else "")
+
+    def _sync_monitors(self, instances) -> None:
+        views = {}
+        for inst in instances:
+            if inst.status != "running":
+                continue
+            view = self._monitors.pop(inst.id, None) or _MonitorView(inst.id)
+            try:
+                view.update(self.workspace, inst)
+            except Exception as exc:  # a plot that fails must not take the panel down
+                view.error = f"{type(exc).__name__}: {exc}"
+                _set(view.caption, value=f"<span style='color: #c62828'>{html.escape(view.error)}</span>")
+            views[inst.id] = view
+        for gone in self._monitors.values():
+            gone.close()
+        self._monitors = views
+        children = (self.monitor_title, *(v.box for v in views.values())) if views else ()
+        if self.monitor_box.children != children:
+            self.monitor_box.children = children
+        _set(self.monitor_box.layout, display="" if views else "none")
+
+    def monitor(self, id: str) -> _MonitorView:
+        """The metrics and drift view of a running instance (its plots, points and drift report)."""
+        return self._monitors[id]
 
     def model_row(self, name: str) -> _ModelRow:
         return self._model_rows[name]
@@ -508,8 +608,9 @@ class Panel(widgets.VBox):
         if not hasattr(self, "_own"):  # __del__ of a panel whose __init__ failed early
             return super().close()
         self.stop_auto_refresh()
-        for row in [*self._model_rows.values(), *self._instance_rows.values()]:
+        for row in [*self._model_rows.values(), *self._instance_rows.values(), *self._monitors.values()]:
             row.close()
+        self._monitors = {}
         self._model_rows, self._instance_rows = {}, {}
         for w in self._own:
             _close(w)

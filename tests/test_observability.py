@@ -3,12 +3,16 @@ two gunicorn workers each (a linear model on an array; a gradient-boosted model 
 with a bearer token), and the Flask app in process for what needs no server."""
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import time
 
 import cloudpickle
 import pytest
 import requests
+from nbserve_testing import need
 from observability_models import (
     SHIFTED_ARRAY,
     SHIFTED_FRAME,
@@ -285,3 +289,115 @@ def test_bodies_are_logged_only_when_asked_and_metrics_can_be_off(diabetes, monk
     assert resp.status_code == 404 and "NBSERVE_METRICS=0" in resp.get_json()["error"]["message"]
     assert client.post("/predict", json={"data": X[:1].tolist()}).status_code == 200
     assert "request_id" not in capfd.readouterr().err
+
+
+# -- faces: the panel, the CLI; a real Prometheus ----------------------------------------------------
+
+
+def test_panel_plots_traffic_and_shows_exactly_the_drifting_features(served, diabetes):
+    from nbserve.widgets import Panel
+
+    inst = served["lr"]
+    panel = Panel(inst._workspace, refresh_seconds=3600)
+    try:
+        _post_rows(inst, shifted_array(diabetes[0], seed=7).tolist(), batch=25)
+        _drift_after(inst, 500)
+        panel.refresh()
+        _post_rows(inst, diabetes[0][:20].tolist(), batch=1)
+        panel.refresh()
+        view = panel.monitor(inst.id)
+        assert view.error is None, view.error
+        last = view.points[-1]  # between the last two refreshes: the 20 one-row requests
+        assert last["requests"] == 20 and last["rate"] > 0 and last["error_rate"] == 0
+        assert 0 < last["p50_ms"] <= last["p99_ms"]
+        assert view.traffic.value[:8] == b"\x89PNG\r\n\x1a\n" and view.drift.value[:8] == b"\x89PNG\r\n\x1a\n"
+        assert set(view.drifted) == SHIFTED_ARRAY
+        caption = view.caption.value
+        assert all(name in caption for name in SHIFTED_ARRAY) and "x3" not in caption
+        assert view.box in panel.monitor_box.children
+        assert set(panel._monitors) == {i.id for i in served.values()}
+    finally:
+        panel.close()
+
+
+def test_cli_prints_metrics_drift_and_a_scrape_config(served, monkeypatch, capsys):
+    from nbserve.cli import main
+
+    inst = served["gbm"]
+    monkeypatch.setenv("NBSERVE_HOME", str(inst._workspace.home))
+    _post_rows(inst, records(mixed_frame(5, seed=4)), batch=5)
+    assert main(["metrics", inst.id]) == 0
+    out = capsys.readouterr().out
+    assert "METHOD" in out and "predict" in out
+    assert main(["drift", "gbm"]) == 0
+    out = capsys.readouterr().out
+    assert "PSI" in out and "plan" in out and "region" in out
+    assert main(["prometheus-config"]) == 0
+    config = capsys.readouterr().out
+    assert config.count("job_name:") == 2 and "credentials_file" in config
+    assert inst.auth_token not in config  # the token goes to a 0600 file, never into the printed config
+    token_file = re.search(r'credentials_file: "([^"]+)"', config).group(1)
+    assert open(token_file).read() == inst.auth_token and (os.stat(token_file).st_mode & 0o077) == 0
+
+
+def test_prometheus_scrapes_both_instances(served, diabetes, tmp_path):
+    prometheus = shutil.which("prometheus")
+    need(prometheus is not None, "Prometheus", "bash .ci/setup-prometheus (Debian's prometheus package)")
+    from nbserve.runtimes.base import free_port
+
+    ws = served["lr"]._workspace
+    _post_rows(served["lr"], shifted_array(diabetes[0], n=200).tolist(), batch=10)
+    _post_rows(served["gbm"], records(shifted_frame(200)), batch=10)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(ws.prometheus_config(interval="1s"))
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api/v1"
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def query(q):
+            r = requests.get(f"{api}/query", params={"query": q}, timeout=T)
+            r.raise_for_status()
+            return r.json()["data"]["result"]
+
+        deadline = time.monotonic() + 90
+        up = []
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+            try:
+                up = query('up{job=~"nbserve-.*"}')
+            except requests.RequestException:
+                up = []
+            if len(up) == 2 and all(s["value"][1] == "1" for s in up):
+                break
+            time.sleep(0.5)
+        assert sorted(s["metric"]["nbserve_instance"] for s in up) == sorted(i.id for i in served.values())
+        assert all(s["value"][1] == "1" for s in up), up  # the gbm one scraped with its bearer token
+        for name in ("lr", "gbm"):
+            buckets = query(f'nbserve_request_duration_seconds_bucket{{model="{name}",method="predict",status="200"}}')
+            assert {s["metric"]["le"] for s in buckets} >= {"0.001", "60.0", "+Inf"}, name
+            count = query(f'sum(nbserve_request_duration_seconds_count{{model="{name}",method="predict"}})')
+            assert float(count[0]["value"][1]) > 0
+            drift = served[name].drift(raw=True)
+            shifted = set(drift["drifted_features"])
+            gauges = query(f'nbserve_drift_status{{model="{name}",role="input"}}')
+            assert len(gauges) == len([f for f in drift["features"] if f["role"] == "input"])
+            assert {s["metric"]["feature"] for s in gauges if s["value"][1] == "2"} == shifted
+            assert query(f'nbserve_drift_detected{{model="{name}"}}')[0]["value"][1] == "0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

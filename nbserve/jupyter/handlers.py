@@ -9,6 +9,8 @@
     POST   instances/<id>/start      start again (200, the instance)
     DELETE instances/<id>            remove an instance, or dismiss a finished job
     GET    instances/<id>/logs       {"id", "logs"}; ?tail=N lines (default 200)
+    GET    instances/<id>/metrics    {"id", "snapshot"}: one reading of its /metrics (monitoring.snapshot)
+    GET    instances/<id>/drift      {"id", "drift"}: its /drift report
 
 Every verb is ``@tornado.web.authenticated`` (no Jupyter token, 403). Errors are
 ``{"error": {"type", "message", "status"}}`` with the status from ``errors.STATUS``.
@@ -204,6 +206,19 @@ class LogsHandler(NbserveHandler):
         self.reply({"id": id, "logs": text})
 
 
+class ObserveHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def get(self, id, what):
+        ws = self.workspace
+        if what == "metrics":
+            snap = await self.call(ws.metrics_snapshot, id)
+            for entry in snap["methods"].values():  # JSON has no Infinity: the +Inf bucket's bound is null
+                entry["buckets"] = [[None if le == float("inf") else le, c] for le, c in entry["buckets"]]
+            self.reply({"id": id, "snapshot": snap})
+        else:
+            self.reply({"id": id, "drift": await self.call(ws.drift, id)})
+
+
 def _models(ws) -> list[dict]:
     out = []
     for mv in ws.models():
@@ -229,6 +244,7 @@ def route_handlers(base_url: str) -> list[tuple]:
         (url("instances"), InstancesHandler),
         (url("instances", segment, "(stop|start)"), InstanceActionHandler),
         (url("instances", segment, "logs"), LogsHandler),
+        (url("instances", segment, "(metrics|drift)"), ObserveHandler),
         (url("instances", segment), InstanceHandler),
         (url("jobs", segment), JobHandler),
     ]
