@@ -33,6 +33,9 @@ def main(argv=None) -> int:
     p.add_argument("--runtime", default="auto", choices=["auto", "process", "docker"])
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--batch", action="store_true", help="adaptive batching of concurrent requests")
+    p.add_argument("--max-batch", type=int, help="with --batch: rows per model call at most (default 64)")
+    p.add_argument("--max-latency-ms", type=float, help="with --batch: longest wait to fill a batch (default 10)")
     for verb in ("stop", "start", "remove"):
         p = sub.add_parser(verb, help=f"{verb} an instance (an instance id, or a model name for all of its)")
         p.add_argument("ref")
@@ -86,7 +89,9 @@ def _run(ws, args) -> int:
                 ("ID", "MODEL", "RUNTIME", "STATUS", "URL"),
             )
     elif cmd == "serve":
-        inst = ws.serve(args.model, runtime=args.runtime, port=args.port, workers=args.workers)
+        batching = {"batch": True, "max_batch": args.max_batch, "max_latency_ms": args.max_latency_ms}
+        batching = {k: v for k, v in batching.items() if v is not None} if args.batch else {}
+        inst = ws.serve(args.model, runtime=args.runtime, port=args.port, workers=args.workers, **batching)
         print(inst.url)
     elif cmd in ("stop", "start", "remove"):
         for inst in ws.resolve_instances(args.ref):

@@ -21,7 +21,18 @@ from .notebook_text import duration, error_text, table, when
 from .workspace import console_progress, default_workspace
 
 RUNTIME_CHOICES = ("auto", "docker", "process")
-SERVE_OPTIONS = ("--name", "--sample", "--runtime", "--port", "--workers", "--no-start", "--methods")
+SERVE_OPTIONS = (
+    "--name",
+    "--sample",
+    "--runtime",
+    "--port",
+    "--workers",
+    "--no-start",
+    "--methods",
+    "--batch",
+    "--max-batch",
+    "--max-latency-ms",
+)
 NBSERVE_USAGE = (
     "usage: %nbserve list | instances | stop REF | start REF | remove REF | logs REF [--tail N] | metrics REF"
     " | drift REF | panel"
@@ -68,6 +79,9 @@ class NbserveMagics(Magics):
         help="register only (and, for Docker, build the image); returns the ModelVersion",
     )
     @argument("--methods", help="comma-separated methods to serve, e.g. predict,predict_proba")
+    @argument("--batch", action="store_true", help="adaptive batching of concurrent requests (one model call)")
+    @argument("--max-batch", type=int, help="with --batch: rows per model call at most (default 64)")
+    @argument("--max-latency-ms", type=float, help="with --batch: longest wait to fill a batch (default 10)")
     @line_cell_magic
     def serve(self, line, cell=None):
         """Register a live object of the notebook and serve it over HTTP; returns the Instance.
@@ -117,6 +131,7 @@ class NbserveMagics(Magics):
                 workers=args.workers,
                 start=not args.no_start,
                 progress=say,
+                **batch_options(args),
             )
         except NbserveError as exc:
             text = error_text(exc)
@@ -281,12 +296,24 @@ def _previous_and_position(event):
     return previous, len(words) if at_space else len(words) - 1
 
 
+def batch_options(args) -> dict:
+    """serve()'s batching keywords from --batch/--max-batch/--max-latency-ms (magic and CLI alike)."""
+    if not args.batch:
+        return {}
+    options = {"batch": True}
+    if args.max_batch is not None:
+        options["max_batch"] = args.max_batch
+    if args.max_latency_ms is not None:
+        options["max_latency_ms"] = args.max_latency_ms
+    return options
+
+
 def complete_serve(shell, event):
     """Variables after %serve / --sample, runtime names after --runtime, option names after '-'."""
     previous, _ = _previous_and_position(event)
     if previous == "--runtime":
         return list(RUNTIME_CHOICES)
-    if previous in ("--name", "--port", "--workers", "--methods"):
+    if previous in ("--name", "--port", "--workers", "--methods", "--max-batch", "--max-latency-ms"):
         return []
     if event.symbol.startswith("-"):
         return list(SERVE_OPTIONS)

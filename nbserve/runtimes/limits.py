@@ -1,8 +1,9 @@
 """Per-instance server settings every runtime passes the same way: request timeout, body limit, auth,
-URL prefix.
+URL prefix, adaptive batching.
 
-``serve(..., timeout=SECONDS, max_body=BYTES, auth_token=..., url_prefix=PATH)`` land in ``row.options``; a runtime
-turns them into the server's environment (read by nbserve/server/guards.py and app.py) with
+``serve(..., timeout=SECONDS, max_body=BYTES, auth_token=..., url_prefix=PATH, batch=True, max_batch=ROWS,
+max_latency_ms=MS)`` land in ``row.options``; a runtime turns them into the server's environment (read by
+nbserve/server/guards.py, app.py, batching.py and gunicorn_conf.py) with
 ``server_limits_env``, and gives gunicorn ``hard_timeout`` as its own --timeout: a little longer than
 the request timeout, so the server answers a JSON 504 first, and gunicorn kills a worker stuck in C
 code only when that could not happen.
@@ -11,6 +12,7 @@ code only when that could not happen.
 from __future__ import annotations
 
 from ..server.auth import token_env
+from ..server.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS
 from ..server.guards import DEFAULT_TIMEOUT  # seconds per request; 0 turns the limit off
 from ..server.prefix import ENV as URL_PREFIX_ENV
 from ..server.prefix import clean as clean_prefix
@@ -40,6 +42,11 @@ def server_limits_env(options: dict) -> dict:
         env["NBSERVE_REQUEST_LOG"] = {True: "1", False: "0"}.get(options["request_log"], str(options["request_log"]))
     if options.get("url_prefix"):
         env[URL_PREFIX_ENV] = options["url_prefix"]
+    if options.get("batch"):  # adaptive batching: server/batching.py, and gunicorn_conf's threaded worker
+        env["NBSERVE_BATCH"] = "1"
+        env["NBSERVE_MAX_BATCH"] = str(int(options.get("max_batch") or DEFAULT_MAX_BATCH))
+        latency = options.get("max_latency_ms")
+        env["NBSERVE_MAX_LATENCY_MS"] = f"{DEFAULT_MAX_LATENCY_MS if latency is None else float(latency):g}"
     return env
 
 
@@ -51,6 +58,7 @@ def check_options(options: dict) -> dict:
     metrics: False turns /metrics, /drift and the request log off. request_log: False (no log lines),
     True (the default) or "bodies" (request bodies logged too).
     url_prefix: the path a proxy serves the model under when it sends no prefix header ("/models/x").
+    batch: adaptive batching on (max_batch rows per model call, >= 1; max_latency_ms a request waits, >= 0).
     """
     import secrets
 
@@ -79,6 +87,12 @@ def check_options(options: dict) -> dict:
         raise NbserveError(f"metrics must be True or False, got {options['metrics']!r}")
     if options.get("request_log") not in (None, True, False, "bodies"):
         raise NbserveError(f"request_log must be True, False or 'bodies', got {options['request_log']!r}")
+    for key, low, what in (("max_batch", 1, "rows per model call"), ("max_latency_ms", 0, "milliseconds")):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < low):
+            raise NbserveError(f"{key} must be a number of {what} >= {low}, got {value!r}")
+    if (options.get("max_batch") is not None or options.get("max_latency_ms") is not None) and not options.get("batch"):
+        raise NbserveError("max_batch and max_latency_ms apply with batch=True (adaptive batching)")
     if options.get("max_body") is not None:
         if not isinstance(options["max_body"], int) or options["max_body"] < 1024:
             raise NbserveError(f"max_body must be a number of bytes >= 1024, got {options['max_body']!r}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import artifact, guards, jsonio, metrics, prefix
+from . import artifact, batching, guards, jsonio, metrics, prefix
 from .openapi import interface_document, openapi_document
 from .schema import InputError, compile_decoder, to_jsonable
 
@@ -62,6 +62,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
     app.json.sort_keys = False
     guards.install(app, request, _error, timeout=timeout, auth_sha256=auth_sha256)
     max_body = app.config["MAX_CONTENT_LENGTH"]  # read once, not per request
+    methods = batching.install(app, methods, signature, timeout)  # off unless NBSERVE_BATCH (batching.py)
     methods = metrics.install(app, methods, manifest, model_id, timeout, _error)  # /metrics, /drift, request log
 
     def predict_view(method):

@@ -219,7 +219,10 @@ class _Deadline:
 
     def __call__(self, environ, start_response):
         if self.SIGNAL is None or threading.current_thread() is not threading.main_thread():
-            return self.wsgi_app(environ, start_response)
+            try:  # a threaded worker (batching.py): the request's own wait for its answer raises at the deadline
+                return self.wsgi_app(environ, start_response)
+            except RequestTimeout:
+                return self._timed_out(environ, start_response)
         if self.pid != os.getpid():
             self._watch()
         self.seq += 1

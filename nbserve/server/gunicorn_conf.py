@@ -23,6 +23,11 @@ import tempfile
 
 _RESERVED = (3, 4)
 
+if os.environ.get("NBSERVE_BATCH", "") not in ("", "0"):
+    # batching (server/batching.py) gathers concurrent requests: a worker must hold many at once
+    worker_class = "gthread"
+    threads = max(4, int(os.environ.get("NBSERVE_MAX_BATCH") or 64))
+
 
 def post_worker_init(worker):
     # a model the master must not load (forksafe.DeferredApp) loads here, before the first request
