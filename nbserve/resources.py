@@ -129,9 +129,8 @@ class Instance:
 
         # the registry already knows what /interface.json would say: save the client that round trip
         manifest = self._workspace.get_model(self.model).manifest
-        return Client(
-            self.url, timeout=timeout, token=self.auth_token, interface=interface_document(manifest, self.model)
-        )
+        interface = interface_document(manifest, self.model, self._row.options.get("default_method"))
+        return Client(self.url, timeout=timeout, token=self.auth_token, interface=interface)
 
     def logs(self, tail: int = 200) -> str:
         return self._workspace.logs(self.id, tail=tail)

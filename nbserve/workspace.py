@@ -202,6 +202,13 @@ class Workspace:
                 mv = PendingVersion(self, draft(target, name, sample, methods), name, say)
             else:
                 mv = self.register(target, name=name, sample=sample, methods=methods, progress=say)
+        served_methods = mv.draft.names if isinstance(mv, PendingVersion) else mv.methods
+        if options.get("default_method") and options["default_method"] not in served_methods:
+            if isinstance(mv, PendingVersion):
+                mv.cleanup()
+            raise NbserveError(
+                f"default_method={options['default_method']!r} is not a method of {mv.name}; it has {served_methods}"
+            )
         if not start:
             if runtime == "docker":
                 self.runtime("docker").build(mv, base_image=options.get("base_image"), progress=say)

@@ -2,8 +2,8 @@
 URL prefix, adaptive batching.
 
 ``serve(..., timeout=SECONDS, max_body=BYTES, auth_token=..., url_prefix=PATH, batch=True, max_batch=ROWS,
-max_latency_ms=MS)`` land in ``row.options``; a runtime turns them into the server's environment (read by
-nbserve/server/guards.py, app.py, batching.py and gunicorn_conf.py) with
+max_latency_ms=MS, default_method=NAME)`` land in ``row.options``; a runtime turns them into the server's
+environment (read by nbserve/server/guards.py, app.py, batching.py and gunicorn_conf.py) with
 ``server_limits_env``, and gives gunicorn ``hard_timeout`` as its own --timeout: a little longer than
 the request timeout, so the server answers a JSON 504 first, and gunicorn kills a worker stuck in C
 code only when that could not happen.
@@ -35,6 +35,8 @@ def server_limits_env(options: dict) -> dict:
     env = {"NBSERVE_TIMEOUT": f"{request_timeout(options):g}"}
     if options.get("max_body"):
         env["NBSERVE_MAX_BODY"] = str(int(options["max_body"]))
+    if options.get("default_method"):  # what /invocations, /v1 and /v2 infer call (server/protocols)
+        env["NBSERVE_DEFAULT_METHOD"] = options["default_method"]
     env.update(token_env(options.get("auth_token")))
     if options.get("metrics") is False:  # see nbserve/server/metrics.py
         env["NBSERVE_METRICS"] = "0"
@@ -59,6 +61,8 @@ def check_options(options: dict) -> dict:
     True (the default) or "bodies" (request bodies logged too).
     url_prefix: the path a proxy serves the model under when it sends no prefix header ("/models/x").
     batch: adaptive batching on (max_batch rows per model call, >= 1; max_latency_ms a request waits, >= 0).
+    default_method: the method MLflow's /invocations and KServe's V1/V2 routes call (checked against the
+    model's methods by Workspace.serve).
     """
     import secrets
 
@@ -103,4 +107,7 @@ def check_options(options: dict) -> dict:
                 f"url_prefix must be a plain path such as '/models/diabetes', got {options['url_prefix']!r}"
             )
         options["url_prefix"] = prefix
+    method = options.get("default_method")
+    if method is not None and (not isinstance(method, str) or not method.isidentifier()):
+        raise NbserveError(f"default_method must be the name of one of the model's methods, got {method!r}")
     return options

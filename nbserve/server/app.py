@@ -12,9 +12,9 @@ from pathlib import Path
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import artifact, batching, guards, jsonio, metrics, prefix
+from . import artifact, batching, guards, jsonio, metrics, prefix, protocols
+from .dispatch import CallError, Dispatch
 from .openapi import interface_document, openapi_document
-from .schema import InputError, compile_decoder, to_jsonable
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 STATIC = Path(__file__).parent / "static"
@@ -44,17 +44,13 @@ def create_app(artifact_dir, model_id=None, max_body=None, timeout=None, auth_sh
     return make_app(obj, manifest, model_id=model_id, max_body=max_body, timeout=timeout, auth_sha256=auth_sha256)
 
 
-def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha256=None):
+def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha256=None, default_method=None):
     # timeout: seconds per request (NBSERVE_TIMEOUT, 0 = none); auth_sha256: sha256 of the bearer token
     # (NBSERVE_AUTH_TOKEN_SHA256, None = no auth). See guards.py.
     timeout, auth_sha256 = guards.settings(timeout, auth_sha256)
     model_id = model_id or manifest.get("pickle_sha256", "model")[:12]
     methods = guards.contain_exits(artifact.bind_methods(obj, manifest))
     signature = manifest.get("signature", {})
-    decoders = {name: compile_decoder(signature.get(name, {}).get("input")) for name in methods}
-    interface = interface_document(manifest, model_id)
-    interface_bytes = jsonio.dumps(interface)
-    openapi_for_prefix = prefix.documents_by_prefix(openapi_document(interface), jsonio.dumps)
     health_bytes = jsonio.dumps({"status": "ok", "model": model_id})
 
     app = Flask("nbserve_server", static_folder=str(STATIC), static_url_path="/static")
@@ -65,10 +61,9 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
     methods = batching.install(app, methods, signature, timeout)  # off unless NBSERVE_BATCH (batching.py)
     methods = metrics.install(app, methods, manifest, model_id, timeout, _error)  # /metrics, /drift, request log
 
-    def predict_view(method):
-        fn = methods[method]
-        decode = decoders[method]
+    dispatch = Dispatch(methods, signature, app.logger)
 
+    def predict_view(method):
         def view():
             body = _read_body(max_body)
             try:
@@ -78,28 +73,24 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
             if not isinstance(payload, dict) or "data" not in payload:
                 return _error(400, "BadRequest", 'expected a JSON object {"data": ...} holding the model input')
             try:
-                data = decode(payload["data"])
-            except InputError as exc:
-                return _error(400, "InvalidInput", f"{method}: {exc}")
-            try:
-                result = fn(data)
-            except Exception as exc:  # the user's model failed: report it, keep serving
-                app.logger.warning("%s raised %s: %s", method, type(exc).__name__, exc)
-                return _error(500, "ModelError", f"{method} raised {type(exc).__name__}: {exc}")
-            try:
-                return Response(jsonio.dumps({"data": to_jsonable(result)}), mimetype="application/json")
-            except (TypeError, ValueError) as exc:
-                return _error(
-                    500,
-                    "OutputError",
-                    f"{method} returned a {type(result).__name__} that cannot be written as JSON: {exc}",
-                )
+                out = dispatch.dumps(method, {"data": dispatch.call(method, payload["data"])})
+            except CallError as exc:
+                return _error(exc.status, exc.type, exc.message)
+            return Response(out, mimetype="application/json")
 
         view.__name__ = f"call_{method}"
         return view
 
     for method in methods:
         app.add_url_rule(f"/{method}", f"call_{method}", predict_view(method), methods=["POST"])
+
+    default_method = default_method or os.environ.get(protocols.DEFAULT_METHOD_ENV)
+    interface = interface_document(manifest, model_id, default_method)
+    openapi = openapi_document(interface)
+    # MLflow's /invocations, the Open Inference Protocol (V2) and KServe V1, over the same dispatch
+    protocols.install(app, dispatch, model_id, openapi, lambda: _read_body(max_body), default_method)
+    interface_bytes = jsonio.dumps(interface)
+    openapi_for_prefix = prefix.documents_by_prefix(openapi, jsonio.dumps)
 
     @app.get("/health")
     def health():

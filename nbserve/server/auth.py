@@ -15,7 +15,8 @@ import hashlib
 import hmac
 
 ENV_SHA256 = "NBSERVE_AUTH_TOKEN_SHA256"
-OPEN_PATHS = frozenset({"/health"})
+# health probes of the other protocols too (MLflow's /ping, the Open Inference Protocol's), for the same reason
+OPEN_PATHS = frozenset({"/health", "/ping", "/v2/health/live", "/v2/health/ready"})
 
 
 def token_sha256(token: str) -> str:

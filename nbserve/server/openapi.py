@@ -1,9 +1,12 @@
 """The documents a served model describes itself with: /interface.json and an OpenAPI 3 document,
 derived from the manifest once at load. No Flask here: the client side builds the interface too."""
 
+from .protocols import spoken
 
-def interface_document(manifest: dict, model_id: str) -> dict:
-    """What GET /interface.json answers: the model id, each method with its schemas, the requirements."""
+
+def interface_document(manifest: dict, model_id: str, default_method: str | None = None) -> dict:
+    """What GET /interface.json answers: the model id, each method with its schemas, the requirements,
+    the protocols spoken (default_method: the one MLflow's and KServe's routes call)."""
     signature = manifest.get("signature", {})
     return {
         "model": model_id,
@@ -13,6 +16,7 @@ def interface_document(manifest: dict, model_id: str) -> dict:
         ],
         "requirements": manifest.get("requirements", []),
         "python": manifest.get("python"),
+        "protocols": spoken(model_id, manifest["methods"], default_method),
     }
 
 

@@ -1,0 +1,51 @@
+"""The one place a request's input meets the model: decode by the method's input schema, call, make the
+result writable as JSON. nbserve's own ``POST /<method>`` and every protocol adapter (protocols/) go
+through it, so all of them refuse the same inputs with the same 4xx and report a failing model the same way.
+"""
+
+from . import jsonio
+from .schema import InputError, compile_decoder, to_jsonable
+
+
+class CallError(Exception):
+    """A request that cannot be answered: ``status`` (4xx: the client's fault; 500: the model's), ``type``
+    and ``message``. Each route writes it in its own protocol's error form."""
+
+    def __init__(self, status: int, type_: str, message: str):
+        super().__init__(message)
+        self.status, self.type, self.message = status, type_, message
+
+
+class Dispatch:
+    """The served methods with their decoders, compiled once at load."""
+
+    def __init__(self, methods: dict, signature: dict, logger):
+        self.methods = methods
+        self.inputs = {name: (signature.get(name) or {}).get("input") or {"type": "any"} for name in methods}
+        self.outputs = {name: (signature.get(name) or {}).get("output") or {"type": "any"} for name in methods}
+        self.decoders = {name: compile_decoder(signature.get(name, {}).get("input")) for name in methods}
+        self.logger = logger
+
+    def call(self, method: str, data):
+        """``method`` applied to the JSON value ``data``; the result as to_jsonable makes it."""
+        fn = self.methods.get(method)
+        if fn is None:
+            raise CallError(404, "NotFound", f"no method {method!r}; this model serves {list(self.methods)}")
+        try:
+            value = self.decoders[method](data)
+        except InputError as exc:
+            raise CallError(400, "InvalidInput", f"{method}: {exc}") from None
+        try:
+            result = fn(value)
+        except Exception as exc:  # the user's model failed: report it, keep serving
+            self.logger.warning("%s raised %s: %s", method, type(exc).__name__, exc)
+            raise CallError(500, "ModelError", f"{method} raised {type(exc).__name__}: {exc}") from None
+        return to_jsonable(result)
+
+    def dumps(self, method: str, payload) -> bytes:
+        try:
+            return jsonio.dumps(payload)
+        except (TypeError, ValueError) as exc:
+            raise CallError(
+                500, "OutputError", f"{method} returned a value that cannot be written as JSON: {exc}"
+            ) from None

@@ -1,0 +1,153 @@
+"""Other servers' contracts, spoken by the same app: MLflow's scoring protocol (mlflow.py), the Open
+Inference Protocol of KServe, Triton and MLServer (v2.py) and KServe's V1 (v1.py).
+
+Each adapter only translates: its request into the JSON value nbserve's own ``{"data": ...}`` carries,
+then ``Dispatch.call`` (the decode and the call every route shares), then the result into its answer,
+and a ``CallError`` into its own error form. Imports nothing outside nbserve/server/.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..dispatch import CallError, Dispatch
+
+DEFAULT_METHOD_ENV = "NBSERVE_DEFAULT_METHOD"
+
+
+@dataclass
+class Served:
+    """What every adapter needs to know about the served model."""
+
+    dispatch: Dispatch
+    model_id: str  # "diabetes:1"
+    name: str  # "diabetes": the name the protocols' URLs use
+    version: str  # "1"
+    default_method: str | None  # what /invocations, /v1 and /v2 infer call (None: several, none chosen)
+    read_body: Callable[[], bytes]
+
+    def body(self) -> bytes:
+        from werkzeug.exceptions import RequestEntityTooLarge
+
+        try:
+            return self.read_body()
+        except RequestEntityTooLarge:
+            raise CallError(
+                413,
+                "PayloadTooLarge",
+                "the body is over the size limit (serve(..., max_body=BYTES) or NBSERVE_MAX_BODY)",
+            ) from None
+
+    def method(self) -> str:
+        if self.default_method is None:
+            raise CallError(
+                404,
+                "NoDefaultMethod",
+                f"this model serves {list(self.dispatch.methods)} and none is the default; serve it with "
+                f"serve(..., default_method=NAME), or call POST /<method>",
+            )
+        return self.default_method
+
+
+def choose_default(methods, chosen=None):
+    """The method the protocols call: the chosen one, else predict, else the only method, else None."""
+    if chosen:
+        if chosen not in methods:
+            raise ValueError(f"default_method {chosen!r} is not one of the model's methods {list(methods)}")
+        return chosen
+    if "predict" in methods:
+        return "predict"
+    if len(methods) == 1:
+        return next(iter(methods))
+    return None
+
+
+# every route each protocol answers ({name} and {version}: the model's registered name and version);
+# /interface.json lists them, and the app's /openapi.json has each (tests/test_protocols.py checks both)
+ROUTES = {
+    "mlflow": ["/invocations", "/ping", "/health", "/version"],
+    "open-inference-v2": [
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{name}",
+        "/v2/models/{name}/versions/{version}",
+        "/v2/models/{name}/ready",
+        "/v2/models/{name}/versions/{version}/ready",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+    ],
+    "kserve-v1": ["/v1/models", "/v1/models/{name}", "/v1/models/{name}:predict"],
+}
+
+
+def _name_version(model_id: str):
+    name, _, version = model_id.partition(":")
+    return name, version or "1"
+
+
+def spoken(model_id: str, methods, default_method=None) -> list:
+    """What /interface.json says about the protocols: each with its routes and the method it calls.
+    No Flask here: the client side builds the interface from the registry too (openapi.interface_document)."""
+    name, version = _name_version(model_id)
+    method = choose_default(methods, default_method)
+    out = [{"name": "nbserve", "routes": [f"/{m}" for m in methods]}]
+    for protocol, routes in ROUTES.items():
+        out.append(
+            {"name": protocol, "routes": [r.format(name=name, version=version) for r in routes], "method": method}
+        )
+    return out
+
+
+def install(app, dispatch, model_id, openapi: dict, read_body, default_method=None) -> None:
+    """Add every adapter's routes to ``app`` and their paths to ``openapi``. ``default_method`` is checked
+    against the methods: a typo fails at load, not per request."""
+    from . import mlflow, v1, v2
+
+    name, version = _name_version(model_id)
+    served = Served(dispatch, model_id, name, version, choose_default(dispatch.methods, default_method), read_body)
+    for module in (mlflow, v2, v1):
+        openapi["paths"].update(module.install(app, served))
+
+
+def columns(schema) -> list | None:
+    """The column names of a DataFrame input schema, else None."""
+    if (schema or {}).get("type") == "dataframe":
+        return [c["name"] for c in schema["columns"]]
+    return None
+
+
+def from_rows(schema, rows):
+    """Rows as the JSON value the input schema decodes: for a DataFrame model, a list of lists becomes
+    {"columns", "data"} in the schema's column order (as MLflow and KServe send instances)."""
+    names = columns(schema)
+    if names is not None and isinstance(rows, list) and rows and all(isinstance(r, list) for r in rows):
+        return {"columns": names, "data": rows}
+    return rows
+
+
+def from_records(schema, records):
+    """A list of records as the JSON value the input schema decodes (an array model takes their values)."""
+    if columns(schema) is not None or schema.get("type") not in ("ndarray", "series"):
+        return records
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise CallError(400, "BadRequest", "expected a list of records (objects keyed by column)")
+    if schema.get("type") == "series":
+        return [next(iter(r.values()), None) for r in records]
+    return [list(r.values()) for r in records]
+
+
+def from_split(schema, split):
+    """pandas' orient="split" ({"columns", "data", "index"}) as the JSON value the input schema decodes."""
+    if not isinstance(split, dict) or not isinstance(split.get("data"), list):
+        raise CallError(400, "BadRequest", 'expected {"columns": [...], "data": [[...], ...]} (pandas orient="split")')
+    kind = schema.get("type")
+    if kind == "ndarray":
+        return split["data"]
+    if kind == "series":
+        data = split["data"]
+        return [r[0] if isinstance(r, list) and len(r) == 1 else r for r in data]
+    if "columns" not in split:
+        if columns(schema) is not None:
+            return {"columns": columns(schema), "data": split["data"]}
+        return split["data"]
+    return {"columns": split["columns"], "data": split["data"]}

@@ -1,0 +1,213 @@
+"""MLflow's scoring protocol (what `mlflow models serve` answers): ``POST /invocations``, ``GET /ping``,
+``GET /version`` (``GET /health`` is nbserve's own, 200 as MLflow's).
+
+The body is ``application/json`` with exactly one of ``dataframe_split``, ``dataframe_records``,
+``instances`` or ``inputs`` (and optionally ``params``), or ``text/csv`` with a header row; the answer is
+``{"predictions": ...}``. Errors are MLflow's ``{"error_code", "message"}``, with nbserve's statuses: the
+client's fault a 4xx, a failing model a 500 (MLflow itself answers 400 for both).
+"""
+
+import csv
+import io
+
+from flask import Response, request
+
+from .. import jsonio
+from ..dispatch import CallError
+from . import columns, from_records, from_rows, from_split
+
+PROTOCOL = "mlflow"
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_CODES = {404: "ENDPOINT_NOT_FOUND", 500: "INTERNAL_ERROR"}
+
+
+def error(exc: CallError):
+    code = "INVALID_PARAMETER_VALUE" if exc.type == "InvalidInput" else _CODES.get(exc.status, "BAD_REQUEST")
+    body = jsonio.dumps({"error_code": code, "message": exc.message})
+    return Response(body, status=exc.status, mimetype="application/json")
+
+
+def _json_value(schema, body):
+    try:
+        payload = jsonio.loads(body)
+    except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CallError(400, "InvalidJSON", f"the body is not valid JSON ({exc})") from None
+    keys = [k for k in FORMATS if k in payload] if isinstance(payload, dict) else []
+    if len(keys) != 1:
+        got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        raise CallError(
+            400,
+            "BadRequest",
+            f"expected a JSON object with exactly one of the input fields {list(FORMATS)} (and optionally "
+            f'"params"); got {got}',
+        )
+    params = payload.get("params")
+    if params:  # a model served by nbserve takes one input and no parameters: refuse, never ignore them
+        raise CallError(400, "BadRequest", f"this model takes no params; got params {sorted(params)}")
+    key = keys[0]
+    value = payload[key]
+    if key == "dataframe_split":
+        return from_split(schema, value)
+    if key == "dataframe_records":
+        return from_records(schema, value)
+    if isinstance(value, dict) and schema.get("type") == "ndarray" and len(value) == 1:
+        return next(iter(value.values()))  # a single named tensor: {"inputs": {"x": [[...]]}}
+    return from_rows(schema, value)
+
+
+def _csv_value(schema, body):
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CallError(400, "BadRequest", f"the CSV body is not UTF-8 ({exc})") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if len(rows) < 2:
+        raise CallError(400, "BadRequest", "expected CSV with a header row and at least one row of values")
+    header, rows = rows[0], rows[1:]
+    kinds = {c["name"]: c["dtype"] for c in schema["columns"]} if columns(schema) else {}
+    convert = [_converter(kinds.get(name)) for name in header]
+    try:
+        data = [[conv(cell) for conv, cell in zip(convert, row, strict=True)] for row in rows]
+    except ValueError:
+        raise CallError(
+            400, "BadRequest", f"every CSV row must have {len(header)} values, one per header column"
+        ) from None
+    if schema.get("type") == "dataframe":
+        return {"columns": header, "data": data}
+    if schema.get("type") == "series":
+        return [r[0] if len(r) == 1 else r for r in data]
+    return data
+
+
+def _converter(dtype):
+    """Reads a CSV cell as pandas.read_csv would, but by the column's dtype where the schema has one:
+    a string column keeps "007" a string."""
+    text = dtype is not None and (dtype in ("object", "string", "str", "category") or dtype.startswith("<U"))
+    if text:
+        return lambda cell: cell if cell != "" else None
+    return _cell
+
+
+def _cell(cell):
+    if cell == "":
+        return None
+    try:
+        return int(cell)
+    except ValueError:
+        pass
+    try:
+        return float(cell)
+    except ValueError:
+        pass
+    low = cell.lower()
+    return (low == "true") if low in ("true", "false") else cell
+
+
+def install(app, served) -> dict:
+    dispatch = served.dispatch
+
+    @app.post("/invocations")
+    def mlflow_invocations():
+        try:
+            method = served.method()
+            schema = dispatch.inputs[method]
+            body = served.body()
+            mimetype = request.mimetype
+            if mimetype == "application/json":
+                value = _json_value(schema, body)
+            elif mimetype == "text/csv":
+                value = _csv_value(schema, body)
+            else:
+                raise CallError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"/invocations takes Content-Type application/json or text/csv; got {mimetype or 'none'}",
+                )
+            out = dispatch.dumps(method, {"predictions": dispatch.call(method, value)})
+        except CallError as exc:
+            return error(exc)
+        return Response(out, mimetype="application/json")
+
+    @app.get("/ping")
+    def mlflow_ping():
+        return Response("\n", mimetype="application/json")
+
+    @app.get("/version")
+    def mlflow_version():
+        return Response(served.model_id, mimetype="text/plain")
+
+    return openapi_paths()
+
+
+def openapi_paths() -> dict:
+    err = {
+        "type": "object",
+        "required": ["error_code", "message"],
+        "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
+    }
+    err_json = {"content": {"application/json": {"schema": err}}}
+    formats = {
+        "type": "object",
+        "description": "exactly one of dataframe_split, dataframe_records, instances, inputs",
+        "properties": {
+            "dataframe_split": {
+                "type": "object",
+                "properties": {"columns": {"type": "array"}, "data": {"type": "array"}},
+            },
+            "dataframe_records": {"type": "array", "items": {"type": "object"}},
+            "instances": {},
+            "inputs": {},
+            "params": {"type": "object"},
+        },
+    }
+    return {
+        "/invocations": {
+            "post": {
+                "tags": ["MLflow scoring protocol"],
+                "summary": "MLflow scoring: the default method on dataframe_split, dataframe_records, instances, "
+                "inputs or CSV",
+                "operationId": "mlflow_invocations",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": formats},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "The predictions",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"predictions": {}},
+                                    "required": ["predictions"],
+                                }
+                            }
+                        },
+                    },
+                    "400": {"description": "The input does not fit the model", **err_json},
+                    "404": {"description": "No default method", **err_json},
+                    "415": {"description": "Neither JSON nor CSV", **err_json},
+                    "500": {"description": "The model raised an exception", **err_json},
+                },
+            }
+        },
+        "/ping": {
+            "get": {
+                "tags": ["MLflow scoring protocol"],
+                "summary": "MLflow health",
+                "responses": {"200": {"description": "Up"}},
+            }
+        },
+        "/version": {
+            "get": {
+                "tags": ["MLflow scoring protocol"],
+                "summary": "The served model's id",
+                "responses": {
+                    "200": {"description": "The model id", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
+    }

@@ -1,0 +1,91 @@
+"""KServe's V1 protocol: ``GET /v1/models``, ``GET /v1/models/{name}``, ``POST /v1/models/{name}:predict``
+with ``{"instances": [...]}`` or ``{"inputs": ...}``, answering ``{"predictions": [...]}``. For a DataFrame
+model an instance is a record (an object keyed by column) or a row in the schema's column order.
+Errors are ``{"error": "..."}``; a name other than the model's registered name is a 404.
+"""
+
+from flask import Response
+
+from .. import jsonio
+from ..dispatch import CallError
+from . import from_rows
+
+PROTOCOL = "kserve-v1"
+
+
+def error(exc: CallError):
+    return Response(jsonio.dumps({"error": exc.message}), status=exc.status, mimetype="application/json")
+
+
+def install(app, served) -> dict:
+    dispatch = served.dispatch
+
+    def check(name):
+        if name != served.name:
+            raise CallError(404, "NotFound", f"no model {name!r}; this server serves {served.name!r}")
+
+    @app.get("/v1/models")
+    def v1_models():
+        return Response(jsonio.dumps({"models": [served.name]}), mimetype="application/json")
+
+    @app.get("/v1/models/<name>")
+    def v1_model(name):
+        try:
+            check(name)
+        except CallError as exc:
+            return error(exc)
+        return Response(jsonio.dumps({"name": served.name, "ready": True}), mimetype="application/json")
+
+    @app.post("/v1/models/<name>:predict")
+    def v1_predict(name):
+        try:
+            check(name)
+            method = served.method()
+            try:
+                payload = jsonio.loads(served.body())
+            except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise CallError(400, "InvalidJSON", f"the body is not valid JSON ({exc})") from None
+            keys = [k for k in ("instances", "inputs") if k in payload] if isinstance(payload, dict) else []
+            if len(keys) != 1:
+                raise CallError(400, "BadRequest", 'expected a JSON object {"instances": [...]} or {"inputs": ...}')
+            value = from_rows(dispatch.inputs[method], payload[keys[0]])
+            out = dispatch.dumps(method, {"predictions": dispatch.call(method, value)})
+        except CallError as exc:
+            return error(exc)
+        return Response(out, mimetype="application/json")
+
+    err = {"content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}}}
+    tag = ["KServe V1"]
+    return {
+        "/v1/models": {
+            "get": {"tags": tag, "summary": "The served model's name", "responses": {"200": {"description": "OK"}}}
+        },
+        f"/v1/models/{served.name}": {
+            "get": {"tags": tag, "summary": "Model readiness", "responses": {"200": {"description": "OK"}}}
+        },
+        f"/v1/models/{served.name}:predict": {
+            "post": {
+                "tags": tag,
+                "summary": f"{served.default_method or 'The default method'} on instances or inputs",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "object", "properties": {"instances": {"type": "array"}, "inputs": {}}}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "The predictions",
+                        "content": {
+                            "application/json": {"schema": {"type": "object", "properties": {"predictions": {}}}}
+                        },
+                    },
+                    "400": {"description": "The input does not fit the model", **err},
+                    "404": {"description": "Unknown model", **err},
+                    "500": {"description": "The model raised an exception", **err},
+                },
+            }
+        },
+    }

@@ -1,0 +1,454 @@
+"""The other protocols a served model speaks (nbserve/server/protocols/): MLflow's scoring protocol, the
+Open Inference Protocol (KServe V2: Triton, MLServer) and KServe V1.
+
+In process (Flask's test client): the error forms and statuses, the routes in /openapi.json, the default
+method. Against real instances (the process runtime and a Docker container), with the ecosystem's own
+clients: tritonclient's InferenceServerClient, payloads made by MLflow's own serialisation (MLflow runs in
+its own venv, .ci/setup-mlflow, as its pins fight ours), KServe V1 payloads. Every answer is compared with
+the kernel's: the model called here, in the test process.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from nbserve_testing import base_image, need, need_docker
+
+from nbserve.capture import capture
+from nbserve.errors import NbserveError
+from nbserve.server import jsonio
+from nbserve.server.app import make_app
+from nbserve.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+MLFLOW_PYTHON = Path(os.environ.get("NBSERVE_MLFLOW_PYTHON", ROOT / ".venv-mlflow" / "bin" / "python"))
+TIMEOUT = 30
+
+
+@pytest.fixture(scope="session")
+def churn():
+    """(mixed-type frame, fitted gradient-boosting pipeline): float, int, category and bool columns.
+
+    sklearn's GradientBoostingClassifier behind a one-hot encoder, not HistGradientBoosting: that one
+    runs OpenMP, whose thread pool, started by the registration's proof in gunicorn's arbiter, hangs
+    the forked worker's first prediction (the process runtime's known limit, not the protocols')."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(7)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "income": rng.normal(50, 12, n).round(3),
+            "age": rng.integers(18, 80, n),
+            "region": pd.Categorical(rng.choice(["north", "south", "east", "west"], n)),
+            "member": rng.random(n) > 0.5,
+        }
+    )
+    y = ((frame.income + (frame.region == "north") * 8 + frame.member * 5 - frame.age * 0.1) > 52).astype(int)
+    encode = make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["region"]), remainder="passthrough")
+    model = make_pipeline(encode, GradientBoostingClassifier(n_estimators=40, random_state=0))
+    return frame, model.fit(frame, y)
+
+
+def app_for(obj, sample, model_id="diabetes:1", methods=None, **kw):
+    import cloudpickle
+
+    cap = capture(obj, label="m", sample=sample, proof=False, methods=methods)
+    return make_app(cloudpickle.loads(cap.pickle), cap.manifest, model_id=model_id, max_body=1_000_000, **kw)
+
+
+@pytest.fixture(scope="module")
+def lr_app(diabetes):
+    X, _, lr = diabetes
+    return app_for(lr, X).test_client()
+
+
+@pytest.fixture(scope="module")
+def churn_app(churn):
+    frame, model = churn
+    return app_for(model, frame, model_id="churn:3").test_client()
+
+
+def post(client, path, payload=None, raw=None, content_type="application/json"):
+    resp = client.post(path, data=raw if raw is not None else jsonio.dumps(payload), content_type=content_type)
+    return resp.status_code, resp.get_json()
+
+
+# -- in process: answers, error forms, routes ----------------------------------------------------------
+
+
+def test_every_protocol_answers_what_the_native_route_answers(lr_app, diabetes):
+    X, _, lr = diabetes
+    want = lr.predict(X[:5]).tolist()
+    assert post(lr_app, "/predict", {"data": X[:5].tolist()}) == (200, {"data": want})
+    assert post(lr_app, "/invocations", {"inputs": X[:5].tolist()}) == (200, {"predictions": want})
+    assert post(lr_app, "/v1/models/diabetes:predict", {"instances": X[:5].tolist()}) == (200, {"predictions": want})
+    nested = {"name": "x", "shape": [5, 10], "datatype": "FP64", "data": X[:5].tolist()}
+    flat = {**nested, "data": X[:5].ravel().tolist()}
+    for tensor in (nested, flat):
+        status, body = post(lr_app, "/v2/models/diabetes/versions/1/infer", {"id": "42", "inputs": [tensor]})
+        assert status == 200
+        assert body == {
+            "model_name": "diabetes",
+            "model_version": "1",
+            "outputs": [{"name": "predict", "datatype": "FP64", "shape": [5], "data": want}],
+            "id": "42",
+        }
+
+
+@pytest.mark.parametrize(
+    "path, payload, raw, content_type, status, code, says",
+    [
+        ("/invocations", None, b"{oops", "application/json", 400, "BAD_REQUEST", "not valid JSON"),
+        ("/invocations", {"rows": [[1]]}, None, "application/json", 400, "BAD_REQUEST", "exactly one of"),
+        (
+            "/invocations",
+            {"inputs": [[1]], "instances": [[1]]},
+            None,
+            "application/json",
+            400,
+            "BAD_REQUEST",
+            "exactly one",
+        ),
+        (
+            "/invocations",
+            {"inputs": [[1, 2]]},
+            None,
+            "application/json",
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "shape [N, 10]",
+        ),
+        (
+            "/invocations",
+            {"inputs": [[0] * 10], "params": {"alpha": 1}},
+            None,
+            "application/json",
+            400,
+            "BAD_REQUEST",
+            "no params",
+        ),
+        ("/invocations", None, b"a,b\n1,2\n", "text/csv", 400, "INVALID_PARAMETER_VALUE", "shape [N, 10]"),
+        ("/invocations", None, b"a,b\n1,2,3\n", "text/csv", 400, "BAD_REQUEST", "2 values"),
+        ("/invocations", None, b"[[1]]", "text/plain", 415, "BAD_REQUEST", "application/json or text/csv"),
+    ],
+)
+def test_mlflow_errors_are_mlflow_shaped_with_nbserve_statuses(
+    lr_app, diabetes, path, payload, raw, content_type, status, code, says
+):
+    got, body = post(lr_app, path, payload, raw, content_type)
+    assert got == status
+    assert set(body) == {"error_code", "message"} and body["error_code"] == code
+    assert says in body["message"]
+    assert post(lr_app, "/invocations", {"inputs": diabetes[0][:1].tolist()})[0] == 200  # still serving
+
+
+def tensor(name="input-0", shape=(1, 10), datatype="FP64", data=None):
+    return {"name": name, "shape": list(shape), "datatype": datatype, "data": data if data is not None else [0.0] * 10}
+
+
+@pytest.mark.parametrize(
+    "path, payload, status, says",
+    [
+        ("/v2/models/nope/infer", {"inputs": [tensor()]}, 404, "no model 'nope'"),
+        ("/v2/models/diabetes/versions/2/infer", {"inputs": [tensor()]}, 404, "no version '2'"),
+        ("/v2/models/diabetes/infer", {"inputs": []}, 400, '{"inputs"'),
+        ("/v2/models/diabetes/infer", {"inputs": [tensor(shape=[2, 10])]}, 400, "holds 20 values; data has 10"),
+        ("/v2/models/diabetes/infer", {"inputs": [tensor(shape=[1, 5], data=[0.0] * 5)]}, 400, "shape [N, 10]"),
+        ("/v2/models/diabetes/infer", {"inputs": [tensor(data=["a"] * 10, datatype="BYTES")]}, 400, "got strings"),
+        ("/v2/models/diabetes/infer", {"inputs": [tensor(), tensor("b")]}, 400, "one input tensor"),
+        ("/v2/models/diabetes/infer", {"inputs": [tensor()], "outputs": [{"name": "fit"}]}, 400, "['predict']"),
+        ("/v2/models/diabetes/foo", {}, 404, "no route /v2/models/diabetes/foo"),
+    ],
+)
+def test_v2_errors_are_v2_shaped_and_unknown_models_are_404(lr_app, path, payload, status, says):
+    got, body = post(lr_app, path, payload)
+    assert got == status
+    assert list(body) == ["error"] and isinstance(body["error"], str)
+    assert says in body["error"]
+    assert lr_app.get("/v2/models/other").status_code == 404
+    assert lr_app.get("/v2/models/diabetes/versions/7/ready").status_code == 404
+
+
+def test_v1_errors_and_unknown_model(lr_app):
+    assert post(lr_app, "/v1/models/other:predict", {"instances": [[0] * 10]})[0] == 404
+    assert lr_app.get("/v1/models/other").status_code == 404
+    status, body = post(lr_app, "/v1/models/diabetes:predict", {"instances": [[1, 2]]})
+    assert status == 400 and "shape [N, 10]" in body["error"]
+    status, body = post(lr_app, "/v1/models/diabetes:predict", {"rows": []})
+    assert status == 400 and "instances" in body["error"]
+    assert lr_app.get("/v1/models/diabetes").get_json() == {"name": "diabetes", "ready": True}
+    assert lr_app.get("/v1/models").get_json() == {"models": ["diabetes"]}
+
+
+def test_a_failing_model_is_a_500_in_each_protocols_form(diabetes):
+    X = diabetes[0]
+
+    def troublemaker(data):
+        if (data > 100).any():  # not on the sample: on the requests below
+            raise ZeroDivisionError("the model divided by zero")
+        return data.sum(axis=1)
+
+    client = app_for(troublemaker, X, model_id="tm:1").test_client()
+    big = [[1000.0] * 10]
+    status, body = post(client, "/invocations", {"inputs": big})
+    assert status == 500 and body["error_code"] == "INTERNAL_ERROR" and "ZeroDivisionError" in body["message"]
+    status, body = post(client, "/v2/models/tm/infer", {"inputs": [tensor(data=big[0])]})
+    assert status == 500 and "ZeroDivisionError" in body["error"]
+    status, body = post(client, "/v1/models/tm:predict", {"instances": big})
+    assert status == 500 and "ZeroDivisionError" in body["error"]
+
+
+def test_dataframe_model_takes_one_v2_input_per_column_and_the_mlflow_formats(churn_app, churn):
+    frame, model = churn
+    rows = frame.iloc[:6]
+    meta = churn_app.get("/v2/models/churn").get_json()
+    assert meta["inputs"] == [
+        {"name": "income", "datatype": "FP64", "shape": [-1]},
+        {"name": "age", "datatype": "INT64", "shape": [-1]},
+        {"name": "region", "datatype": "BYTES", "shape": [-1]},
+        {"name": "member", "datatype": "BOOL", "shape": [-1]},
+    ]
+    assert meta["outputs"] == [
+        {"name": "predict", "datatype": "INT64", "shape": [-1]},
+        {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 2]},
+    ]
+    inputs = [
+        {"name": c, "shape": [6, 1], "datatype": t["datatype"], "data": rows[c].astype(object).tolist()}
+        for c, t in zip(rows.columns, meta["inputs"])
+    ]
+    inputs[2]["data"] = rows.region.astype(str).tolist()
+    status, body = post(churn_app, "/v2/models/churn/infer", {"inputs": inputs, "outputs": [{"name": "predict_proba"}]})
+    assert status == 200
+    (out,) = body["outputs"]
+    assert out["name"] == "predict_proba" and out["shape"] == [6, 2]
+    np.testing.assert_array_equal(np.reshape(out["data"], (6, 2)), model.predict_proba(rows))
+    status, body = post(churn_app, "/v2/models/churn/infer", {"inputs": inputs[:3]})
+    assert status == 400 and "missing columns ['member']" in body["error"]
+    status, body = post(churn_app, "/v2/models/churn/infer", {"inputs": [*inputs, {**inputs[0], "name": "zip"}]})
+    assert status == 400 and "unknown inputs ['zip']" in body["error"]
+    # a KServe V1 instance is a record or a row in the schema's column order
+    want = model.predict(rows).tolist()
+    records = json.loads(rows.to_json(orient="records"))
+    assert post(churn_app, "/v1/models/churn:predict", {"instances": records}) == (200, {"predictions": want})
+    row_lists = [list(r.values()) for r in records]
+    assert post(churn_app, "/v1/models/churn:predict", {"instances": row_lists}) == (200, {"predictions": want})
+    status, body = post(churn_app, "/invocations", {"dataframe_records": [{"income": 1.0}]})
+    assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE" and "missing columns" in body["message"]
+
+
+def test_openapi_and_interface_list_the_protocols(lr_app):
+    spec = lr_app.get("/openapi.json").get_json()
+    protocols = {p["name"]: p for p in lr_app.get("/interface.json").get_json()["protocols"]}
+    assert set(protocols) == {"nbserve", "mlflow", "open-inference-v2", "kserve-v1"}
+    assert protocols["mlflow"]["method"] == "predict"
+    assert "/v2/models/diabetes/versions/1/infer" in protocols["open-inference-v2"]["routes"]
+    assert "/v1/models/diabetes:predict" in protocols["kserve-v1"]["routes"]
+    for p in protocols.values():
+        for route in p["routes"]:
+            assert route in spec["paths"], route  # documented
+            assert lr_app.open(route, method=next(iter(spec["paths"][route])).upper()).status_code != 404, route
+    assert lr_app.get("/ping").status_code == 200 and lr_app.get("/version").data == b"diabetes:1"
+    assert lr_app.get("/v2").get_json()["extensions"] == ["binary_tensor_data"]
+
+
+def test_default_method_chooses_what_the_protocols_call(churn):
+    frame, model = churn
+    client = app_for(model, frame, model_id="churn:1", default_method="predict_proba").test_client()
+    status, body = post(client, "/invocations", {"dataframe_records": frame.iloc[:3].to_dict(orient="records")})
+    assert status == 200
+    np.testing.assert_array_equal(body["predictions"], model.predict_proba(frame.iloc[:3]))
+
+    class TwoWays:
+        def encode(self, X):
+            return X * 2
+
+        def decode(self, X):
+            return X / 2
+
+    X = np.ones((3, 2))
+    two = ["encode", "decode"]
+    client = app_for(TwoWays(), X, model_id="tw:1", methods=two).test_client()
+    status, body = post(client, "/invocations", {"inputs": X.tolist()})
+    assert status == 404 and "default_method" in body["message"]
+    client = app_for(TwoWays(), X, model_id="tw:1", methods=two, default_method="decode").test_client()
+    assert post(client, "/invocations", {"inputs": X.tolist()}) == (200, {"predictions": (X / 2).tolist()})
+    with pytest.raises(ValueError, match="not one of the model's methods"):
+        app_for(TwoWays(), X, model_id="tw:1", methods=two, default_method="predict")
+
+
+def test_serve_checks_default_method(workspace, diabetes):
+    X, _, lr = diabetes
+    with pytest.raises(NbserveError, match=r"default_method='predict_proba' is not a method of diabetes"):
+        workspace.serve(
+            lr, name="diabetes", sample=X, runtime="process", default_method="predict_proba", progress=False
+        )
+    with pytest.raises(NbserveError, match="default_method must be"):
+        workspace.serve(lr, name="diabetes", sample=X, runtime="process", default_method=3, progress=False)
+    assert workspace.instances() == [] and workspace.models() == []
+    assert not any((workspace.home / "staging").iterdir())  # the draft staged for the proof is gone
+
+
+# -- real instances, real clients -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+def served(request, tmp_path_factory, diabetes, churn):
+    """The diabetes LinearRegression and the churn frame model, served on one runtime for the module."""
+    runtime = request.param
+    old = os.environ.get("NBSERVE_BASE_IMAGE")
+    if runtime == "docker":
+        need_docker().close()
+        os.environ["NBSERVE_BASE_IMAGE"] = base_image()
+    ws = Workspace(tmp_path_factory.mktemp(f"protocols-{runtime}"))
+    X, _, lr = diabetes
+    frame, model = churn
+    lr_inst = ws.serve(lr, name="diabetes", sample=X, runtime=runtime, progress=False)
+    churn_inst = ws.serve(model, name="churn", sample=frame, runtime=runtime, progress=False)
+    yield SimpleNamespace(runtime=runtime, lr=lr_inst, churn=churn_inst)
+    for inst in ws.instances():
+        inst.remove()
+    if old is None:
+        os.environ.pop("NBSERVE_BASE_IMAGE", None)
+
+
+def triton(url):
+    import tritonclient.http as httpclient
+
+    return httpclient.InferenceServerClient(
+        url=url.removeprefix("http://"), connection_timeout=10, network_timeout=TIMEOUT
+    )
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_triton_client_on_the_numpy_model(served, diabetes, binary):
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    X, _, lr = diabetes
+    client = triton(served.lr.url)
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("diabetes")
+        meta = client.get_model_metadata("diabetes")
+        assert meta["name"] == "diabetes" and meta["versions"] == ["1"]
+        assert meta["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 10]}]
+        batch = X[:64]
+        inp = httpclient.InferInput("input-0", list(batch.shape), "FP64")
+        inp.set_data_from_numpy(batch, binary_data=binary)
+        out = httpclient.InferRequestedOutput("predict", binary_data=binary)
+        result = client.infer("diabetes", [inp], outputs=[out], request_id="req-1")
+        np.testing.assert_array_equal(result.as_numpy("predict"), lr.predict(batch))
+        assert result.get_response()["id"] == "req-1"
+        # no outputs named: tritonclient asks for binary outputs; the default method answers
+        np.testing.assert_array_equal(client.infer("diabetes", [inp]).as_numpy("predict"), lr.predict(batch))
+        with pytest.raises(InferenceServerException, match="no model 'iris'") as err:
+            client.infer("iris", [inp])
+        assert err.value.status() == "404"
+        bad = httpclient.InferInput("input-0", [2, 5], "FP64")
+        bad.set_data_from_numpy(batch[:2, :5], binary_data=binary)
+        with pytest.raises(InferenceServerException, match=r"shape \[N, 10\]") as err:
+            client.infer("diabetes", [bad])
+        assert err.value.status() == "400"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_triton_client_on_the_dataframe_model(served, churn, binary):
+    import tritonclient.http as httpclient
+
+    frame, model = churn
+    rows = frame.iloc[:50]
+    client = triton(served.churn.url)
+    try:
+        meta = client.get_model_metadata("churn", model_version="1")
+        inputs = []
+        for spec in meta["inputs"]:
+            column = rows[spec["name"]]
+            values = column.astype(str).to_numpy(dtype=object) if spec["datatype"] == "BYTES" else column.to_numpy()
+            inp = httpclient.InferInput(spec["name"], [len(rows)], spec["datatype"])
+            inp.set_data_from_numpy(values, binary_data=binary)
+            inputs.append(inp)
+        outputs = [httpclient.InferRequestedOutput(o["name"], binary_data=binary) for o in meta["outputs"]]
+        result = client.infer("churn", inputs, outputs=outputs, model_version="1")
+        np.testing.assert_array_equal(result.as_numpy("predict"), model.predict(rows))
+        np.testing.assert_array_equal(result.as_numpy("predict_proba"), model.predict_proba(rows))
+    finally:
+        client.close()
+
+
+def mlflow_payloads(tmp_path, which, value, url):
+    """({format: (content type, body)} made by MLflow's own serialisation code, the predictions MLflow's
+    ScoringServerClient got from ``url`` for the same value), in MLflow's venv."""
+    need(
+        MLFLOW_PYTHON.exists(),
+        "MLflow (in its own venv)",
+        "run .ci/setup-mlflow (it makes .venv-mlflow with mlflow-skinny and pandas)",
+    )
+    src = tmp_path / f"{which}.json"
+    if isinstance(value, pd.DataFrame):
+        src.write_text(
+            json.dumps(
+                {
+                    "frame": json.loads(value.to_json(orient="split", index=False)),
+                    "dtypes": value.dtypes.astype(str).to_dict(),
+                }
+            )
+        )
+    else:
+        src.write_text(json.dumps({"array": value.tolist()}))
+    out = tmp_path / f"{which}-payloads"
+    proc = subprocess.run(
+        [str(MLFLOW_PYTHON), str(ROOT / "tests" / "mlflow_payloads.py"), str(src), str(out), url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    payloads = {
+        fmt: (meta["content_type"], (out / meta["file"]).read_bytes())
+        for fmt, meta in json.loads((out / "index.json").read_text()).items()
+    }
+    return payloads, json.loads((out / "client.json").read_text())
+
+
+def test_mlflow_formats_on_both_models(served, diabetes, churn, tmp_path):
+    X, _, lr = diabetes
+    frame, model = churn
+    for inst, value, want in [
+        (served.lr, X[:40], lr.predict(X[:40])),
+        (served.churn, frame.iloc[:40], model.predict(frame.iloc[:40])),
+    ]:
+        payloads, from_client = mlflow_payloads(tmp_path, inst.model.partition(":")[0], value, inst.url)
+        np.testing.assert_array_equal(from_client, want)
+        assert set(payloads) == {"dataframe_split", "dataframe_records", "instances", "inputs", "csv"}
+        for fmt, (content_type, body) in payloads.items():
+            resp = requests.post(
+                inst.url + "/invocations", data=body, headers={"Content-Type": content_type}, timeout=TIMEOUT
+            )
+            assert resp.status_code == 200, (inst.model, fmt, resp.text[:500])
+            np.testing.assert_array_equal(resp.json()["predictions"], want, err_msg=f"{inst.model} {fmt}")
+        assert requests.get(inst.url + "/ping", timeout=TIMEOUT).status_code == 200
+
+
+def test_kserve_v1_on_both_models(served, diabetes, churn):
+    X, _, lr = diabetes
+    frame, model = churn
+    base = served.lr.url + "/v1/models/diabetes"
+    assert requests.get(base, timeout=TIMEOUT).json() == {"name": "diabetes", "ready": True}
+    resp = requests.post(base + ":predict", json={"instances": X[:30].tolist()}, timeout=TIMEOUT)
+    np.testing.assert_array_equal(resp.json()["predictions"], lr.predict(X[:30]))
+    records = json.loads(frame.iloc[:30].to_json(orient="records"))
+    resp = requests.post(served.churn.url + "/v1/models/churn:predict", json={"instances": records}, timeout=TIMEOUT)
+    np.testing.assert_array_equal(resp.json()["predictions"], model.predict(frame.iloc[:30]))
+    resp = requests.post(served.churn.url + "/v1/models/diabetes:predict", json={"instances": records}, timeout=TIMEOUT)
+    assert resp.status_code == 404 and "no model 'diabetes'" in resp.json()["error"]
