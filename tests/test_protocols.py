@@ -301,7 +301,11 @@ def test_serve_checks_default_method(workspace, diabetes):
 # -- real instances, real clients -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+# a container's first build of the frame model's dependency layer (pandas, scikit-learn) takes minutes on a
+# busy 2-core machine; later runs reuse it
+@pytest.fixture(
+    scope="module", params=["process", pytest.param("docker", marks=[pytest.mark.docker, pytest.mark.timeout(1200)])]
+)
 def served(request, tmp_path_factory, diabetes, churn):
     """The diabetes LinearRegression and the churn frame model, served on one runtime for the module."""
     runtime = request.param
