@@ -142,6 +142,12 @@ def _from_bytes(name, dtype, raw) -> list:
 
 def _flat_column(values):
     """A column's values from a tensor of shape [N] or [N, 1]."""
+    if values and hasattr(values[0], "shape"):  # numpy rows (_tensor_values), all of one shape
+        import numpy as np
+
+        if values[0].shape != (1,):
+            raise _bad("a column input must have shape [N] or [N, 1]")
+        return np.concatenate(values).tolist()
     if values and isinstance(values[0], list):
         if not all(isinstance(v, list) and len(v) == 1 for v in values):
             raise _bad("a column input must have shape [N] or [N, 1]")
