@@ -138,9 +138,15 @@ def distributions_for(modules) -> set[str]:
         if module is not None and is_user_module(module):
             continue
         for dist in mapping.get(mod, ()):
-            if canonicalize_name(dist) != "nbserve":
+            if canonicalize_name(dist) not in own_distributions():
                 dists.add(dist)
     return dists
+
+
+def own_distributions() -> set[str]:
+    """nbserve's own distribution names (whatever provides the ``nbserve`` package: "nbserve-ml", or an
+    older editable install still named "nbserve"): never a requirement of a model."""
+    return {canonicalize_name(d) for d in _module_map().get("nbserve", ())} | {"nbserve-ml"}
 
 
 # importers whose imports are the artifact's own needs: unpickling, and code pickled by value
@@ -190,7 +196,7 @@ def lock(dists) -> list[str]:
     while todo:
         name = todo.pop()
         key = canonicalize_name(name)
-        if key in pinned or key == "nbserve":
+        if key in pinned or key in own_distributions():
             continue
         try:
             dist = metadata.distribution(name)
