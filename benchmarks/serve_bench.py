@@ -313,8 +313,9 @@ def cold_start(server: Server, timeout=120.0) -> float:
         time.sleep(0.005)
 
 
-def wrk(url, body_path, requests, connections, max_seconds=120) -> dict:
-    """Run wrk for ``requests`` answers (or max_seconds); its figures as a dict."""
+def wrk(url, body_path, requests, connections, max_seconds=120, allow_errors=False) -> dict:
+    """Run wrk for ``requests`` answers (or max_seconds); its figures as a dict. Errors (non-2xx answers,
+    socket errors) raise unless ``allow_errors`` (then they are counted in the figures)."""
     env = dict(os.environ, BENCH_BODY=str(body_path), BENCH_REQUESTS=str(requests))
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max_seconds}s", "-s", str(HERE / "post.lua"), url]
     proc = subprocess.Popen(
@@ -331,7 +332,7 @@ def wrk(url, body_path, requests, connections, max_seconds=120) -> dict:
     proc.returncode = 0
     if result is None:
         raise RuntimeError("wrk gave no result:\n" + "".join(output[-20:]))
-    if result["non_2xx"] or result["socket_errors"] > connections:
+    if not allow_errors and (result["non_2xx"] or result["socket_errors"] > connections):
         raise RuntimeError(f"wrk saw errors against {url}: {result}")
     result["seconds"] = result["duration_us"] / 1e6
     result["wrk_busy"] = (usage.ru_utime + usage.ru_stime) / result["seconds"]

@@ -58,6 +58,9 @@ def test_requests_share_model_calls_and_each_gets_its_own_rows(workspace):
     assert [len(s) for s in sizes] == [1 + i % 3 for i in range(96)]  # each request got its own rows back
     assert max(s[0] for s in sizes) > 3, "concurrent requests never shared a model call"
     assert max(s[0] for s in sizes) <= 64
+    report = requests.get(inst.url + "/batching", timeout=TIMEOUT).json()  # what the batcher says it did
+    assert report["requests"] == 96 and report["model_calls"] < 96 and report["max_batch"] == 64
+    assert report["window"]["wait_ms"]["p99"] >= 0 and report["window"]["call_ms"]["max"] > 0
 
 
 def _mixed_frame(n, seed=0):

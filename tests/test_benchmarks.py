@@ -2,6 +2,7 @@
 answered like the model, and was measured). The README's numbers come from the full command."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -74,3 +75,36 @@ def test_wsgi_micro_benchmark_runs():
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if "us CPU per 1-row request" in ln]
     assert [ln.split(":")[0].strip() for ln in lines] == ["nbserve", "bare Flask", "raw WSGI"]
+
+
+def test_batch_bench_runs_and_reports_every_server(tmp_path):
+    need(shutil.which("wrk") is not None, "wrk (the benchmark's load generator)", "apt-get install -y wrk")
+    out = tmp_path / "batch.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "batch_bench.py"),
+            "--models",
+            "linear",
+            "--rounds",
+            "1",
+            "--requests",
+            "200",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env={k: v for k, v in os.environ.items() if k != "NBSERVE_BENCH_BENTOML_PYTHON"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| nbserve batch |" in proc.stdout and "| bare Flask |" in proc.stdout
+    assert "nbserve batch / nbserve: req/s" in proc.stdout
+    rows = json.loads(out.read_text())["linear"]["rows"]
+    assert set(rows) == {"nbserve batch", "nbserve", "bare Flask"}
+    for row in rows.values():
+        assert row["req_per_s"] > 0 and row["errors"] == 0
+    assert rows["nbserve batch"]["requests_per_call"] >= 1
+    workdir = proc.stdout.split("workdir ", 1)[1].split()[0]
+    assert workdir.startswith("/tmp") and not Path(workdir).exists()

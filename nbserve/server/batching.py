@@ -20,8 +20,12 @@ the requests that arrive while a batch computes form the next one.
 Every model call of a worker runs on that one thread, batchable or not, as the sync worker ran them one
 at a time: models need not be thread-safe. A request waits for its answer no longer than the request
 deadline (guards): past it, it is answered 504 and the worker is replaced, as without batching.
+
+``GET /batching`` tells what batching did in the worker that answers: model calls, requests per call, and
+p50/p99/max of each request's wait in the queue and of the model calls (``?reset=1`` starts a new window).
 """
 
+import collections
 import os
 import threading
 import time
@@ -30,6 +34,7 @@ from .guards import RequestTimeout
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_LATENCY_MS = 10.0
+WINDOW = 10000  # requests (and model calls) that GET /batching summarizes
 
 
 def settings(batch=None, max_batch=None, max_latency_ms=None):
@@ -63,6 +68,16 @@ def install(app, methods: dict, signature: dict, timeout: float, batch=None, max
     paths = {f"/{name}" for name in methods if batchable(signature.get(name, {}).get("input"))}
     app.wsgi_app = _CountIncoming(app.wsgi_app, batcher, paths)
     app.config["NBSERVE_BATCH"] = {"max_batch": max_batch, "max_latency_ms": max_latency_ms}
+
+    @app.get("/batching")
+    def batching_report():
+        from flask import Response, request
+
+        from . import jsonio
+
+        report = batcher.report(reset=request.args.get("reset") in ("1", "true"))
+        return Response(jsonio.dumps(report), mimetype="application/json")
+
     return {name: batcher.method(fn, f"/{name}" in paths, name) for name, fn in methods.items()}
 
 
@@ -86,7 +101,9 @@ class Batcher:
         self.queue = []
         self.incoming = 0  # requests to a batchable method accepted and not yet queued (or refused)
         self.pid = None  # the process whose model thread runs (threads do not survive gunicorn's fork)
-        self.stats = {"calls": 0, "requests": 0}
+        self.calls = self.requests = 0
+        self.waits = collections.deque(maxlen=WINDOW)  # ms from a request's queueing to its model call
+        self.computes = collections.deque(maxlen=WINDOW)  # ms per model call
 
     # -- request threads ----------------------------------------------------------------------------
 
@@ -163,12 +180,38 @@ class Batcher:
             items = [item for item in self._take() if not item.abandoned]
             if not items:
                 continue
-            self.stats["calls"] += 1
-            self.stats["requests"] += len(items)
+            began = time.monotonic()
+            self.calls += 1
+            self.requests += len(items)
+            self.waits.extend((began - item.arrived) * 1e3 for item in items)
             if len(items) == 1:
                 _call_one(items[0])
             else:
                 self._call_batch(items)
+            self.computes.append((time.monotonic() - began) * 1e3)
+
+    def report(self, reset=False) -> dict:
+        """What batching did in this worker: model calls, requests, and percentiles of the wait in the
+        queue and of the model calls over the last WINDOW of them (``reset``: start a new window)."""
+        waits, computes = sorted(self.waits), sorted(self.computes)
+        report = {
+            "pid": os.getpid(),
+            "max_batch": self.max_batch,
+            "max_latency_ms": self.max_wait * 1e3,
+            "model_calls": self.calls,
+            "requests": self.requests,
+            "requests_per_call": round(self.requests / self.calls, 2) if self.calls else None,
+            "window": {
+                "requests": len(waits),
+                "model_calls": len(computes),
+                "wait_ms": _percentiles(waits),
+                "call_ms": _percentiles(computes),
+            },
+        }
+        if reset:
+            self.waits.clear()
+            self.computes.clear()
+        return report
 
     @staticmethod
     def _call_batch(items):
@@ -185,6 +228,18 @@ class Batcher:
         for item, part in zip(items, parts):
             item.result = part
             item.done.set()
+
+
+def _percentiles(values):
+    """p50, p99 and max of sorted ``values``, or None for none."""
+    if not values:
+        return None
+    n = len(values)
+    return {
+        "p50": round(values[n // 2], 3),
+        "p99": round(values[min(n - 1, int(0.99 * n))], 3),
+        "max": round(values[-1], 3),
+    }
 
 
 def _call_one(item):
