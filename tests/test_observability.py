@@ -29,6 +29,7 @@ from nbserve.server import metrics as server_metrics
 from nbserve.server.app import make_app
 
 T = 10  # seconds: every HTTP request of these tests has a timeout
+PUSH = server_metrics.PUSH_SECONDS + 0.5
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,7 @@ def test_every_request_is_counted_across_workers_with_buckets_up_to_the_timeout(
     assert bad.status_code == 400
     requests.get(f"{inst.url}/no/such/route/{time.time()}", timeout=T)
 
+    time.sleep(PUSH)  # the other worker's tallies reach the shared files within a second
     text = _scrape(inst)
     labels = dict(model="lr", version="1", method="predict")
     assert _metric(text, "nbserve_request_duration_seconds_count", status="200", **labels) == before + 41
@@ -188,6 +190,7 @@ def test_drift_flags_exactly_the_shifted_features(served, diabetes, which):
 def test_instance_metrics_summarise_the_methods(served, diabetes):
     inst = served["gbm"]
     _post_rows(inst, records(mixed_frame(20, seed=9)), batch=1)
+    time.sleep(PUSH)
     summary = inst.metrics()
     row = summary.set_index("method").loc["predict"]
     assert row.requests >= 20 and row.errors == 0 and row.error_rate == 0
@@ -282,6 +285,7 @@ def test_bodies_are_logged_only_when_asked_and_metrics_can_be_off(diabetes, monk
     X, _, lr = diabetes
     client, _ = _app(lr, X, monkeypatch, NBSERVE_REQUEST_LOG="bodies")
     client.post("/predict", json={"data": X[:1].tolist()}, headers={"X-Request-ID": "with-body"})
+    time.sleep(1.5)  # lines are written in batches, at the latest a second later
     line = next(ln for ln in capfd.readouterr().err.splitlines() if "with-body" in ln)
     assert json.loads(json.loads(line)["body"])["data"] == X[:1].tolist()
     client, _ = _app(lr, X, monkeypatch, NBSERVE_REQUEST_LOG="1", NBSERVE_METRICS="0")
@@ -302,8 +306,10 @@ def test_panel_plots_traffic_and_shows_exactly_the_drifting_features(served, dia
     try:
         _post_rows(inst, shifted_array(diabetes[0], seed=7).tolist(), batch=25)
         _drift_after(inst, 500)
+        time.sleep(PUSH)
         panel.refresh()
         _post_rows(inst, diabetes[0][:20].tolist(), batch=1)
+        time.sleep(PUSH)
         panel.refresh()
         view = panel.monitor(inst.id)
         assert view.error is None, view.error
@@ -326,6 +332,7 @@ def test_cli_prints_metrics_drift_and_a_scrape_config(served, monkeypatch, capsy
     inst = served["gbm"]
     monkeypatch.setenv("NBSERVE_HOME", str(inst._workspace.home))
     _post_rows(inst, records(mixed_frame(5, seed=4)), batch=5)
+    time.sleep(PUSH)
     assert main(["metrics", inst.id]) == 0
     out = capsys.readouterr().out
     assert "METHOD" in out and "predict" in out

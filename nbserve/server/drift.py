@@ -264,6 +264,7 @@ class Monitor:
         self._blocks: deque = deque()  # (rows, {key: counts}) oldest first
         self._lock = threading.Lock()
         self._pid = None
+        self._dirty = False
         self._specs = {}
         if self.enabled:
             for spec in self.reference.get("input", []):
@@ -292,11 +293,11 @@ class Monitor:
         pid = self._pid
         while pid == os.getpid():
             time.sleep(FLUSH_SECONDS)
-            if self._buffer:
-                try:
-                    self.flush()
-                except Exception:
-                    pass  # never let drift bookkeeping take a worker down
+            try:
+                self.flush()
+                self.publish()
+            except Exception:
+                pass  # never let drift bookkeeping take a worker down
 
     def flush(self) -> None:
         with self._lock:
@@ -311,9 +312,17 @@ class Monitor:
             total = sum(r for r, _ in self._blocks)
             while len(self._blocks) > 1 and total - self._blocks[0][0] >= self.window:
                 total -= self._blocks.popleft()[0]
-            window = self._window_counts() if self.directory else None
-        if window is not None:
-            self._write(window)
+            self._dirty = True
+
+    def publish(self) -> None:
+        """Write this worker's window for the others to merge (at most once a second, by the timer,
+        and before answering /drift): never on a request's way."""
+        if not self.directory or not self._dirty:
+            return
+        with self._lock:
+            self._dirty = False
+            window = self._window_counts()
+        self._write(window)
 
     def _bin(self, buf):
         inputs = [d for _, d, _ in buf]
@@ -360,6 +369,7 @@ class Monitor:
     def merged(self) -> tuple[int, int, dict]:
         """(rows, workers, {key: counts}) over every worker's window (this one flushed first)."""
         self.flush()
+        self.publish()
         windows = []
         if self.directory:
             for path in glob.glob(os.path.join(self.directory, f"{FILE_PREFIX}*.json")):

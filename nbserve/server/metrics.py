@@ -1,10 +1,12 @@
 """What a served model tells about itself: Prometheus metrics at ``GET /metrics``, drift at ``GET /drift``
 (see drift.py) and one JSON line per request in the instance's log.
 
-``install`` wires all three into the app at load time; per request the cost is a WSGI wrapper, two
-histogram observations, a counter, the in-progress gauge, a list append for drift and one ``write``
-of the log line (benchmarks/metrics_overhead.py measures it against the same server with
-``NBSERVE_METRICS=0``).
+``install`` wires all three into the app at load time. Per request the cost is a WSGI wrapper, a few
+additions to plain Python tallies (bucket index by bisection), the in-progress gauge, a list append
+for drift and one ``write`` of the buffered log line: the tallies reach prometheus_client's (memory-mapped,
+locked) values in batches, from a timer thread of each worker every ``PUSH_SECONDS`` and in the worker
+that answers a scrape just before it collects, so another worker's last second may show in the next
+scrape. benchmarks/metrics_overhead.py measures it against the same server with ``NBSERVE_METRICS=0``.
 
 Metrics (labels ``model`` and ``version`` everywhere; ``method`` is the model's method, or ``other``
 for any other route, so that odd paths cannot grow the label set):
@@ -26,7 +28,8 @@ The request log line: ``{"time", "request_id", "http", "path", "method", "status
 "rows"}``; the request id is the client's ``X-Request-ID`` when it sends one (up to 128 printable
 characters), else a fresh one, and is echoed back in the response's ``X-Request-ID``. Request bodies are
 never logged unless ``NBSERVE_REQUEST_LOG=bodies`` (``serve(..., request_log="bodies")``); the polls
-of /health and /metrics are not logged. ``NBSERVE_METRICS=0`` turns metrics, drift and the log off.
+of /health and /metrics are not logged. Lines are written in batches, at the latest a second later.
+``NBSERVE_METRICS=0`` turns metrics, drift and the log off.
 
 With a bearer token set, /metrics and /drift need it like every route but /health (guards.py).
 """
@@ -36,6 +39,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from bisect import bisect_left
 
 from . import drift as _drift
 from . import jsonio
@@ -47,6 +51,8 @@ QUIET_PATHS = frozenset({"/health", "/metrics"})
 STEPS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000)
 ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 100000)
 MAX_REQUEST_ID = 128
+PUSH_SECONDS = 1.0
+LOG_BATCH = 64  # log lines buffered before one write (or a second)
 BODY_LOG_LIMIT = 65536
 
 
@@ -141,24 +147,59 @@ class Observer:
         )
         self.monitor = _drift.Monitor(manifest.get("reference"), self.directory if self.multiprocess else None)
         self._gauge = self.in_progress.labels(self.model, self.version)
-        self._children: dict = {}
-        self._rows_children = {m: self.rows.labels(self.model, self.version, m) for m in self.methods}
+        self._bounds = [float(b) for b in buckets(timeout)]
+        self._row_bounds = [float(b) for b in ROW_BUCKETS]
+        self._tally: dict = {}  # (method, status) -> [counts per bucket (+Inf last), sum]
+        self._row_tally: dict = {}  # method -> [counts per bucket, sum]
+        self._tally_lock = threading.Lock()
+        self._pid = None
         self._local = threading.local()
         mode = os.environ.get(LOG_ENV, "1").strip().lower()
         self.log = mode not in ("0", "false", "no", "off")
         self.log_bodies = mode == "bodies"
+        self._second, self._stamp = None, ""
+        self._lines: list = []
 
     # -- per request ---------------------------------------------------------------------------
 
-    def _child(self, method, status):
-        key = (method, status)
-        pair = self._children.get(key)
-        if pair is None:
-            pair = self._children[key] = (
-                self.duration.labels(self.model, self.version, method, status),
-                self.requests.labels(self.model, self.version, method, status),
-            )
-        return pair
+    def _note(self, tally, key, bounds, value):
+        i = bisect_left(bounds, value)
+        with self._tally_lock:
+            entry = tally.get(key)
+            if entry is None:
+                entry = tally[key] = [[0] * (len(bounds) + 1), 0.0]
+            entry[0][i] += 1
+            entry[1] += value
+
+    def push(self) -> None:
+        """Move the tallies into prometheus_client's values (the files a scrape reads)."""
+        with self._tally_lock:
+            tally, self._tally = self._tally, {}
+            rows, self._row_tally = self._row_tally, {}
+        for (method, status), (counts, total) in tally.items():
+            _add(self.duration.labels(self.model, self.version, method, status), counts, total)
+            self.requests.labels(self.model, self.version, method, status).inc(sum(counts))
+        for method, (counts, total) in rows.items():
+            _add(self.rows.labels(self.model, self.version, method), counts, total)
+
+    def _start_pusher(self) -> None:
+        # one per worker process (threads do not survive gunicorn's fork)
+        import atexit
+
+        self._pid = os.getpid()
+        threading.Thread(target=self._pusher, name="nbserve-metrics", daemon=True).start()
+        atexit.register(self.write_log)  # a worker that exits cleanly leaves no line behind
+
+    def _pusher(self) -> None:
+        pid = self._pid
+        while pid == os.getpid():
+            time.sleep(PUSH_SECONDS)
+            try:
+                self.write_log()
+                if self._tally or self._row_tally:
+                    self.push()
+            except Exception:
+                pass  # never let bookkeeping take a worker down
 
     def middleware(self, wsgi_app):
         local = self._local
@@ -181,6 +222,8 @@ class Observer:
 
             body = self._read_body(environ) if self.log_bodies else None
             local.rows = None
+            if self._pid != os.getpid():
+                self._start_pusher()
             gauge.inc()
             try:
                 return wsgi_app(environ, start)
@@ -189,9 +232,7 @@ class Observer:
                 elapsed = perf() - t0
                 status = seen[-1][:3] if seen else "500"
                 method = path[1:] if path[1:] in methods else "other"
-                hist, counter = self._child(method, status)
-                hist.observe(elapsed)
-                counter.inc()
+                self._note(self._tally, (method, status), self._bounds, elapsed)
                 if self.log:
                     self._log(environ, path, method, status, elapsed, rid, local.rows, body)
 
@@ -199,7 +240,7 @@ class Observer:
 
     def wrap(self, name, fn):
         local = self._local
-        rows_child = self._rows_children[name]
+        note, row_bounds = self._note, self._row_bounds
         monitor = self.monitor
         watch = monitor.enabled
 
@@ -207,7 +248,7 @@ class Observer:
             n = _rows(data)
             local.rows = n
             if n is not None:
-                rows_child.observe(n)
+                note(self._row_tally, name, row_bounds, n)
             try:
                 result = fn(data)
             except Exception as exc:
@@ -222,8 +263,11 @@ class Observer:
 
     def _log(self, environ, path, method, status, elapsed, rid, rows, body):
         t = time.time()
+        second = int(t)
+        if second != self._second:  # strftime once a second, not per request
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z",
+            "time": f"{self._stamp}.{int((t - second) * 1000):03d}Z",
             "request_id": rid,
             "http": environ.get("REQUEST_METHOD"),
             "path": path,
@@ -234,10 +278,21 @@ class Observer:
         }
         if body is not None:
             entry["body"] = body.decode("utf-8", "replace")[:BODY_LOG_LIMIT]
-        try:
-            os.write(2, jsonio.dumps(entry) + b"\n")
-        except OSError:
-            pass
+        lines = self._lines
+        lines.append(jsonio.dumps(entry))
+        if len(lines) >= LOG_BATCH:
+            self.write_log()
+
+    def write_log(self) -> None:
+        """Write the buffered log lines in one system call (a line per request costs ~3% CPU of a
+        1-row request; the pusher thread writes what is left every second)."""
+        with self._tally_lock:
+            lines, self._lines = self._lines, []
+        if lines:
+            try:
+                os.write(2, b"\n".join(lines) + b"\n")
+            except OSError:
+                pass
 
     @staticmethod
     def _read_body(environ):
@@ -258,6 +313,7 @@ class Observer:
     def exposition(self):
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+        self.push()
         if self.multiprocess:
             from prometheus_client import multiprocess
 
@@ -322,6 +378,17 @@ class _DriftCollector:
         )
         window.add_metric([obs.model, obs.version], report["window"]["rows"])
         yield from (psi, status, detected, window)
+
+
+def _add(child, counts, total) -> None:
+    """Add tallied observations to a histogram child: its (non-cumulative) bucket values and sum."""
+    buckets, value_sum = getattr(child, "_buckets", None), getattr(child, "_sum", None)
+    if buckets is None or value_sum is None or len(buckets) != len(counts):  # pragma: no cover
+        raise RuntimeError("unexpected prometheus_client Histogram layout")
+    for bucket, n in zip(buckets, counts):
+        if n:
+            bucket.inc(n)
+    value_sum.inc(total)
 
 
 def _rows(data):
