@@ -20,6 +20,10 @@ _API = {
     "build",
     "stop",
     "logs",
+    "push",
+    "deploy",
+    "deployments",
+    "get_deployment",
 }
 _EXPORTS = {
     "Client": ".client",
@@ -27,6 +31,7 @@ _EXPORTS = {
     "ModelVersion": ".resources",
     "Instance": ".resources",
     "Image": ".resources",
+    "Deployment": ".resources",
     "panel": ".widgets",
 }
 _ERRORS = {

@@ -47,3 +47,22 @@ def logs(id, tail=200):
 def build(ref, base_image=None, progress=None):
     """Build the Docker image of a registered model."""
     return default_workspace().build(ref, base_image=base_image, progress=progress)
+
+
+def push(ref, registry=None, progress=None):
+    """Push the model's image to ``registry`` ("HOST:PORT/PREFIX", default $NBSERVE_REGISTRY) -> PushedImage."""
+    return default_workspace().push(ref, registry=registry, progress=progress)
+
+
+def deploy(ref, target="swarm", replicas=1, **kwargs):
+    """Run ``ref`` as ``replicas`` replicas on Docker Swarm (live) or as Kubernetes manifests -> Deployment."""
+    return default_workspace().deploy(ref, target=target, replicas=replicas, **kwargs)
+
+
+def deployments():
+    """Every deployment, with the state its orchestrator reports now."""
+    return default_workspace().deployments()
+
+
+def get_deployment(name):
+    return default_workspace().get_deployment(name)

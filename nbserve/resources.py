@@ -160,6 +160,10 @@ class Instance:
     def stop(self) -> Instance:
         return self._take(self._workspace.stop(self.id))
 
+    def update(self, ref, progress=None) -> Instance:
+        """Serve ``ref`` (e.g. "diabetes:2") at the same URL without dropping a request (process runtime)."""
+        return self._take(self._workspace.update(self.id, ref, progress=progress))
+
     def start(self, progress=None) -> Instance:
         return self._take(self._workspace.start(self.id, progress=progress))
 
@@ -225,3 +229,97 @@ class Image:
 
     def __repr__(self):
         return f"<Image {self.tag} {self.id[:19]} {self.size / 1e6:.0f} MB>"
+
+
+class Deployment:
+    """One model version as N replicas on an orchestrator (``nbserve.deploy``). Like Instance: the
+    attributes are what the target said at the last ``reload()``; verbs act and refresh."""
+
+    def __init__(self, workspace, record: dict, state: dict):
+        self._workspace = workspace
+        self._record = record
+        self._state = state
+
+    name = property(lambda self: self._record["name"])
+    target = property(lambda self: self._record["target"])
+    image = property(lambda self: self._state.get("image") or self._record["image"])
+    notes = property(lambda self: self._record.get("notes") or "")
+    created = property(lambda self: self._record.get("created"))
+    status = property(lambda self: self._state.get("status"))
+    replicas = property(lambda self: self._state.get("replicas", self._record["replicas"]))  # wanted
+    ready = property(lambda self: self._state.get("ready", 0))
+    endpoints = property(lambda self: list(self._state.get("endpoints") or []))
+    replica_list = property(lambda self: list(self._state.get("replica_list") or []))  # one dict per replica
+    directory = property(lambda self: self._state.get("directory"))  # kubernetes: where the manifests are
+
+    @property
+    def model(self) -> str:
+        return self._state.get("model") or self._record["model"]
+
+    @property
+    def url(self) -> str | None:
+        return self.endpoints[0] if self.endpoints else None
+
+    @property
+    def auth_token(self) -> str | None:
+        return self._record["options"].get("auth_token")
+
+    def reload(self) -> Deployment:
+        return self._take(self._workspace.get_deployment(self.name))
+
+    def scale(self, replicas: int, progress=None) -> Deployment:
+        return self._take(self._workspace.scale_deployment(self.name, replicas, progress=progress))
+
+    def update(self, ref=None, image=None, progress=None) -> Deployment:
+        """Roll every replica to ``ref`` (e.g. "diabetes:2"), one at a time; raises RolledBack (and the
+        deployment stays on its version) when the new one fails its health check."""
+        try:
+            return self._take(self._workspace.update_deployment(self.name, ref, image=image, progress=progress))
+        finally:
+            self.reload()
+
+    def rollback(self, progress=None) -> Deployment:
+        return self._take(self._workspace.rollback_deployment(self.name, progress=progress))
+
+    def remove(self, progress=None) -> None:
+        self._workspace.remove_deployment(self.name, progress=progress)
+        self._state = dict(self._state, status="removed", ready=0, endpoints=[], replica_list=[])
+
+    def logs(self, tail: int = 200) -> str:
+        return self._workspace.deployment_logs(self.name, tail=tail)
+
+    def client(self, timeout: float = 60.0):
+        """A client of the first endpoint (the routing mesh's, or the first ready replica's)."""
+        from .client import Client
+
+        if not self.url:
+            from .errors import NbserveError
+
+            raise NbserveError(f"deployment {self.name} has no ready endpoint ({self.status})")
+        return Client(self.url, timeout=timeout, token=self.auth_token)
+
+    def _take(self, other) -> Deployment:
+        self._record, self._state = other._record, other._state
+        return self
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "target": self.target,
+            "model": self.model,
+            "status": self.status,
+            "replicas": self.replicas,
+            "ready": self.ready,
+            "endpoints": self.endpoints,
+            "image": self.image,
+            "directory": self.directory,
+            "notes": self.notes,
+            "created": self.created,
+            "auth": mask(self.auth_token),
+            "replica_list": [
+                {k: r.get(k) for k in ("task", "model", "state", "ready", "url", "error")} for r in self.replica_list
+            ],
+        }
+
+    def __repr__(self):
+        return f"<Deployment {self.name} {self.model} {self.target} {self.ready}/{self.replicas} {self.status}>"

@@ -48,6 +48,7 @@ class Workspace:
         self.home = config.home() if home is None else __import__("pathlib").Path(home).expanduser().resolve()
         self.registry = Registry(self.home)
         self._runtimes = {}
+        self._deployer = None
 
     def __repr__(self):
         return f"<Workspace {self.home}>"
@@ -331,11 +332,77 @@ class Workspace:
         insts = [i for ref in refs for i in self.resolve_instances(ref)] if refs else self.instances()
         return monitoring.prometheus_config(insts, self.home / "prometheus", interval=interval)
 
+    def update(self, id: str, ref, progress=None) -> Instance:
+        """Serve another version of the instance's model at the same URL, without dropping a request
+        (the runtime starts the new server beside the old and drains the old once the new is healthy)."""
+        say = _progress(progress)
+        row = self.registry.get_instance(id)
+        mv = self.get_model(ref)
+        if mv.name != row.name:
+            raise NbserveError(f"instance {id} serves {row.name}; update it to a version of {row.name}, not {mv.id}")
+        rt = self.runtime(row.runtime)
+        if not hasattr(rt, "update"):
+            raise NbserveError(
+                f"{row.runtime} instances are not updated in place; start a new instance, or use a deployment "
+                f"(nbserve.deploy), whose rolling update keeps serving"
+            )
+        if rt.status(row) != "running":
+            raise NbserveError(f"instance {id} is {rt.status(row)}: start it first, or serve {mv.id} anew")
+        say(f"updating {id} from {row.model} to {mv.id} at {rt.url(row)}")
+        row.handle = rt.update(row, mv, say)
+        row.version, row.started = mv.version, time.time()
+        self.registry.update_instance(id, version=mv.version, handle=row.handle, started=row.started)
+        say(f"{id} serves {mv.id} at {rt.url(row)}")
+        return self._instance(row, "running")
+
     # -- images --------------------------------------------------------------------------------
 
     def build(self, ref, base_image: str | None = None, progress=None) -> Image:
         mv = self.get_model(ref)
         return self.runtime("docker").build(mv, base_image=base_image, progress=_progress(progress))
+
+    def push(self, ref, registry: str | None = None, progress=None):
+        """Build if needed and push the model's image to ``registry`` (HOST:PORT/PREFIX, default
+        $NBSERVE_REGISTRY) -> PushedImage with the digest deployments use."""
+        from .deploy.push import push
+
+        return push(self, ref, registry, progress=_progress(progress))
+
+    # -- deployments (nbserve/deploy/) --------------------------------------------------------------
+
+    @property
+    def deployer(self):
+        if self._deployer is None:
+            from .deploy.deployer import Deployer
+
+            self._deployer = Deployer(self)
+        return self._deployer
+
+    def deploy(self, ref, target: str = "swarm", replicas: int = 1, name=None, registry=None, progress=None, **options):
+        return self.deployer.deploy(
+            ref, target=target, replicas=replicas, name=name, registry=registry, say=_progress(progress), **options
+        )
+
+    def deployments(self):
+        return self.deployer.list()
+
+    def get_deployment(self, name: str):
+        return self.deployer.get(name)
+
+    def scale_deployment(self, name: str, replicas: int, progress=None):
+        return self.deployer.scale(name, replicas, _progress(progress))
+
+    def update_deployment(self, name: str, ref=None, image=None, progress=None):
+        return self.deployer.update(name, ref, image=image, say=_progress(progress))[0]
+
+    def rollback_deployment(self, name: str, progress=None):
+        return self.deployer.rollback(name, _progress(progress))[0]
+
+    def remove_deployment(self, name: str, progress=None) -> None:
+        self.deployer.remove(name, _progress(progress))
+
+    def deployment_logs(self, name: str, tail: int = 200) -> str:
+        return self.deployer.logs(name, tail)
 
 
 class PendingVersion:

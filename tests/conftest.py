@@ -61,3 +61,49 @@ def iris():
     frame = load_iris(as_frame=True).frame
     X, y = frame.drop(columns="target"), frame["target"]
     return X, y, LogisticRegression(max_iter=1000).fit(X, y)
+
+
+@pytest.fixture(scope="session")
+def container_registry(tmp_path_factory):
+    """A real container registry (Debian's docker-registry, the CNCF Distribution registry) on a free port
+    of 127.0.0.1, storage in a temp dir; yields "127.0.0.1:PORT". Docker pushes to it without TLS."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from nbserve_testing import need
+
+    binary = shutil.which("docker-registry")
+    need(binary is not None, "a container registry (docker-registry)", "apt-get install docker-registry (.ci/run does)")
+    root = tmp_path_factory.mktemp("registry")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (root / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: nbserve-tests\n"
+    )
+    log = open(root / "registry.log", "wb")
+    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 from ..errors import InstanceStartError
-from .base import Runtime, log_tail, pick_port, wait_healthy
+from .base import Runtime, free_port, log_tail, pick_port, wait_healthy
 from .limits import hard_timeout, server_limits_env
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+DRAIN_PAUSE = 0.5  # seconds between the new server taking the port's new connections and the old one's stop
 
 
 def _proc_stat(pid: int):
@@ -66,65 +67,12 @@ class ProcessRuntime(Runtime):
         """Start gunicorn for ``version``; a pending version (see workspace.PendingVersion) is proved by
         this same process: it replays the staged sample, and the kernel registers the version meanwhile."""
         pending = hasattr(version, "finalize")
-        python = version.python_executable
-        if not Path(python).exists():
-            progress(f"the interpreter that registered {version.id} ({python}) is gone; using {sys.executable}")
-            python = sys.executable
         row.port = pick_port(row)
-        log_path = self.instance_dir(row) / "server.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN"))}
-        env.update(PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1", NBSERVE_ARTIFACT=str(version.artifact_dir))
-        if pending:
-            env["NBSERVE_REPLAY"] = str(version.stage_dir)
-        else:
-            env["NBSERVE_MODEL_ID"] = version.id
-        env.update(server_limits_env(row.options))  # NBSERVE_TIMEOUT, NBSERVE_MAX_BODY, auth digest
-        env["NBSERVE_METRICS_DIR"] = str(self.instance_dir(row) / "metrics")  # wiped by gunicorn_conf at start
-        cmd = [
-            python,
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"{row.host}:{row.port}",
-            "--workers",
-            str(row.options.get("workers", 1)),
-            "--timeout",
-            str(hard_timeout(row.options)),
-            "--preload",
-            "--log-level",
-            "warning",
-            "--config",
-            "python:nbserve.server.gunicorn_conf",
-            "nbserve.server.wsgi:app",
-        ]
-        with open(log_path, "ab") as log:
-            log.write(f"--- starting {version.id} on {row.host}:{row.port} at {time.ctime()}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                cmd,
-                cwd=self.instance_dir(row),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        stat = _proc_stat(proc.pid)
-        handle = {"pid": proc.pid, "start_ticks": stat[1] if stat else None, "python": python, "log": str(log_path)}
+        proc, handle, failure, kill = self._spawn(row, version, [f"{row.host}:{row.port}"], progress)
         timeout = row.options.get("start_timeout", 120)
-
-        def failure(why):
-            return InstanceStartError(
-                f"{version.id} did not start on the process runtime: {why}\n"
-                f"--- log tail ({log_path}) ---\n{log_tail(log_path, 30)}"
-            )
-
-        def kill():
-            self._kill(proc.pid, handle["start_ticks"])
-
         if pending:
             self._hand_over(version, proc, timeout, failure, kill)
-            with open(log_path, "ab") as log:
+            with open(handle["log"], "ab") as log:
                 log.write(f"--- the server's replay proved the artifact: registered as {version.id}\n".encode())
         # polls every 20 ms at most: a refused connection on 127.0.0.1 costs microseconds, and the 0.2 s
         # default pause added up to 0.2 s to every start (measured with benchmarks/first_prediction.py)
@@ -137,6 +85,111 @@ class ProcessRuntime(Runtime):
             max_delay=0.02,
         )
         return handle
+
+    def update(self, row, version, progress):
+        """Serve ``version`` on the instance's port without dropping a request, and return the new handle.
+
+        Every server binds its port with SO_REUSEPORT (gunicorn --reuse-port), so a second server can bind
+        the same port beside the running one: the kernel then spreads new connections over both. The new
+        server also binds a private port, where it is checked (/health names the new version) before the old
+        one is told to stop; gunicorn stops gracefully (closes its listener, finishes the requests it has).
+        """
+        old = dict(row.handle)
+        if not old.get("reuse_port"):
+            raise InstanceStartError(
+                f"{row.id} was started by an nbserve without in-place updates (its port is not shared): "
+                f"restart it once (inst.stop(); inst.start()), then update it"
+            )
+        private = free_port(row.host)
+        progress(f"starting {version.id} beside {row.model} on port {row.port} (checked on port {private})")
+        proc, handle, failure, kill = self._spawn(
+            row, version, [f"{row.host}:{row.port}", f"{row.host}:{private}"], progress, take_over=row.port
+        )
+        check = f"http://{row.host}:{private}"
+        wait_healthy(
+            check,
+            alive=lambda: proc.poll() is None,
+            timeout=row.options.get("start_timeout", 120),
+            failure=failure,
+            on_failure=kill,
+            max_delay=0.02,
+        )
+        served = _served_model(check)
+        if served != version.id:
+            kill()
+            raise failure(f"the new server on port {private} says it serves {served!r}, not {version.id}")
+        progress(f"{version.id} is healthy on port {row.port}: draining {row.model} (pid {old.get('pid')})")
+        time.sleep(DRAIN_PAUSE)  # connections the old server was handed before the new one took over
+        self._kill(old.get("pid"), old.get("start_ticks"), timeout=float(row.options.get("drain_timeout", 30)))
+        return handle
+
+    def _spawn(self, row, version, binds, progress, take_over=None):
+        """Launch gunicorn on ``binds``; (process, handle, failure(why) -> error, kill()). ``take_over``: a
+        port shared with a running server, whose new connections this one takes (server/gunicorn_conf.py)."""
+        pending = hasattr(version, "finalize")
+        python = version.python_executable
+        if not Path(python).exists():
+            progress(f"the interpreter that registered {version.id} ({python}) is gone; using {sys.executable}")
+            python = sys.executable
+        log_path = self.instance_dir(row) / "server.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN"))}
+        env.update(PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1", NBSERVE_ARTIFACT=str(version.artifact_dir))
+        if pending:
+            env["NBSERVE_REPLAY"] = str(version.stage_dir)
+        else:
+            env["NBSERVE_MODEL_ID"] = version.id
+        env.update(server_limits_env(row.options))  # NBSERVE_TIMEOUT, NBSERVE_MAX_BODY, auth digest
+        env["NBSERVE_METRICS_DIR"] = str(self.instance_dir(row) / "metrics")  # wiped by gunicorn_conf at start
+        if take_over:
+            env["NBSERVE_TAKE_OVER_PORT"] = str(take_over)
+        cmd = [python, "-m", "gunicorn"]
+        for bind in binds:
+            cmd += ["--bind", bind]
+        cmd += [
+            # SO_REUSEPORT: a later version can bind the same port beside this server (see update)
+            "--reuse-port",
+            "--workers",
+            str(row.options.get("workers", 1)),
+            "--timeout",
+            str(hard_timeout(row.options)),
+            "--preload",
+            "--log-level",
+            "warning",
+            "--config",
+            "python:nbserve.server.gunicorn_conf",
+            "nbserve.server.wsgi:app",
+        ]
+        with open(log_path, "ab") as log:
+            log.write(f"--- starting {version.id} on {', '.join(binds)} at {time.ctime()}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                cmd,
+                cwd=self.instance_dir(row),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        stat = _proc_stat(proc.pid)
+        handle = {
+            "pid": proc.pid,
+            "start_ticks": stat[1] if stat else None,
+            "python": python,
+            "log": str(log_path),
+            "reuse_port": True,
+        }
+
+        def failure(why):
+            return InstanceStartError(
+                f"{version.id} did not start on the process runtime: {why}\n"
+                f"--- log tail ({log_path}) ---\n{log_tail(log_path, 30)}"
+            )
+
+        def kill():
+            self._kill(proc.pid, handle["start_ticks"])
+
+        return proc, handle, failure, kill
 
     @staticmethod
     def _hand_over(pending, proc, timeout, failure, kill):
@@ -197,3 +250,13 @@ class ProcessRuntime(Runtime):
         import shutil
 
         shutil.rmtree(self.instance_dir(row), ignore_errors=True)
+
+
+def _served_model(url: str) -> str | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=5) as resp:
+            return json.loads(resp.read()).get("model")
+    except (OSError, ValueError):
+        return None

@@ -85,3 +85,36 @@ def child_exit(server, worker):
 def on_exit(server):
     if _OWN_DIR:
         shutil.rmtree(_METRICS_DIR, ignore_errors=True)
+
+
+# -- taking over a shared port (nbserve's in-place update of a process instance) -------------------------
+# Two servers bound to one port with SO_REUSEPORT form a group, and the kernel spreads new connections
+# over it. When the old one closes, connections waiting in its accept queue are reset: a request lost.
+# So the new server, once listening, attaches a one-instruction classic BPF program to the group that
+# sends every new connection to the newest socket (index 1, the old one being 0): the old server only
+# finishes what it already has, and closes with an empty queue. Once it is gone the index is out of range
+# and the kernel falls back to its usual hashing. Linux only; elsewhere the update still works, unsteered.
+SO_ATTACH_REUSEPORT_CBPF = 51
+_BPF_RET_K = 0x06
+
+
+def when_ready(server):
+    port = os.environ.get("NBSERVE_TAKE_OVER_PORT")
+    if port and sys.platform.startswith("linux"):
+        for listener in server.LISTENERS:
+            sock = getattr(listener, "sock", None)
+            try:
+                if sock is not None and sock.getsockname()[1] == int(port):
+                    _steer_to_newest(sock)
+                    server.log.info("nbserve: new connections on port %s now come to this server", port)
+            except OSError as exc:
+                server.log.warning("nbserve: could not steer port %s to this server: %s", port, exc)
+
+
+def _steer_to_newest(sock) -> None:
+    import ctypes
+    import struct
+
+    program = (ctypes.c_uint8 * 8).from_buffer_copy(struct.pack("=HBBI", _BPF_RET_K, 0, 0, 1))  # ret #1
+    fprog = struct.pack("@HP", 1, ctypes.addressof(program))
+    sock.setsockopt(__import__("socket").SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)

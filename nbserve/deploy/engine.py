@@ -1,0 +1,20 @@
+"""The one seam between deploy/ and the Docker runtime: the engine client and its error wording.
+
+Kept here so that when runtimes/ is reorganised (image builder and container runtime apart), only this
+file follows it.
+"""
+
+from __future__ import annotations
+
+
+def docker_client():
+    """A docker SDK client for the engine of the environment, or DockerUnavailableError saying how to get one."""
+    from ..runtimes.docker import connect
+
+    return connect()
+
+
+def short_error(exc) -> str:
+    from ..runtimes.docker import _short
+
+    return _short(exc)

@@ -1,0 +1,188 @@
+"""Kubernetes manifests: written by ``nbserve.deploy(..., target="kubernetes")``, validated offline against
+the Kubernetes API schemas of a pinned version (kubernetes-validate, strict: unknown fields fail) and the
+InferenceService against KServe's CRD schema (tests/data, derived from KServe's CRD: see its description).
+The read-only root filesystem the Deployment asks for is checked live with Docker (the same image, the
+same writable mounts); the apply path goes through the official client's typed objects."""
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nbserve.deploy import kubernetes as k8s
+from nbserve.deploy.push import PushError
+
+K8S_VERSION = "1.35.0"  # pinned: the schemas kubernetes-validate bundles for this release
+KSERVE_SCHEMA = Path(__file__).parent / "data" / "kserve-inferenceservice-v1beta1.schema.json.gz"
+DIGEST = "sha256:" + "ab" * 32
+
+
+def strict(schema):
+    """A CRD's structural schema as JSON Schema that refuses unknown fields, as the API server prunes them."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+def validate_kserve(doc):
+    import jsonschema
+
+    schema = strict(json.loads(gzip.decompress(KSERVE_SCHEMA.read_bytes())))
+    jsonschema.validate(doc, schema)
+
+
+def validate_all(docs):
+    import kubernetes_validate
+
+    for doc in docs:
+        if doc["kind"] == "InferenceService":
+            validate_kserve(doc)
+        else:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@pytest.fixture
+def models(workspace, diabetes):
+    """Both families: a linear model on a float array, a boosted model on a DataFrame of mixed columns."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    X, y, lr = diabetes
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, 200),
+            "income": rng.normal(50, 10, 200),
+            "city": pd.Categorical(rng.choice(["paris", "lyon"], 200)),
+        }
+    )
+    gbm = HistGradientBoostingRegressor(max_iter=10, categorical_features="from_dtype").fit(frame, frame["income"])
+    return [
+        workspace.register(lr, name="diabetes", sample=X, progress=False),
+        workspace.register(gbm, name="houses_v2", sample=frame, progress=False),
+    ]
+
+
+@pytest.mark.parametrize("kserve", [False, True])
+@pytest.mark.parametrize("auth", [False, True])
+def test_manifests_validate_strictly_for_both_model_families(models, tmp_path, kserve, auth):
+    for mv in models:
+        image = f"127.0.0.1:5000/team/{mv.name}@{DIGEST}"
+        options = {"kserve": kserve, "auth_token": "s3cret-token-0123456789" if auth else None}
+        docs = k8s.manifests(mv.name.replace("_", "-"), mv, image, 3, options)
+        kinds = [d["kind"] for d in docs]
+        expected = ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+        assert kinds == (["Secret"] if auth else []) + expected + (["InferenceService"] if kserve else [])
+        validate_all(docs)
+        paths = k8s.write(tmp_path / mv.name, docs)
+        assert [yaml.safe_load(p.read_text()) for p in paths] == docs
+
+
+def test_the_deployment_is_pinned_probed_bounded_and_unprivileged(models):
+    mv = models[0]
+    docs = {d["kind"]: d for d in k8s.manifests("diabetes", mv, f"r/diabetes@{DIGEST}", 3, {"auth_token": "x" * 20})}
+    dep = docs["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"].endswith(DIGEST) and dep["spec"]["replicas"] == 3
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/health"
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/tmp", "/dev/shm"}
+    assert all("emptyDir" in v for v in pod["volumes"])
+    # the token itself is nowhere in the manifests: the Secret holds its sha256, the pod reads it from there
+    (token_env,) = [e for e in c["env"] if e["name"] == "NBSERVE_AUTH_TOKEN_SHA256"]
+    assert token_env["valueFrom"]["secretKeyRef"]["name"] == docs["Secret"]["metadata"]["name"]
+    assert "x" * 20 not in json.dumps(list(docs.values()))
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert docs["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 3
+
+
+def test_invalid_manifests_are_caught_by_the_validation(models):
+    """The validation can fail: a misspelt field, a wrong type, an unknown KServe field."""
+    import jsonschema
+    import kubernetes_validate
+
+    docs = {d["kind"]: d for d in k8s.manifests("diabetes", models[0], f"r/d@{DIGEST}", 2, {"kserve": True})}
+    dep = json.loads(json.dumps(docs["Deployment"]))
+    dep["spec"]["replica"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
+    dep = json.loads(json.dumps(docs["Deployment"]))
+    dep["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
+    isvc = json.loads(json.dumps(docs["InferenceService"]))
+    isvc["spec"]["predictor"]["replicas"] = 2
+    with pytest.raises(jsonschema.ValidationError):
+        validate_kserve(isvc)
+
+
+def test_deploy_to_kubernetes_writes_manifests_by_digest_and_rolls_them(
+    workspace, models, container_registry, tmp_path
+):
+    """Through the workspace: pushed to a real registry, manifests written, updated, rolled back."""
+    from nbserve_testing import base_image, need_docker
+
+    need_docker()
+    os.environ.setdefault("NBSERVE_BASE_IMAGE", base_image())
+    mv = models[0]
+    out = tmp_path / "k8s"
+    with pytest.raises(PushError, match="registry"):
+        workspace.deploy(mv, target="kubernetes", replicas=2, output=str(out), progress=False)
+    dep = workspace.deploy(
+        mv,
+        target="kubernetes",
+        replicas=2,
+        registry=f"{container_registry}/k8s",
+        output=str(out),
+        kserve=True,
+        progress=False,
+    )
+    assert (dep.target, dep.status, dep.directory) == ("kubernetes", "written", str(out))
+    docs = k8s.read(out)
+    validate_all(docs)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == dep.image and "@sha256:" in image
+    dep.scale(5, progress=False)
+    assert [d for d in k8s.read(out) if d["kind"] == "Deployment"][0]["spec"]["replicas"] == 5
+    assert [d.name for d in workspace.deployments()] == ["diabetes"]
+    dep.remove(progress=False)
+    assert not out.exists() and workspace.deployments() == []
+
+
+def test_the_apply_path_builds_the_official_clients_objects(models):
+    """Every manifest deserialises into the kubernetes client's typed model and back without losing a
+    field: what apply() sends is what was validated."""
+    from kubernetes import client
+
+    api = client.ApiClient()
+    types = {
+        "Secret": "V1Secret",
+        "Deployment": "V1Deployment",
+        "Service": "V1Service",
+        "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler",
+        "PodDisruptionBudget": "V1PodDisruptionBudget",
+    }
+    for doc in k8s.manifests("diabetes", models[0], f"r/d@{DIGEST}", 2, {"auth_token": "y" * 20}):
+        obj = api._ApiClient__deserialize(json.loads(json.dumps(doc)), types[doc["kind"]])
+        back = api.sanitize_for_serialization(obj)
+        if doc["kind"] == "Secret":
+            back.pop("data", None)
+        assert back == doc, doc["kind"]
