@@ -49,6 +49,17 @@ def main(argv=None) -> int:
     p = sub.add_parser("prometheus-config", help="print a Prometheus scrape config for the running instances")
     p.add_argument("refs", nargs="*", help="instance ids or model names (default: every instance)")
     p.add_argument("--interval", default="15s", help="scrape interval (default 15s)")
+    p = sub.add_parser("update", help="serve another version of the model at an instance's URL (process runtime)")
+    p.add_argument("ref", help="an instance id")
+    p.add_argument("model", help="NAME:VERSION")
+    p = sub.add_parser("push", help="push the image of a registered model to a registry (named by digest)")
+    p.add_argument("model")
+    p.add_argument("--registry", help="HOST:PORT/PREFIX (default: $NBSERVE_REGISTRY)")
+    sub.add_parser("deployments", help="list deployments (Swarm services, Kubernetes manifests)")
+    p = sub.add_parser(
+        "deploy", help="deploy MODEL --replicas N | deploy list | scale | update | rollback | remove | logs"
+    )
+    p.add_argument("words", nargs=argparse.REMAINDER)
     p = sub.add_parser("build", help="build the Docker image of a registered model")
     p.add_argument("model")
     p.add_argument("--base-image")
@@ -108,6 +119,19 @@ def _run(ws, args) -> int:
         _observe(ws, args)
     elif cmd == "prometheus-config":
         sys.stdout.write(ws.prometheus_config(args.refs or None, interval=args.interval))
+    elif cmd == "update":
+        inst = ws.update(args.ref, args.model)
+        print(f"{inst.id} serves {inst.model} at {inst.url}")
+    elif cmd == "push":
+        pushed = ws.push(args.model, registry=args.registry)
+        print(pushed.reference)
+    elif cmd in ("deploy", "deployments"):
+        from .deploy import commands
+
+        if cmd == "deployments" and args.json:
+            print(json.dumps([d.to_dict() for d in ws.deployments()], indent=2))
+        else:
+            print(commands.run(ws, ["list"] if cmd == "deployments" else args.words, None))
     elif cmd == "build":
         image = ws.build(args.model, base_image=args.base_image)
         print(f"{image.tag} {image.id} {image.size / 1e6:.0f} MB")

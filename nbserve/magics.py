@@ -35,7 +35,7 @@ SERVE_OPTIONS = (
 )
 NBSERVE_USAGE = (
     "usage: %nbserve list | instances | stop REF | start REF | remove REF | logs REF [--tail N] | metrics REF"
-    " | drift REF | panel"
+    " | drift REF | panel | update INSTANCE MODEL | push MODEL [--registry R] | deployments | deploy ..."
     "  (REF: an instance id, or a model name for all of its instances)"
 )
 
@@ -173,6 +173,10 @@ class NbserveMagics(Magics):
         %nbserve metrics REF           requests, errors, p50/p99 latency per method (a DataFrame)
         %nbserve drift REF             each feature against the registration sample (a DataFrame)
         %nbserve panel                 the ipywidgets panel of models and instances
+        %nbserve update ID MODEL       serve another version at the instance's URL (process runtime)
+        %nbserve push MODEL [--registry HOST:PORT/PREFIX]
+        %nbserve deploy MODEL --replicas 3 [--target swarm|kubernetes] [--init-swarm] ...
+        %nbserve deployments | deploy scale NAME N | update NAME MODEL | rollback NAME | remove NAME | logs NAME
         """
         try:
             words = shlex.split(line)
@@ -205,6 +209,19 @@ class NbserveMagics(Magics):
                 for inst in ws.resolve_instances(rest[0]):
                     print(f"{inst.id} ({inst.model})")
                     display(inst.metrics() if cmd == "metrics" else inst.drift())
+            elif cmd == "update" and len(rest) == 2:
+                inst = ws.update(rest[0], rest[1], progress=self._progress(f"updating {rest[0]}"))
+                print(f"{inst.id} serves {inst.model} at {inst.url}")
+            elif cmd == "push" and rest:
+                registry = rest[2] if len(rest) == 3 and rest[1] == "--registry" else None
+                if len(rest) not in (1, 3) or (len(rest) == 3 and registry is None):
+                    raise UsageError("usage: %nbserve push MODEL [--registry HOST:PORT/PREFIX]")
+                print(ws.push(rest[0], registry=registry, progress=self._progress(f"pushing {rest[0]}")).reference)
+            elif cmd in ("deploy", "deployments"):
+                from .deploy import commands
+
+                words = ["list"] if cmd == "deployments" else rest
+                print(commands.run(ws, words, self._progress(f"deploy {' '.join(rest)}")))
             elif cmd == "panel" and not rest:
                 from IPython.display import display
 
@@ -327,7 +344,19 @@ def complete_nbserve(shell, event):
     start = next((i for i, w in enumerate(words) if w.endswith("%nbserve")), 0)
     position -= start
     if position <= 1:
-        return ["list", "instances", "stop", "start", "remove", "logs", "panel"]
+        return [
+            "list",
+            "instances",
+            "stop",
+            "start",
+            "remove",
+            "logs",
+            "panel",
+            "update",
+            "push",
+            "deploy",
+            "deployments",
+        ]
     if position == 2 and words[start + 1] in ("stop", "start", "remove", "logs"):
         insts = default_workspace().instances()
         return sorted({i.id for i in insts} | {i.name for i in insts})

@@ -263,6 +263,59 @@ class _MonitorView:
             _close(w)
 
 
+class _DeploymentsSection:
+    """Deployments (nbserve.deploy): a table read on every refresh and one row of controls acting on the
+    deployment chosen in the dropdown. Shown only once a deployment exists."""
+
+    def __init__(self, panel: Panel):
+        shared = panel._shared
+        self.title = shared.cell("<h3 style='margin: 4px 0'>Deployments</h3>")
+        self.table = shared.cell()
+        self.choice = widgets.Dropdown(options=[], layout=widgets.Layout(width="160px"))
+        self.replicas = widgets.BoundedIntText(value=1, min=0, max=1000, layout=widgets.Layout(width="70px"))
+        self.model = widgets.Text(placeholder="NAME:VERSION", layout=widgets.Layout(width="140px"))
+        self.scale = shared.button("Scale", "set the number of replicas")
+        self.update = shared.button("Update", "roll every replica to the model version typed beside", "primary")
+        self.rollback = shared.button("Rollback", "roll back to the version served before the last update")
+        self.logs = shared.button("Logs", "show the replicas' log tail")
+        self.remove = shared.button("Remove", "remove the deployment and its replicas", "danger")
+        self.scale.on_click(lambda _: panel.scale_deployment(self.choice.value, self.replicas.value))
+        self.update.on_click(lambda _: panel.update_deployment(self.choice.value, self.model.value.strip()))
+        self.rollback.on_click(lambda _: panel.rollback_deployment(self.choice.value))
+        self.logs.on_click(lambda _: panel.show_deployment_logs(self.choice.value))
+        self.remove.on_click(lambda _: panel.remove_deployment(self.choice.value))
+        self.buttons = [self.scale, self.update, self.rollback, self.logs, self.remove]
+        self.controls = widgets.HBox([self.choice, self.replicas, self.scale, self.model, *self.buttons[1:]])
+        self.box = widgets.VBox([self.title, self.table, self.controls], layout=widgets.Layout(display="none"))
+        self.widgets = [
+            self.box,
+            self.controls,
+            self.title,
+            self.table,
+            self.choice,
+            self.replicas,
+            self.model,
+            *self.buttons,
+        ]
+
+    def sync(self, deployments) -> None:
+        from .deploy.commands import rows
+
+        _set(self.box.layout, display="" if deployments else "none")
+        _set(self.table, value=f"<pre style='margin: 0'>{html.escape(rows(deployments))}</pre>")
+        names = [d.name for d in deployments]
+        if list(self.choice.options) != names:
+            self.choice.options = names
+
+    def enable(self, busy: bool) -> None:
+        for b in self.buttons:
+            _set(b, disabled=busy)
+
+    def close(self) -> None:
+        for w in self.widgets:
+            w.close()
+
+
 class Panel(widgets.VBox):
     """Models and instances of a workspace, with buttons. ``nbserve.panel()`` makes one."""
 
@@ -311,7 +364,9 @@ class Panel(widgets.VBox):
         header = widgets.HBox([self.refresh_button, self.status], layout=widgets.Layout(align_items="center"))
         self.monitor_title = shared.cell("<h3 style='margin: 4px 0'>Monitoring</h3>")
         self.monitor_box = widgets.VBox(layout=widgets.Layout(display="none"))
+        self.deployments = _DeploymentsSection(self)
         self._own = [
+            *self.deployments.widgets,
             header,
             self.refresh_button,
             self.status,
@@ -341,6 +396,7 @@ class Panel(widgets.VBox):
                 self.instances_grid,
                 self.no_instances,
                 self.monitor_box,
+                self.deployments.box,
                 self.progress,
                 self.logs_box,
             ],
@@ -374,6 +430,10 @@ class Panel(widgets.VBox):
             self._sync_models(models, counts)
             self._sync_instances(instances)
             self._sync_monitors(instances)
+            try:
+                self.deployments.sync(self.workspace.deployments())
+            except NbserveError:  # an engine that stopped answering must not hide the models and instances
+                pass
             running = [i for i in instances if i.status == "running"]
             hint = next((h for h in (proxy_hint(i.url) for i in running) if h), None)
             _set(
@@ -493,6 +553,45 @@ class Panel(widgets.VBox):
 
         return self._act(f"removing {id}", work, lambda _: f"{id} removed")
 
+    def scale_deployment(self, name: str, replicas: int):
+        return self._act(
+            f"scaling {name} to {replicas}",
+            lambda say: self.workspace.scale_deployment(name, int(replicas), progress=say),
+            lambda d: f"{d.name}: {d.ready}/{d.replicas} ready",
+        )
+
+    def update_deployment(self, name: str, ref: str):
+        return self._act(
+            f"updating {name} to {ref}",
+            lambda say: self.workspace.update_deployment(name, ref, progress=say),
+            lambda d: f"{d.name} serves {d.model} on {d.ready}/{d.replicas} replicas",
+        )
+
+    def rollback_deployment(self, name: str):
+        return self._act(
+            f"rolling back {name}",
+            lambda say: self.workspace.rollback_deployment(name, progress=say),
+            lambda d: f"{d.name} serves {d.model} on {d.ready}/{d.replicas} replicas",
+        )
+
+    def remove_deployment(self, name: str):
+        return self._act(
+            f"removing {name}",
+            lambda say: self.workspace.remove_deployment(name, progress=say),
+            lambda _: f"{name} removed",
+        )
+
+    def show_deployment_logs(self, name: str, tail: int = LOG_TAIL) -> str:
+        try:
+            text = self.workspace.deployment_logs(name, tail=tail)
+        except NbserveError as exc:
+            self._show_failure(f"logs of {name}", error_text(exc))
+            return ""
+        _set(self.logs_title, value=f"<b>logs of deployment {html.escape(name)}</b> (last {tail} lines)")
+        _set(self.logs, value=f"<pre style='max-height: 24em; overflow: auto; margin: 0'>{html.escape(text)}</pre>")
+        _set(self.logs_box.layout, display="")
+        return text
+
     def show_logs(self, id: str, tail: int = LOG_TAIL) -> str:
         """Show the log tail of an instance under the tables; returns the text."""
         try:
@@ -549,6 +648,7 @@ class Panel(widgets.VBox):
         for id, row in self._instance_rows.items():
             row.enable(None if busy else self._statuses.get(id))
         self.refresh_button.disabled = busy
+        self.deployments.enable(busy)
 
     # -- auto-refresh --------------------------------------------------------------------------
 

@@ -134,7 +134,7 @@ def test_invalid_manifests_are_caught_by_the_validation(models):
 
 
 def test_deploy_to_kubernetes_writes_manifests_by_digest_and_rolls_them(
-    workspace, models, container_registry, tmp_path
+    workspace, models, container_registry, tmp_path, capsys
 ):
     """Through the workspace: pushed to a real registry, manifests written, updated, rolled back."""
     from nbserve_testing import base_image, need_docker
@@ -163,6 +163,24 @@ def test_deploy_to_kubernetes_writes_manifests_by_digest_and_rolls_them(
     dep.scale(5, progress=False)
     assert [d for d in k8s.read(out) if d["kind"] == "Deployment"][0]["spec"]["replicas"] == 5
     assert [d.name for d in workspace.deployments()] == ["diabetes"]
+    # the faces are thin calls into the same core: the CLI and the panel's section see and act on it
+    from nbserve.cli import main
+    from nbserve.widgets import Panel
+
+    assert main(["deployments"]) == 0
+    listed = capsys.readouterr().out
+    assert "diabetes" in listed and "kubernetes" in listed and str(out) in listed
+    assert main(["deploy", "scale", "diabetes", "4"]) == 0
+    assert [d for d in k8s.read(out) if d["kind"] == "Deployment"][0]["spec"]["replicas"] == 4
+    panel = Panel(workspace, refresh_seconds=60)
+    try:
+        assert list(panel.deployments.choice.options) == ["diabetes"]
+        assert "kubernetes" in panel.deployments.table.value
+        panel.scale_deployment("diabetes", 3)
+        assert panel.last_error is None
+        assert [d for d in k8s.read(out) if d["kind"] == "Deployment"][0]["spec"]["replicas"] == 3
+    finally:
+        panel.close()
     dep.remove(progress=False)
     assert not out.exists() and workspace.deployments() == []
 

@@ -281,5 +281,5 @@ def test_removing_a_deployment_removes_its_service_and_replicas(models, registry
     assert dep.ready == 1
     dep.remove(progress=False)
     assert engine.services.list(filters={"name": service_name("short-lived", ws.home)}) == []
-    assert engine.containers.list(all=True, filters={"label": "nbserve.deployment=short-lived"}) == []
+    assert engine.api.containers(all=True, filters={"label": "nbserve.deployment=short-lived"}) == []
     assert [d.name for d in ws.deployments()] == ["diabetes"]

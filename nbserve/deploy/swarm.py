@@ -325,11 +325,13 @@ class SwarmTarget:
             progress(f"service {self._name(rec['name'])} removed; waiting for its replicas to stop")
         deadline = time.monotonic() + 60
         label = f"nbserve.deployment={rec['name']}"
+        home = str(self.workspace.home)
         while time.monotonic() < deadline:
+            # the plain listing: inspecting each container races with the engine removing it
             left = [
                 c
-                for c in self.client.containers.list(all=True, filters={"label": label})
-                if c.labels.get("nbserve.home") == str(self.workspace.home)
+                for c in self.client.api.containers(all=True, filters={"label": label})
+                if (c.get("Labels") or {}).get("nbserve.home") == home
             ]
             if not left:
                 return
