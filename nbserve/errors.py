@@ -13,6 +13,10 @@ class InstanceNotFoundError(NbserveError, LookupError):
     pass
 
 
+class DeploymentNotFoundError(NbserveError, LookupError):
+    pass
+
+
 class CaptureError(NbserveError):
     """The object cannot be pickled or its methods cannot be found."""
 

@@ -221,7 +221,8 @@ class NbserveMagics(Magics):
                 from .deploy import commands
 
                 words = ["list"] if cmd == "deployments" else rest
-                print(commands.run(ws, words, self._progress(f"deploy {' '.join(rest)}")))
+                reads = not words or words[0] in ("list", "logs")
+                print(commands.run(ws, words, None if reads else self._progress(f"deploy {' '.join(rest)}")))
             elif cmd == "panel" and not rest:
                 from IPython.display import display
 

@@ -79,3 +79,37 @@ export async function logs(id: string, tail = 500): Promise<string> {
   const path = `instances/${encodeURIComponent(id)}/logs?tail=${tail}`;
   return (await requestAPI<{ logs: string }>(path)).logs;
 }
+
+/** A deployment (nbserve.deploy): N replicas on Docker Swarm, or Kubernetes manifests. */
+export interface IDeployment {
+  name: string;
+  target: string;
+  model: string;
+  status: string;
+  replicas: number;
+  ready: number;
+  endpoints: string[];
+  directory?: string | null;
+  notes?: string;
+}
+
+export async function listDeployments(): Promise<IDeployment[]> {
+  return (await requestAPI<{ deployments: IDeployment[] }>('deployments'))
+    .deployments;
+}
+
+export async function deploymentAction(
+  name: string,
+  action: 'scale' | 'update' | 'rollback',
+  body: { replicas?: number; model?: string } = {}
+): Promise<IDeployment> {
+  const path = `deployments/${encodeURIComponent(name)}/${action}`;
+  return (await requestAPI<{ deployment: IDeployment }>(path, json('POST', body)))
+    .deployment;
+}
+
+export async function removeDeployment(name: string): Promise<void> {
+  await requestAPI(`deployments/${encodeURIComponent(name)}`, {
+    method: 'DELETE'
+  });
+}

@@ -11,11 +11,13 @@ import {
   IStartRequest,
   Runtime,
   act,
+  listDeployments,
   listInstances,
   listModels,
   remove,
   startNew
 } from './api';
+import { DeploymentsSection } from './deployments';
 import { h, replaceChildren } from './dom';
 
 const IDLE_REFRESH_MS = 5000;
@@ -67,6 +69,10 @@ export class ServingPanel extends Widget {
       ' in a notebook.'
     );
     this._loading = h('p', { className: 'nbserve-empty', 'aria-live': 'polite' }, 'Loading…');
+    this._deployments = new DeploymentsSection(
+      () => void this.refresh(),
+      message => this._showError(message)
+    );
 
     replaceChildren(
       this.node,
@@ -86,7 +92,8 @@ export class ServingPanel extends Widget {
         h('h3', { id: 'nbserve-instances-heading' }, 'Instances'),
         this._instanceList,
         this._instancesEmpty
-      )
+      ),
+      this._deployments.node
     );
     this._modelsEmpty.hidden = this._instancesEmpty.hidden = true;
   }
@@ -105,6 +112,11 @@ export class ServingPanel extends Widget {
       this._renderModels(models);
       this._renderInstances(entries);
       this._busy = entries.some(e => PENDING.has(e.status));
+      // deployments ask an orchestrator: their failure must not hide models and instances
+      listDeployments().then(
+        d => this._deployments.render(d),
+        () => this._deployments.render([])
+      );
     } catch (error) {
       this._showError(`Could not load models and instances: ${messageOf(error)}`);
     } finally {
@@ -222,6 +234,7 @@ export class ServingPanel extends Widget {
   }
 
   private _openLogs: (id: string, label: string) => void;
+  private _deployments: DeploymentsSection;
   private _error: HTMLElement;
   private _loading: HTMLElement;
   private _modelList: HTMLElement;

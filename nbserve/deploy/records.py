@@ -13,11 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import NbserveError
-
-
-class DeploymentNotFoundError(NbserveError, LookupError):
-    pass
+from ..errors import DeploymentNotFoundError
 
 
 def dns_name(name: str) -> str:

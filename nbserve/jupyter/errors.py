@@ -11,6 +11,7 @@ from tornado.web import HTTPError
 from ..errors import (
     ArtifactIntegrityError,
     BuildError,
+    DeploymentNotFoundError,
     InstanceNotFoundError,
     InstanceStartError,
     ModelNotFoundError,
@@ -24,6 +25,7 @@ from ..errors import (
 STATUS = (
     (ModelNotFoundError, 404),
     (InstanceNotFoundError, 404),
+    (DeploymentNotFoundError, 404),
     (PortInUseError, 409),
     (RuntimeUnavailableError, 503),  # includes DockerUnavailableError: no engine answers
     (BuildError, 500),

@@ -9,6 +9,10 @@
     POST   instances/<id>/start      start again (200, the instance)
     DELETE instances/<id>            remove an instance, or dismiss a finished job
     GET    instances/<id>/logs       {"id", "logs"}; ?tail=N lines (default 200)
+    GET    deployments               every deployment (nbserve.deploy), state from its orchestrator
+    POST   deployments/<name>/scale  {"replicas": N}; .../update {"model": "NAME:VERSION"}; .../rollback
+    DELETE deployments/<name>        remove the deployment (its service and replicas, or its manifests)
+    GET    deployments/<name>/logs   {"name", "logs"}
     GET    instances/<id>/metrics    {"id", "snapshot"}: one reading of its /metrics (monitoring.snapshot)
     GET    instances/<id>/drift      {"id", "drift"}: its /drift report
 
@@ -233,6 +237,50 @@ def _instance_dicts(ws) -> list[dict]:
     return [i.to_dict() for i in ws.instances()]
 
 
+class DeploymentsHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        deployments = await self.call(self.workspace.deployments)
+        self.reply({"deployments": [d.to_dict() for d in deployments]})
+
+
+class DeploymentActionHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def post(self, name, action):
+        body, ws = self.json_body(), self.workspace
+        if action == "scale":
+            replicas = body.get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise BadRequest(f'"replicas" must be a whole number >= 0, got {replicas!r}')
+            dep = await self.call(ws.scale_deployment, name, replicas, progress=quiet)
+        elif action == "update":
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                raise BadRequest('"model" is required: the version to roll to, e.g. "diabetes:2"')
+            dep = await self.call(ws.update_deployment, name, model, progress=quiet)
+        else:
+            dep = await self.call(ws.rollback_deployment, name, progress=quiet)
+        self.reply({"deployment": dep.to_dict()})
+
+
+class DeploymentHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def delete(self, name):
+        await self.call(self.workspace.remove_deployment, name, progress=quiet)
+        self.set_status(204)
+        self.finish()
+
+
+class DeploymentLogsHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def get(self, name):
+        tail = self.get_argument("tail", "200")
+        if not tail.isdigit():
+            raise BadRequest(f"tail must be a number of lines, got {tail!r}")
+        text = await self.call(self.workspace.deployment_logs, name, int(tail))
+        self.reply({"name": name, "logs": text})
+
+
 def route_handlers(base_url: str) -> list[tuple]:
     def url(*parts):
         return url_path_join(base_url, API_PREFIX, *parts)
@@ -247,6 +295,10 @@ def route_handlers(base_url: str) -> list[tuple]:
         (url("instances", segment, "(metrics|drift)"), ObserveHandler),
         (url("instances", segment), InstanceHandler),
         (url("jobs", segment), JobHandler),
+        (url("deployments"), DeploymentsHandler),
+        (url("deployments", segment, "(scale|update|rollback)"), DeploymentActionHandler),
+        (url("deployments", segment, "logs"), DeploymentLogsHandler),
+        (url("deployments", segment), DeploymentHandler),
     ]
 
 
