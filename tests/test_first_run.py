@@ -56,6 +56,7 @@ def test_engine_but_no_registry(home):
 
 
 @pytest.mark.docker
+@pytest.mark.timeout(900)  # a first image build in a fresh home
 def test_engine_and_base_image(home):
     from nbserve_testing import base_image, need_docker
 

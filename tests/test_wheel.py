@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "nbserve-ml"
 BUILT_EXTENSION = ROOT / "nbserve" / "labextension" / "static" / "style.js"
 SWAGGER = Path("nbserve", "server", "static", "vendor", "swagger-ui", "swagger-ui-bundle.js")
+# building in isolated envs and installing jupyterlab take minutes on a busy 2-core machine
+pytestmark = pytest.mark.timeout(900)
 
 
 def run(cmd, timeout=900, **kwargs):
