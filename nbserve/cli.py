@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", action="store_true", help="adaptive batching of concurrent requests")
     p.add_argument("--max-batch", type=int, help="with --batch: rows per model call at most (default 64)")
     p.add_argument("--max-latency-ms", type=float, help="with --batch: longest wait to fill a batch (default 10)")
+    p.add_argument("--default-method", help="the method MLflow's /invocations and KServe's V1/V2 routes call")
     for verb in ("stop", "start", "remove"):
         p = sub.add_parser(verb, help=f"{verb} an instance (an instance id, or a model name for all of its)")
         p.add_argument("ref")
@@ -102,7 +103,8 @@ def _run(ws, args) -> int:
     elif cmd == "serve":
         batching = {"batch": True, "max_batch": args.max_batch, "max_latency_ms": args.max_latency_ms}
         batching = {k: v for k, v in batching.items() if v is not None} if args.batch else {}
-        inst = ws.serve(args.model, runtime=args.runtime, port=args.port, workers=args.workers, **batching)
+        protocols = {"default_method": args.default_method} if args.default_method else {}
+        inst = ws.serve(args.model, runtime=args.runtime, port=args.port, workers=args.workers, **batching, **protocols)
         print(inst.url)
     elif cmd in ("stop", "start", "remove"):
         for inst in ws.resolve_instances(args.ref):

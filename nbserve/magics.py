@@ -32,6 +32,7 @@ SERVE_OPTIONS = (
     "--batch",
     "--max-batch",
     "--max-latency-ms",
+    "--default-method",
 )
 NBSERVE_USAGE = (
     "usage: %nbserve list | instances | stop REF | start REF | remove REF | logs REF [--tail N] | metrics REF"
@@ -82,6 +83,7 @@ class NbserveMagics(Magics):
     @argument("--batch", action="store_true", help="adaptive batching of concurrent requests (one model call)")
     @argument("--max-batch", type=int, help="with --batch: rows per model call at most (default 64)")
     @argument("--max-latency-ms", type=float, help="with --batch: longest wait to fill a batch (default 10)")
+    @argument("--default-method", help="the method MLflow's /invocations and KServe's V1/V2 routes call")
     @line_cell_magic
     def serve(self, line, cell=None):
         """Register a live object of the notebook and serve it over HTTP; returns the Instance.
@@ -132,6 +134,7 @@ class NbserveMagics(Magics):
                 start=not args.no_start,
                 progress=say,
                 **batch_options(args),
+                **protocol_options(args),
             )
         except NbserveError as exc:
             text = error_text(exc)
@@ -326,12 +329,25 @@ def batch_options(args) -> dict:
     return options
 
 
+def protocol_options(args) -> dict:
+    """serve()'s default_method from --default-method (magic and CLI alike)."""
+    return {"default_method": args.default_method} if args.default_method else {}
+
+
 def complete_serve(shell, event):
     """Variables after %serve / --sample, runtime names after --runtime, option names after '-'."""
     previous, _ = _previous_and_position(event)
     if previous == "--runtime":
         return list(RUNTIME_CHOICES)
-    if previous in ("--name", "--port", "--workers", "--methods", "--max-batch", "--max-latency-ms"):
+    if previous in (
+        "--name",
+        "--port",
+        "--workers",
+        "--methods",
+        "--max-batch",
+        "--max-latency-ms",
+        "--default-method",
+    ):
         return []
     if event.symbol.startswith("-"):
         return list(SERVE_OPTIONS)

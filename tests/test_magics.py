@@ -205,6 +205,8 @@ def test_bad_options_are_usage_errors(run, shell):
     assert "invalid choice: 'dokcer'" in usage_error(*run("%serve double --runtime dokcer")[::2])
     assert "usage: %nbserve list" in usage_error(*run("%nbserve frobnicate")[::2])
     assert "no instance or model named 'ghost'" in usage_error(*run("%nbserve stop ghost")[::2])
+    line = usage_error(*run("%serve double --runtime process --default-method triple")[::2])
+    assert "default_method='triple' is not a method of double" in line
 
 
 def test_no_start_registers_only_and_returns_the_model_version(run, shell, iris_ns):

@@ -317,7 +317,10 @@ def served(request, tmp_path_factory, diabetes, churn):
     X, _, lr = diabetes
     frame, model = churn
     lr_inst = ws.serve(lr, name="diabetes", sample=X, runtime=runtime, progress=False)
-    churn_inst = ws.serve(model, name="churn", sample=frame, runtime=runtime, progress=False)
+    # the frame model's protocol routes call predict_proba: default_method travels like the other options
+    churn_inst = ws.serve(
+        model, name="churn", sample=frame, runtime=runtime, default_method="predict_proba", progress=False
+    )
     yield SimpleNamespace(runtime=runtime, lr=lr_inst, churn=churn_inst)
     for inst in ws.instances():
         inst.remove()
@@ -386,6 +389,10 @@ def test_triton_client_on_the_dataframe_model(served, churn, binary):
         result = client.infer("churn", inputs, outputs=outputs, model_version="1")
         np.testing.assert_array_equal(result.as_numpy("predict"), model.predict(rows))
         np.testing.assert_array_equal(result.as_numpy("predict_proba"), model.predict_proba(rows))
+        # no outputs named: the default method's (predict_proba, chosen at serve time)
+        result = client.infer("churn", inputs)
+        assert [o["name"] for o in result.get_response()["outputs"]] == ["predict_proba"]
+        np.testing.assert_array_equal(result.as_numpy("predict_proba"), model.predict_proba(rows))
     finally:
         client.close()
 
@@ -430,7 +437,7 @@ def test_mlflow_formats_on_both_models(served, diabetes, churn, tmp_path):
     frame, model = churn
     for inst, value, want in [
         (served.lr, X[:40], lr.predict(X[:40])),
-        (served.churn, frame.iloc[:40], model.predict(frame.iloc[:40])),
+        (served.churn, frame.iloc[:40], model.predict_proba(frame.iloc[:40])),  # its default_method
     ]:
         payloads, from_client = mlflow_payloads(tmp_path, inst.model.partition(":")[0], value, inst.url)
         np.testing.assert_array_equal(from_client, want)
@@ -453,6 +460,6 @@ def test_kserve_v1_on_both_models(served, diabetes, churn):
     np.testing.assert_array_equal(resp.json()["predictions"], lr.predict(X[:30]))
     records = json.loads(frame.iloc[:30].to_json(orient="records"))
     resp = requests.post(served.churn.url + "/v1/models/churn:predict", json={"instances": records}, timeout=TIMEOUT)
-    np.testing.assert_array_equal(resp.json()["predictions"], model.predict(frame.iloc[:30]))
+    np.testing.assert_array_equal(resp.json()["predictions"], model.predict_proba(frame.iloc[:30]))
     resp = requests.post(served.churn.url + "/v1/models/diabetes:predict", json={"instances": records}, timeout=TIMEOUT)
     assert resp.status_code == 404 and "no model 'diabetes'" in resp.json()["error"]
