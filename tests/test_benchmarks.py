@@ -108,3 +108,18 @@ def test_batch_bench_runs_and_reports_every_server(tmp_path):
     assert rows["nbserve batch"]["requests_per_call"] >= 1
     workdir = proc.stdout.split("workdir ", 1)[1].split()[0]
     assert workdir.startswith("/tmp") and not Path(workdir).exists()
+
+
+def test_protocols_benchmark_runs():
+    """benchmarks/protocols_bench.py end to end: every adapter case answers 200 and gets a ratio (the
+    ratios themselves are for the closing note, not asserted: timings here are noise)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "protocols_bench.py"), "--rows", "50", "--n", "2", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if "x native" in ln]
+    assert len(lines) == 10 and sum("/v2 infer" in ln for ln in lines) == 3, proc.stdout

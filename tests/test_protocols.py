@@ -261,6 +261,31 @@ def test_openapi_and_interface_list_the_protocols(lr_app):
     assert lr_app.get("/v2").get_json()["extensions"] == ["binary_tensor_data"]
 
 
+def test_auth_covers_the_protocols_but_not_their_health_probes(diabetes):
+    from nbserve.server.auth import token_sha256
+
+    X, _, lr = diabetes
+    token = "s3cret-token-of-some-length"
+    client = app_for(lr, X, auth_sha256=token_sha256(token)).test_client()
+    for path, payload in [
+        ("/invocations", {"inputs": X[:1].tolist()}),
+        ("/v2/models/diabetes/infer", {"inputs": [tensor(data=X[0].tolist())]}),
+        ("/v1/models/diabetes:predict", {"instances": X[:1].tolist()}),
+    ]:
+        assert post(client, path, payload)[0] == 401, path
+        resp = client.post(
+            path,
+            data=jsonio.dumps(payload),
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert resp.status_code == 200, path
+    for path in ("/v2/models/diabetes", "/v1/models/diabetes", "/version"):
+        assert client.get(path).status_code == 401, path
+    for path in ("/ping", "/v2/health/live", "/v2/health/ready"):  # probes (Kubernetes, MLflow's client) stay open
+        assert client.get(path).status_code == 200, path
+
+
 def test_default_method_chooses_what_the_protocols_call(churn):
     frame, model = churn
     client = app_for(model, frame, model_id="churn:1", default_method="predict_proba").test_client()
