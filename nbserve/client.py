@@ -8,49 +8,37 @@ import sys
 import requests
 
 from .errors import NbserveError, ServerError
-from .server import jsonio
+from .server import jsonio, schema
 
 
 def encode(value):
-    """A model input as the JSON value of ``data`` (what the server's decoders read)."""
+    """A model input as the JSON value of ``data`` (what the server's decoders read): tables as
+    {"columns", "data"} with dates in ISO 8601 and missing values (NaN, NaT, NA) as null, in the one
+    vocabulary of nbserve/server/schema.py."""
     pd = sys.modules.get("pandas")
     np = sys.modules.get("numpy")
+    torch = sys.modules.get("torch")
     if pd is not None and isinstance(value, pd.DataFrame):
-        return {"columns": [str(c) for c in value.columns], "data": value.to_numpy(dtype=object).tolist()}
+        return schema.frame_split(value)
     if pd is not None and isinstance(value, pd.Series):
-        return value.tolist()
+        return schema.column_values(value)
+    if torch is not None and isinstance(value, torch.Tensor):
+        return encode(value.detach().cpu().numpy())
     if np is not None and isinstance(value, np.ndarray):
         if value.dtype.kind in "biuf" and value.dtype.itemsize <= 8:
             return value if value.flags.c_contiguous else np.ascontiguousarray(value)
-        return value.tolist()
+        return schema.to_jsonable(value)
     if isinstance(value, dict):
         return {k: encode(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [encode(v) for v in value]
-    return value
+    return schema.to_jsonable(value)
 
 
-def decode(schema: dict, data):
-    """The JSON ``data`` of a response as the type the method returned in the kernel."""
-    kind = (schema or {}).get("type")
-    if kind == "ndarray":
-        import numpy as np
-
-        return np.asarray(data, dtype=schema["dtype"] if schema["dtype"] != "object" else object)
-    if kind == "dataframe":
-        import pandas as pd
-
-        frame = pd.DataFrame.from_records(data, columns=[c["name"] for c in schema["columns"]])
-        return frame.astype({c["name"]: c["dtype"] for c in schema["columns"]}, errors="ignore")
-    if kind == "series":
-        import pandas as pd
-
-        return pd.Series(data, name=schema.get("name"), dtype=schema["dtype"])
-    if kind == "list" and isinstance(data, list):
-        return [decode(schema.get("items"), v) for v in data]
-    if kind == "dict" and isinstance(data, dict):
-        return {k: decode(schema["fields"].get(k), v) for k, v in data.items()}
-    return data
+def decode(spec: dict, data):
+    """The JSON ``data`` of a response as the type the method returned in the kernel (a DataFrame or
+    Series where it returned one, with its dtypes)."""
+    return schema.rebuild(spec, data)
 
 
 class Client:

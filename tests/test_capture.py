@@ -129,7 +129,7 @@ def test_signature_from_arrays_and_frames(diabetes, iris):
 
 
 def test_signature_of_dicts_and_lists():
-    from nbserve.server.schema import describe
+    from nbserve.capture.signature import describe
 
     sample = {"ids": [1, 2], "x": np.zeros((4, 2), dtype="int32"), "label": "a"}
     assert describe(sample) == {

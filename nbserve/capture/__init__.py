@@ -13,8 +13,9 @@ from pathlib import Path
 import cloudpickle
 
 from ..errors import CaptureError, RequirementsError, SampleError
-from ..server.schema import batch_slice, describe
+from ..server.artifact import bind_methods
 from . import pickling, reference, requirements
+from .signature import batch_slice, describe, sliced_fields
 
 SAMPLE_ROWS = 5
 PROOF_TIMEOUT = 300
@@ -27,12 +28,23 @@ class Captured:
     outputs: dict  # method -> its answer on the sample slice, in the kernel
 
 
+def _is_torch_module(obj) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
 def resolve_methods(obj, methods=None) -> tuple[str, list[str]]:
-    """(kind, method names): 'function' objects are served under one name; 'object's by attribute."""
-    is_function = inspect.isroutine(obj) or (
+    """(kind, method names): 'function' objects are served under one name; 'object's by attribute;
+    a torch 'torch_module' as ``predict`` (its ``__call__``) and the methods named (``forward``), each in
+    eval mode without gradients, numpy in and out (server/artifact.py binds them)."""
+    if _is_torch_module(obj):
+        kind, names = "torch_module", list(methods) if methods else ["predict"]
+        missing = [m for m in names if m != "predict" and not callable(getattr(obj, m, None))]
+        if missing:
+            raise CaptureError(f"{type(obj).__name__} has no callable method(s) {missing}")
+    elif inspect.isroutine(obj) or (
         callable(obj) and not hasattr(obj, "predict") and not hasattr(obj, "transform") and not methods
-    )
-    if is_function:
+    ):
         default = obj.__name__ if getattr(obj, "__name__", "").isidentifier() else "predict"
         names = list(methods) if methods else [default]
         if len(names) != 1:
@@ -58,10 +70,6 @@ def resolve_methods(obj, methods=None) -> tuple[str, list[str]]:
         if not name.isidentifier() or name.startswith("_") or name in ("health", "docs", "static"):
             raise CaptureError(f"{name!r} cannot be a served method name: use a public identifier")
     return kind, names
-
-
-def _call(obj, kind, name):
-    return obj if kind == "function" else getattr(obj, name)
 
 
 @dataclass
@@ -128,23 +136,26 @@ def draft(obj, label="model", sample=None, methods=None) -> Draft:
     signature, outputs = {}, {}
     sample_slice = batch_slice(sample, SAMPLE_ROWS) if sample is not None else None
     for name in names:
-        entry = {"input": describe(sample) if sample is not None else {"type": "any"}, "output": {"type": "any"}}
-        if sample is not None:
+        signature[name] = {"input": describe(sample) if sample is not None else {"type": "any"}}
+        signature[name]["output"] = {"type": "any"}
+    # the methods as the server binds them (a torch module's in eval mode, numpy in and out)
+    bound = bind_methods(obj, {"kind": kind, "methods": names, "signature": signature})
+    if sample is not None:
+        for name in names:
             try:
-                outputs[name] = _call(obj, kind, name)(sample_slice)
+                outputs[name] = bound[name](sample_slice)
             except Exception as exc:
                 raise SampleError(
-                    f"calling {label}.{name} on the first {SAMPLE_ROWS} rows of the sample failed "
-                    f"with {type(exc).__name__}: {exc}; pass a sample the model accepts"
+                    f"calling {label}.{name} on the first {SAMPLE_ROWS} rows of the sample{sliced_fields(sample)} "
+                    f"failed with {type(exc).__name__}: {exc}; pass a sample the model accepts"
                 ) from exc
-            entry["output"] = describe(outputs[name])
-        signature[name] = entry
+            signature[name]["output"] = describe(outputs[name])
 
     modules = requirements.modules_in_pickle(pkl) | requirements.modules_used_by_functions(obj)
     ref = None
     if sample is not None:
         modules |= {type(sample).__module__.partition(".")[0]}
-        ref = reference.compute(lambda name: _call(obj, kind, name), sample, names)
+        ref = reference.compute(bound.__getitem__, sample, names)
     return Draft(
         label,
         pkl,
@@ -218,6 +229,13 @@ def check_report(report: dict, d: Draft) -> set[str]:
     return requirements.needed_imports(report["imports"])
 
 
+def _plain(value):
+    """A tensor as the numpy array of its values (its printed form carries grad_fn and device)."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy()
+    return value
+
+
 def difference(expected, got) -> str | None:
     """None when two answers agree (arrays to float tolerance), else a short description."""
     try:
@@ -225,6 +243,7 @@ def difference(expected, got) -> str | None:
     except ImportError:  # pragma: no cover
         return None if expected == got else f"expected {expected!r}, got {got!r}"
     try:
+        expected, got = _plain(expected), _plain(got)
         if hasattr(expected, "to_numpy"):
             expected, got = expected.to_numpy(), got.to_numpy()
         a, b = np.asarray(expected), np.asarray(got)

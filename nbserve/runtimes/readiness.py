@@ -21,6 +21,8 @@ import random
 import subprocess
 from pathlib import Path
 
+from ..server.schema import column_kind
+
 ROWS = 3
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
@@ -34,10 +36,10 @@ def synthesize(schema: dict | None, rng: random.Random | None = None):
         return _nested(shape, lambda: _scalar(schema["dtype"], rng)) if shape else None
     if kind == "dataframe":
         names = [c["name"] for c in schema["columns"]]
-        rows = [[_scalar(c["dtype"], rng) for c in schema["columns"]] for _ in range(ROWS)]
+        rows = [[_cell(c, rng) for c in schema["columns"]] for _ in range(ROWS)]
         return {"columns": names, "data": rows}
     if kind == "series":
-        return [_scalar(schema["dtype"], rng) for _ in range(ROWS)]
+        return [_cell(schema, rng) for _ in range(ROWS)]
     if kind == "list":
         item = synthesize(schema.get("items"), rng)
         return None if item is None else [item] * ROWS
@@ -51,6 +53,25 @@ def _nested(shape, make):
     if len(shape) == 1:
         return [make() for _ in range(shape[0])]
     return [_nested(shape[1:], make) for _ in range(shape[0])]
+
+
+def _cell(col: dict, rng: random.Random):
+    """A value the server's decoder takes for this column (kinds of nbserve/server/schema.py)."""
+    kind = column_kind(col)
+    if kind == "category" and col.get("categories"):
+        return rng.choice(col["categories"])
+    if kind == "datetime":
+        offset = "+00:00" if col.get("tz") else ""
+        return f"2024-01-{rng.randrange(1, 29):02d}T{rng.randrange(0, 24):02d}:00:00{offset}"
+    if kind == "timedelta":
+        return f"P0DT{rng.randrange(0, 24)}H0M0S"
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind in ("integer", "nullable_integer"):
+        return rng.randrange(0, 3)
+    if kind == "string":
+        return rng.choice(["a", "b"])
+    return _scalar(col.get("dtype", "float64"), rng)
 
 
 def _scalar(dtype: str, rng: random.Random):

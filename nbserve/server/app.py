@@ -147,7 +147,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
     @app.errorhandler(Exception)
     def server_error(exc):
         app.logger.exception("unexpected error")
-        return _error(500, "ServerError", f"{type(exc).__name__}: {exc}")
+        return _error(500, "ServerError", f"{type(exc).__name__}: {guards.public_message(exc)}")
 
     # The model and everything loaded so far live as long as the process: keep the collector off them
     # (a full collection over them in the middle of a request stalls it for tens of ms). Only the

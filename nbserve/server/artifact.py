@@ -45,6 +45,38 @@ def bind_methods(obj, manifest) -> dict:
     for name in manifest["methods"]:
         if manifest.get("kind") == "function":
             table[name] = obj
+        elif manifest.get("kind") == "torch_module":
+            schema = manifest.get("signature", {}).get(name, {}).get("input", {})
+            table[name] = _torch_method(obj, obj if name == "predict" else getattr(obj, name), schema.get("dtype"))
         else:
             table[name] = getattr(obj, name)
     return table
+
+
+def _torch_method(module, fn, dtype):
+    """A torch module's method as a model method: eval mode, no gradients, numpy in (as the sample's
+    dtype) and numpy out."""
+    import numpy as np
+    import torch
+
+    def call(data):
+        module.eval()
+        with torch.no_grad():
+            if isinstance(data, torch.Tensor):
+                tensor = data
+            else:
+                tensor = torch.from_numpy(np.ascontiguousarray(np.asarray(data, dtype=dtype)))
+            return _numpy(fn(tensor))
+
+    call.__name__ = getattr(fn, "__name__", "predict")
+    return call
+
+
+def _numpy(value):
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_numpy(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _numpy(v) for k, v in value.items()}
+    return value

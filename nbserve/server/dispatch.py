@@ -3,7 +3,7 @@ result writable as JSON. nbserve's own ``POST /<method>`` and every protocol ada
 through it, so all of them refuse the same inputs with the same 4xx and report a failing model the same way.
 """
 
-from . import jsonio
+from . import guards, jsonio
 from .schema import InputError, compile_decoder, to_jsonable
 
 
@@ -39,7 +39,8 @@ class Dispatch:
             result = fn(value)
         except Exception as exc:  # the user's model failed: report it, keep serving
             self.logger.warning("%s raised %s: %s", method, type(exc).__name__, exc)
-            raise CallError(500, "ModelError", f"{method} raised {type(exc).__name__}: {exc}") from None
+            message = f"{method} raised {type(exc).__name__}: {guards.public_message(exc)}"
+            raise CallError(500, "ModelError", message) from None
         return to_jsonable(result)
 
     def dumps(self, method: str, payload) -> bytes:

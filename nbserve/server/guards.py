@@ -6,6 +6,7 @@ deadline, and a digest compare when auth is on. Imports nothing else from nbserv
 """
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -40,6 +41,18 @@ def contain_exits(methods: dict) -> dict:
         return call
 
     return {name: guard(name, fn) for name, fn in methods.items()}
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.+@~-]+){2,}[/\\]?")
+
+
+def public_message(exc) -> str:
+    """What a client may read of an exception: its first line, without file system paths (native
+    libraries append their C++ stack trace after it, and either may name the server's files)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else ""
+    first = _PATH.sub(lambda m: "<path>/" + re.split(r"[/\\]", m.group(0).rstrip("/\\"))[-1], first)
+    return first[:500] + (" ..." if len(first) > 500 or len(lines) > 1 else "")
 
 
 def settings(timeout=None, auth_sha256=None):

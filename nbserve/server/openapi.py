@@ -1,5 +1,11 @@
 """The documents a served model describes itself with: /interface.json and an OpenAPI 3 document,
-derived from the manifest once at load. No Flask here: the client side builds the interface too."""
+derived from the manifest once at load. No Flask here: the client side builds the interface too.
+Table columns are described from the schema vocabulary (schema.py): kinds, categories as enums,
+dates as ``format: date-time``, nulls as ``nullable``."""
+
+from .schema import column_kind, column_nullable
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 from .protocols import spoken
 
@@ -33,6 +39,37 @@ def _scalar(dtype: str, out: bool = False) -> dict:
     return {}
 
 
+def column_json_schema(col: dict, out: bool = False) -> dict:
+    """The JSON Schema (OpenAPI 3.0) of one cell of a column or Series."""
+    kind = column_kind(col)
+    nullable = column_nullable(col) or (out and kind == "float")
+    if kind == "float":
+        item = {"type": "number"}
+    elif kind in ("integer", "nullable_integer"):
+        item = {"type": "integer"}
+    elif kind == "boolean":
+        item = {"type": "boolean"}
+    elif kind == "string":
+        item = {"type": "string"}
+    elif kind == "category":
+        categories = list(col.get("categories") or [])
+        types = {_JSON_TYPES.get(type(c)) for c in categories}
+        item = {"enum": categories + ([None] if nullable else [])}
+        if len(types) == 1 and None not in types:
+            item["type"] = types.pop()
+    elif kind == "datetime":
+        item = {"type": "string", "format": "date-time"}
+        if col.get("tz"):
+            item["description"] = f"ISO 8601; read in the time zone {col['tz']} when it has no offset"
+    elif kind == "timedelta":
+        item = {"type": "string", "format": "duration", "description": "ISO 8601 duration, such as P0DT1H30M0S"}
+    else:
+        item = {}
+    if nullable and item:
+        item["nullable"] = True
+    return item
+
+
 def json_schema(schema: dict, out: bool = False) -> dict:
     """The JSON Schema of a value of ``schema``; ``out`` for a method's result (floats may be null)."""
     kind = (schema or {}).get("type", "any")
@@ -46,14 +83,14 @@ def json_schema(schema: dict, out: bool = False) -> dict:
                 item["minItems"] = 1
         return item
     if kind == "dataframe":
-        props = {c["name"]: _scalar(c["dtype"], out) for c in schema["columns"]}
+        props = {c["name"]: column_json_schema(c, out) for c in schema["columns"]}
         return {
             "type": "array",
             "minItems": 1,
             "items": {"type": "object", "properties": props, "required": list(props)},
         }
     if kind == "series":
-        return {"type": "array", "minItems": 1, "items": _scalar(schema["dtype"], out)}
+        return {"type": "array", "minItems": 1, "items": column_json_schema(schema, out)}
     if kind == "list":
         return {"type": "array", "items": json_schema(schema.get("items"), out)}
     if kind == "dict":

@@ -1,0 +1,138 @@
+"""A model's input and output schemas, inferred from sample values, in the vocabulary of
+``nbserve/server/schema.py`` (which the served side decodes by; inference stays here, out of the image)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..server.schema import OBJECT, dtype_is_nullable, kind_of_dtype
+from ..server.schema import _cell as json_value
+
+
+def describe(value, batch: int | None = None):
+    """The schema of a sample value, with the batch dimension of arrays and frames left open. In a dict,
+    only fields whose length is the batch length (``batch_length``) get an open first dimension."""
+    np = sys.modules.get("numpy")
+    pd = sys.modules.get("pandas")
+    torch = sys.modules.get("torch")
+    if pd is not None and isinstance(value, pd.DataFrame):
+        return {"type": "dataframe", "columns": [column_schema(c, value[c]) for c in value.columns]}
+    if pd is not None and isinstance(value, pd.Series):
+        return {"type": "series", **column_schema(value.name, value)}
+    if torch is not None and isinstance(value, torch.Tensor):
+        return describe(value.detach().cpu().numpy(), batch)
+    if np is not None and isinstance(value, np.ndarray):
+        open_first = value.ndim > 0 and (batch is None or value.shape[0] == batch)
+        shape = [None, *value.shape[1:]] if open_first else list(value.shape)
+        return {"type": "ndarray", "dtype": value.dtype.name, "shape": shape, **_nan_flag(value)}
+    if np is not None and isinstance(value, np.generic):
+        return {"type": {"b": "boolean", "i": "integer", "u": "integer", "f": "number"}.get(value.dtype.kind, "any")}
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "integer"}
+    if isinstance(value, float):
+        return {"type": "number"}
+    if isinstance(value, str):
+        return {"type": "string"}
+    if value is None:
+        return {"type": "null"}
+    if isinstance(value, (list, tuple)):
+        return {"type": "list", "items": describe(value[0]) if len(value) else {"type": "any"}}
+    if isinstance(value, dict):
+        batch = batch_length(value)
+        return {"type": "dict", "fields": {str(k): describe(v, batch) for k, v in value.items()}}
+    return {"type": "any", "python": type(value).__qualname__}
+
+
+def column_schema(name, series) -> dict:
+    """One column: name, dtype, kind, nullable, and categories/ordered, unit/tz where they apply."""
+    dtype = series.dtype
+    kind = kind_of_dtype(dtype)
+    missing = bool(series.isna().any())
+    if kind == OBJECT:
+        kind = _object_kind(series)
+    col = {"name": None if name is None else str(name), "dtype": str(dtype), "kind": kind}
+    col["nullable"] = missing or dtype_is_nullable(dtype)
+    if kind == "category":
+        col["categories"] = [json_value(c) for c in series.cat.categories]
+        col["ordered"] = bool(series.cat.ordered)
+    elif kind in ("datetime", "timedelta"):
+        col["unit"] = getattr(series.dt, "unit", None) or str(dtype).partition("[")[2].partition(",")[0].strip("]")
+        if kind == "datetime":
+            col["tz"] = None if series.dt.tz is None else str(series.dt.tz)
+    return col
+
+
+def _object_kind(series) -> str:
+    """An object column holding only strings is a string column; only booleans, a boolean one."""
+    values = series.dropna()
+    types = set(map(type, values))
+    if types and all(issubclass(t, str) for t in types):
+        return "string"
+    if types == {bool}:
+        return "boolean"
+    return OBJECT
+
+
+def _nan_flag(values) -> dict:
+    """{"allow_nan": True} when a float sample holds NaN or infinities (the model evidently takes them,
+    so requests may send null for NaN); else {}, and the decoder refuses non-finite values, which
+    would otherwise reach the model and fail there (a 500) instead of being the client's 400."""
+    import numpy as np
+
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return {"allow_nan": True}
+    return {}
+
+
+def _length(value):
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):
+        return None
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return shape[0] if len(shape) else None
+    try:
+        return len(value)
+    except TypeError:
+        return None
+
+
+def batch_length(sample: dict) -> int | None:
+    """The number of rows of a dict sample: the length its arrays (frames, tensors; else its lists) most
+    often share, the first one's on a tie. Fields of another length (a weight vector, a lookup table)
+    are not per row."""
+    shaped = [v for v in sample.values() if getattr(v, "shape", None)]
+    lengths = [n for n in (_length(v) for v in (shaped or sample.values())) if n is not None]
+    if not lengths:
+        return None
+    return max(lengths, key=lambda n: (lengths.count(n), -lengths.index(n)))
+
+
+def batch_slice(value, n):
+    """The first n rows of a sample, in the sample's own type (for replaying it). In a dict, only the
+    fields that share the batch dimension are cut; the others are kept whole."""
+    if isinstance(value, dict):
+        batch = batch_length(value)
+        return {k: _rows(v, n) if _length(v) == batch else v for k, v in value.items()}
+    return _rows(value, n)
+
+
+def _rows(value, n):
+    if hasattr(value, "iloc"):
+        return value.iloc[:n]
+    try:
+        return value[:n]
+    except (TypeError, KeyError, IndexError):
+        return value
+
+
+def sliced_fields(value) -> str:
+    """For an error message: which fields of a dict sample were cut to the first rows, which kept whole."""
+    if not isinstance(value, dict):
+        return ""
+    batch = batch_length(value)
+    cut = [k for k, v in value.items() if batch is not None and _length(v) == batch]
+    kept = [k for k in value if k not in cut]
+    return f" (fields {cut} cut to their first rows as per-row data of length {batch}; {kept} passed whole)"
