@@ -3,11 +3,10 @@ derived from the manifest once at load. No Flask here: the client side builds th
 Table columns are described from the schema vocabulary (schema.py): kinds, categories as enums,
 dates as ``format: date-time``, nulls as ``nullable``."""
 
+from .protocols import spoken
 from .schema import column_kind, column_nullable
 
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
-
-from .protocols import spoken
 
 
 def interface_document(manifest: dict, model_id: str, default_method: str | None = None) -> dict:
