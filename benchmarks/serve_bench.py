@@ -1,6 +1,6 @@
 """nbserve's served model against a bare Flask app (and MLflow, BentoML where given), in one run.
 
-    python benchmarks/serve_bench.py [--rounds 10] [--mlflow-python PY] [--bentoml-python PY]
+    python benchmarks/serve_bench.py [--rounds 10] [--model linear|xgboost] [--mlflow-python PY] [--bentoml-python PY]
 
 (or NBSERVE_BENCH_MLFLOW_PYTHON / NBSERVE_BENCH_BENTOML_PYTHON). Needs wrk (Debian: apt-get install wrk).
 
@@ -513,6 +513,7 @@ def main(argv=None):
     ap.add_argument("--first-runs", type=int, default=3, help="time-to-first-prediction runs (0: skip)")
     ap.add_argument("--mlflow-python", default=os.environ.get("NBSERVE_BENCH_MLFLOW_PYTHON"))
     ap.add_argument("--bentoml-python", default=os.environ.get("NBSERVE_BENCH_BENTOML_PYTHON"))
+    ap.add_argument("--model", choices=["linear", "xgboost"], default="linear", help="the model every server serves")
     ap.add_argument("--only", help="comma-separated server names to run (default: all available)")
     ap.add_argument("--json", help="also write the raw results here")
     args = ap.parse_args(argv)
@@ -546,7 +547,12 @@ def run(args, workdir: Path):
     import nbserve
 
     X, y = load_diabetes(return_X_y=True)
-    lr = LinearRegression().fit(X, y)
+    if args.model == "xgboost":  # threaded native code (OpenMP) behind the same float rows
+        import xgboost
+
+        lr = xgboost.XGBRegressor(n_estimators=100, max_depth=4).fit(X, y)
+    else:
+        lr = LinearRegression().fit(X, y)
     expected = lr.predict(X)
     (workdir / "model.pkl").write_bytes(pickle.dumps(lr))
     batch = np.resize(X, (args.batch_rows, X.shape[1]))  # the 442 rows repeated to 1,000

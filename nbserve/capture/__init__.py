@@ -119,7 +119,9 @@ class Draft:
             "object_type": self.object_type,
             "methods": self.names,
             "signature": self.signature,
-            "requirements": requirements.lock(requirements.distributions_for(modules)),
+            "requirements": requirements.lock(
+                requirements.distributions_for(modules), imported=set(report["imports"]) if report else None
+            ),
             "python": platform.python_version(),
         }
         if self.reference:

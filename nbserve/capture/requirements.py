@@ -189,14 +189,34 @@ def _dependencies(dist_name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def lock(dists) -> list[str]:
-    """``name==version`` for the distributions and everything they depend on, as installed here."""
+# GPU runtime libraries some packages declare on every Linux machine (xgboost: nvidia-nccl-cu12, ~200 MB):
+# locked only when the proof imported them, so a CPU model's image goes without them
+_GPU_RUNTIMES = ("nvidia-", "cuda-", "cupy-cuda")
+
+
+def _imported_by_proof(dist_name: str, imported) -> bool:
+    key = canonicalize_name(dist_name)
+    return any(canonicalize_name(d) == key for module in imported for d in _module_map().get(module, ()))
+
+
+def lock(dists, imported=None) -> list[str]:
+    """``name==version`` for the distributions and everything they depend on, as installed here.
+    ``imported``: the top-level modules the proof imported; GPU runtime dependencies it never imported are
+    left out (declared, never needed by this model)."""
     pinned: dict[str, str] = {}
     todo = list(dists)
+    initial = {canonicalize_name(d) for d in dists}
     while todo:
         name = todo.pop()
         key = canonicalize_name(name)
         if key in pinned or key in own_distributions():
+            continue
+        if (
+            imported is not None
+            and key not in initial
+            and key.startswith(_GPU_RUNTIMES)
+            and not _imported_by_proof(name, imported)
+        ):
             continue
         try:
             dist = metadata.distribution(name)
