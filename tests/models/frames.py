@@ -27,7 +27,7 @@ def rentals(n=300, seed=0):
 def day_features(frame):
     """Month and weekday of the date column: what a model can use of a date."""
     day = frame["day"]
-    return np.column_stack([day.dt.month, day.dt.dayofweek])
+    return np.column_stack([day.dt.month, day.dt.day_of_week])
 
 
 def mixed_pipeline(frame, target):
