@@ -113,3 +113,39 @@ export async function removeDeployment(name: string): Promise<void> {
     method: 'DELETE'
   });
 }
+
+/** One reading of an instance's /metrics (cumulative; nbserve/monitoring.py: snapshot). */
+export interface ISnapshot {
+  time: number;
+  in_progress: number;
+  methods: {
+    [method: string]: { requests: number; errors: number; sum: number; buckets: [number | null, number][] };
+  };
+}
+
+/** An instance's /drift report (nbserve/server/drift.py). */
+export interface IDriftReport {
+  available: boolean;
+  reason?: string;
+  drift: boolean;
+  drifted_features: string[];
+  window: { rows: number; size: number; workers: number };
+  features: {
+    name: string;
+    role: string;
+    method: string | null;
+    kind: string;
+    psi: number | null;
+    status: string;
+    reference: { shares: number[] };
+    live: { shares: number[] };
+  }[];
+}
+
+export async function metricsOf(id: string): Promise<ISnapshot> {
+  return (await requestAPI<{ snapshot: ISnapshot }>(`instances/${encodeURIComponent(id)}/metrics`)).snapshot;
+}
+
+export async function driftOf(id: string): Promise<IDriftReport> {
+  return (await requestAPI<{ drift: IDriftReport }>(`instances/${encodeURIComponent(id)}/drift`)).drift;
+}

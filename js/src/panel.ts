@@ -19,6 +19,7 @@ import {
 } from './api';
 import { DeploymentsSection } from './deployments';
 import { h, replaceChildren } from './dom';
+import { MonitorView } from './monitor';
 
 const IDLE_REFRESH_MS = 5000;
 const BUSY_REFRESH_MS = 1000;
@@ -184,6 +185,7 @@ export class ServingPanel extends Widget {
         this._instanceRows.set(entry.id, row);
       }
       row.update(entry);
+      void row.refreshMonitor(entry.status === 'running' && !entry.job);
       seen.add(entry.id);
       placeAt(this._instanceList, row.node, index);
     });
@@ -392,7 +394,22 @@ class InstanceRow {
     this._body = h('div', { className: 'nbserve-body' });
     this._error = h('div', { className: 'nbserve-error', role: 'alert' });
     this._error.hidden = true;
-    this.node = h('li', { className: 'nbserve-item' }, this._body, this._error);
+    this._monitorSlot = h('div', { className: 'nbserve-monitor-slot' });
+    this.node = h('li', { className: 'nbserve-item' }, this._body, this._monitorSlot, this._error);
+  }
+
+  /** Metrics and drift plots while the instance runs (read again on every refresh of the sidebar). */
+  async refreshMonitor(running: boolean): Promise<void> {
+    if (!running) {
+      this._monitor?.node.remove();
+      this._monitor = null;
+      return;
+    }
+    if (!this._monitor) {
+      this._monitor = new MonitorView(this.id);
+      this._monitorSlot.appendChild(this._monitor.node);
+    }
+    await this._monitor.refresh();
   }
 
   update(entry: IEntry): void {
@@ -508,6 +525,8 @@ class InstanceRow {
 
   private _body: HTMLElement;
   private _error: HTMLElement;
+  private _monitorSlot: HTMLElement;
+  private _monitor: MonitorView | null = null;
   private _key = '';
 }
 
