@@ -120,6 +120,19 @@ def test_build_makes_a_labelled_non_root_image_without_wheels_or_pip(built, engi
     assert re.search(r"dependency image \(\d+ packages\): step 4/", text)
     assert "image nbserve/diabetes:1: step 14/14" in text
     assert "readiness check: predict answers as in the kernel" in text
+    # the lean venv: test suites and sources dropped, bytecode compiled, the saving shown per package
+    assert re.search(r"scipy: -\d+\.\d MB", text) and re.search(r"site-packages \d+ MB -> \d+ MB", text)
+    out = engine.containers.run(
+        image.id,
+        [
+            "python",
+            "-c",
+            "import glob, sklearn, scipy; print(len(glob.glob('/opt/venv/lib/python*/site-packages/*/**/tests', "
+            "recursive=True)), len(glob.glob(sklearn.__path__[0] + '/__pycache__/*.pyc')) > 0)",
+        ],
+        remove=True,
+    )
+    assert out.decode().split() == ["0", "True"]
 
 
 @pytest.mark.docker

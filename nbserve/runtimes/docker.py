@@ -428,6 +428,8 @@ class DockerRuntime(Runtime):
                                 progress(f"{what}: step {i}/{steps}: {m.group(3)[:110]}", i / steps)
                             elif line.strip() == "---> Using cache":
                                 cached += 1
+                            elif line.startswith("nbserve prune: "):  # prune_venv.py: the saving per package
+                                progress(f"{what}: {line[len('nbserve prune: ') :]}")
                     if "error" in chunk:
                         error = chunk["error"]
                         log.append(error)

@@ -42,17 +42,21 @@ UID = 10001
 VENV = "/opt/venv"
 APP = "/opt/nbserve"
 FIXED_MTIME = 946684800  # 2000-01-01
+PRUNE_SCRIPT = Path(__file__).with_name("prune_venv.py")  # runs inside the dependency image
 
 DEPS_DOCKERFILE = """\
 # nbserve dependency image: {base} + the pinned wheels of lock {lock_hash}
 FROM {base}
 COPY requirements.lock /tmp/nbserve/requirements.lock
 COPY wheels /tmp/nbserve/wheels
+COPY prune_venv.py /tmp/nbserve/prune_venv.py
 # --no-index: nothing is fetched while building; --no-deps: the lock is already the closure, and pip must
-# not second-guess the kernel's environment that the model was proven in
+# not second-guess the kernel's environment that the model was proven in. Then, in the same layer, drop what
+# the server never imports (test suites, sources, headers, stubs) and compile the bytecode: prune_venv.py
 RUN python3 -m venv {venv} \\
  && {venv}/bin/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \\
-        --find-links /tmp/nbserve/wheels -r /tmp/nbserve/requirements.lock{uninstall}
+        --find-links /tmp/nbserve/wheels -r /tmp/nbserve/requirements.lock{uninstall} \\
+ && {venv}/bin/python /tmp/nbserve/prune_venv.py {venv}
 """
 
 MODEL_DOCKERFILE = """\
@@ -98,9 +102,11 @@ def image_lock(version) -> list[str]:
 
 
 def lock_hash(lines: list[str], target: str) -> str:
-    """The key of the dependency layers: the exact pins and the platform they are for."""
+    """The key of the dependency layers: the exact pins, the platform they are for, and how they are
+    installed (the Dockerfile and the pruning script), so a changed recipe is not served from an old image."""
     text = f"target {target}\n" + "\n".join(lines) + "\n"
-    return hashlib.sha256(text.encode()).hexdigest()
+    recipe = DEPS_DOCKERFILE + PRUNE_SCRIPT.read_text()
+    return hashlib.sha256(text.encode() + hashlib.sha256(recipe.encode()).digest()).hexdigest()
 
 
 def recipe_hash() -> str:
@@ -259,6 +265,7 @@ def deps_context(path: Path, base: str, lines: list[str], key: str, wheels: Path
     (path / "wheels").mkdir()
     for whl in wheels.glob("*.whl"):
         _link_or_copy(whl, path / "wheels" / whl.name)
+    shutil.copy2(PRUNE_SCRIPT, path / "prune_venv.py")
     # venv brings pip and setuptools; the running server needs neither (unless the model pinned them)
     pinned = {_wheel_key(line)[0] for line in lines}
     drop = [n for n in ("pip", "setuptools") if n not in pinned]
