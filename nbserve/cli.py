@@ -101,8 +101,8 @@ def _run(ws, args) -> int:
                 ("ID", "MODEL", "RUNTIME", "STATUS", "URL"),
             )
     elif cmd == "serve":
-        batching = {"batch": True, "max_batch": args.max_batch, "max_latency_ms": args.max_latency_ms}
-        batching = {k: v for k, v in batching.items() if v is not None} if args.batch else {}
+        batching = {"batch": args.batch or None, "max_batch": args.max_batch, "max_latency_ms": args.max_latency_ms}
+        batching = {k: v for k, v in batching.items() if v is not None}  # the core refuses max_* without batch
         protocols = {"default_method": args.default_method} if args.default_method else {}
         inst = ws.serve(args.model, runtime=args.runtime, port=args.port, workers=args.workers, **batching, **protocols)
         print(inst.url)

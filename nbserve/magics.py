@@ -318,10 +318,9 @@ def _previous_and_position(event):
 
 
 def batch_options(args) -> dict:
-    """serve()'s batching keywords from --batch/--max-batch/--max-latency-ms (magic and CLI alike)."""
-    if not args.batch:
-        return {}
-    options = {"batch": True}
+    """serve()'s batching keywords from --batch/--max-batch/--max-latency-ms (the core checks them: a
+    --max-batch without --batch is an error there, not silently ignored here)."""
+    options = {"batch": True} if args.batch else {}
     if args.max_batch is not None:
         options["max_batch"] = args.max_batch
     if args.max_latency_ms is not None:

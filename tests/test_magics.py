@@ -323,3 +323,15 @@ def test_expressions_as_sample_need_quotes_when_they_have_spaces(run, shell):
     result, out, err = run('%serve double --name double --sample "[1, 2]" --no-start --runtime process')
     assert result.success, err
     assert result.result.signature["predict"]["input"]["type"] == "list"  # a lambda serves as predict
+
+
+def test_serve_batch_options_reach_the_server(run, shell, iris_ns):
+    X, lr = iris_ns
+    result, out, err = run("inst = %serve lr --sample X --runtime process --batch --max-batch 8 --max-latency-ms 5")
+    assert result.success, err
+    inst = shell.user_ns["inst"]
+    report = requests.get(inst.url + "/batching", timeout=10).json()
+    assert (report["max_batch"], report["max_latency_ms"]) == (8, 5.0)
+    np.testing.assert_array_equal(inst.client().predict(X[:10]), lr.predict(X[:10]))
+    result, out, err = run("%serve lr --sample X --runtime process --max-batch 8")
+    assert "max_batch and max_latency_ms apply with batch=True" in out + err
