@@ -313,7 +313,7 @@ class _DeploymentsSection:
 
     def close(self) -> None:
         for w in self.widgets:
-            w.close()
+            _close(w)
 
 
 class Panel(widgets.VBox):
@@ -364,9 +364,11 @@ class Panel(widgets.VBox):
         header = widgets.HBox([self.refresh_button, self.status], layout=widgets.Layout(align_items="center"))
         self.monitor_title = shared.cell("<h3 style='margin: 4px 0'>Monitoring</h3>")
         self.monitor_box = widgets.VBox(layout=widgets.Layout(display="none"))
-        self.deployments = _DeploymentsSection(self)
+        # made on first need: a panel without deployments keeps its few dozen widget models
+        self.deployments: _DeploymentsSection | None = None
+        self.deployments_box = widgets.VBox()
         self._own = [
-            *self.deployments.widgets,
+            self.deployments_box,
             header,
             self.refresh_button,
             self.status,
@@ -396,7 +398,7 @@ class Panel(widgets.VBox):
                 self.instances_grid,
                 self.no_instances,
                 self.monitor_box,
-                self.deployments.box,
+                self.deployments_box,
                 self.progress,
                 self.logs_box,
             ],
@@ -431,9 +433,14 @@ class Panel(widgets.VBox):
             self._sync_instances(instances)
             self._sync_monitors(instances)
             try:
-                self.deployments.sync(self.workspace.deployments())
+                deployments = self.workspace.deployments()
             except NbserveError:  # an engine that stopped answering must not hide the models and instances
-                pass
+                deployments = None
+            if deployments and self.deployments is None:
+                self.deployments = _DeploymentsSection(self)
+                self.deployments_box.children = [self.deployments.box]
+            if deployments is not None and self.deployments is not None:
+                self.deployments.sync(deployments)
             running = [i for i in instances if i.status == "running"]
             hint = next((h for h in (proxy_hint(i.url) for i in running) if h), None)
             _set(
@@ -648,7 +655,8 @@ class Panel(widgets.VBox):
         for id, row in self._instance_rows.items():
             row.enable(None if busy else self._statuses.get(id))
         self.refresh_button.disabled = busy
-        self.deployments.enable(busy)
+        if self.deployments is not None:
+            self.deployments.enable(busy)
 
     # -- auto-refresh --------------------------------------------------------------------------
 
@@ -712,6 +720,8 @@ class Panel(widgets.VBox):
             row.close()
         self._monitors = {}
         self._model_rows, self._instance_rows = {}, {}
+        if self.deployments is not None:
+            self.deployments.close()
         for w in self._own:
             _close(w)
         self._shared.close()
