@@ -1,70 +1,49 @@
-"""The local model registry: SQLite metadata plus a content-addressed artifact store.
+"""The model registry: metadata (versions, instances, placements) plus a content-addressed artifact store.
 
-Layout under the registry home::
+By default both live under the registry home, as they always have::
 
-    registry.db                 models, versions, instances (SQLite, WAL)
+    registry.db                 versions, instances, placements, schema_version (SQLite, WAL)
     artifacts/<sha256>/         model.pkl + manifest.json, written to a temp dir and renamed into place
 
-The artifact address is the sha256 of ``manifest.json``, and the manifest records the sha256 of
-``model.pkl``; so one hash covers both files, and an artifact is immutable once it is visible.
-Several processes (kernels, the Jupyter server, the CLI) share one registry: versions are
-allocated inside ``BEGIN IMMEDIATE`` transactions, so concurrent registers never collide.
+A team shares one registry by pointing ``NBSERVE_REGISTRY_URL`` at PostgreSQL and ``NBSERVE_ARTIFACTS`` at an
+S3-compatible bucket (see ``nbserve.store``); instances stay in the local ``registry.db``, and the shared
+registry is told which versions run where. The artifact address is the sha256 of ``manifest.json``, and the
+manifest records the sha256 of ``model.pkl``: one hash covers both files, checked on every read. Several
+processes (kernels, the Jupyter server, the CLI, other machines) share one registry: versions are allocated
+under the registry's write lock, so concurrent registers never collide.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
-import sqlite3
-import tempfile
+import socket
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ArtifactIntegrityError, InstanceNotFoundError, ModelNotFoundError, NbserveError
+from .errors import NbserveError
+from .store import locations
+from .store.artifacts import MANIFEST, PICKLE, LocalArtifacts, canonical_json, open_artifacts, pack, sha256_bytes
+from .store.rows import InstanceRow, VersionRow
+from .store.sql import SQLMetadata
 
-PICKLE = "model.pkl"
-MANIFEST = "manifest.json"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS versions (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    created REAL NOT NULL,
-    python TEXT NOT NULL,
-    PRIMARY KEY (name, version),
-    UNIQUE (name, sha256)
-);
-CREATE TABLE IF NOT EXISTS instances (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    runtime TEXT NOT NULL,
-    host TEXT NOT NULL,
-    port INTEGER,
-    desired TEXT NOT NULL,
-    created REAL NOT NULL,
-    started REAL,
-    handle TEXT NOT NULL DEFAULT '{}',
-    options TEXT NOT NULL DEFAULT '{}'
-);
-"""
-
-
-def canonical_json(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+__all__ = [
+    "MANIFEST",
+    "PICKLE",
+    "InstanceRow",
+    "Registry",
+    "VersionRow",
+    "canonical_json",
+    "parse_ref",
+    "require_name",
+    "sha256_bytes",
+]
 
 
 def parse_ref(ref: str, version: int | None = None) -> tuple[str, int | None]:
     """'diabetes' -> ('diabetes', None); 'diabetes:2' -> ('diabetes', 2)."""
+    from .errors import ModelNotFoundError
+
     name = ref
     if ":" in ref:
         name, _, v = ref.rpartition(":")
@@ -76,52 +55,43 @@ def parse_ref(ref: str, version: int | None = None) -> tuple[str, int | None]:
     return name, (int(version) if version is not None else None)
 
 
-@dataclass
-class VersionRow:
-    name: str
-    version: int
-    sha256: str
-    created: float
-    python: str
+def whoami() -> tuple[str, str]:
+    """(user, host) recorded with each version and each reported instance."""
+    try:
+        import getpass
 
-
-@dataclass
-class InstanceRow:
-    id: str
-    name: str
-    version: int
-    runtime: str
-    host: str
-    port: int | None
-    desired: str
-    created: float
-    started: float | None
-    handle: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict, repr=False)  # may hold the auth token: never in a repr
-
-    @property
-    def model(self) -> str:
-        return f"{self.name}:{self.version}"
+        user = getpass.getuser()
+    except Exception:  # no login name (a container with an unnamed uid): say so rather than fail a register
+        user = f"uid {os.getuid()}"
+    return user, socket.gethostname()
 
 
 class Registry:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, url: str | None = None, artifacts: str | None = None):
         self.home = Path(home)
-        self.artifacts = self.home / "artifacts"
-        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        found_url, found_artifacts = locations(self.home)
         self.db_path = self.home / "registry.db"
-        db = self._connect()
-        try:
-            db.executescript(_SCHEMA)
-        finally:
-            db.close()
+        self.local = SQLMetadata(f"sqlite:///{self.db_path}")  # instances: always per machine
+        url = url or found_url
+        self.meta = self.local if url == f"sqlite:///{self.db_path}" else SQLMetadata(url)
+        self.artifacts = open_artifacts(artifacts or found_artifacts, self.home)
         self._sweep_leftovers()
+
+    def describe(self) -> dict:
+        return {
+            "metadata": self.meta.describe(),
+            "artifacts": str(self.artifacts),
+            "schema_version": self.meta.schema_version(),
+            "instances": self.local.describe(),
+        }
 
     def _sweep_leftovers(self, older_than: float = 3600.0) -> None:
         """A register or serve killed mid-way leaves a temp dir (never visible as an artifact or a
         version); remove those old enough that no live writer can still own them."""
         cutoff = time.time() - older_than
-        for parent, pattern in ((self.artifacts, ".tmp-*"), (self.home / "staging", "*")):
+        local = self.artifacts if isinstance(self.artifacts, LocalArtifacts) else self.artifacts.cache
+        for parent, pattern in ((local.root, ".tmp-*"), (self.home / "staging", "*")):
             for path in parent.glob(pattern):
                 try:
                     if path.stat().st_mtime < cutoff:
@@ -129,196 +99,90 @@ class Registry:
                 except OSError:
                     pass
 
-    # -- connections ---------------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
-
-    @contextmanager
-    def _tx(self):
-        """A write transaction taken up front, so concurrent writers queue instead of deadlocking."""
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
-
-    def _query(self, sql, args=()):
-        db = self._connect()
-        try:
-            return db.execute(sql, args).fetchall()
-        finally:
-            db.close()
-
     # -- artifacts -----------------------------------------------------------------------------
 
     def store_artifact(self, pickle_bytes: bytes, manifest: dict) -> str:
-        """Write the artifact atomically; return its address. Storing the same content twice is a no-op."""
-        manifest = dict(manifest, pickle_sha256=sha256_bytes(pickle_bytes))
-        manifest_bytes = canonical_json(manifest)
-        sha = sha256_bytes(manifest_bytes)
-        final = self.artifacts / sha
-        if final.is_dir():
-            return sha
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.artifacts))
-        try:
-            for fname, data in ((PICKLE, pickle_bytes), (MANIFEST, manifest_bytes)):
-                with open(tmp / fname, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not final.is_dir():  # lost a race to an identical writer: fine; anything else is not
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        """Write the artifact (atomically, once); return its address."""
+        sha, manifest_bytes = pack(pickle_bytes, manifest)
+        self.artifacts.put(sha, pickle_bytes, manifest_bytes)
         return sha
 
     def artifact_dir(self, sha: str) -> Path:
-        return self.artifacts / sha
+        """A local directory holding the artifact (for a bucket: the local cache, fetched and verified once)."""
+        return self.artifacts.directory(sha)
 
     def read_manifest(self, sha: str) -> dict:
-        path = self.artifacts / sha / MANIFEST
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ArtifactIntegrityError(f"artifact {sha[:12]} is missing from {self.artifacts}") from None
-        if sha256_bytes(data) != sha:
-            raise ArtifactIntegrityError(
-                f"artifact {sha[:12]}: manifest.json does not match its sha256; "
-                f"the registry at {self.home} was modified on disk"
-            )
-        return json.loads(data)
+        return self.artifacts.manifest(sha)
 
     def verify_artifact(self, sha: str) -> dict:
         """Check both files against their hashes; return the manifest."""
-        self.verified_pickle(sha)
-        return self.read_manifest(sha)
+        self.artifacts.pickle(sha)
+        return self.artifacts.manifest(sha)
 
     def verified_pickle(self, sha: str) -> bytes:
         """model.pkl's bytes, checked against the manifest's hash: the caller unpickles exactly these
         (hashing the file and then opening it again would let the bytes change in between)."""
-        manifest = self.read_manifest(sha)
-        data = (self.artifacts / sha / PICKLE).read_bytes()
-        if sha256_bytes(data) != manifest["pickle_sha256"]:
-            raise ArtifactIntegrityError(
-                f"artifact {sha[:12]}: model.pkl does not match its sha256; "
-                f"refusing to unpickle bytes that changed on disk"
-            )
-        return data
+        return self.artifacts.pickle(sha)
 
     # -- versions ------------------------------------------------------------------------------
 
     def add_version(self, name: str, sha: str, python: str) -> tuple[VersionRow, bool]:
         """Record (name, artifact) as the next version; the same artifact twice returns the existing one."""
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT name, version, sha256, created, python FROM versions WHERE name=? AND sha256=?", (name, sha)
-            ).fetchone()
-            if row:
-                return VersionRow(*row), False
-            (last,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE name=?", (name,)).fetchone()
-            row = (name, last + 1, sha, time.time(), python)
-            db.execute("INSERT INTO versions VALUES (?,?,?,?,?)", row)
-            return VersionRow(*row), True
+        return self.meta.add_version(name, sha, python, *whoami())
 
     def get_version(self, name: str, version: int | None = None) -> VersionRow:
-        if version is None:
-            rows = self._query(
-                "SELECT name, version, sha256, created, python FROM versions WHERE name=? "
-                "ORDER BY version DESC LIMIT 1",
-                (name,),
-            )
-        else:
-            rows = self._query(
-                "SELECT name, version, sha256, created, python FROM versions WHERE name=? AND version=?",
-                (name, int(version)),
-            )
-        if not rows:
-            known = [r[0] for r in self._query("SELECT DISTINCT name FROM versions ORDER BY name")]
-            if version is not None and name in known:
-                raise ModelNotFoundError(f"model {name!r} has no version {version}")
-            hint = f"; registered models: {', '.join(known)}" if known else "; no model is registered yet"
-            raise ModelNotFoundError(f"no model named {name!r}{hint}")
-        return VersionRow(*rows[0])
+        return self.meta.get_version(name, version)
 
     def list_versions(self, name: str | None = None) -> list[VersionRow]:
-        if name is None:
-            rows = self._query("SELECT name, version, sha256, created, python FROM versions ORDER BY name, version")
-        else:
-            rows = self._query(
-                "SELECT name, version, sha256, created, python FROM versions WHERE name=? ORDER BY version", (name,)
-            )
-        return [VersionRow(*r) for r in rows]
+        return self.meta.list_versions(name)
 
     def latest_versions(self) -> list[VersionRow]:
-        rows = self._query(
-            "SELECT v.name, v.version, v.sha256, v.created, v.python FROM versions v "
-            "JOIN (SELECT name, MAX(version) AS m FROM versions GROUP BY name) l "
-            "ON v.name=l.name AND v.version=l.m ORDER BY v.name"
-        )
-        return [VersionRow(*r) for r in rows]
+        return self.meta.latest_versions()
 
-    # -- instances -----------------------------------------------------------------------------
-
-    _ICOLS = "id, name, version, runtime, host, port, desired, created, started, handle, options"
-
-    def _irow(self, r) -> InstanceRow:
-        return InstanceRow(*r[:9], handle=json.loads(r[9]), options=json.loads(r[10]))
+    # -- instances (this machine's) ---------------------------------------------------------------
 
     def add_instance(self, row: InstanceRow) -> None:
-        with self._tx() as db:
-            db.execute(
-                f"INSERT INTO instances ({self._ICOLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    row.id,
-                    row.name,
-                    row.version,
-                    row.runtime,
-                    row.host,
-                    row.port,
-                    row.desired,
-                    row.created,
-                    row.started,
-                    json.dumps(row.handle),
-                    json.dumps(row.options),
-                ),
-            )
+        self.local.add_instance(row)
 
     def update_instance(self, id: str, **fields) -> None:
-        if not fields:
-            return
-        for key in ("handle", "options"):
-            if key in fields:
-                fields[key] = json.dumps(fields[key])
-        sets = ", ".join(f"{k}=?" for k in fields)
-        with self._tx() as db:
-            db.execute(f"UPDATE instances SET {sets} WHERE id=?", (*fields.values(), id))
+        self.local.update_instance(id, **fields)
 
     def get_instance(self, id: str) -> InstanceRow:
-        rows = self._query(f"SELECT {self._ICOLS} FROM instances WHERE id=?", (id,))
-        if not rows:
-            raise InstanceNotFoundError(f"no instance with id {id!r}; `nbserve.instances()` lists them")
-        return self._irow(rows[0])
+        return self.local.get_instance(id)
 
     def list_instances(self) -> list[InstanceRow]:
-        rows = self._query(f"SELECT {self._ICOLS} FROM instances ORDER BY created")
-        return [self._irow(r) for r in rows]
+        return self.local.list_instances()
 
     def delete_instance(self, id: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM instances WHERE id=?", (id,))
+        self.local.delete_instance(id)
+
+    # -- placements: which versions run where (the team's view) -----------------------------------
+
+    def report(self, placements: list[dict], gone: list[str] = ()) -> None:
+        """Tell the (possibly shared) registry what this machine's instances are doing."""
+        user, host = whoami()
+        self.meta.report(host, [dict(p, registered_by=user) for p in placements], gone)
+
+    def placements(self) -> list[dict]:
+        return self.meta.placements()
+
+    # -- copy into another registry -------------------------------------------------------------
+
+    def copy_to(self, target: Registry, say=None) -> dict:
+        """Copy every version (same numbers, artifacts and provenance) into ``target``; idempotent. Each
+        artifact is verified here before it is written and read back from the target after."""
+        done = {"copied": 0, "present": 0, "artifacts_verified": 0}
+        for row in self.meta.list_versions():
+            pickle_bytes, manifest_bytes = self.artifacts.raw(row.sha256)
+            target.artifacts.put(row.sha256, pickle_bytes, manifest_bytes)
+            if target.artifacts.raw(row.sha256) != (pickle_bytes, manifest_bytes):
+                raise NbserveError(f"{row.name}:{row.version}: the copy in {target.artifacts} differs")
+            done["artifacts_verified"] += 1
+            outcome = target.meta.import_version(row)
+            done[outcome] += 1
+            if say:
+                say(f"{row.name}:{row.version} {row.sha256[:12]} {outcome}")
+        return done
 
 
 def require_name(name: str) -> str:

@@ -19,8 +19,23 @@ class ModelVersion:
     created: float
     python_executable: str
     manifest: dict = field(repr=False)
-    artifact_dir: Path = field(repr=False)
     _workspace: object = field(repr=False, default=None)
+    registered_by: str = ""  # who registered it: user and host (empty for versions older than schema 2)
+    registered_host: str = ""
+    _running: list | None = field(repr=False, default=None)
+
+    @property
+    def artifact_dir(self) -> Path:
+        """A local directory with the verified artifact (fetched once from a shared store, then cached)."""
+        return self._workspace.registry.artifact_dir(self.sha256)
+
+    @property
+    def running(self) -> list[dict]:
+        """Where this version runs, as the workspaces of the registry's users report it: machine, instance,
+        runtime, url, status, registered_by (who started it), reported (when they last said so)."""
+        if self._running is None:
+            self._running = self._workspace.placements(self.id)
+        return self._running
 
     @property
     def id(self) -> str:
@@ -62,6 +77,9 @@ class ModelVersion:
             "python": self.python,
             "kind": self.manifest.get("kind"),
             "object_type": self.manifest.get("object_type"),
+            "registered_by": self.registered_by,
+            "registered_host": self.registered_host,
+            "running": self.running,
         }
 
     def __eq__(self, other):

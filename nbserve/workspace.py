@@ -81,7 +81,7 @@ class Workspace:
 
     # -- models --------------------------------------------------------------------------------
 
-    def _version(self, row) -> ModelVersion:
+    def _version(self, row, placements=None) -> ModelVersion:
         return ModelVersion(
             name=row.name,
             version=row.version,
@@ -89,8 +89,34 @@ class Workspace:
             created=row.created,
             python_executable=row.python,
             manifest=self.registry.read_manifest(row.sha256),
-            artifact_dir=self.registry.artifact_dir(row.sha256),
             _workspace=self,
+            registered_by=row.registered_by,
+            registered_host=row.registered_host,
+            _running=None
+            if placements is None
+            else [p for p in placements if p["model"] == f"{row.name}:{row.version}"],
+        )
+
+    def placements(self, model: str | None = None) -> list[dict]:
+        """Which versions run where, as the registry's users' workspaces report them (the team's view)."""
+        found = [dict(p, model=f"{p['name']}:{p['version']}") for p in self.registry.placements()]
+        return [p for p in found if model is None or p["model"] == model]
+
+    def _report(self, instances=(), gone=()) -> None:
+        """Tell the registry (shared by a team, or this machine's) what this machine's instances are doing."""
+        self.registry.report(
+            [
+                {
+                    "instance": i.id,
+                    "name": i.name,
+                    "version": i.version,
+                    "runtime": i.runtime,
+                    "url": i.url,
+                    "status": i.status,
+                }
+                for i in instances
+            ],
+            gone,
         )
 
     def _name_for(self, obj, name):
@@ -122,10 +148,14 @@ class Workspace:
         return mv
 
     def models(self) -> list[ModelVersion]:
-        return [self._version(r) for r in self.registry.latest_versions()]
+        rows = self.registry.latest_versions()
+        placements = self.placements() if rows else []
+        return [self._version(r, placements) for r in rows]
 
     def versions(self, name: str) -> list[ModelVersion]:
-        return [self._version(r) for r in self.registry.list_versions(name)]
+        rows = self.registry.list_versions(name)
+        placements = self.placements() if rows else []
+        return [self._version(r, placements) for r in rows]
 
     def get_model(self, ref, version: int | None = None) -> ModelVersion:
         if isinstance(ref, ModelVersion):
@@ -243,6 +273,7 @@ class Workspace:
         row.started = time.time()
         self.registry.add_instance(row)
         inst = self._instance(row, "running")
+        self._report([inst])
         say(f"{inst.id} is serving {inst.model} at {inst.url}")
         if inst.auth_token:  # never the whole token in a message: the first characters only
             say(
@@ -255,7 +286,9 @@ class Workspace:
         if model is not None:
             name, version = parse_ref(model)
             rows = [r for r in rows if r.name == name and (version is None or r.version == version)]
-        return [self._instance(r) for r in rows]
+        found = [self._instance(r) for r in rows]
+        self._report(found)
+        return found
 
     def get_instance(self, id: str) -> Instance:
         return self._instance(self.registry.get_instance(id))
@@ -279,7 +312,9 @@ class Workspace:
         self.runtime(row.runtime).stop(row)
         row.desired = "stopped"
         self.registry.update_instance(id, desired="stopped")
-        return self._instance(row)
+        inst = self._instance(row)
+        self._report([inst])
+        return inst
 
     def start(self, id: str, progress=None) -> Instance:
         say = _progress(progress)
@@ -292,12 +327,15 @@ class Workspace:
         row.handle = rt.start(row, mv, say)
         row.desired, row.started = "running", time.time()
         self.registry.update_instance(id, desired="running", port=row.port, handle=row.handle, started=row.started)
-        return self._instance(row, "running")
+        inst = self._instance(row, "running")
+        self._report([inst])
+        return inst
 
     def remove(self, id: str) -> None:
         row = self.registry.get_instance(id)
         self.runtime(row.runtime).remove(row)
         self.registry.delete_instance(id)
+        self._report(gone=[id])
 
     def logs(self, id: str, tail: int = 200) -> str:
         row = self.registry.get_instance(id)

@@ -107,3 +107,46 @@ def container_registry(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+# -- registry backends: the embedded default, and a team's (PostgreSQL + S3-compatible storage) ---------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of this session (Debian's binaries, run as an unprivileged user, in a temp dir)."""
+    from nbserve_testing import need
+    from team_servers import SETUP, Postgres, postgres_missing
+
+    missing = postgres_missing()
+    need(missing is None, missing or "", SETUP)
+    server = Postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """SeaweedFS's S3 API on 127.0.0.1 for this session, with one bucket and credentials it checks."""
+    from nbserve_testing import need
+    from team_servers import SETUP, SeaweedS3, weed_binary
+
+    need(weed_binary() is not None, "SeaweedFS's weed binary", SETUP)
+    server = SeaweedS3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "team"])
+def backend(request, monkeypatch):
+    """A registry test runs twice: on SQLite + local files (the default) and on PostgreSQL + S3 (a team's).
+    The environment points at a fresh registry; ``backend.fresh()`` makes another (env for a child process),
+    ``backend.use(env)`` switches this process to it."""
+    from team_servers import Backend
+
+    for key in ("NBSERVE_REGISTRY_URL", "NBSERVE_ARTIFACTS"):
+        monkeypatch.delenv(key, raising=False)
+    servers = (request.getfixturevalue("postgres"), request.getfixturevalue("s3")) if request.param == "team" else None
+    chosen = Backend(request.param, servers, monkeypatch)
+    chosen.use(chosen.fresh())
+    return chosen

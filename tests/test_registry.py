@@ -1,4 +1,8 @@
-"""The registry: versions, lookups, integrity, and writers in several processes at once."""
+"""The registry: versions, lookups, integrity, and writers in several processes at once.
+
+Each test that takes ``backend`` runs twice: on the embedded default (SQLite + local files) and on a team's
+registry (PostgreSQL + S3-compatible storage, real servers started by tests/team_servers.py).
+"""
 
 import multiprocessing
 import os
@@ -8,6 +12,11 @@ import pytest
 
 import nbserve
 from nbserve.workspace import Workspace
+
+
+@pytest.fixture
+def workspace(backend, home):
+    return Workspace(home)
 
 
 def test_versions_count_up_and_identical_artifacts_are_not_duplicated(workspace, diabetes):
@@ -44,21 +53,45 @@ def test_bad_names_are_refused_before_anything_is_written(workspace, diabetes):
     with pytest.raises(nbserve.NbserveError, match="pass name="):
         workspace.register(lr, sample=X, progress=False)
     assert workspace.models() == []
-    assert [p.name for p in (workspace.home / "artifacts").iterdir()] == []
+    assert workspace.registry.artifacts.list() == []
+
+
+def _flip_a_byte(data: bytes) -> bytes:
+    data = bytearray(data)
+    data[-5] ^= 0xFF
+    return bytes(data)
 
 
 def test_changed_bytes_on_disk_are_refused_at_load(workspace, diabetes):
     X, _, lr = diabetes
     mv = workspace.register(lr, name="diabetes", sample=X, progress=False)
-    pkl = mv.artifact_dir / "model.pkl"
-    data = bytearray(pkl.read_bytes())
-    data[-5] ^= 0xFF
-    pkl.write_bytes(bytes(data))
-    with pytest.raises(nbserve.ArtifactIntegrityError, match="refusing to unpickle"):
+    pkl = mv.artifact_dir / "model.pkl"  # the store itself, or (for a bucket) this machine's cache of it
+    pkl.write_bytes(_flip_a_byte(pkl.read_bytes()))
+    with pytest.raises(nbserve.ArtifactIntegrityError, match="refusing to unpickle") as refused:
         mv.load()
+    assert str(pkl) in str(refused.value)
 
 
-def _register_in_child(home, seed):
+def test_a_tampered_object_in_the_bucket_is_refused_naming_it(backend, tmp_path, iris):
+    if not backend.team:
+        pytest.skip("a bucket is the team backend's (the local store is covered above)")
+    X, _, clf = iris
+    mv = Workspace(tmp_path / "alice").register(clf, name="iris", sample=X, progress=False)
+    store = mv._workspace.registry.artifacts
+    key = store.key(mv.sha256, "model.pkl")
+    s3 = store.client
+    s3.put_object(
+        Bucket=store.bucket, Key=key, Body=_flip_a_byte(s3.get_object(Bucket=store.bucket, Key=key)["Body"].read())
+    )
+    bob = Workspace(tmp_path / "bob")  # another machine: nothing cached, it reads the bucket
+    with pytest.raises(nbserve.ArtifactIntegrityError, match="refusing to unpickle") as refused:
+        bob.load("iris:1")
+    assert f"s3://{store.bucket}/{key}" in str(refused.value)
+    assert not (bob.home / "cache" / "artifacts" / mv.sha256).exists()  # nothing unverified was cached
+    np.testing.assert_array_equal(mv.load().predict(X[:5]), clf.predict(X[:5]))  # alice's verified cache
+
+
+def _register_in_child(home, seed):  # a process of its own, with a home of its own for a team's registry
     from sklearn.datasets import load_diabetes
     from sklearn.linear_model import Ridge
 
@@ -67,15 +100,20 @@ def _register_in_child(home, seed):
     return mv.version
 
 
-def test_concurrent_registers_from_processes_get_unique_versions(home):
+def test_concurrent_registers_from_processes_get_unique_versions(backend, home):
+    homes = [home / f"machine-{i}" if backend.team else home for i in range(4)]
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as pool:
-        versions = pool.starmap(_register_in_child, [(str(home), i) for i in range(4)])
+        versions = pool.starmap(_register_in_child, [(str(h), i) for i, h in enumerate(homes)])
     assert sorted(versions) == [1, 2, 3, 4]
     ws = Workspace(home)
     assert [m.version for m in ws.versions("shared")] == [1, 2, 3, 4]
     assert len({m.sha256 for m in ws.versions("shared")}) == 4
-    assert not [p for p in os.listdir(home / "artifacts") if p.startswith(".tmp")]
+    assert sorted(ws.registry.artifacts.list()) == sorted(m.sha256 for m in ws.versions("shared"))
+    for h in set(homes):  # the local store, or each machine's cache of the bucket
+        assert not [
+            p for p in os.listdir(h / ("cache/artifacts" if backend.team else "artifacts")) if p.startswith(".")
+        ]
 
 
 def test_leftovers_of_killed_writers_are_swept_once_old(home):

@@ -2,9 +2,11 @@
 
 A child process registers a model and is SIGKILLed at a precise point (it stops there and tells the
 parent, which kills it): after the pickle is written, before the artifact's rename into place, and
-inside the version's transaction just before COMMIT. Nothing half-written may be visible afterwards,
-and the next register must work. Then 8 processes register at once: all 8 versions are there,
-numbered 1 to 8, each loading the model its process registered.
+inside the version's transaction just before COMMIT; on a team's registry also after the pickle's upload
+to the bucket, before the manifest's. Nothing half-written may be visible afterwards, and the next register
+must work. Then 8 processes register at once: all 8 versions are there, numbered 1 to 8, each loading the
+model its process registered. Every test runs on SQLite + local files and on PostgreSQL + S3 (``backend``);
+on the latter each process has a home of its own, as on separate machines.
 """
 
 import json
@@ -24,7 +26,9 @@ CHILD = r"""
 import json, os, sys, time
 home, point, marker, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 os.environ["NBSERVE_HOME"] = home
+from contextlib import contextmanager
 from nbserve import registry
+from nbserve.store import artifacts, sql
 from nbserve.workspace import Workspace
 
 def stop_here():
@@ -50,18 +54,34 @@ elif point == "before-rename":  # both files complete in the temp dir, not yet r
         return real_rename(src, dst)
     registry.os.rename = rename
 elif point == "before-commit":  # the version row inserted, the transaction not committed
-    real_connect = registry.Registry._connect
-    def connect(self):
-        db = real_connect(self)
-        seen = []
-        def trace(sql):
-            if sql.startswith("INSERT INTO versions"):
-                seen.append(sql)
-            elif sql == "COMMIT" and seen:
+    real_tx = sql.SQLMetadata.tx
+    @contextmanager
+    def tx(self):
+        with real_tx(self) as db:
+            seen = []
+            class Spy:
+                def execute(self, statement, args=None):
+                    if statement.startswith("INSERT INTO versions"):
+                        seen.append(statement)
+                    return db.execute(statement, args) if args is not None else db.execute(statement)
+            yield Spy()
+            if seen:
                 stop_here()
-        db.set_trace_callback(trace)
-        return db
-    registry.Registry._connect = connect
+    sql.SQLMetadata.tx = tx
+elif point == "pickle-uploaded":  # model.pkl in the bucket, manifest.json (the artifact's address) not yet
+    real_client = artifacts.S3Artifacts.client.fget
+    def client(self):
+        c = real_client(self)
+        if not hasattr(c, "real_put"):
+            c.real_put = c.put_object
+            def put_object(**kw):
+                done = c.real_put(**kw)
+                if kw["Key"].endswith("model.pkl"):
+                    stop_here()
+                return done
+            c.put_object = put_object
+        return c
+    artifacts.S3Artifacts.client = property(client)
 elif point == "go":  # concurrency: wait for the parent's signal so that all start together
     while not os.path.exists(marker):
         time.sleep(0.005)
@@ -80,10 +100,12 @@ if point == "after-commit":
 """
 
 KILL_POINTS = ["pickle-written", "before-rename", "before-commit", "after-commit"]
+BUCKET_KILL_POINTS = ["pickle-uploaded"]
 
 
-def child(home, point, marker, k=-1):
+def child(home, point, marker, k=-1, registry_env=None):
     env = {key: v for key, v in os.environ.items() if not key.startswith("NBSERVE_")}
+    env.update(registry_env or {})
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(home), point, str(marker), str(k)],
         env=env,
@@ -95,20 +117,24 @@ def child(home, point, marker, k=-1):
 
 
 def visible_artifacts_verify(ws):
-    """Every artifact directory a reader can see (not a .tmp- staging dir) is complete and verifies."""
-    names = [p.name for p in ws.registry.artifacts.iterdir() if not p.name.startswith(".")]
+    """Every artifact a reader can see (not a .tmp- staging dir, not a pickle without its manifest in a bucket)
+    is complete and verifies, read from the store itself (a bucket, not this machine's cache)."""
+    names = ws.registry.artifacts.list()
     for sha in names:
+        ws.registry.artifacts.raw(sha)
         ws.registry.verify_artifact(sha)
     return names
 
 
-def test_kill_9_in_the_middle_of_a_register_leaves_nothing_half_written(tmp_path):
-    homes = {p: tmp_path / p for p in KILL_POINTS}
-    procs = {p: child(homes[p], p, tmp_path / f"{p}.reached") for p in KILL_POINTS}
+def test_kill_9_in_the_middle_of_a_register_leaves_nothing_half_written(backend, tmp_path):
+    points = KILL_POINTS + (BUCKET_KILL_POINTS if backend.team else [])
+    homes = {p: tmp_path / p for p in points}
+    envs = {p: backend.fresh() for p in points}  # a registry for each kill point
+    procs = {p: child(homes[p], p, tmp_path / f"{p}.reached", registry_env=envs[p]) for p in points}
     try:
         for point, proc in procs.items():
             marker = tmp_path / f"{point}.reached"
-            wait_until(lambda: marker.exists() or proc.poll() is not None, timeout=60)
+            wait_until(lambda m=marker, p=proc: m.exists() or p.poll() is not None, timeout=60)
             assert marker.exists(), f"{point} never reached: {proc.communicate()[1][-2000:]}"
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
@@ -122,7 +148,8 @@ def test_kill_9_in_the_middle_of_a_register_leaves_nothing_half_written(tmp_path
     def double(x):
         return [2 * v for v in x]
 
-    for point in KILL_POINTS:
+    for point in points:
+        backend.use(envs[point])
         ws = Workspace(homes[point])
         with sqlite3.connect(ws.registry.db_path) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -145,10 +172,12 @@ def test_kill_9_in_the_middle_of_a_register_leaves_nothing_half_written(tmp_path
         fault(True)
 
 
-def test_8_concurrent_registers_from_8_processes_lose_nothing(tmp_path):
+def test_8_concurrent_registers_from_8_processes_lose_nothing(backend, tmp_path):
     home, go = tmp_path / "home", tmp_path / "go"
     Workspace(home)  # create the registry before the race, as a user's first register would have
-    procs = [child(home, "go", go, k) for k in range(8)]
+    env = {k: os.environ[k] for k in ("NBSERVE_REGISTRY_URL", "NBSERVE_ARTIFACTS") if k in os.environ}
+    homes = [tmp_path / f"machine-{k}" if backend.team else home for k in range(8)]
+    procs = [child(homes[k], "go", go, k, registry_env=env) for k in range(8)]
     time.sleep(1.0)  # let all 8 import nbserve and wait at the line
     go.write_text("go")
     results = []
@@ -169,10 +198,11 @@ def test_8_concurrent_registers_from_8_processes_lose_nothing(tmp_path):
     assert sorted(visible_artifacts_verify(ws)) == sorted(by_sha)
 
 
-def test_a_writer_killed_inside_its_transaction_blocks_no_one(tmp_path):
+def test_a_writer_killed_inside_its_transaction_blocks_no_one(backend, tmp_path):
     """A writer stopped inside its transaction blocks others only while it lives; killed, it blocks none."""
     home = tmp_path / "home"
-    proc = child(home, "before-commit", tmp_path / "held")
+    env = {k: os.environ[k] for k in ("NBSERVE_REGISTRY_URL", "NBSERVE_ARTIFACTS") if k in os.environ}
+    proc = child(tmp_path / "writer" if backend.team else home, "before-commit", tmp_path / "held", registry_env=env)
     try:
         wait_until(lambda: (tmp_path / "held").exists() or proc.poll() is not None, timeout=60)
         assert (tmp_path / "held").exists(), proc.communicate()[1][-2000:]
