@@ -24,6 +24,7 @@ _API = {
     "deploy",
     "deployments",
     "get_deployment",
+    "copy_registry",
 }
 _EXPORTS = {
     "Client": ".client",

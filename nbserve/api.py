@@ -66,3 +66,8 @@ def deployments():
 
 def get_deployment(name):
     return default_workspace().get_deployment(name)
+
+
+def copy_registry(to, artifacts, progress=None):
+    """Copy this registry into a team's (``to="postgresql://..."``, ``artifacts="s3://bucket/prefix"``)."""
+    return default_workspace().copy_registry(to, artifacts, progress=progress)

@@ -20,6 +20,42 @@ def _table(rows, headers):
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
 
 
+def _by(mv) -> str:
+    return f"{mv.registered_by}@{mv.registered_host}" if mv.registered_by else "-"
+
+
+def _running(mv) -> str:
+    return str(sum(p["status"] == "running" for p in mv.running))
+
+
+def _registry(ws, args) -> None:
+    sub = args.registry_command
+    if sub == "info":
+        info = ws.registry_info()
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            _table(list(info.items()), ("", ""))
+    elif sub == "running":
+        found = ws.placements()
+        if args.json:
+            print(json.dumps(found, indent=2))
+        elif not found:
+            print("no instance reported")
+        else:
+            _table(
+                [
+                    (p["model"], p["machine"], p["registered_by"], p["runtime"], p["status"], p["url"] or "-")
+                    for p in found
+                ],
+                ("MODEL", "MACHINE", "USER", "RUNTIME", "STATUS", "URL"),
+            )
+    else:
+        done = ws.copy_registry(args.to, args.artifacts, progress=None if not args.json else False)
+        if args.json:
+            print(json.dumps(done))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="nbserve", description="Serve models registered from notebooks.")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -61,6 +97,13 @@ def main(argv=None) -> int:
         "deploy", help="deploy MODEL --replicas N | deploy list | scale | update | rollback | remove | logs"
     )
     p.add_argument("words", nargs=argparse.REMAINDER)
+    p = sub.add_parser("registry", help="where the registry lives; copy it into a team's")
+    rsub = p.add_subparsers(dest="registry_command", required=True)
+    rsub.add_parser("info", help="metadata URL, artifact store and schema version")
+    rsub.add_parser("running", help="which versions run where, as the registry's users' workspaces report it")
+    p = rsub.add_parser("copy", help="copy every version into another registry (idempotent, verified)")
+    p.add_argument("--to", required=True, help="metadata: postgresql://USER:PASSWORD@HOST/DB (or sqlite:///PATH)")
+    p.add_argument("--artifacts", required=True, help="artifacts: s3://BUCKET/PREFIX (or a directory)")
     p = sub.add_parser("build", help="build the Docker image of a registered model")
     p.add_argument("model")
     p.add_argument("--base-image")
@@ -86,8 +129,8 @@ def _run(ws, args) -> int:
             print("no models registered yet: in a notebook, `%load_ext nbserve` then `%serve model`")
         else:
             _table(
-                [(m.id, ",".join(m.methods), len(m.requirements), _when(m.created)) for m in mvs],
-                ("MODEL", "METHODS", "REQUIREMENTS", "CREATED"),
+                [(m.id, ",".join(m.methods), len(m.requirements), _when(m.created), _by(m), _running(m)) for m in mvs],
+                ("MODEL", "METHODS", "REQUIREMENTS", "CREATED", "BY", "RUNNING"),
             )
     elif cmd == "instances":
         insts = ws.instances()
@@ -134,6 +177,8 @@ def _run(ws, args) -> int:
             print(json.dumps([d.to_dict() for d in ws.deployments()], indent=2))
         else:
             print(commands.run(ws, ["list"] if cmd == "deployments" else args.words, None))
+    elif cmd == "registry":
+        _registry(ws, args)
     elif cmd == "build":
         image = ws.build(args.model, base_image=args.base_image)
         print(f"{image.tag} {image.id} {image.size / 1e6:.0f} MB")

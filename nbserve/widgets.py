@@ -103,6 +103,16 @@ def _set(widget, **values) -> None:
             setattr(widget, key, value)
 
 
+def registered_where(mv) -> str:
+    """' · alice@laptop' (who registered it) and, from a shared registry, where its instances run (a tooltip)."""
+    text = f" · {html.escape(mv.registered_by)}@{html.escape(mv.registered_host)}" if mv.registered_by else ""
+    running = [p for p in mv.running if p["status"] == "running"]
+    if running:
+        where = "\n".join(f"{p['registered_by']}@{p['machine']} {p['runtime']} {p['url']}" for p in running)
+        text += f" · <span title='{html.escape(where)}'>{len(running)} running</span>"
+    return text
+
+
 class _ModelRow:
     HEADERS = ("model", "latest", "versions", "methods", "requirements", "created", "runtime", "port", "")
 
@@ -125,7 +135,7 @@ class _ModelRow:
             str(versions),
             html.escape(", ".join(mv.methods)),
             f"<span title='{html.escape(chr(10).join(mv.requirements))}'>{len(mv.requirements)}</span>",
-            when(mv.created),
+            when(mv.created) + registered_where(mv),
         )
         for cell, value in zip(self.cells, values):
             _set(cell, value=value)

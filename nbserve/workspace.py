@@ -8,6 +8,7 @@ remembers what was asked for; the runtimes say what is really running (reconcile
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 import sys
 import time
@@ -393,6 +394,27 @@ class Workspace:
         say(f"{id} serves {mv.id} at {rt.url(row)}")
         return self._instance(row, "running")
 
+    # -- the registry itself ---------------------------------------------------------------------
+
+    def registry_info(self) -> dict:
+        """Where this workspace's registry keeps metadata and artifacts, and its schema version."""
+        return self.registry.describe()
+
+    def copy_registry(self, to: str, artifacts: str, progress=None) -> dict:
+        """Copy every version of this registry into another one (a team's: ``postgresql://...`` and
+        ``s3://bucket/prefix``) with the same numbers and provenance. Idempotent; every artifact is verified
+        before it is written and read back after."""
+        from .registry import Registry
+
+        target = Registry(self.home, url=to, artifacts=artifacts)
+        say = _progress(progress)
+        done = self.registry.copy_to(target, say)
+        say(
+            f"{done['copied']} versions copied, {done['present']} already there, "
+            f"{done['artifacts_verified']} artifacts verified in {target.artifacts}"
+        )
+        return done
+
     # -- images --------------------------------------------------------------------------------
 
     def build(self, ref, base_image: str | None = None, progress=None) -> Image:
@@ -501,7 +523,8 @@ _default: dict = {}
 def default_workspace() -> Workspace:
     """The workspace of $NBSERVE_HOME (read on every call, so tests and users can switch it)."""
     home = config.home()
-    ws = _default.get(home)
+    key = (home, *(os.environ.get(k) for k in ("NBSERVE_REGISTRY_URL", "NBSERVE_ARTIFACTS")))
+    ws = _default.get(key)
     if ws is None:
-        ws = _default[home] = Workspace(home)
+        ws = _default[key] = Workspace(home)
     return ws

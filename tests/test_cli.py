@@ -32,6 +32,18 @@ def test_cli_lists_serves_and_stops(workspace, diabetes):
     code, out, _ = nbserve(home, "--json", "instances")
     [inst] = json.loads(out)
     assert inst["status"] == "running" and inst["url"] == url
+    code, out, _ = nbserve(home, "--json", "registry", "running")  # what the registry is told runs where
+    [where] = json.loads(out)
+    assert (where["model"], where["instance"], where["url"], where["status"]) == (
+        "diabetes:1",
+        inst["id"],
+        url,
+        "running",
+    )
+    code, out, _ = nbserve(home, "models")
+    assert "@" in out.splitlines()[1] and out.splitlines()[1].rstrip().endswith("1")  # BY user@host, RUNNING 1
+    code, out, _ = nbserve(home, "--json", "registry", "info")
+    assert json.loads(out)["metadata"] == f"sqlite:///{home}/registry.db"
     code, out, _ = nbserve(home, "stop", "diabetes")
     assert code == 0 and f"{inst['id']} stopped" in out
     code, _, err = nbserve(home, "stop", "nothing-here")

@@ -13,6 +13,20 @@ export interface IModel {
   created: number;
   kind?: string;
   object_type?: string;
+  /** who registered this version (user and host; empty for versions older than registry schema 2) */
+  registered_by?: string;
+  registered_host?: string;
+  /** where this version runs, as the workspaces of the registry's users report it */
+  running?: IPlacement[];
+}
+
+export interface IPlacement {
+  machine: string;
+  instance: string;
+  runtime: string;
+  url?: string | null;
+  status: string;
+  registered_by: string;
 }
 
 /** An instance (from the registry, status from its runtime) or a start in flight (`job: true`). */

@@ -330,8 +330,17 @@ class ModelRow {
     }
     // "sklearn.linear_model._base.LinearRegression" -> "LinearRegression" (the full name is in the tooltip)
     const kind = model.object_type ? `${model.object_type.split('.').pop()} · ` : '';
-    this._meta.textContent = `${kind}methods: ${model.methods.join(', ')}`;
-    this._meta.title = [model.object_type, ...model.requirements].filter(Boolean).join('\n');
+    const by = model.registered_by ? ` · by ${model.registered_by}@${model.registered_host}` : '';
+    const running = (model.running ?? []).filter(p => p.status === 'running');
+    const where = running.length ? ` · ${running.length} running` : '';
+    this._meta.textContent = `${kind}methods: ${model.methods.join(', ')}${by}${where}`;
+    this._meta.title = [
+      model.object_type,
+      ...model.requirements,
+      ...running.map(p => `running: ${p.registered_by}@${p.machine} ${p.runtime} ${p.url ?? ''}`)
+    ]
+      .filter(Boolean)
+      .join('\n');
   }
 
   /** The start request from the form, or a message saying what to fix. */

@@ -2,8 +2,8 @@
 
 The statements are written once, with ``?`` placeholders; a dialect connects, translates placeholders, and
 says how a write transaction takes the registry's lock: SQLite's ``BEGIN IMMEDIATE`` (concurrent writers
-queue), PostgreSQL's transaction-scoped advisory lock (concurrent writers on several machines queue; the
-server drops the lock of a killed client with its connection). Both run the same migrations.
+queue), PostgreSQL's session advisory lock held for the transaction (concurrent writers on several machines
+queue; the server drops the lock of a killed client with its connection). Both run the same migrations.
 Plain DB-API rather than an ORM: the default path stays as fast as the SQLite registry was (no extra imports).
 """
 
@@ -113,15 +113,31 @@ class PostgresDialect:
         self._lock.release()
 
     def begin_write(self, db) -> None:
-        db.execute("BEGIN")
-        db.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
+        # the lock first, the transaction after: a transaction that starts once the lock is held sees the
+        # catalog as the previous holder left it (a lock taken inside it could see tables through a stale cache)
+        db.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})")
+        try:
+            db.execute("BEGIN")
+        except BaseException:
+            self._unlock(db)
+            raise
 
     def commit(self, db) -> None:
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        finally:
+            self._unlock(db)
 
     def rollback(self, db) -> None:
-        if not db.conn.broken:
-            db.execute("ROLLBACK")
+        try:
+            if not db.conn.broken:
+                db.execute("ROLLBACK")
+        finally:
+            self._unlock(db)
+
+    def _unlock(self, db) -> None:
+        if not db.conn.broken:  # a broken connection has lost its session, and its lock with it
+            db.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
 
     def has_table(self, db, table: str) -> bool:
         return db.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()[0]
