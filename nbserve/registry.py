@@ -160,6 +160,8 @@ class Registry:
 
     def report(self, placements: list[dict], gone: list[str] = ()) -> None:
         """Tell the (possibly shared) registry what this machine's instances are doing."""
+        if not placements and not gone:
+            return
         user, host = whoami()
         self.meta.report(host, [dict(p, registered_by=user) for p in placements], gone)
 
