@@ -77,6 +77,9 @@ def test_rows_show_models_and_instances(workspace, make_panel, iris):
     assert "iris" in name and latest == "2" and versions == "2" and methods == "predict, predict_proba"
     assert f">{len(workspace.get_model('iris').requirements)}<" in requirements
     assert created.startswith(time.strftime("%Y-"))
+    mv = workspace.get_model("iris")  # who registered it, and (a tooltip) where it runs
+    assert f" · {mv.registered_by}@{mv.registered_host}" in created and "1 running" in created
+    assert inst.url in created
     id_, model, runtime, status, url, uptime = cells(panel.instance_row(inst.id))
     assert (id_, model, runtime) == (inst.id, "iris:2", "process")
     assert "running" in status and f"href='{inst.url}'" in url and uptime.endswith(" s")

@@ -72,9 +72,11 @@ def test_changed_bytes_on_disk_are_refused_at_load(workspace, diabetes):
     assert str(pkl) in str(refused.value)
 
 
-def test_a_tampered_object_in_the_bucket_is_refused_naming_it(backend, tmp_path, iris):
-    if not backend.team:
-        pytest.skip("a bucket is the team backend's (the local store is covered above)")
+def test_a_tampered_object_in_the_bucket_is_refused_naming_it(postgres, s3, monkeypatch, tmp_path, iris):
+    from team_servers import Backend
+
+    team = Backend("team", (postgres, s3), monkeypatch)
+    team.use(team.fresh())
     X, _, clf = iris
     mv = Workspace(tmp_path / "alice").register(clf, name="iris", sample=X, progress=False)
     store = mv._workspace.registry.artifacts
