@@ -138,7 +138,7 @@ class S3Artifacts:
                 from botocore.config import Config
             except ImportError:
                 raise NbserveError(
-                    f"artifacts in {self.url} need boto3: pip install 'nbserve[team]' (or boto3)"
+                    f"artifacts in {self.url} need boto3: pip install 'nbserve-ml[team]' (or boto3)"
                 ) from None
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
             self._client = boto3.client(

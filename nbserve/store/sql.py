@@ -97,7 +97,7 @@ class PostgresDialect:
                     import psycopg
                 except ImportError:
                     raise NbserveError(
-                        "a PostgreSQL registry needs psycopg: pip install 'nbserve[team]' (or 'psycopg[binary]')"
+                        "a PostgreSQL registry needs psycopg: pip install 'nbserve-ml[team]' (or 'psycopg[binary]')"
                     ) from None
                 try:
                     self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
