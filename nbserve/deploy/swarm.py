@@ -338,14 +338,21 @@ class SwarmTarget:
             time.sleep(0.5)
 
     def logs(self, rec: dict, tail: int = 200) -> str:
+        """The log tail of each replica's container on this node. (The engine's service-logs call can block
+        for minutes on a busy engine; the containers of a one-node swarm are all here.)"""
         svc = self._service(rec["name"])
         if svc is None:
             return f"(no service {self._name(rec['name'])}: it was removed)\n"
-        try:
-            chunks = self.client.api.service_logs(svc["ID"], stdout=True, stderr=True, tail=tail, timestamps=False)
-            return b"".join(chunks).decode(errors="replace")
-        except Exception as exc:
-            return f"(logs unavailable: {short_error(exc)})\n"
+        parts = []
+        for replica in self.state(rec)["replica_list"]:
+            if not replica["container"]:
+                continue
+            try:
+                text = self.client.api.logs(replica["container"], tail=tail).decode(errors="replace")
+            except Exception as exc:
+                text = f"(logs unavailable: {short_error(exc)})\n"
+            parts.append(f"--- replica {replica['slot']} ({replica['model']}, {replica['state']}) ---\n{text}")
+        return "".join(parts) or "(no replica has a container on this node yet)\n"
 
     # -- state --------------------------------------------------------------------------------------
 
