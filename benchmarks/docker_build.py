@@ -92,7 +92,7 @@ def main():
         assert again.id == warm.id
 
         client = rt.client
-        base = client.images.get(os.environ.get("NBSERVE_BASE_IMAGE") or rt.base_image_name(v1))
+        base = client.images.get(os.environ.get("NBSERVE_BASE_IMAGE") or rt.images.base_image_name(v1))
         history = client.images.get(warm.id).history()
 
         starts = {}

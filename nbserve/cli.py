@@ -7,6 +7,7 @@ import datetime
 import json
 import sys
 
+from . import runtimes
 from .errors import NbserveError
 
 
@@ -64,9 +65,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("versions", help="list the versions of a model")
     p.add_argument("name")
     sub.add_parser("instances", help="list instances with the status their runtime reports")
+    sub.add_parser("runtimes", help="list the runtimes and what each can do")
     p = sub.add_parser("serve", help="start an instance of a registered model")
     p.add_argument("model", help="NAME or NAME:VERSION")
-    p.add_argument("--runtime", default="auto", choices=["auto", "process", "docker"])
+    p.add_argument("--runtime", default=runtimes.AUTO, choices=runtimes.CHOICES)
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--batch", action="store_true", help="adaptive batching of concurrent requests")
@@ -142,6 +144,16 @@ def _run(ws, args) -> int:
             _table(
                 [(i.id, i.model, i.runtime, i.status, i.url or "-") for i in insts],
                 ("ID", "MODEL", "RUNTIME", "STATUS", "URL"),
+            )
+    elif cmd == "runtimes":
+        specs = [s.to_dict() for s in runtimes.RUNTIMES]
+        if args.json:
+            print(json.dumps(specs, indent=2))
+        else:
+            flags = ("proves_registration", "builds_images", "replicas")
+            _table(
+                [(s["name"], ",".join(f for f in flags if s[f]) or "-", s["description"]) for s in specs],
+                ("RUNTIME", "CAPABILITIES", "DESCRIPTION"),
             )
     elif cmd == "serve":
         batching = {"batch": args.batch or None, "max_batch": args.max_batch, "max_latency_ms": args.max_latency_ms}

@@ -16,11 +16,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from . import runtimes
 from .errors import NbserveError, RuntimeUnavailableError
 from .notebook_text import duration, error_text, table, when
 from .workspace import console_progress, default_workspace
 
-RUNTIME_CHOICES = ("auto", "docker", "process")
 SERVE_OPTIONS = (
     "--name",
     "--sample",
@@ -68,9 +68,11 @@ class NbserveMagics(Magics):
     )
     @argument(
         "--runtime",
-        default="auto",
-        choices=RUNTIME_CHOICES,
-        help="where to run it: docker, process (a local subprocess), or auto (Docker when an engine answers)",
+        default=runtimes.AUTO,
+        choices=runtimes.CHOICES,
+        help="where to run it: "
+        + ", ".join(f"{s.name} ({s.description})" for s in runtimes.RUNTIMES)
+        + ", or auto (the first of them that can run here)",
     )
     @argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     @argument("--workers", type=int, default=1, help="server worker processes (default 1)")
@@ -138,11 +140,9 @@ class NbserveMagics(Magics):
             )
         except NbserveError as exc:
             text = error_text(exc)
-            if isinstance(exc, RuntimeUnavailableError) and runtime != "process":
-                text += (
-                    f"; `%serve {args.target} --runtime process` would serve it locally as a subprocess "
-                    f"instead (no Docker needed)"
-                )
+            fallback = runtimes.fallback()
+            if isinstance(exc, RuntimeUnavailableError) and runtime != fallback.name:
+                text += f"; `%serve {args.target} --runtime {fallback.name}` would serve it {fallback.fallback_note}"
             registered = _registered_since(ws, name, began)
             if registered is not None:
                 text = f"{registered} is registered but not served: {text}"
@@ -152,9 +152,9 @@ class NbserveMagics(Magics):
         mv = result if args.no_start else ws.get_model(result.model)
         n = len(mv.requirements)
         print(f"registered {mv.id} (methods: {', '.join(mv.methods)}; {n} pinned requirement{'s' * (n != 1)})")
-        print(f"runtime: {runtime}" + (f" (auto: {why})" if args.runtime in (None, "auto") else ""))
+        print(f"runtime: {runtime}" + (f" (auto: {why})" if args.runtime in (None, runtimes.AUTO) else ""))
         if args.no_start:
-            if runtime == "docker":
+            if runtimes.spec(runtime).builds_images:
                 image = ws.build(mv, progress=False)  # built by serve(start=False): found again, not rebuilt
                 print(f"built image {image.tag} ({image.size / 1e6:.0f} MB)")
             print(f"not started (--no-start): nbserve.serve({mv.id!r}) or the Start button of %nbserve panel starts it")
@@ -337,7 +337,7 @@ def complete_serve(shell, event):
     """Variables after %serve / --sample, runtime names after --runtime, option names after '-'."""
     previous, _ = _previous_and_position(event)
     if previous == "--runtime":
-        return list(RUNTIME_CHOICES)
+        return list(runtimes.CHOICES)
     if previous in (
         "--name",
         "--port",

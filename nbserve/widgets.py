@@ -29,12 +29,12 @@ import ipywidgets as widgets
 from ipywidgets.widgets.widget_description import DescriptionStyle
 from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 
+from . import runtimes
 from .browser_links import proxy_hint
 from .errors import NbserveError
 from .notebook_progress import ProgressView
 from .notebook_text import duration, error_text, when
 
-RUNTIME_CHOICES = ("auto", "process", "docker")
 REFRESH_SECONDS = 5.0
 MAX_AUTO_REFRESHING = 4
 LOG_TAIL = 200
@@ -121,7 +121,7 @@ class _ModelRow:
         shared = panel._shared
         self.cells = [shared.cell() for _ in range(6)]
         self.runtime = widgets.Dropdown(
-            options=RUNTIME_CHOICES, value="auto", layout=shared.runtime_layout, style=shared.runtime_style
+            options=runtimes.CHOICES, value=runtimes.AUTO, layout=shared.runtime_layout, style=shared.runtime_style
         )
         self.port = widgets.Text(placeholder="any", layout=shared.port_layout, style=shared.port_style)
         self.start = shared.button("Start", f"start a new instance of {name} (latest version)", "success")
@@ -541,7 +541,7 @@ class Panel(widgets.VBox):
         """Start a new instance of the latest version of ``name``; runtime and port default to the row's."""
         row = self._model_rows.get(name)
         if runtime is None:
-            runtime = row.runtime.value if row else "auto"
+            runtime = row.runtime.value if row else runtimes.AUTO
 
         def work(say):
             chosen = port if port is not None or row is None else _port(row.port.value)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
-from . import config
+from . import config, runtimes
 from .errors import ArtifactIntegrityError, InstanceNotFoundError, NbserveError, RuntimeUnavailableError
 from .registry import InstanceRow, Registry, parse_ref, require_name
 from .resources import Image, Instance, ModelVersion
-from .runtimes import RUNTIMES, get_runtime
 from .runtimes.base import choose_port
 from .runtimes.limits import check_options
 from .server.auth import mask
@@ -46,7 +48,7 @@ def _progress(progress):
 
 class Workspace:
     def __init__(self, home=None):
-        self.home = config.home() if home is None else __import__("pathlib").Path(home).expanduser().resolve()
+        self.home = config.home() if home is None else Path(home).expanduser().resolve()
         self.registry = Registry(self.home)
         self._runtimes = {}
         self._deployer = None
@@ -58,27 +60,26 @@ class Workspace:
 
     def runtime(self, name: str):
         if name not in self._runtimes:
-            self._runtimes[name] = get_runtime(name, self)
+            self._runtimes[name] = runtimes.get_runtime(name, self)
         return self._runtimes[name]
 
     def choose_runtime(self, runtime: str = "auto", progress=None, base_image: str | None = None) -> str:
-        """The runtime to use; for "auto" says which it chose and, for the process runtime, why."""
+        """The runtime to use; for "auto" says which it chose and, for the fallback, why."""
         chosen, why = self.runtime_choice(runtime, base_image)
-        if runtime in (None, "auto"):
-            _progress(progress)(f"runtime 'auto' chose {chosen}" + ("" if chosen == "docker" else f": {why}"))
+        if runtime in (None, runtimes.AUTO):
+            # the fallback says why the others could not serve; a runtime whose check passed needs no excuse
+            excuse = runtimes.spec(chosen).check is None and why
+            _progress(progress)(f"runtime 'auto' chose {chosen}" + (f": {why}" if excuse else ""))
         return chosen
 
     def runtime_choice(self, runtime: str = "auto", base_image: str | None = None) -> tuple[str, str]:
-        """(runtime, why). "auto" is Docker only where an engine answers and the base image is usable
-        (there, or pullable): see runtimes/auto.py. An explicit runtime is taken as asked, and fails
-        loudly later if it cannot run."""
-        if runtime in (None, "auto"):
-            from .runtimes import auto
-
-            return auto.choose(self, base_image)
-        if runtime not in RUNTIMES:
-            raise NbserveError(f"unknown runtime {runtime!r}; expected 'auto', {', '.join(map(repr, RUNTIMES))}")
-        return runtime, "asked for"
+        """(runtime, why). "auto" is the first runtime of the list (``runtimes.RUNTIMES``) whose check says
+        it can serve here (Docker: an engine answers and the base image is usable, see runtimes/auto.py),
+        else the process runtime. An explicit runtime is taken as asked, and fails loudly later if it
+        cannot run."""
+        if runtime in (None, runtimes.AUTO):
+            return runtimes.choose_auto(self, base_image)
+        return runtimes.spec(runtime).name, "asked for"
 
     # -- models --------------------------------------------------------------------------------
 
@@ -182,10 +183,15 @@ class Workspace:
         return Instance(self, row, status)
 
     def _status(self, row: InstanceRow) -> str:
+        """The status the runtime reports; a port it says moved (Docker's can, after a restart) is stored."""
+        port = row.port
         try:
-            return self.runtime(row.runtime).status(row)
+            status = self.runtime(row.runtime).status(row)
         except RuntimeUnavailableError:
             return "unknown"
+        if row.port != port:
+            self.registry.update_instance(row.id, port=row.port)
+        return status
 
     def serve(
         self,
@@ -226,12 +232,12 @@ class Workspace:
         else:
             name = self._name_for(target, name)
             runtime = self.choose_runtime(runtime, say, options.get("base_image"))
-            if runtime == "process" and start:
+            if runtimes.spec(runtime).proves_registration and start:
                 # the server process doubles as the proof of the registration: one interpreter start, not two
-                from .capture import draft, requirements
+                from .capture import draft, requirements  # capture imports cloudpickle: not for listing
 
                 requirements.warm_up()
-                mv = PendingVersion(self, draft(target, name, sample, methods), name, say)
+                mv = PendingVersion(self.home, draft(target, name, sample, methods), name)
             else:
                 mv = self.register(target, name=name, sample=sample, methods=methods, progress=say)
         served_methods = mv.draft.names if isinstance(mv, PendingVersion) else mv.methods
@@ -242,8 +248,8 @@ class Workspace:
                 f"default_method={options['default_method']!r} is not a method of {mv.name}; it has {served_methods}"
             )
         if not start:
-            if runtime == "docker":
-                self.runtime("docker").build(mv, base_image=options.get("base_image"), progress=say)
+            if runtimes.spec(runtime).builds_images:
+                self.runtime(runtime).build(mv, base_image=options.get("base_image"), progress=say)
             return mv
         row = InstanceRow(
             id=f"{mv.name}-{secrets.token_hex(3)}",
@@ -260,16 +266,16 @@ class Workspace:
         rt = self.runtime(runtime)
         say(f"starting {mv.id} on the {runtime} runtime")
         try:
-            row.handle = rt.start(row, mv, say)
+            if isinstance(mv, PendingVersion):
+                mv = self._prove_and_start(rt, row, mv, say)
+            else:
+                row.handle = rt.start(row, mv, say)
         except BaseException:
             try:
                 rt.remove(row)
             except Exception:
                 pass
             raise
-        finally:
-            if isinstance(mv, PendingVersion):
-                mv.cleanup()
         row.version = mv.version
         row.started = time.time()
         self.registry.add_instance(row)
@@ -281,6 +287,22 @@ class Workspace:
                 f"{inst.id} requires the bearer token {mask(inst.auth_token)} (inst.auth_token); inst.client() sends it"
             )
         return inst
+
+    def _prove_and_start(self, rt, row, pending: PendingVersion, say) -> ModelVersion:
+        """The runtime starts the server on the staged draft and reports the server's replay; the core
+        checks the report, locks the requirements and registers the version; the runtime hands the server
+        its registered version. Returns that version."""
+        try:
+            report = rt.start_proof(row, pending, say)
+            try:
+                mv = self._store(pending.draft.finish(report), pending.name, say)
+            except BaseException as exc:
+                rt.abort_proof(row, pending, str(exc))
+                raise
+            row.handle = rt.hand_over(row, pending, mv)
+            return mv
+        finally:
+            pending.cleanup()
 
     def instances(self, model: str | None = None) -> list[Instance]:
         rows = self.registry.list_instances()
@@ -419,7 +441,7 @@ class Workspace:
 
     def build(self, ref, base_image: str | None = None, progress=None) -> Image:
         mv = self.get_model(ref)
-        return self.runtime("docker").build(mv, base_image=base_image, progress=_progress(progress))
+        return self.runtime(runtimes.image_builder()).build(mv, base_image=base_image, progress=_progress(progress))
 
     def push(self, ref, registry: str | None = None, progress=None):
         """Build if needed and push the model's image to ``registry`` (HOST:PORT/PREFIX, default
@@ -466,40 +488,25 @@ class Workspace:
 
 
 class PendingVersion:
-    """A live object on its way into the registry, proved by the very server process that will serve it.
+    """A live object on its way into the registry, staged for the server process that proves and then
+    serves it (runtimes whose spec declares ``proves_registration``; see ``Workspace._prove_and_start``).
+    Looks enough like a ModelVersion for a runtime to start a server on it."""
 
-    The runtime stages it, starts the server on the staged artifact, hands the server's replay report to
-    ``finalize`` (which checks it, locks the requirements and stores the version) and then tells the
-    server which registered version it is serving.
-    """
+    version = 0
 
-    def __init__(self, workspace, draft, name, say):
-        import tempfile
-        from pathlib import Path
-
-        self.workspace, self.draft, self.name, self.say = workspace, draft, name, say
+    def __init__(self, home: Path, draft, name: str):
+        self.draft, self.name = draft, name
         self.python_executable = sys.executable
-        self.registered = None
-        staging = workspace.home / "staging"
+        staging = home / "staging"
         staging.mkdir(parents=True, exist_ok=True)
         self.stage_dir = Path(tempfile.mkdtemp(dir=staging))
         self.artifact_dir = draft.stage(self.stage_dir)
 
     @property
-    def version(self):
-        return self.registered.version if self.registered else 0
+    def id(self) -> str:
+        return f"{self.name} (new version)"
 
-    @property
-    def id(self):
-        return self.registered.id if self.registered else f"{self.name} (new version)"
-
-    def finalize(self, report: dict) -> ModelVersion:
-        self.registered = self.workspace._store(self.draft.finish(report), self.name, self.say)
-        return self.registered
-
-    def cleanup(self):
-        import shutil
-
+    def cleanup(self) -> None:
         shutil.rmtree(self.stage_dir, ignore_errors=True)
 
 

@@ -1,7 +1,21 @@
 /** Typed calls of the REST routes in nbserve/jupyter/handlers.py. */
 import { requestAPI } from './request';
 
-export type Runtime = 'auto' | 'process' | 'docker';
+/** A runtime as nbserve/runtimes/__init__.py declares it (the one list of runtimes). */
+export interface IRuntime {
+  name: string;
+  description: string;
+  proves_registration: boolean;
+  builds_images: boolean;
+  replicas: boolean;
+  auto: boolean;
+}
+
+export interface IRuntimes {
+  /** what the start form offers: "auto", then each runtime's name */
+  choices: string[];
+  runtimes: IRuntime[];
+}
 
 export interface IModel {
   id: string;
@@ -53,7 +67,7 @@ export interface IEntry {
 export interface IStartRequest {
   model: string;
   version?: number;
-  runtime?: Runtime;
+  runtime?: string;
   port?: number;
 }
 
@@ -65,6 +79,10 @@ const json = (method: string, body?: unknown): RequestInit => ({
 
 export async function listModels(): Promise<IModel[]> {
   return (await requestAPI<{ models: IModel[] }>('models')).models;
+}
+
+export async function listRuntimes(): Promise<IRuntimes> {
+  return await requestAPI<IRuntimes>('runtimes');
 }
 
 export async function listInstances(): Promise<IEntry[]> {

@@ -1,16 +1,16 @@
 /** An instance's server log (or a start's progress) in a main-area panel, refreshed while visible. */
 import { MainAreaWidget, ToolbarButton } from '@jupyterlab/apputils';
 import { refreshIcon } from '@jupyterlab/ui-components';
-import { Widget } from '@lumino/widgets';
 
 import { logs } from './api';
 import { h } from './dom';
 import { servingIcon } from './icon';
 import { messageOf } from './panel';
+import { PollingWidget } from './poll';
 
 const REFRESH_MS = 3000;
 
-export class LogView extends Widget {
+export class LogView extends PollingWidget {
   constructor(readonly instanceId: string) {
     super();
     this.addClass('nbserve-logs');
@@ -21,7 +21,7 @@ export class LogView extends Widget {
   }
 
   async refresh(): Promise<void> {
-    window.clearTimeout(this._timer);
+    this.cancelPoll();
     try {
       const text = await logs(this.instanceId);
       const atBottom = this.node.scrollTop + this.node.clientHeight >= this.node.scrollHeight - 8;
@@ -34,27 +34,11 @@ export class LogView extends Widget {
       this._error.textContent = `Could not read the logs: ${messageOf(error)}`;
       this._error.hidden = false;
     }
-    if (!this.isDisposed && this.isVisible) {
-      this._timer = window.setTimeout(() => void this.refresh(), REFRESH_MS);
-    }
-  }
-
-  dispose(): void {
-    window.clearTimeout(this._timer);
-    super.dispose();
-  }
-
-  protected onAfterShow(): void {
-    void this.refresh();
-  }
-
-  protected onBeforeHide(): void {
-    window.clearTimeout(this._timer);
+    this.schedule(REFRESH_MS);
   }
 
   private _pre: HTMLElement;
   private _error: HTMLElement;
-  private _timer = 0;
 }
 
 export function createLogsWidget(id: string, label: string): MainAreaWidget<LogView> {

@@ -3,27 +3,26 @@
  * Stop/Start/Remove/Logs). It refreshes every few seconds while visible, at once after every
  * action, and every second while a start is in flight (an image build can take a minute).
  */
-import { Widget } from '@lumino/widgets';
-
 import {
   IEntry,
   IModel,
+  IRuntimes,
   IStartRequest,
-  Runtime,
   act,
   listDeployments,
   listInstances,
   listModels,
+  listRuntimes,
   remove,
   startNew
 } from './api';
 import { DeploymentsSection } from './deployments';
 import { h, replaceChildren } from './dom';
 import { MonitorView } from './monitor';
+import { PollingWidget } from './poll';
 
 const IDLE_REFRESH_MS = 5000;
 const BUSY_REFRESH_MS = 1000;
-const RUNTIMES: Runtime[] = ['auto', 'process', 'docker'];
 const PENDING = new Set(['building', 'starting']);
 
 export function messageOf(error: unknown): string {
@@ -35,7 +34,7 @@ export interface IServingPanelOptions {
   openLogs: (id: string, label: string) => void;
 }
 
-export class ServingPanel extends Widget {
+export class ServingPanel extends PollingWidget {
   constructor(options: IServingPanelOptions) {
     super();
     this._openLogs = options.openLogs;
@@ -106,11 +105,17 @@ export class ServingPanel extends Widget {
       return;
     }
     this._refreshing = true;
-    window.clearTimeout(this._timer);
+    this.cancelPoll();
     try {
-      const [models, entries] = await Promise.all([listModels(), listInstances()]);
+      // the runtimes are read once: the server's list does not change while it runs
+      const [runtimes, models, entries] = await Promise.all([
+        this._runtimes ?? listRuntimes(),
+        listModels(),
+        listInstances()
+      ]);
+      this._runtimes = runtimes;
       this._showError(null);
-      this._renderModels(models);
+      this._renderModels(models, runtimes.choices);
       this._renderInstances(entries);
       this._busy = entries.some(e => PENDING.has(e.status));
       // deployments ask an orchestrator: their failure must not hide models and instances
@@ -127,31 +132,9 @@ export class ServingPanel extends Widget {
         this._again = false;
         void this.refresh();
       } else {
-        this._schedule();
+        this.schedule(this._busy ? BUSY_REFRESH_MS : IDLE_REFRESH_MS);
       }
     }
-  }
-
-  dispose(): void {
-    window.clearTimeout(this._timer);
-    super.dispose();
-  }
-
-  protected onAfterShow(): void {
-    void this.refresh();
-  }
-
-  protected onBeforeHide(): void {
-    window.clearTimeout(this._timer);
-  }
-
-  private _schedule(): void {
-    window.clearTimeout(this._timer);
-    if (this.isDisposed || !this.isVisible) {
-      return;
-    }
-    const delay = this._busy ? BUSY_REFRESH_MS : IDLE_REFRESH_MS;
-    this._timer = window.setTimeout(() => void this.refresh(), delay);
   }
 
   private _showError(message: string | null): void {
@@ -159,12 +142,12 @@ export class ServingPanel extends Widget {
     this._error.hidden = !message;
   }
 
-  private _renderModels(models: IModel[]): void {
+  private _renderModels(models: IModel[], choices: string[]): void {
     const seen = new Set<string>();
     models.forEach((model, index) => {
       let row = this._modelRows.get(model.name);
       if (!row) {
-        row = new ModelRow(model.name, r => void this._start(r));
+        row = new ModelRow(model.name, choices, r => void this._start(r));
         this._modelRows.set(model.name, row);
       }
       row.update(model);
@@ -248,7 +231,7 @@ export class ServingPanel extends Widget {
   private _refreshing = false;
   private _again = false;
   private _busy = false;
-  private _timer = 0;
+  private _runtimes: IRuntimes | null = null;
 }
 
 /** Put `node` at position `index` of `list` without moving it when it is already there (keeps focus). */
@@ -273,6 +256,7 @@ class ModelRow {
 
   constructor(
     readonly name: string,
+    runtimes: string[],
     onStart: (row: ModelRow) => void
   ) {
     this._title = h('span', { className: 'nbserve-title' }, name);
@@ -284,7 +268,7 @@ class ModelRow {
     this._runtime = h(
       'select',
       { className: 'nbserve-select', 'aria-label': `Runtime for ${name}` },
-      ...RUNTIMES.map(r => h('option', { value: r }, r))
+      ...runtimes.map(r => h('option', { value: r }, r))
     ) as HTMLSelectElement;
     this._port = h('input', {
       className: 'nbserve-input nbserve-port',
@@ -348,7 +332,7 @@ class ModelRow {
     const request: IStartRequest = {
       model: this.name,
       version: Number(this._version.value),
-      runtime: this._runtime.value as Runtime
+      runtime: this._runtime.value
     };
     const port = this._port.value.trim();
     if (port) {

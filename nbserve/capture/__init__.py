@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import platform
 import subprocess
 import sys
@@ -14,7 +16,9 @@ import cloudpickle
 
 from ..errors import CaptureError, RequirementsError, SampleError
 from ..server.artifact import bind_methods
+from ..server.replay import REPORT, SAMPLE, STAGED_ARTIFACT, read_report
 from . import pickling, reference, requirements
+from .compare import difference
 from .signature import batch_slice, describe, sliced_fields
 
 SAMPLE_ROWS = 5
@@ -88,11 +92,8 @@ class Draft:
     reference: dict | None = None  # drift reference of the sample (capture/reference.py)
 
     def stage(self, directory: Path) -> Path:
-        """Write what a clean interpreter needs to replay this draft: artifact/ and sample.pkl."""
-        import hashlib
-        import json
-
-        art = Path(directory) / "artifact"
+        """Write what a clean interpreter needs to replay this draft: the artifact and the sample."""
+        art = Path(directory) / STAGED_ARTIFACT
         art.mkdir(parents=True, exist_ok=True)
         (art / "model.pkl").write_bytes(self.pickle)
         (art / "manifest.json").write_text(
@@ -105,7 +106,7 @@ class Draft:
                 }
             )
         )
-        (Path(directory) / "sample.pkl").write_bytes(cloudpickle.dumps(self.sample_slice))
+        (Path(directory) / SAMPLE).write_bytes(cloudpickle.dumps(self.sample_slice))
         return art
 
     def finish(self, report: dict | None) -> Captured:
@@ -179,8 +180,6 @@ def capture(obj, label="model", sample=None, methods=None, proof=True) -> Captur
 
 def prove(d: Draft) -> dict:
     """Load the draft in a clean interpreter (``python -I``, another working directory) and replay the sample."""
-    from ..server import replay as _  # noqa: F401  (fail here, not in the child, if the package is broken)
-
     package_parent = str(Path(__file__).resolve().parents[2])
     boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from nbserve.server.replay import main; main(sys.argv[1:])"
     with tempfile.TemporaryDirectory(prefix="nbserve-proof-") as tmp:
@@ -193,24 +192,18 @@ def prove(d: Draft) -> dict:
             boot,
             package_parent,
             str(art),
-            str(tmp / "sample.pkl"),
-            str(tmp / "report.pkl"),
+            str(tmp / SAMPLE),
+            str(tmp / REPORT),
         ]
         try:
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=PROOF_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise RequirementsError(f"loading {d.label} in a clean interpreter took over {PROOF_TIMEOUT} s") from None
-        if not (tmp / "report.pkl").exists():
+        if not (tmp / REPORT).exists():
             raise RequirementsError(
                 f"loading {d.label} in a clean interpreter crashed (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
             )
-        return read_report(tmp / "report.pkl")
-
-
-def read_report(path: Path) -> dict:
-    import pickle
-
-    return pickle.loads(Path(path).read_bytes())
+        return read_report(tmp / REPORT)
 
 
 def check_report(report: dict, d: Draft) -> set[str]:
@@ -225,38 +218,7 @@ def check_report(report: dict, d: Draft) -> set[str]:
                 raise RequirementsError(
                     f"{d.label}.{name} works in the kernel but fails in a clean interpreter: {report['errors'][name]}"
                 )
-            diff = difference(d.outputs.get(name), report["outputs"].get(name))
+            diff = difference(d.outputs.get(name), report["outputs"].get(name), "output", there="a clean interpreter")
             if diff:
                 raise RequirementsError(f"{d.label}.{name} answers differently in a clean interpreter: {diff}")
     return requirements.needed_imports(report["imports"])
-
-
-def _plain(value):
-    """A tensor as the numpy array of its values (its printed form carries grad_fn and device)."""
-    if hasattr(value, "detach") and hasattr(value, "numpy"):
-        return value.detach().cpu().numpy()
-    return value
-
-
-def difference(expected, got) -> str | None:
-    """None when two answers agree (arrays to float tolerance), else a short description."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover
-        return None if expected == got else f"expected {expected!r}, got {got!r}"
-    try:
-        expected, got = _plain(expected), _plain(got)
-        if hasattr(expected, "to_numpy"):
-            expected, got = expected.to_numpy(), got.to_numpy()
-        a, b = np.asarray(expected), np.asarray(got)
-        if a.shape != b.shape:
-            return f"shape {a.shape} in the kernel, {b.shape} there"
-        if a.dtype.kind in "fc":
-            if np.allclose(a, b, equal_nan=True):
-                return None
-            return f"max abs difference {np.max(np.abs(a - b)):.3g}"
-        if (a == b).all():
-            return None
-        return f"{int((a != b).sum())} of {a.size} values differ"
-    except Exception:
-        return None if repr(expected) == repr(got) else f"expected {expected!r}, got {got!r}"

@@ -2,6 +2,7 @@
 
     GET    models                    latest version of every model, with its version numbers
     GET    models/<name>             every version of one model
+    GET    runtimes                  the runtimes ("auto" and each with its capabilities), for the start form
     GET    instances                 every instance (status from its runtime), plus starts in flight
     POST   instances                 {"model", "version"?, "runtime"?, "port"?} -> 202 and a job
     GET    jobs/<id>                 the state of a start: building, starting, running or failed
@@ -29,8 +30,8 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from ..errors import DockerUnavailableError, NbserveError
-from ..runtimes import docker_available
+from .. import runtimes
+from ..errors import NbserveError
 from ..runtimes.base import choose_port
 from ..workspace import default_workspace, quiet
 from .errors import BadRequest, Conflict, error_body, status_for
@@ -39,7 +40,6 @@ from .jobs import Jobs
 API_PREFIX = "nbserve/api"
 JOBS_SETTING = "nbserve_jobs"
 START_FIELDS = {"model", "version", "runtime", "port"}
-RUNTIME_CHOICES = ("auto", "process", "docker")
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +114,18 @@ class ModelHandler(NbserveHandler):
         self.reply({"name": name, "versions": [mv.to_dict() for mv in versions]})
 
 
+class RuntimesHandler(NbserveHandler):
+    @tornado.web.authenticated
+    def get(self):
+        self.reply({"choices": list(runtimes.CHOICES), "runtimes": [s.to_dict() for s in runtimes.RUNTIMES]})
+
+
 class InstancesHandler(NbserveHandler):
     @tornado.web.authenticated
     async def get(self):
+        # the registry gets an instance's row only once it runs: a start in flight shows as its job
         instances = await self.call(_instance_dicts, self.workspace)
-        jobs = self.jobs.visible()
-        # While a start is in flight its registry row already exists but has no process yet; show
-        # the job (with its progress) instead of a row that would read "exited".
-        starting = {(j.model, j.runtime) for j in jobs if j.pending}
-        instances = [i for i in instances if i["started"] or (i["model"], i["runtime"]) not in starting]
-        self.reply({"instances": [j.to_dict() for j in jobs] + instances})
+        self.reply({"instances": [j.to_dict() for j in self.jobs.visible()] + instances})
 
     @tornado.web.authenticated
     async def post(self):
@@ -139,18 +141,16 @@ class InstancesHandler(NbserveHandler):
             raise BadRequest('"model" is required: the name of a registered model, e.g. "diabetes"')
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
             raise BadRequest(f'"version" must be an integer or null, got {version!r}')
-        if runtime not in RUNTIME_CHOICES:
-            raise BadRequest(f'"runtime" must be one of {", ".join(RUNTIME_CHOICES)}, got {runtime!r}')
+        if runtime not in runtimes.CHOICES:
+            raise BadRequest(f'"runtime" must be one of {", ".join(runtimes.CHOICES)}, got {runtime!r}')
         if port is not None and (not isinstance(port, int) or isinstance(port, bool)):
             raise BadRequest(f'"port" must be an integer or null, got {port!r}')
         ws = self.workspace
         # Refuse what is known to fail before answering 202, so the status says why (404, 409, 503).
         mv = await self.call(ws.get_model, model, version)
         chosen = await self.call(ws.choose_runtime, runtime, quiet)
-        if chosen == "docker" and not await self.call(docker_available):
-            raise DockerUnavailableError(
-                "no Docker engine answers on this machine; start one (dockerd) or choose the process runtime"
-            )
+        if not await self.call(runtimes.reachable, chosen):
+            raise runtimes.unavailable(chosen)
         if port is not None:
             await self.call(choose_port, "127.0.0.1", port)
         job = self.jobs.serve(ws, mv.id, chosen, port)
@@ -287,6 +287,7 @@ def route_handlers(base_url: str) -> list[tuple]:
 
     segment = r"([^/]+)"
     return [
+        (url("runtimes"), RuntimesHandler),
         (url("models"), ModelsHandler),
         (url("models", segment), ModelHandler),
         (url("instances"), InstancesHandler),

@@ -118,10 +118,6 @@ class Jobs:
         with self._lock:
             return [j for j in self._jobs.values() if j.state != "running"]
 
-    def pending(self) -> list[Job]:
-        with self._lock:
-            return [j for j in self._jobs.values() if j.pending]
-
     def dismiss(self, id: str) -> bool:
         with self._lock:
             job = self._jobs.get(id)

@@ -1,4 +1,5 @@
-"""``runtime="auto"``: Docker only where it can really serve, the process runtime otherwise.
+"""The Docker runtime's check for ``runtime="auto"`` (its ``check`` in ``runtimes/__init__.py``): Docker
+only where it can really serve, the process runtime otherwise.
 
 An engine that answers is not enough: behind a company proxy (and on machines with no registry) the base
 image can be neither found nor pulled, and the first ``serve`` would die in the middle of a build. So
@@ -17,6 +18,8 @@ import time
 from types import SimpleNamespace
 
 from .. import config
+from .docker_engine import API_TIMEOUT, PING_TIMEOUT, Engine
+from .images import ImageBuilder
 
 PULL_CHECK_TIMEOUT = 4.0  # seconds the engine may take to ask a registry about the base image
 MEMORY_TTL = 60.0
@@ -30,8 +33,8 @@ HOW_TO_GET_DOCKER = (
 _memory: dict = {}
 
 
-def choose(workspace, base_image: str | None = None) -> tuple[str, str]:
-    """("docker" or "process", why) for ``runtime="auto"``."""
+def check(workspace, base_image: str | None = None) -> tuple[bool, str]:
+    """(whether the Docker runtime can serve here, why)."""
     name = base_image_name(workspace, base_image)
     key = (str(workspace.home), os.environ.get("DOCKER_HOST", ""), name)
     hit = _memory.get(key)
@@ -39,12 +42,9 @@ def choose(workspace, base_image: str | None = None) -> tuple[str, str]:
         return hit[1]
     problem = docker_problem(workspace, name)
     answer = (
-        ("docker", f"a Docker engine answered and the base image {name} is usable")
+        (True, f"a Docker engine answered and the base image {name} is usable")
         if problem is None
-        else (
-            "process",
-            f"{problem}; {HOW_TO_GET_DOCKER.format(minor=config.python_tag())}",
-        )
+        else (False, f"{problem}; {HOW_TO_GET_DOCKER.format(minor=config.python_tag())}")
     )
     _memory[key] = (time.monotonic(), answer)
     return answer
@@ -56,9 +56,11 @@ def forget() -> None:
 
 
 def base_image_name(workspace, base_image: str | None = None) -> str:
-    from .docker import DockerRuntime
+    return _builder(workspace).base_image_name(SimpleNamespace(python=config.python_tag()), base_image)
 
-    return DockerRuntime(workspace).base_image_name(SimpleNamespace(python=config.python_tag()), base_image)
+
+def _builder(workspace) -> ImageBuilder:
+    return ImageBuilder(Engine(workspace.home))
 
 
 def docker_problem(workspace, name: str) -> str | None:
@@ -68,7 +70,6 @@ def docker_problem(workspace, name: str) -> str | None:
         import docker.errors
     except ImportError:
         return "the docker Python package is not installed (pip install docker)"
-    from .docker import API_TIMEOUT, PING_TIMEOUT, DockerRuntime
 
     try:
         ping = docker.from_env(timeout=PING_TIMEOUT)
@@ -87,7 +88,7 @@ def docker_problem(workspace, name: str) -> str | None:
         except Exception as exc:
             return f"the Docker engine did not say whether it has the base image {name} ({_short(exc)})"
         try:
-            facts = DockerRuntime(workspace)._base_facts(client, image, name)
+            facts = _builder(workspace)._base_facts(client, image, name)
         except Exception as exc:
             return _short(exc)
         want = config.python_tag()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,21 +14,26 @@ from ..errors import PortInUseError
 
 
 class Runtime:
-    """A place where instances run. The workspace owns the records; a runtime starts and observes.
+    """A place where instances run. The core owns the records; a runtime starts and observes.
 
     ``start`` launches the server for ``version`` on ``row.host``/``row.port`` (the port may be None for
     runtimes that pick their own), waits until /health answers, and returns the handle (a JSON-able
     dict, stored with the instance) by which the runtime finds the instance again. ``status`` answers
     from the runtime itself: "running", "starting", "restarting", "stopped", "exited" or "missing".
+
+    Runtimes report, the core decides: a runtime never writes the registry. What it learns about an
+    instance (the port it really listens on, which can move) it sets on the row it was given, and the
+    core stores it; a runtime whose spec declares ``proves_registration`` hands the server's replay
+    report back from ``start_proof`` and the core registers the version.
     """
 
     name = "runtime"
 
     def __init__(self, workspace):
-        self.workspace = workspace
+        self.home = Path(workspace.home)
 
     def instance_dir(self, row) -> Path:
-        path = self.workspace.home / "instances" / row.id
+        path = self.home / "instances" / row.id
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -48,6 +54,29 @@ class Runtime:
 
     def remove(self, row) -> None:
         raise NotImplementedError
+
+    # -- for runtimes whose server doubles as the proof of a new registration (proves_registration) --
+
+    def start_proof(self, row, staged, progress) -> dict:
+        """Start the server on a staged draft (``staged.stage_dir``, see server/replay.py), wait for its
+        replay report and return it. The core then registers the version and calls ``hand_over``, or
+        ``abort_proof`` when it refuses the report."""
+        raise NotImplementedError
+
+    def hand_over(self, row, staged, version) -> dict:
+        """Tell the server started by ``start_proof`` which registered version it serves; wait until it
+        is healthy; return the handle (as ``start`` does)."""
+        raise NotImplementedError
+
+    def abort_proof(self, row, staged, reason: str) -> None:
+        """The core refused the report: tell the server why, and stop it."""
+        raise NotImplementedError
+
+
+def kernel_python(version) -> str:
+    """The interpreter that registered the model (the kernel's, with its packages), else this one."""
+    python = getattr(version, "python_executable", None)
+    return python if python and Path(python).exists() else sys.executable
 
 
 def report_phase(progress, phase: str) -> None:

@@ -1,9 +1,10 @@
-"""What goes into a model's image: the requirement lock, the wheelhouse, the Dockerfiles, the contexts.
+"""What goes into a model's image: the requirement lock, the Dockerfiles, the build contexts.
 
 Two images per model, built from two small contexts:
 
 * the **dependency image** ``nbserve/deps:<lock>-<base>``: the base image plus a venv with exactly the
-  pinned wheels, installed with ``pip install --no-index`` from a wheelhouse downloaded on the host. It is
+  pinned wheels, installed with ``pip install --no-index`` from a wheelhouse downloaded on the host
+  (``wheelhouse.py``). It is
   keyed by the lock's hash and the base image id, so every model version with the same requirements
   shares it and a rebuild needs neither the wheels nor a download.
 * the **model image** ``nbserve/<name>:<version>``: base, non-root user, the venv copied from the
@@ -17,22 +18,17 @@ The server package is copied from this source tree (never resolved from PyPI, wh
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-try:
-    import fcntl
-except ImportError:  # Windows: no lock; one process at a time fills a wheelhouse there
-    fcntl = None
-
 from ..capture.requirements import lock
-from ..errors import BuildError
+from .limits import gunicorn_command
+from .wheelhouse import link_or_copy, wheel_key
 
 SERVER_PACKAGE = Path(__file__).resolve().parents[1] / "server"
 # what nbserve/server/ imports (see its __init__): pinned like the model's own requirements
@@ -43,6 +39,15 @@ VENV = "/opt/venv"
 APP = "/opt/nbserve"
 FIXED_MTIME = 946684800  # 2000-01-01
 PRUNE_SCRIPT = Path(__file__).with_name("prune_venv.py")  # runs inside the dependency image
+# the same gunicorn command as the process runtime's; a tmpfs for the workers' heartbeat files
+SERVER_CMD = gunicorn_command(
+    f"{VENV}/bin/python", f"0.0.0.0:{PORT}", "--worker-tmp-dir", "/dev/shm", "--log-level", "info"
+)
+HEALTHCHECK = [
+    f"{VENV}/bin/python",
+    "-c",
+    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/health', timeout=2)",
+]
 
 DEPS_DOCKERFILE = """\
 # nbserve dependency image: {base} + the pinned wheels of lock {lock_hash}
@@ -78,10 +83,9 @@ WORKDIR {app}
 EXPOSE {port}
 # no curl in the image: the server's own Python asks /health
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\
-    CMD ["{venv}/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=2)"]
+    CMD {healthcheck}
 # worker count and timeout arrive at run time in GUNICORN_CMD_ARGS
-CMD ["{venv}/bin/python", "-m", "gunicorn", "--bind", "0.0.0.0:{port}", "--preload", "--worker-tmp-dir", "/dev/shm", \\
-     "--log-level", "info", "--config", "python:nbserve.server.gunicorn_conf", "nbserve.server.wsgi:app"]
+CMD {cmd}
 USER {uid}:{uid}
 COPY server {app}/server
 COPY artifacts {app}/artifacts
@@ -112,7 +116,13 @@ def lock_hash(lines: list[str], target: str) -> str:
 def recipe_hash() -> str:
     """A hash of what makes an image besides the model: the server package's files and the Dockerfiles,
     so an image built by an older nbserve is not reused."""
-    h = hashlib.sha256(DEPS_DOCKERFILE.encode() + b"\0" + MODEL_DOCKERFILE.encode() + b"\0")
+    h = hashlib.sha256(
+        DEPS_DOCKERFILE.encode()
+        + b"\0"
+        + MODEL_DOCKERFILE.encode()
+        + b"\0"
+        + json.dumps([SERVER_CMD, HEALTHCHECK]).encode()
+    )
     for path in _server_files():
         h.update(str(path.relative_to(SERVER_PACKAGE)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
@@ -132,129 +142,6 @@ def image_name(name: str) -> str:
     return f"nbserve/{repo or 'model'}"
 
 
-# -- the wheelhouse --------------------------------------------------------------------------------
-
-
-def wheel_target(facts: dict) -> list[str]:
-    """pip options that select the wheels the base image can install (its Python, glibc and CPU), so
-    that a host with a newer glibc, or a Mac, still downloads wheels that fit the image."""
-    major, minor = facts["python"].split(".")[:2]
-    glibc_minor = int(facts["libc"][1].split(".")[1])
-    arch = facts["machine"]
-    opts = [
-        "--python-version",
-        f"{major}.{minor}",
-        "--implementation",
-        "cp",
-        "--abi",
-        f"cp{major}{minor}",
-        "--abi",
-        "abi3",
-        "--abi",
-        "none",
-    ]
-    for k in range(glibc_minor, 16, -1):
-        opts += ["--platform", f"manylinux_2_{k}_{arch}"]
-    for legacy, k in (("manylinux2014", 17), ("manylinux2010", 12), ("manylinux1", 5)):
-        if glibc_minor >= k:
-            opts += ["--platform", f"{legacy}_{arch}"]
-    return opts + ["--platform", f"linux_{arch}"]
-
-
-def wheelhouse(lines: list[str], key: str, home: Path, python: str, target: list[str], progress) -> Path:
-    """A directory holding one wheel per pinned line, under $NBSERVE_HOME/wheels/<key>.
-
-    Downloaded on the host with ``pip download --only-binary=:all: --no-deps`` for the image's platform
-    (``target``, from wheel_target): the host has the network, the proxy and the CA bundle; the build
-    has none of them. A complete wheelhouse is marked and reused as it is; wheels already in another
-    wheelhouse are linked instead of downloaded again. A lock file keeps two processes (a kernel and
-    the Jupyter server) from filling the same wheelhouse at once.
-    """
-    root = home / "wheels"
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{key}.lock", "w") as lock_file:
-        if fcntl is not None:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-        return _fill_wheelhouse(lines, key, root, python, target, progress)
-
-
-def _fill_wheelhouse(lines, key, root: Path, python, platform_opts, progress) -> Path:
-    target = root / key
-    if (target / ".complete").exists():
-        progress(f"wheelhouse for lock {key[:12]} already downloaded ({len(lines)} wheels)")
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    wanted = {_wheel_key(line) for line in lines}
-    for other in root.glob("*/*.whl"):
-        if other.parent != target and _wheel_file_key(other.name) in wanted and not (target / other.name).exists():
-            _link_or_copy(other, target / other.name)
-    (target / "requirements.lock").write_text("\n".join(lines) + "\n")
-    cmd = [
-        python,
-        "-m",
-        "pip",
-        "download",
-        "--only-binary=:all:",
-        "--no-deps",
-        "--disable-pip-version-check",
-        "--progress-bar",
-        "off",
-        *platform_opts,
-        "-d",
-        str(target),
-        "-r",
-        str(target / "requirements.lock"),
-    ]
-    progress(f"downloading {len(lines)} pinned wheels on the host into {target}", 0.0)
-    try:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL
-        )
-    except OSError as exc:
-        raise BuildError(f"cannot run pip with {python}: {exc}") from None
-    tail, done = [], 0
-    for raw in proc.stdout:
-        line = raw.rstrip()
-        tail = (tail + [line])[-40:]
-        if line.startswith(("Saved ", "File was already downloaded")):
-            done += 1
-            progress(f"wheel {done}/{len(lines)}: {Path(line.split()[-1]).name}", done / max(len(lines), 1))
-    if proc.wait() != 0:
-        missing = [m.group(1) for m in re.finditer(r"No matching distribution found for (\S+)", "\n".join(tail))]
-        hint = (
-            f"no wheel on the index for {', '.join(missing)}: the image installs wheels only. Build one with "
-            f"`pip wheel` and put it where pip finds it (PIP_FIND_LINKS), or leave the package out of the model"
-            if missing
-            else "check the pip output above: the host needs access to the package index "
-            "(or PIP_INDEX_URL / PIP_FIND_LINKS pointing at a mirror)"
-        )
-        raise BuildError(
-            f"downloading the wheels for the image failed; {hint}\n--- pip output (tail) ---\n" + "\n".join(tail[-20:])
-        )
-    got = {_wheel_file_key(p.name) for p in target.glob("*.whl")}
-    if not wanted <= got:
-        raise BuildError(f"pip download did not produce wheels for {sorted(wanted - got)} in {target}")
-    (target / ".complete").write_text("")
-    return target
-
-
-def _wheel_key(line: str) -> tuple[str, str]:
-    name, _, ver = line.partition("==")
-    return canonicalize_name(name), ver.strip()
-
-
-def _wheel_file_key(filename: str) -> tuple[str, str]:
-    name, ver = filename.split("-")[:2]
-    return canonicalize_name(name), ver
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 # -- build contexts ----------------------------------------------------------------------------
 
 
@@ -264,10 +151,10 @@ def deps_context(path: Path, base: str, lines: list[str], key: str, wheels: Path
     (path / "requirements.lock").write_text("\n".join(lines) + "\n")
     (path / "wheels").mkdir()
     for whl in wheels.glob("*.whl"):
-        _link_or_copy(whl, path / "wheels" / whl.name)
+        link_or_copy(whl, path / "wheels" / whl.name)
     shutil.copy2(PRUNE_SCRIPT, path / "prune_venv.py")
     # venv brings pip and setuptools; the running server needs neither (unless the model pinned them)
-    pinned = {_wheel_key(line)[0] for line in lines}
+    pinned = {wheel_key(line)[0] for line in lines}
     drop = [n for n in ("pip", "setuptools") if n not in pinned]
     uninstall = f" \\\n && {VENV}/bin/python -m pip uninstall -y -q {' '.join(drop)}" if drop else ""
     (path / "Dockerfile").write_text(
@@ -302,6 +189,8 @@ def model_context(path: Path, version, base: str, deps_image: str, labels: dict)
             venv=VENV,
             sha256=version.sha256,
             port=PORT,
+            cmd=json.dumps(SERVER_CMD),
+            healthcheck=json.dumps(HEALTHCHECK),
             labels=label_text,
         )
     )
@@ -322,9 +211,3 @@ def _same_mtimes(path: Path) -> None:
 def _quote(value) -> str:
     text = str(value)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def kernel_python(version) -> str:
-    """The interpreter that registered the model (its pip downloads the wheels), else this one."""
-    python = getattr(version, "python_executable", None)
-    return python if python and Path(python).exists() else sys.executable

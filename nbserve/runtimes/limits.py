@@ -1,5 +1,5 @@
-"""Per-instance server settings every runtime passes the same way: request timeout, body limit, auth,
-URL prefix, adaptive batching.
+"""How every runtime runs the server: the gunicorn command, and the per-instance settings (request
+timeout, body limit, auth, URL prefix, adaptive batching) passed the same way.
 
 ``serve(..., timeout=SECONDS, max_body=BYTES, auth_token=..., url_prefix=PATH, batch=True, max_batch=ROWS,
 max_latency_ms=MS, default_method=NAME)`` land in ``row.options``; a runtime turns them into the server's
@@ -11,6 +11,9 @@ code only when that could not happen.
 
 from __future__ import annotations
 
+import secrets
+
+from ..errors import NbserveError
 from ..server.auth import token_env
 from ..server.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS
 from ..server.guards import DEFAULT_TIMEOUT  # seconds per request; 0 turns the limit off
@@ -18,6 +21,22 @@ from ..server.prefix import ENV as URL_PREFIX_ENV
 from ..server.prefix import clean as clean_prefix
 
 GRACE = 5.0
+WSGI_APP = "nbserve.server.wsgi:app"
+GUNICORN_CONF = "python:nbserve.server.gunicorn_conf"
+
+
+def gunicorn_command(python: str, binds: list[str] | str, *options: str) -> list[str]:
+    """The one command that runs a model's server, in a process and in an image: gunicorn with the model
+    preloaded in the master (a worker replaced after a timeout is forked ready in milliseconds) and
+    nbserve's gunicorn settings (``server/gunicorn_conf.py``)."""
+    bind_args = [a for b in ([binds] if isinstance(binds, str) else binds) for a in ("--bind", b)]
+    return [python, "-m", "gunicorn", *bind_args, "--preload", *options, "--config", GUNICORN_CONF, WSGI_APP]
+
+
+def worker_options(options: dict) -> list[str]:
+    """gunicorn's worker count and --timeout for an instance's options (on the command line, or in
+    GUNICORN_CMD_ARGS where the command is fixed in an image)."""
+    return ["--workers", str(int(options.get("workers", 1))), "--timeout", str(hard_timeout(options))]
 
 
 def request_timeout(options: dict) -> float:
@@ -64,10 +83,6 @@ def check_options(options: dict) -> dict:
     default_method: the method MLflow's /invocations and KServe's V1/V2 routes call (checked against the
     model's methods by Workspace.serve).
     """
-    import secrets
-
-    from ..errors import NbserveError
-
     options = dict(options)
     token = options.pop("auth_token", None)
     if token is True:

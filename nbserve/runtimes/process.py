@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from ..errors import InstanceStartError
-from .base import Runtime, free_port, log_tail, pick_port, wait_healthy
-from .limits import hard_timeout, server_limits_env
+from ..server import replay
+from .base import Runtime, free_port, kernel_python, log_tail, pick_port, wait_healthy
+from .limits import gunicorn_command, server_limits_env, worker_options
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 DRAIN_PAUSE = 0.5  # seconds between the new server taking the port's new connections and the old one's stop
@@ -63,28 +65,16 @@ def _reap(pid: int) -> None:
 class ProcessRuntime(Runtime):
     name = "process"
 
+    def __init__(self, workspace):
+        super().__init__(workspace)
+        self._proving: dict[str, subprocess.Popen] = {}  # row id -> a server started by start_proof
+
     def start(self, row, version, progress):
-        """Start gunicorn for ``version``; a pending version (see workspace.PendingVersion) is proved by
-        this same process: it replays the staged sample, and the kernel registers the version meanwhile."""
-        pending = hasattr(version, "finalize")
+        """Start gunicorn for a registered ``version`` and wait until it answers /health."""
         row.port = pick_port(row)
-        proc, handle, failure, kill = self._spawn(row, version, [f"{row.host}:{row.port}"], progress)
-        timeout = row.options.get("start_timeout", 120)
-        if pending:
-            self._hand_over(version, proc, timeout, failure, kill)
-            with open(handle["log"], "ab") as log:
-                log.write(f"--- the server's replay proved the artifact: registered as {version.id}\n".encode())
-        # polls every 20 ms at most: a refused connection on 127.0.0.1 costs microseconds, and the 0.2 s
-        # default pause added up to 0.2 s to every start (measured with benchmarks/first_prediction.py)
-        wait_healthy(
-            f"http://{row.host}:{row.port}",
-            alive=lambda: proc.poll() is None,
-            timeout=timeout,
-            failure=failure,
-            on_failure=kill,
-            max_delay=0.02,
-        )
-        return handle
+        proc, row.handle = self._launch(row, version, progress, {"NBSERVE_MODEL_ID": version.id})
+        self._wait_healthy(row, version, proc, row.handle)
+        return row.handle
 
     def update(self, row, version, progress):
         """Serve ``version`` on the instance's port without dropping a request, and return the new handle.
@@ -102,63 +92,75 @@ class ProcessRuntime(Runtime):
             )
         private = free_port(row.host)
         progress(f"starting {version.id} beside {row.model} on port {row.port} (checked on port {private})")
-        proc, handle, failure, kill = self._spawn(
-            row, version, [f"{row.host}:{row.port}", f"{row.host}:{private}"], progress, take_over=row.port
+        proc, handle = self._launch(
+            row,
+            version,
+            progress,
+            {"NBSERVE_MODEL_ID": version.id, "NBSERVE_TAKE_OVER_PORT": str(row.port)},
+            binds=[f"{row.host}:{row.port}", f"{row.host}:{private}"],
         )
         check = f"http://{row.host}:{private}"
-        wait_healthy(
-            check,
-            alive=lambda: proc.poll() is None,
-            timeout=row.options.get("start_timeout", 120),
-            failure=failure,
-            on_failure=kill,
-            max_delay=0.02,
-        )
+        self._wait_healthy(row, version, proc, handle, url=check)
         served = _served_model(check)
         if served != version.id:
-            kill()
-            raise failure(f"the new server on port {private} says it serves {served!r}, not {version.id}")
+            self._kill(proc.pid, handle["start_ticks"])
+            raise self._failure(row, version, f"the new server on port {private} says it serves {served!r}")
         progress(f"{version.id} is healthy on port {row.port}: draining {row.model} (pid {old.get('pid')})")
         time.sleep(DRAIN_PAUSE)  # connections the old server was handed before the new one took over
         self._kill(old.get("pid"), old.get("start_ticks"), timeout=float(row.options.get("drain_timeout", 30)))
         return handle
 
-    def _spawn(self, row, version, binds, progress, take_over=None):
-        """Launch gunicorn on ``binds``; (process, handle, failure(why) -> error, kill()). ``take_over``: a
-        port shared with a running server, whose new connections this one takes (server/gunicorn_conf.py)."""
-        pending = hasattr(version, "finalize")
-        python = version.python_executable
-        if not Path(python).exists():
-            progress(f"the interpreter that registered {version.id} ({python}) is gone; using {sys.executable}")
-            python = sys.executable
+    def start_proof(self, row, staged, progress) -> dict:
+        """Start gunicorn on a staged draft: the server replays the staged sample and writes its report
+        (read and returned here), then waits for the core's handoff (``hand_over``)."""
+        row.port = pick_port(row)
+        proc, row.handle = self._launch(row, staged, progress, {"NBSERVE_REPLAY": str(staged.stage_dir)})
+        self._proving[row.id] = proc
+        report_path = staged.stage_dir / replay.REPORT
+        timeout = row.options.get("start_timeout", 120)
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while not report_path.exists():
+            if proc.poll() is not None:
+                raise self._failure(row, staged, "the server exited while loading the model")
+            if time.monotonic() > deadline:
+                self._kill(proc.pid, row.handle["start_ticks"])
+                raise self._failure(row, staged, f"the model did not load within {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+        return replay.read_report(report_path)
+
+    def hand_over(self, row, staged, version) -> dict:
+        replay.write_handoff(staged.stage_dir, version.artifact_dir, version.id)
+        with open(self.instance_dir(row) / "server.log", "ab") as log:
+            log.write(f"--- the server's replay proved the artifact: registered as {version.id}\n".encode())
+        self._wait_healthy(row, version, self._proving.pop(row.id), row.handle)
+        return row.handle
+
+    def abort_proof(self, row, staged, reason: str) -> None:
+        replay.write_handoff(staged.stage_dir, abort=reason)
+        self._proving.pop(row.id, None)
+        self._kill(row.handle.get("pid"), row.handle.get("start_ticks"))
+
+    def _launch(self, row, version, progress, env_extra: dict, binds=None) -> tuple[subprocess.Popen, dict]:
+        """Start the server process for ``version`` (registered or staged) on ``binds`` (default: the row's
+        host and port); (process, handle). ``NBSERVE_TAKE_OVER_PORT`` in ``env_extra``: a port shared with a
+        running server, whose new connections this one takes (server/gunicorn_conf.py)."""
+        binds = binds or [f"{row.host}:{row.port}"]
+        python = kernel_python(version)
+        if python != version.python_executable:
+            progress(
+                f"the interpreter that registered {version.id} ({version.python_executable}) is gone; using {python}"
+            )
         log_path = self.instance_dir(row) / "server.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN"))}
         env.update(PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1", NBSERVE_ARTIFACT=str(version.artifact_dir))
-        if pending:
-            env["NBSERVE_REPLAY"] = str(version.stage_dir)
-        else:
-            env["NBSERVE_MODEL_ID"] = version.id
+        env.update(env_extra)
         env.update(server_limits_env(row.options))  # NBSERVE_TIMEOUT, NBSERVE_MAX_BODY, auth digest
         env["NBSERVE_METRICS_DIR"] = str(self.instance_dir(row) / "metrics")  # wiped by gunicorn_conf at start
-        if take_over:
-            env["NBSERVE_TAKE_OVER_PORT"] = str(take_over)
-        cmd = [python, "-m", "gunicorn"]
-        for bind in binds:
-            cmd += ["--bind", bind]
-        cmd += [
-            # SO_REUSEPORT: a later version can bind the same port beside this server (see update)
-            "--reuse-port",
-            "--workers",
-            str(row.options.get("workers", 1)),
-            "--timeout",
-            str(hard_timeout(row.options)),
-            "--preload",
-            "--log-level",
-            "warning",
-            "--config",
-            "python:nbserve.server.gunicorn_conf",
-            "nbserve.server.wsgi:app",
-        ]
+        # --reuse-port (SO_REUSEPORT): a later version can bind the same port beside this server (see update)
+        options = ["--reuse-port", "--log-level", "warning", *worker_options(row.options)]
+        cmd = gunicorn_command(python, binds, *options)
         with open(log_path, "ab") as log:
             log.write(f"--- starting {version.id} on {', '.join(binds)} at {time.ctime()}\n".encode())
             log.flush()
@@ -179,44 +181,26 @@ class ProcessRuntime(Runtime):
             "log": str(log_path),
             "reuse_port": True,
         }
+        return proc, handle
 
-        def failure(why):
-            return InstanceStartError(
-                f"{version.id} did not start on the process runtime: {why}\n"
-                f"--- log tail ({log_path}) ---\n{log_tail(log_path, 30)}"
-            )
+    def _failure(self, row, version, why: str) -> InstanceStartError:
+        log_path = self.instance_dir(row) / "server.log"
+        return InstanceStartError(
+            f"{version.id} did not start on the process runtime: {why}\n"
+            f"--- log tail ({log_path}) ---\n{log_tail(log_path, 30)}"
+        )
 
-        def kill():
-            self._kill(proc.pid, handle["start_ticks"])
-
-        return proc, handle, failure, kill
-
-    @staticmethod
-    def _hand_over(pending, proc, timeout, failure, kill):
-        """Wait for the server's replay report, register the version, tell the server which one it is."""
-        from ..capture import read_report
-
-        report_path = pending.stage_dir / "report.pkl"
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while not report_path.exists():
-            if proc.poll() is not None:
-                raise failure("the server exited while loading the model")
-            if time.monotonic() > deadline:
-                kill()
-                raise failure(f"the model did not load within {timeout:.0f} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
-        handoff = pending.stage_dir / "handoff.json"
-        try:
-            mv = pending.finalize(read_report(report_path))
-        except BaseException as exc:
-            handoff.write_text(json.dumps({"abort": str(exc)[:2000]}))
-            kill()
-            raise
-        tmp = handoff.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"artifact": str(mv.artifact_dir), "model_id": mv.id}))
-        os.replace(tmp, handoff)
+    def _wait_healthy(self, row, version, proc, handle, url=None) -> None:
+        # polls every 20 ms at most: a refused connection on 127.0.0.1 costs microseconds, and the 0.2 s
+        # default pause added up to 0.2 s to every start (measured with benchmarks/first_prediction.py)
+        wait_healthy(
+            url or f"http://{row.host}:{row.port}",
+            alive=lambda: proc.poll() is None,
+            timeout=row.options.get("start_timeout", 120),
+            failure=lambda why: self._failure(row, version, why),
+            on_failure=lambda: self._kill(proc.pid, handle["start_ticks"]),
+            max_delay=0.02,
+        )
 
     def status(self, row) -> str:
         h = row.handle
@@ -246,15 +230,12 @@ class ProcessRuntime(Runtime):
         return log_tail(self.instance_dir(row) / "server.log", tail)
 
     def remove(self, row) -> None:
+        self._proving.pop(row.id, None)
         self.stop(row)
-        import shutil
-
         shutil.rmtree(self.instance_dir(row), ignore_errors=True)
 
 
 def _served_model(url: str) -> str | None:
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url + "/health", timeout=5) as resp:
             return json.loads(resp.read()).get("model")

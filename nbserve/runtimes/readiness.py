@@ -9,9 +9,10 @@ recorded input schema (3 rows of the recorded shape, dtypes and columns), sends 
   kernel's packages), in a subprocess through Flask's test client, and
 * to a container started from the freshly built image,
 
-and compares the two answers (numbers to float tolerance). A missing or different dependency in the
-image shows up here, at build time. A method whose input schema is unknown (a function registered
-without a sample) can only be checked for loading: /health answers after the artifact is unpickled.
+and compares the two answers (``capture.compare``: numbers to float tolerance). A missing or different
+dependency in the image shows up here, at build time. A method whose input schema is unknown (a function
+registered without a sample) can only be checked for loading: /health answers after the artifact is
+unpickled.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+from ..capture.compare import difference
+from ..errors import BuildError
 from ..server.schema import column_kind
 
 ROWS = 3
@@ -136,47 +141,64 @@ def kernel_answers(proc: subprocess.Popen, timeout: float = 300) -> dict:
     raise RuntimeError(f"the kernel-side replay failed (exit {proc.returncode}): {err[-2000:]}")
 
 
-def difference(expected, got) -> str | None:
-    """None when two JSON answers agree (numbers to float tolerance), else where and how they differ."""
-    return _diff(expected, got, "data")
+def check(url: str, version, tag: str, bodies: dict, kernel, progress) -> None:
+    """Ask the server at ``url`` (the image's) what the kernel's side is asked, and compare the answers.
+
+    ``kernel`` is the process of ``start_kernel_side`` (None when no method has a synthesized input).
+    A failure is a BuildError naming the method and how the image differs.
+    """
+    try:
+        served = _get_json(url + "/interface.json")
+        names = [m["name"] for m in served.get("methods", [])]
+        if names != version.methods:
+            raise BuildError(f"the image {tag} serves methods {names}, the registry says {version.methods}")
+        got = {m: _post(url + "/" + m, body) for m, body in bodies.items()}
+        expected = kernel_answers(kernel) if kernel else {}
+    except RuntimeError as exc:
+        raise BuildError(f"readiness check of {tag}: {exc}") from None
+    for method in bodies:
+        (k_status, k_text), (i_status, i_text) = expected[method], got[method]
+        if k_status == 200 and i_status != 200:
+            raise BuildError(
+                f"{version.id}.{method} answers in the kernel but fails in the image {tag} "
+                f"(HTTP {i_status}): {_message(i_text)}"
+            )
+        if k_status != i_status:
+            raise BuildError(
+                f"{version.id}.{method}: HTTP {k_status} in the kernel, {i_status} in the image {tag}: "
+                f"{_message(i_text)}"
+            )
+        if k_status != 200:
+            progress(
+                f"readiness check: {method} could not be exercised with a synthesized input (the kernel "
+                f"answers it with HTTP {k_status} too: {_message(k_text)}); loading was checked"
+            )
+            continue
+        diff = difference(json.loads(k_text)["data"], json.loads(i_text)["data"])
+        if diff:
+            raise BuildError(
+                f"{version.id}.{method} answers differently in the image {tag} than in the kernel's environment: {diff}"
+            )
+        progress(f"readiness check: {method} answers as in the kernel")
 
 
-def _diff(a, b, where):
-    if isinstance(a, dict) and isinstance(b, dict):
-        if set(a) != set(b):
-            return f"{where}: keys {sorted(a)} in the kernel, {sorted(b)} in the image"
-        for k in a:
-            d = _diff(a[k], b[k], f"{where}[{k!r}]")
-            if d:
-                return d
-        return None
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            return f"{where}: {len(a)} items in the kernel, {len(b)} in the image"
-        if a and all(_is_number(x) for x in a) and all(_is_number(x) for x in b):
-            gaps = [_gap(x, y) for x, y in zip(a, b)]
-            i = max(range(len(gaps)), key=gaps.__getitem__)  # the first of the largest differences
-            if gaps[i] > 0:
-                return f"{where}[{i}]: {a[i]!r} in the kernel, {b[i]!r} in the image"
-            return None
-        for i, (x, y) in enumerate(zip(a, b)):
-            d = _diff(x, y, f"{where}[{i}]")
-            if d:
-                return d
-        return None
-    if _is_number(a) and _is_number(b):
-        return None if _gap(a, b) == 0 else f"{where}: {a!r} in the kernel, {b!r} in the image"
-    return None if a == b else f"{where}: {a!r} in the kernel, {b!r} in the image"
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return json.loads(resp.read())
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) or x is None
+def _post(url: str, body: bytes) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
 
 
-def _gap(x, y) -> float:
-    """0 when equal as numpy.allclose would say (rtol 1e-5, atol 1e-8; NaN, sent as null, equals NaN)."""
-    if x is None or y is None:
-        return 0.0 if x is y else float("inf")
-    if abs(x - y) <= 1e-8 + 1e-5 * abs(y):
-        return 0.0
-    return abs(x - y)
+def _message(text: str) -> str:
+    try:
+        err = json.loads(text)["error"]
+        return f"{err['type']}: {err['message']}"
+    except (ValueError, KeyError, TypeError):
+        return text[:500]

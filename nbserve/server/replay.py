@@ -6,9 +6,38 @@ imported it (the proof behind the requirement list), and each method's output, s
 compare them with the answers in the kernel.
 """
 
+import builtins
+import json
+import os
 import pickle
 import sys
+import time
 import traceback
+
+# The staging directory of a new registration, as the kernel writes it (capture's Draft.stage and the
+# runtime) and the proof reads it. The names live here, in the one module both sides import.
+STAGED_ARTIFACT = "artifact"  # model.pkl + manifest.json of the draft
+SAMPLE = "sample.pkl"  # the first rows of the registration sample
+REPORT = "report.pkl"  # what the replay found (written by the proof)
+HANDOFF = "handoff.json"  # the registered artifact and model id, or why not (written by the kernel)
+
+
+def read_report(path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def write_handoff(stage, artifact_dir=None, model_id=None, abort=None) -> None:
+    """The kernel's answer to a server that is also the proof: serve this registered artifact as
+    ``model_id``, or ``abort`` (why the registration was refused). Written atomically: the server polls."""
+    if abort is not None:
+        info = {"abort": str(abort)[:2000]}
+    else:
+        info = {"artifact": str(artifact_dir), "model_id": model_id}
+    path = os.path.join(os.fspath(stage), HANDOFF)
+    with open(path + ".tmp", "w") as f:
+        json.dump(info, f)
+    os.replace(path + ".tmp", path)
 
 
 class _ImportRecorder:
@@ -36,8 +65,6 @@ class _ImportRecorder:
         return None
 
     def __enter__(self):
-        import builtins
-
         original = self._import = builtins.__import__
 
         def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
@@ -50,8 +77,6 @@ class _ImportRecorder:
         return self
 
     def __exit__(self, *exc):
-        import builtins
-
         builtins.__import__ = self._import
         sys.meta_path.remove(self)
 
@@ -82,8 +107,6 @@ def replay(artifact_dir, sample_path):
 
 def _write_report(report, path):
     """Write atomically (the reader polls for the file), keeping the module list if outputs won't pickle."""
-    import os
-
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
         try:
@@ -99,15 +122,14 @@ def _write_report(report, path):
 def _replay_in_child(stage):
     """Replay in a forked child, so that whatever the model starts (an OpenMP pool) never lives in the
     gunicorn master that forks the workers; write the report (also when the child dies)."""
-    import os
 
-    report_path = os.path.join(stage, "report.pkl")
+    report_path = os.path.join(stage, REPORT)
     pid = os.fork()
     if pid == 0:  # the child: replay, report, and leave without running the parent's cleanup
         code = 0
         try:
             try:
-                report, _ = replay(os.path.join(stage, "artifact"), os.path.join(stage, "sample.pkl"))
+                report, _ = replay(os.path.join(stage, STAGED_ARTIFACT), os.path.join(stage, SAMPLE))
             except Exception as exc:
                 report = {"load_error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-5)}"}
             _write_report(report, report_path)
@@ -121,8 +143,7 @@ def _replay_in_child(stage):
     if not os.path.exists(report_path):
         how = f"signal {-os.waitstatus_to_exitcode(status)}" if os.WIFSIGNALED(status) else f"exit {status >> 8}"
         _write_report({"load_error": f"loading and calling the model crashed the interpreter ({how})"}, report_path)
-    with open(report_path, "rb") as f:
-        return pickle.load(f)
+    return read_report(report_path)
 
 
 def replay_then_serve(stage, timeout=600.0):
@@ -130,10 +151,6 @@ def replay_then_serve(stage, timeout=600.0):
     for the kernel to register the version (it writes handoff.json naming the stored artifact and the
     model id), then return the app for the registered artifact, loaded here only where forksafe.py allows.
     Saves a second interpreter's start-up."""
-    import json
-    import os
-    import time
-
     from . import artifact
 
     stage = os.fspath(stage)
@@ -146,9 +163,9 @@ def replay_then_serve(stage, timeout=600.0):
 
     obj = None
     if report.get("load_starts_threads") is False:
-        obj, _ = artifact.load(os.path.join(stage, "artifact"))
+        obj, _ = artifact.load(os.path.join(stage, STAGED_ARTIFACT))
 
-    handoff = os.path.join(stage, "handoff.json")
+    handoff = os.path.join(stage, HANDOFF)
     deadline = time.monotonic() + timeout
     while not os.path.exists(handoff):
         if time.monotonic() > deadline:
@@ -158,7 +175,7 @@ def replay_then_serve(stage, timeout=600.0):
         info = json.load(f)
     if info.get("abort"):
         raise SystemExit(f"nbserve: registration failed: {info['abort']}")
-    staged = artifact.read_manifest(os.path.join(stage, "artifact"))
+    staged = artifact.read_manifest(os.path.join(stage, STAGED_ARTIFACT))
     manifest = artifact.read_manifest(info["artifact"])
     if manifest["pickle_sha256"] != staged["pickle_sha256"]:
         raise SystemExit("nbserve: the registered artifact is not the one this server loaded")
