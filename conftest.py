@@ -5,6 +5,7 @@ on which notebooks ran before; instances the notebooks leave behind are removed 
 """
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,17 +27,14 @@ def pytest_runtest_setup(item):
 
 
 def pytest_sessionfinish(session):
+    sys.path.insert(0, str(Path(__file__).parent / "tests"))  # also when only notebooks/ ran
+    from nbserve_testing import remove_instances
+
     from nbserve.workspace import Workspace
 
     for home in _notebook_homes | {_RUN_HOME / "default"}:
-        if not home.exists():
-            continue
-        ws = Workspace(home)
-        for inst in ws.instances():
-            try:
-                ws.remove(inst.id)
-            except Exception:
-                pass
+        if home.exists():
+            remove_instances(Workspace(home))
     try:
         from nbserve.runtimes.docker import engine_available, remove_labelled
     except ImportError:

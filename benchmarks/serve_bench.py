@@ -483,17 +483,11 @@ def ratios(rows: dict, results: dict, colds: dict, ref: str) -> str:
             paired = [x[k] / y[k] for x, y in zip(results["nbserve"], results[ref])]
         p = statistics.median(paired)
         target = TARGETS.get(k) if ref == "bare Flask" else None
-        mark = (
-            ""
-            if target is None
-            else (
-                " target <= %.1f: %s"
-                % (
-                    target,
-                    "met" if max(r, p) <= target else "met by one estimate" if min(r, p) <= target else "NOT met",
-                )
-            )
-        )
+        if target is None:
+            mark = ""
+        else:
+            verdict = "met" if max(r, p) <= target else "met by one estimate" if min(r, p) <= target else "NOT met"
+            mark = f" target <= {target:.1f}: {verdict}"
         parts.append(f"{dict((c, h) for c, h, _ in COLUMNS)[k]} {r:.2f} [{p:.2f}]{mark}")
     if ref == "bare Flask":
         for k, label in (("rss_mb", "RSS"), ("pss_mb", "PSS")):

@@ -8,6 +8,8 @@
 Attributes load lazily, so that ``nbserve.server`` (the served side) can be imported without the core.
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 _API = {
@@ -39,6 +41,7 @@ _ERRORS = {
     "NbserveError",
     "ModelNotFoundError",
     "InstanceNotFoundError",
+    "MethodNotFoundError",
     "CaptureError",
     "SampleError",
     "RequirementsError",
@@ -55,8 +58,7 @@ __all__ = sorted(_API | set(_EXPORTS) | _ERRORS)
 
 
 def __getattr__(name):
-    import importlib
-
+    # attributes load on first use: `import nbserve` stays cheap, and nbserve.server needs none of this
     if name in _API:
         from . import api
 

@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--base-image")
     args = parser.parse_args(argv)
 
-    from .workspace import default_workspace
+    from .workspace import default_workspace  # after parsing: --help and usage errors skip loading the core
 
     ws = default_workspace()
     try:

@@ -7,7 +7,7 @@ import sys
 
 import requests
 
-from .errors import NbserveError, ServerError
+from .errors import MethodNotFoundError, NbserveError, ServerError
 from .server import jsonio, schema
 
 
@@ -35,14 +35,17 @@ def encode(value):
     return schema.to_jsonable(value)
 
 
-def decode(spec: dict, data):
+def decode(spec: dict | None, data):
     """The JSON ``data`` of a response as the type the method returned in the kernel (a DataFrame or
     Series where it returned one, with its dtypes)."""
     return schema.rebuild(spec, data)
 
 
 class Client:
-    """Talks to one served model. Each served method is a Python method: ``client.predict(X)``."""
+    """Talks to one served model. Each served method is a Python method: ``client.predict(X)``.
+
+    Holds a connection pool: ``client.close()``, or ``with Client(url) as client: ...``.
+    """
 
     def __init__(self, url: str, timeout: float = 60.0, token: str | None = None, interface: dict | None = None):
         self.url = url.rstrip("/")
@@ -54,6 +57,16 @@ class Client:
 
     def __repr__(self):
         return f"<Client {self.url}>"
+
+    def close(self) -> None:
+        """Close the pooled connections (the client can still be used: it reconnects)."""
+        self._session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _request(self, verb: str, path: str, **kwargs):
         try:
@@ -88,17 +101,20 @@ class Client:
     def call(self, method: str, data):
         spec = next((m for m in self.interface["methods"] if m["name"] == method), None)
         if spec is None:
-            raise NbserveError(f"the model at {self.url} has no method {method!r}; it serves {self.methods}")
+            raise MethodNotFoundError(f"the model at {self.url} has no method {method!r}; it serves {self.methods}")
         body = jsonio.dumps({"data": encode(data)})
         resp = self._request("POST", f"/{method}", data=body, headers={"Content-Type": "application/json"})
         return decode(spec.get("output"), jsonio.loads(resp.content)["data"])
 
     def __getattr__(self, name):
+        """``client.predict``: the served method, without a request. A name the known interface lacks is
+        an AttributeError here; before the interface is known, calling it asks the server, and an
+        unknown method is a MethodNotFoundError (an AttributeError too)."""
         if name.startswith("_"):
             raise AttributeError(name)
-        if name in self.methods:
-            return functools.partial(self.call, name)
-        raise AttributeError(f"the model at {self.url} has no method {name!r}; it serves {self.methods}")
+        if self._interface is not None and name not in self.methods:
+            raise MethodNotFoundError(f"the model at {self.url} has no method {name!r}; it serves {self.methods}")
+        return functools.partial(self.call, name)
 
     def __dir__(self):
         names = list(super().__dir__())

@@ -5,6 +5,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import NbserveError
+
 
 def home() -> Path:
     """The registry directory: $NBSERVE_HOME, default ~/.nbserve."""
@@ -19,8 +21,6 @@ def settings(home_dir=None) -> dict:
     except FileNotFoundError:
         return {}
     except ValueError as exc:
-        from .errors import NbserveError
-
         raise NbserveError(f"{path} is not valid JSON ({exc}); fix or delete it") from exc
 
 

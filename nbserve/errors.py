@@ -17,6 +17,10 @@ class DeploymentNotFoundError(NbserveError, LookupError):
     pass
 
 
+class MethodNotFoundError(NbserveError, AttributeError):
+    """A client asked a served model for a method it does not serve (``client.transform``)."""
+
+
 class CaptureError(NbserveError):
     """The object cannot be pickled or its methods cannot be found."""
 

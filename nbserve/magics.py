@@ -15,6 +15,7 @@ import time
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
 
 from . import runtimes
 from .errors import NbserveError, RuntimeUnavailableError
@@ -227,9 +228,7 @@ class NbserveMagics(Magics):
                 reads = not words or words[0] in ("list", "logs")
                 print(commands.run(ws, words, None if reads else self._progress(f"deploy {' '.join(rest)}")))
             elif cmd == "panel" and not rest:
-                from IPython.display import display
-
-                from .widgets import panel
+                from .widgets import panel  # ipywidgets is optional (the nbserve[notebook] extra)
 
                 display(panel(ws))
             else:
@@ -242,12 +241,14 @@ class NbserveMagics(Magics):
     def _lookup(self, name: str, what: str):
         if len(name) > 1 and name[0] == name[-1] and name[0] in "'\"":
             name = name[1:-1]  # IPython's argument splitting keeps the quotes around "X[:5, 0]"
-        ns = self.shell.user_ns
+        shell = self.shell
+        assert shell is not None  # magics are registered with a shell
+        ns = shell.user_ns
         if name in ns:
             return ns[name]
         if not name.isidentifier():
             try:
-                return self.shell.ev(name)
+                return shell.ev(name)
             except Exception as exc:
                 raise UsageError(f"cannot evaluate the {what} {name!r}: {type(exc).__name__}: {exc}") from None
         names = {n.lower(): n for n in user_names(self.shell)}  # 'Y' should suggest 'y'
@@ -267,8 +268,6 @@ class NbserveMagics(Magics):
             from .notebook_progress import ProgressView
         except ImportError:  # ipywidgets is optional (the nbserve[notebook] extra)
             return console_progress
-        from IPython.display import display
-
         view = ProgressView(title)
         display(view)
         return view

@@ -8,7 +8,9 @@ from html import escape
 from pathlib import Path
 
 from .browser_links import browser_url, proxy_hint
+from .errors import NbserveError
 from .server.auth import mask
+from .server.openapi import interface_document
 
 
 @dataclass(eq=False)
@@ -142,13 +144,15 @@ class Instance:
         return self._row.options.get("auth_token")
 
     def client(self, timeout: float = 60.0):
-        from .client import Client
-        from .server.openapi import interface_document
+        from .client import Client  # requests is loaded when a client is made, not for listing
 
         # the registry already knows what /interface.json would say: save the client that round trip
+        url = self.url
+        if url is None:
+            raise NbserveError(f"{self.id} has no address ({self.status}): start it first")
         manifest = self._workspace.get_model(self.model).manifest
         interface = interface_document(manifest, self.model, self._row.options.get("default_method"))
-        return Client(self.url, timeout=timeout, token=self.auth_token, interface=interface)
+        return Client(url, timeout=timeout, token=self.auth_token, interface=interface)
 
     def logs(self, tail: int = 200) -> str:
         return self._workspace.logs(self.id, tail=tail)

@@ -34,6 +34,7 @@ from .browser_links import proxy_hint
 from .errors import NbserveError
 from .notebook_progress import ProgressView
 from .notebook_text import duration, error_text, when
+from .workspace import default_workspace
 
 REFRESH_SECONDS = 5.0
 MAX_AUTO_REFRESHING = 4
@@ -331,8 +332,6 @@ class Panel(widgets.VBox):
 
     def __init__(self, workspace=None, refresh_seconds: float = REFRESH_SECONDS, **kwargs):
         if workspace is None:
-            from .workspace import default_workspace
-
             workspace = default_workspace()
         self.workspace = workspace
         self.refresh_seconds = refresh_seconds
@@ -660,10 +659,10 @@ class Panel(widgets.VBox):
         self.progress.fail(text)
 
     def _set_busy(self, busy: bool) -> None:
-        for row in self._model_rows.values():
-            row.start.disabled = busy
-        for id, row in self._instance_rows.items():
-            row.enable(None if busy else self._statuses.get(id))
+        for model_row in self._model_rows.values():
+            model_row.start.disabled = busy
+        for id, instance_row in self._instance_rows.items():
+            instance_row.enable(None if busy else self._statuses.get(id))
         self.refresh_button.disabled = busy
         if self.deployments is not None:
             self.deployments.enable(busy)

@@ -134,7 +134,7 @@ class Workspace:
         return require_name(name)
 
     def register(self, obj, name: str | None = None, sample=None, methods=None, progress=None) -> ModelVersion:
-        from .capture import capture
+        from .capture import capture  # cloudpickle and the proof machinery: loaded on a first register
 
         name = self._name_for(obj, name)
         return self._store(capture(obj, label=name, sample=sample, methods=methods), name, _progress(progress))
@@ -166,7 +166,7 @@ class Workspace:
         return self._version(self.registry.get_version(name, version))
 
     def load(self, ref):
-        import cloudpickle
+        import cloudpickle  # only where an object is unpickled: listing and serving never do
 
         mv = self.get_model(ref)
         try:
@@ -227,7 +227,7 @@ class Workspace:
                 raise NbserveError(
                     f"sample= and methods= apply when registering a live object; {target!r} is already registered"
                 )
-            mv = self.get_model(target, version)
+            mv: ModelVersion | PendingVersion = self.get_model(target, version)
             runtime = self.choose_runtime(runtime, say, options.get("base_image"))
         else:
             name = self._name_for(target, name)
@@ -303,6 +303,10 @@ class Workspace:
             return mv
         finally:
             pending.cleanup()
+
+    def check_port(self, port: int, host: str = "127.0.0.1") -> int:
+        """``port`` if it is a valid TCP port that is free on ``host``, else PortInUseError saying so."""
+        return choose_port(host, port)
 
     def instances(self, model: str | None = None) -> list[Instance]:
         rows = self.registry.list_instances()

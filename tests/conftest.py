@@ -25,14 +25,11 @@ def home(tmp_path, monkeypatch):
     path = tmp_path / "nbserve-home"
     monkeypatch.setenv("NBSERVE_HOME", str(path))
     yield path
+    from nbserve_testing import remove_instances
+
     from nbserve.workspace import Workspace
 
-    ws = Workspace(path)
-    for inst in ws.instances():
-        try:
-            ws.remove(inst.id)
-        except Exception:
-            pass
+    remove_instances(Workspace(path))
 
 
 @pytest.fixture

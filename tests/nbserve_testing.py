@@ -21,6 +21,15 @@ def need(condition: bool, what: str, how: str):
     pytest.skip(f"{what} is not available: {how}")
 
 
+def remove_instances(workspace) -> None:
+    """Teardown: remove every instance of a workspace, whatever state a failed test left it in."""
+    for inst in workspace.instances():
+        try:
+            workspace.remove(inst.id)
+        except Exception:
+            pass
+
+
 def base_image() -> str:
     return os.environ.get("NBSERVE_BASE_IMAGE", "local/python:3.11-bookworm")
 

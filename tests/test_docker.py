@@ -147,7 +147,7 @@ def test_a_new_version_with_the_same_requirements_reuses_the_dependency_layers(b
         mv = built.ws.register(Ridge(alpha=alpha).fit(X, y), name="diabetes", sample=X, progress=False)
         assert mv.requirements == built.mv.requirements
         messages = []
-        images.append(built.ws.build(mv, progress=lambda m, f=None: messages.append(m)))
+        images.append(built.ws.build(mv, progress=lambda m, f=None, messages=messages: messages.append(m)))
         assert any("dependency layers" in m and "reused" in m for m in messages)
         assert not any(m.startswith("downloading") for m in messages)
         # every step up to the server code comes from the cache: only the artifact, its ENV and LABEL are new
@@ -428,5 +428,5 @@ def test_no_engine_is_a_clear_error_and_a_quick_no(workspace, monkeypatch, tmp_p
     assert engine_available() is False
     assert time.monotonic() - started < 2
     with pytest.raises(DockerUnavailableError, match=r"no Docker engine answers at unix://.*runtime='process'"):
-        DockerRuntime(workspace).client
+        DockerRuntime(workspace).client  # noqa: B018 (connecting is what raises)
     assert workspace.choose_runtime("auto", progress=False) == "process"

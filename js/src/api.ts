@@ -91,14 +91,10 @@ export async function listInstances(): Promise<IEntry[]> {
 
 /** Ask for a new instance; the server answers 202 at once with a job to poll. */
 export async function startNew(request: IStartRequest): Promise<IEntry> {
-  return (await requestAPI<{ job: IEntry }>('instances', json('POST', request)))
-    .job;
+  return (await requestAPI<{ job: IEntry }>('instances', json('POST', request))).job;
 }
 
-export async function act(
-  id: string,
-  action: 'stop' | 'start'
-): Promise<IEntry> {
+export async function act(id: string, action: 'stop' | 'start'): Promise<IEntry> {
   const path = `instances/${encodeURIComponent(id)}/${action}`;
   return (await requestAPI<{ instance: IEntry }>(path, json('POST'))).instance;
 }

@@ -2,11 +2,7 @@
  * nbserve's JupyterLab extension: a left-sidebar panel "Model serving" over the REST API of the
  * nbserve server extension (nbserve/jupyter/).
  */
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
 
 import { servingIcon } from './icon';

@@ -16,7 +16,11 @@ export class LogView extends PollingWidget {
     this.addClass('nbserve-logs');
     this._error = h('div', { className: 'nbserve-error', role: 'alert' });
     this._error.hidden = true;
-    this._pre = h('pre', { role: 'log', 'aria-label': `Logs of ${instanceId}`, tabindex: 0 }, 'Loading…');
+    this._pre = h(
+      'pre',
+      { role: 'log', 'aria-label': `Logs of ${instanceId}`, tabindex: 0 },
+      'Loading…'
+    );
     this.node.append(this._error, this._pre);
   }
 

@@ -58,7 +58,13 @@ export class ServingPanel extends PollingWidget {
       { className: 'nbserve-empty' },
       h('p', {}, 'No models registered yet. In a notebook, serve a fitted model with'),
       h('pre', {}, h('code', {}, '%load_ext nbserve\n%serve model_name')),
-      h('p', {}, 'or register it from Python with ', h('code', {}, 'nbserve.register(model, name="...")'), '.')
+      h(
+        'p',
+        {},
+        'or register it from Python with ',
+        h('code', {}, 'nbserve.register(model, name="...")'),
+        '.'
+      )
     );
     this._instanceList = h('ul', { className: 'nbserve-list', 'aria-label': 'Model instances' });
     this._instancesEmpty = h(
@@ -241,7 +247,10 @@ function placeAt(list: HTMLElement, node: HTMLElement, index: number): void {
   }
 }
 
-function dropUnseen<R extends { node: HTMLElement }>(rows: Map<string, R>, seen: Set<string>): void {
+function dropUnseen<R extends { node: HTMLElement }>(
+  rows: Map<string, R>,
+  seen: Set<string>
+): void {
   for (const [key, row] of rows) {
     if (!seen.has(key)) {
       row.node.remove();
@@ -309,7 +318,9 @@ class ModelRow {
       const selected = this._version.value;
       replaceChildren(this._version, ...versions.map(v => h('option', { value: v }, `v${v}`)));
       // keep the user's choice across refreshes; otherwise the latest version
-      this._version.value = versions.map(String).includes(selected) ? selected : String(model.version);
+      this._version.value = versions.map(String).includes(selected)
+        ? selected
+        : String(model.version);
       this._versionsKey = key;
     }
     // "sklearn.linear_model._base.LinearRegression" -> "LinearRegression" (the full name is in the tooltip)

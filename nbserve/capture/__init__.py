@@ -182,8 +182,8 @@ def prove(d: Draft) -> dict:
     """Load the draft in a clean interpreter (``python -I``, another working directory) and replay the sample."""
     package_parent = str(Path(__file__).resolve().parents[2])
     boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from nbserve.server.replay import main; main(sys.argv[1:])"
-    with tempfile.TemporaryDirectory(prefix="nbserve-proof-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="nbserve-proof-") as tmp_name:
+        tmp = Path(tmp_name)
         art = d.stage(tmp)
         cmd = [
             sys.executable,

@@ -9,15 +9,22 @@ over the distributions' own dependencies, so the list is a lock of the kernel's 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 import pickletools
 import sys
+import threading
 import types
+from collections.abc import Mapping
 from importlib import metadata
+from typing import Any
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from .. import config
 from .pickling import _code_names, is_user_module
 
 # never a model's requirement just because the capturing process had it loaded
@@ -29,6 +36,7 @@ def modules_in_pickle(data: bytes) -> set[str]:
     found: set[str] = set()
     memo: dict[int, object] = {}
     recent: list[object] = []  # the last two values pushed, enough to read STACK_GLOBAL's operands
+    arg: Any
     for op, arg, _pos in pickletools.genops(data):
         name = op.name
         if name == "GLOBAL":
@@ -88,15 +96,9 @@ def _modules_of_value(value, seen):
 
 
 @functools.lru_cache(maxsize=1)
-def _module_map() -> dict[str, list[str]]:
+def _module_map() -> Mapping[str, list[str]]:
     """packages_distributions(), cached on disk: it reads every RECORD file (half a second in a data
     science environment), and its answer changes only when something is installed on sys.path."""
-    import hashlib
-    import json
-    import os
-
-    from .. import config
-
     stamp = []
     for entry in sys.path:
         try:
@@ -122,8 +124,6 @@ def _module_map() -> dict[str, list[str]]:
 
 def warm_up() -> None:
     """Compute the module map in a background thread (while a server process starts, say)."""
-    import threading
-
     threading.Thread(target=_module_map, name="nbserve-module-map", daemon=True).start()
 
 
@@ -176,7 +176,7 @@ def _dependencies(dist_name: str) -> tuple[str, ...]:
         requires = metadata.requires(dist_name) or []
     except metadata.PackageNotFoundError:
         return ()
-    env = default_environment()
+    env: dict[str, Any] = dict(default_environment())
     out = []
     for line in requires:
         try:

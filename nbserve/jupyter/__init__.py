@@ -14,6 +14,7 @@ def _jupyter_server_extension_points():
 
 
 def _load_jupyter_server_extension(server_app):
+    # the handlers load tornado, jupyter_server and the core: only once a server loads the extension
     from ..browser_links import announce
     from ..config import home
     from .handlers import API_PREFIX, setup_handlers

@@ -6,6 +6,8 @@ exception's own, which already says what to do next.
 
 from __future__ import annotations
 
+from http.client import responses
+
 from tornado.web import HTTPError
 
 from ..errors import (
@@ -69,6 +71,4 @@ def error_body(exc: BaseException, status: int | None = None) -> dict:
 
 
 def _reason(status: int) -> str:
-    from http.client import responses
-
     return responses.get(status, "Error").replace(" ", "")

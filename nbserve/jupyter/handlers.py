@@ -32,7 +32,6 @@ from jupyter_server.utils import url_path_join
 
 from .. import runtimes
 from ..errors import NbserveError
-from ..runtimes.base import choose_port
 from ..workspace import default_workspace, quiet
 from .errors import BadRequest, Conflict, error_body, status_for
 from .jobs import Jobs
@@ -152,7 +151,7 @@ class InstancesHandler(NbserveHandler):
         if not await self.call(runtimes.reachable, chosen):
             raise runtimes.unavailable(chosen)
         if port is not None:
-            await self.call(choose_port, "127.0.0.1", port)
+            await self.call(ws.check_port, port)
         job = self.jobs.serve(ws, mv.id, chosen, port)
         self.set_header("Location", url_path_join(self.base_url, API_PREFIX, "jobs", job.id))
         self.reply({"job": job.to_dict()}, status=202)

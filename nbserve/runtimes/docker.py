@@ -14,6 +14,7 @@ import contextlib
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 from ..errors import InstanceStartError, NbserveError, PortInUseError
 from ..resources import Image
@@ -24,7 +25,7 @@ from .limits import server_limits_env, worker_options
 
 __all__ = ["DockerRuntime", "engine_available", "remove_labelled", "restart_policy"]
 
-DEFAULT_RESTART = {"Name": "on-failure", "MaximumRetryCount": 5}
+DEFAULT_RESTART: dict[str, Any] = {"Name": "on-failure", "MaximumRetryCount": 5}
 
 
 def restart_policy(value) -> dict:

@@ -35,7 +35,8 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 def synthesize(schema: dict | None, rng: random.Random | None = None):
     """A JSON value that fits ``schema`` (the server's input schema), or None when the schema is unknown."""
     rng = rng or random.Random(0)
-    kind = (schema or {}).get("type", "any")
+    schema = schema or {}
+    kind = schema.get("type", "any")
     if kind == "ndarray":
         shape = [ROWS if d is None else d for d in schema["shape"]]
         return _nested(shape, lambda: _scalar(schema["dtype"], rng)) if shape else None
@@ -122,12 +123,14 @@ def start_kernel_side(version, python: str, bodies: dict) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdin is not None  # stdin=PIPE
     proc.stdin.write(json.dumps({m: b.decode() for m, b in bodies.items()}))
     proc.stdin.close()
     return proc
 
 
 def kernel_answers(proc: subprocess.Popen, timeout: float = 300) -> dict:
+    assert proc.stdout is not None and proc.stderr is not None  # both PIPE
     try:
         out = proc.stdout.read()
         err = proc.stderr.read()

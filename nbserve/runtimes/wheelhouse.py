@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 try:
     import fcntl
 except ImportError:  # Windows: no lock; one process at a time fills a wheelhouse there
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 from ..errors import BuildError
 
@@ -99,7 +99,9 @@ def _fill_wheelhouse(lines, key, root: Path, python, platform_opts, progress) ->
         )
     except OSError as exc:
         raise BuildError(f"cannot run pip with {python}: {exc}") from None
-    tail, done = [], 0
+    tail: list[str] = []
+    done = 0
+    assert proc.stdout is not None  # stdout=PIPE
     for raw in proc.stdout:
         line = raw.rstrip()
         tail = (tail + [line])[-40:]

@@ -1,6 +1,7 @@
 """Fixtures of the reliability suite, and the closing line with its numbers."""
 
 import pytest
+from nbserve_testing import remove_instances
 from reliability_tools import TALLY, summary
 
 
@@ -17,8 +18,4 @@ def module_workspace(tmp_path_factory):
 
     ws = Workspace(tmp_path_factory.mktemp("nbserve-home"))
     yield ws
-    for inst in ws.instances():
-        try:
-            ws.remove(inst.id)
-        except Exception:
-            pass
+    remove_instances(ws)

@@ -56,10 +56,10 @@ def health(url) -> int:
         return 0
 
 
-def command(page, label):
-    page.keyboard.press("Control+Shift+C")
-    page.locator(".lm-CommandPalette-input").fill(label)
-    page.locator(".lm-CommandPalette-item", has_text=re.compile(f"^{re.escape(label)}")).first.click()
+def command(tab, label):
+    tab.keyboard.press("Control+Shift+C")
+    tab.locator(".lm-CommandPalette-input").fill(label)
+    tab.locator(".lm-CommandPalette-item", has_text=re.compile(f"^{re.escape(label)}")).first.click()
 
 
 def test_serve_in_a_notebook_then_stop_and_start_from_the_panel(lab, page, workspace, tmp_path):  # noqa: F811
