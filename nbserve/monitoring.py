@@ -108,7 +108,7 @@ def _delta(new: dict, old: dict | None) -> dict:
 
 def _all_methods(snap: dict, include_other: bool = False) -> dict:
     """The model methods' counts summed into one (the "other" routes left out unless asked)."""
-    total = {"requests": 0.0, "errors": 0.0, "sum": 0.0, "buckets": {}}
+    total: dict = {"requests": 0.0, "errors": 0.0, "sum": 0.0, "buckets": {}}
     for method, e in snap["methods"].items():
         if method == "other" and not include_other:
             continue

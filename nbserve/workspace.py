@@ -248,6 +248,7 @@ class Workspace:
                 f"default_method={options['default_method']!r} is not a method of {mv.name}; it has {served_methods}"
             )
         if not start:
+            assert isinstance(mv, ModelVersion)  # a pending version is made only to start it
             if runtimes.spec(runtime).builds_images:
                 self.runtime(runtime).build(mv, base_image=options.get("base_image"), progress=say)
             return mv

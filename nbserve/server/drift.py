@@ -37,6 +37,7 @@ import os
 import threading
 import time
 from collections import deque
+from typing import Any
 
 PSI_WARN = 0.1
 PSI_ALERT = 0.25
@@ -102,7 +103,7 @@ def _numbers(column):
 def _labels(column) -> list:
     """Category labels as strings (None for nulls: None, NaN, pandas' NA and NaT), as the reference stores them."""
     values = column.tolist() if hasattr(column, "tolist") else list(column)
-    out = []
+    out: list[str | None] = []
     for v in values:
         if v is None or (isinstance(v, float) and v != v) or type(v).__name__ in ("NAType", "NaTType"):
             out.append(None)
@@ -147,7 +148,7 @@ def reference_spec(name: str, column) -> dict:
             edges = sorted({float(_round(q)) for q in qs})
         else:
             edges = []
-        spec = {"name": name, "kind": "numeric", "edges": edges}
+        spec: dict[str, Any] = {"name": name, "kind": "numeric", "edges": edges}
     else:
         labels = [v for v in _labels(column) if v is not None]
         freq: dict = {}
@@ -256,16 +257,16 @@ class Monitor:
     """One worker's live counts over a rolling window, and the merged answer of /drift."""
 
     def __init__(self, reference: dict | None, directory: str | None = None, window: int | None = None):
-        self.reference = reference or None
+        self.reference: dict = reference or {}
         self.directory = directory
         self.window = int(window or os.environ.get("NBSERVE_DRIFT_WINDOW") or WINDOW_ROWS)
         self.enabled = bool(self.reference and (self.reference.get("input") or self.reference.get("outputs")))
         self._buffer: list = []
         self._blocks: deque = deque()  # (rows, {key: counts}) oldest first
         self._lock = threading.Lock()
-        self._pid = None
+        self._pid: int | None = None
         self._dirty = False
-        self._specs = {}
+        self._specs: dict = {}
         if self.enabled:
             for spec in self.reference.get("input", []):
                 self._specs[("input", "", spec["name"])] = spec
@@ -360,6 +361,7 @@ class Monitor:
         return {"rows": rows, "counts": {k: v.tolist() for k, v in merged.items()}, "updated": time.time()}
 
     def _write(self, window: dict) -> None:
+        assert self.directory is not None  # written only where a directory was given
         path = os.path.join(self.directory, f"{FILE_PREFIX}{os.getpid()}.json")
         tmp = f"{path}.{threading.get_ident()}.tmp"
         with open(tmp, "w") as f:
@@ -381,7 +383,7 @@ class Monitor:
         else:
             with self._lock:
                 windows.append(self._window_counts())
-        rows, merged = 0, {}
+        rows, merged = 0, {}  # type: ignore[var-annotated]
         for w in windows:
             rows += w.get("rows", 0)
             for key, c in w.get("counts", {}).items():

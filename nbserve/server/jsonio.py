@@ -4,7 +4,7 @@ try:
     import orjson
 
     loads = orjson.loads
-    JSONDecodeError = orjson.JSONDecodeError
+    JSONDecodeError: type[ValueError] = orjson.JSONDecodeError
     _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
     def dumps(value) -> bytes:

@@ -69,9 +69,10 @@ def column_json_schema(col: dict, out: bool = False) -> dict:
     return item
 
 
-def json_schema(schema: dict, out: bool = False) -> dict:
+def json_schema(schema: dict | None, out: bool = False) -> dict:
     """The JSON Schema of a value of ``schema``; ``out`` for a method's result (floats may be null)."""
-    kind = (schema or {}).get("type", "any")
+    schema = schema or {}
+    kind = schema.get("type", "any")
     if kind == "ndarray":
         item = _scalar(schema["dtype"], out)
         for i, dim in enumerate(reversed(schema["shape"])):
