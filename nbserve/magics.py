@@ -15,7 +15,6 @@ import time
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display
 
 from . import runtimes
 from .errors import NbserveError, RuntimeUnavailableError
@@ -228,6 +227,8 @@ class NbserveMagics(Magics):
                 reads = not words or words[0] in ("list", "logs")
                 print(commands.run(ws, words, None if reads else self._progress(f"deploy {' '.join(rest)}")))
             elif cmd == "panel" and not rest:
+                from IPython.display import display  # looked up when called: the display hook of the moment
+
                 from .widgets import panel  # ipywidgets is optional (the nbserve[notebook] extra)
 
                 display(panel(ws))
@@ -268,6 +269,8 @@ class NbserveMagics(Magics):
             from .notebook_progress import ProgressView
         except ImportError:  # ipywidgets is optional (the nbserve[notebook] extra)
             return console_progress
+        from IPython.display import display  # looked up when called: the display hook of the moment
+
         view = ProgressView(title)
         display(view)
         return view

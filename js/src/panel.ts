@@ -463,7 +463,11 @@ class InstanceRow {
     // Through the Jupyter server when it has jupyter-server-proxy (works from a remote browser, behind
     // the Jupyter login), beside the direct address (which only a browser on the same machine reaches).
     const link = (href: string, text: string, title: string) =>
-      h('a', { className: 'nbserve-link', href, target: '_blank', rel: 'noopener noreferrer', title }, text);
+      h(
+        'a',
+        { className: 'nbserve-link', href, target: '_blank', rel: 'noopener noreferrer', title },
+        text
+      );
     const url =
       running && entry.url
         ? h(
@@ -479,7 +483,11 @@ class InstanceRow {
                   h('span', { className: 'nbserve-note' }, ' · direct: ')
                 ]
               : []),
-            link(`${entry.url}/docs`, entry.url, 'Open the Swagger page of this model (this machine only)')
+            link(
+              `${entry.url}/docs`,
+              entry.url,
+              'Open the Swagger page of this model (this machine only)'
+            )
           )
         : null;
     const hint =
