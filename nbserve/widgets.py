@@ -229,7 +229,7 @@ class _MonitorView:
         self.caption = widgets.HTML()
         self.drift = widgets.Image(format="png", layout=widgets.Layout(max_width="760px"))
         self.box = widgets.VBox([self.title, self.traffic, self.caption, self.drift])
-        self._drift_key = None
+        self._drift_key: str | None = None
 
     @property
     def drifted(self) -> list[str]:

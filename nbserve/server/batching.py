@@ -98,7 +98,7 @@ class Batcher:
         self.max_wait = max_wait
         self.timeout = timeout or None
         self.cond = threading.Condition(threading.Lock())
-        self.queue = []
+        self.queue: list = []
         self.incoming = 0  # requests to a batchable method accepted and not yet queued (or refused)
         self.pid = None  # the process whose model thread runs (threads do not survive gunicorn's fork)
         self.calls = self.requests = 0
