@@ -102,8 +102,9 @@ class Batcher:
         self.incoming = 0  # requests to a batchable method accepted and not yet queued (or refused)
         self.pid = None  # the process whose model thread runs (threads do not survive gunicorn's fork)
         self.calls = self.requests = 0
-        self.waits = collections.deque(maxlen=WINDOW)  # ms from a request's queueing to its model call
-        self.computes = collections.deque(maxlen=WINDOW)  # ms per model call
+        # ms from a request's queueing to its model call
+        self.waits: collections.deque = collections.deque(maxlen=WINDOW)
+        self.computes: collections.deque = collections.deque(maxlen=WINDOW)  # ms per model call
 
     # -- request threads ----------------------------------------------------------------------------
 
