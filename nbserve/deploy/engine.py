@@ -9,12 +9,12 @@ from __future__ import annotations
 
 def docker_client():
     """A docker SDK client for the engine of the environment, or DockerUnavailableError saying how to get one."""
-    from ..runtimes.docker import connect
+    from ..runtimes.docker_engine import connect  # the docker SDK is optional: loaded on first use
 
     return connect()
 
 
 def short_error(exc) -> str:
-    from ..runtimes.docker import _short
+    from ..runtimes.docker_engine import short
 
-    return _short(exc)
+    return short(exc)

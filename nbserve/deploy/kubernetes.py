@@ -63,7 +63,7 @@ def _probe(path: str, period: int, failures: int, delay: int = 0) -> dict:
 
 
 def _container(name: str, image: str, options: dict, secret: str | None) -> dict:
-    env = [
+    env: list[dict] = [
         {
             "name": "GUNICORN_CMD_ARGS",
             "value": f"--workers {int(options.get('workers', 1))} --timeout {hard_timeout(options)}",
