@@ -122,8 +122,7 @@ export interface IDeployment {
 }
 
 export async function listDeployments(): Promise<IDeployment[]> {
-  return (await requestAPI<{ deployments: IDeployment[] }>('deployments'))
-    .deployments;
+  return (await requestAPI<{ deployments: IDeployment[] }>('deployments')).deployments;
 }
 
 export async function deploymentAction(
@@ -132,8 +131,7 @@ export async function deploymentAction(
   body: { replicas?: number; model?: string } = {}
 ): Promise<IDeployment> {
   const path = `deployments/${encodeURIComponent(name)}/${action}`;
-  return (await requestAPI<{ deployment: IDeployment }>(path, json('POST', body)))
-    .deployment;
+  return (await requestAPI<{ deployment: IDeployment }>(path, json('POST', body))).deployment;
 }
 
 export async function removeDeployment(name: string): Promise<void> {

@@ -4,7 +4,10 @@ import { deploymentAction, IDeployment, removeDeployment } from './api';
 import { h, replaceChildren } from './dom';
 
 export class DeploymentsSection {
-  constructor(private _onChange: () => void, private _onError: (message: string) => void) {
+  constructor(
+    private _onChange: () => void,
+    private _onError: (message: string) => void
+  ) {
     this._list = h('ul', { className: 'nbserve-list', 'aria-label': 'Deployments' });
     this.node = h(
       'section',
@@ -50,7 +53,12 @@ export class DeploymentsSection {
       'li',
       { className: 'nbserve-row', 'data-deployment': d.name },
       h('div', { className: 'nbserve-row-title' }, `${d.name} · ${d.model} · ${d.target}`),
-      h('div', { className: 'nbserve-meta' }, `${d.ready}/${d.replicas} ready · ${d.status}`, where ? ` · ${where}` : ''),
+      h(
+        'div',
+        { className: 'nbserve-meta' },
+        `${d.ready}/${d.replicas} ready · ${d.status}`,
+        where ? ` · ${where}` : ''
+      ),
       d.notes ? h('div', { className: 'nbserve-meta' }, d.notes) : null,
       h(
         'div',
