@@ -52,7 +52,7 @@ def column_schema(name, series) -> dict:
     missing = bool(series.isna().any())
     if kind == OBJECT:
         kind = _object_kind(series)
-    col = {"name": None if name is None else str(name), "dtype": str(dtype), "kind": kind}
+    col: dict = {"name": None if name is None else str(name), "dtype": str(dtype), "kind": kind}
     col["nullable"] = missing or dtype_is_nullable(dtype)
     if kind == "category":
         col["categories"] = [json_value(c) for c in series.cat.categories]

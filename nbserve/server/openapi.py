@@ -42,6 +42,7 @@ def column_json_schema(col: dict, out: bool = False) -> dict:
     """The JSON Schema (OpenAPI 3.0) of one cell of a column or Series."""
     kind = column_kind(col)
     nullable = column_nullable(col) or (out and kind == "float")
+    item: dict
     if kind == "float":
         item = {"type": "number"}
     elif kind in ("integer", "nullable_integer"):

@@ -562,10 +562,11 @@ def to_jsonable(value):
     return _cell(value)
 
 
-def rebuild(schema: dict, data):
+def rebuild(schema: dict | None, data):
     """The JSON ``data`` of an answer as the type the method returned in the kernel (for the client):
     the strict decoder where the answer fits the recorded schema, else the closest pandas/numpy value."""
-    kind = (schema or {}).get("type")
+    schema = schema or {}
+    kind = schema.get("type")
     if kind in ("dataframe", "series"):
         try:
             return compile_decoder(schema)(data)
