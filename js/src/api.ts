@@ -145,7 +145,12 @@ export interface ISnapshot {
   time: number;
   in_progress: number;
   methods: {
-    [method: string]: { requests: number; errors: number; sum: number; buckets: [number | null, number][] };
+    [method: string]: {
+      requests: number;
+      errors: number;
+      sum: number;
+      buckets: [number | null, number][];
+    };
   };
 }
 
@@ -169,9 +174,11 @@ export interface IDriftReport {
 }
 
 export async function metricsOf(id: string): Promise<ISnapshot> {
-  return (await requestAPI<{ snapshot: ISnapshot }>(`instances/${encodeURIComponent(id)}/metrics`)).snapshot;
+  return (await requestAPI<{ snapshot: ISnapshot }>(`instances/${encodeURIComponent(id)}/metrics`))
+    .snapshot;
 }
 
 export async function driftOf(id: string): Promise<IDriftReport> {
-  return (await requestAPI<{ drift: IDriftReport }>(`instances/${encodeURIComponent(id)}/drift`)).drift;
+  return (await requestAPI<{ drift: IDriftReport }>(`instances/${encodeURIComponent(id)}/drift`))
+    .drift;
 }

@@ -33,7 +33,11 @@ function svg(tag: string, attrs: { [k: string]: string | number }): SVGElement {
 }
 
 /** Cumulative buckets ([le | null for +Inf, count]) summed over the model methods. */
-function totals(snap: ISnapshot): { requests: number; errors: number; buckets: Map<number, number> } {
+function totals(snap: ISnapshot): {
+  requests: number;
+  errors: number;
+  buckets: Map<number, number>;
+} {
   const out = { requests: 0, errors: 0, buckets: new Map<number, number>() };
   for (const [method, e] of Object.entries(snap.methods)) {
     if (method === 'other') {
@@ -74,7 +78,10 @@ function point(a: ISnapshot, b: ISnapshot): IPoint {
   const ta = totals(a);
   const tb = totals(b);
   const bounds = [...tb.buckets.keys()].sort((x, y) => x - y);
-  const delta: [number, number][] = bounds.map(le => [le, tb.buckets.get(le)! - (ta.buckets.get(le) ?? 0)]);
+  const delta: [number, number][] = bounds.map(le => [
+    le,
+    tb.buckets.get(le)! - (ta.buckets.get(le) ?? 0)
+  ]);
   const requests = tb.requests - ta.requests;
   const p50 = quantile(0.5, delta);
   const p99 = quantile(0.99, delta);
@@ -88,11 +95,23 @@ function point(a: ISnapshot, b: ISnapshot): IPoint {
 }
 
 /** A small line chart of one or two series with its title and the latest value. */
-function spark(title: string, series: { values: (number | null)[]; colour: string }[], unit: string): HTMLElement {
+function spark(
+  title: string,
+  series: { values: (number | null)[]; colour: string }[],
+  unit: string
+): HTMLElement {
   const width = 200;
   const height = 40;
-  const chart = svg('svg', { width, height, viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': title });
-  chart.appendChild(svg('line', { x1: 0, y1: height - 1, x2: width, y2: height - 1, stroke: '#bdbdbd' }));
+  const chart = svg('svg', {
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: 'img',
+    'aria-label': title
+  });
+  chart.appendChild(
+    svg('line', { x1: 0, y1: height - 1, x2: width, y2: height - 1, stroke: '#bdbdbd' })
+  );
   const all: number[] = [];
   for (const s of series) {
     for (const v of s.values) {
@@ -105,11 +124,17 @@ function spark(title: string, series: { values: (number | null)[]; colour: strin
   for (const s of series) {
     const n = s.values.length;
     const pts = s.values
-      .map((v, i) => (v === null ? null : `${(i / Math.max(n - 1, 1)) * width},${height - 2 - (v / top) * (height - 4)}`))
+      .map((v, i) =>
+        v === null
+          ? null
+          : `${(i / Math.max(n - 1, 1)) * width},${height - 2 - (v / top) * (height - 4)}`
+      )
       .filter(Boolean)
       .join(' ');
     if (pts) {
-      chart.appendChild(svg('polyline', { points: pts, fill: 'none', stroke: s.colour, 'stroke-width': 1.5 }));
+      chart.appendChild(
+        svg('polyline', { points: pts, fill: 'none', stroke: s.colour, 'stroke-width': 1.5 })
+      );
     }
   }
   const last = series
@@ -142,7 +167,15 @@ function driftBars(feature: IDriftReport['features'][number]): HTMLElement {
   const slot = width / n;
   ref.forEach((share, i) => {
     const hr = (share / top) * (height - 2);
-    chart.appendChild(svg('rect', { x: i * slot + 1, y: height - hr, width: slot / 2 - 1, height: hr, fill: '#90a4ae' }));
+    chart.appendChild(
+      svg('rect', {
+        x: i * slot + 1,
+        y: height - hr,
+        width: slot / 2 - 1,
+        height: hr,
+        fill: '#90a4ae'
+      })
+    );
     const hl = ((live[i] ?? 0) / top) * (height - 2);
     chart.appendChild(
       svg('rect', {
@@ -158,7 +191,10 @@ function driftBars(feature: IDriftReport['features'][number]): HTMLElement {
   const psi = feature.psi === null ? '' : ` ${feature.psi.toFixed(2)}`;
   return h(
     'div',
-    { className: `nbserve-drift-feature nbserve-drift-${feature.status}`, title: `${feature.status}; PSI${psi}` },
+    {
+      className: `nbserve-drift-feature nbserve-drift-${feature.status}`,
+      title: `${feature.status}; PSI${psi}`
+    },
     h('div', { className: 'nbserve-drift-name' }, `${name}${psi}`),
     chart as unknown as HTMLElement
   );
