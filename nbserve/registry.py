@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import NbserveError
@@ -158,7 +159,7 @@ class Registry:
 
     # -- placements: which versions run where (the team's view) -----------------------------------
 
-    def report(self, placements: list[dict], gone: list[str] = ()) -> None:
+    def report(self, placements: list[dict], gone: Sequence[str] = ()) -> None:
         """Tell the (possibly shared) registry what this machine's instances are doing."""
         if not placements and not gone:
             return

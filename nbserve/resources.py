@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from .browser_links import browser_url, proxy_hint
 from .errors import NbserveError
@@ -21,7 +22,7 @@ class ModelVersion:
     created: float
     python_executable: str
     manifest: dict = field(repr=False)
-    _workspace: object = field(repr=False, default=None)
+    _workspace: Any = field(repr=False, default=None)
     registered_by: str = ""  # who registered it: user and host (empty for versions older than schema 2)
     registered_host: str = ""
     _running: list | None = field(repr=False, default=None)

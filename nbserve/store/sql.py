@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -318,7 +319,7 @@ class SQLMetadata:
 
     # -- placements: which versions run where, as each workspace reports its instances -----------
 
-    def report(self, machine: str, placements: list[dict], gone: list[str] = ()) -> None:
+    def report(self, machine: str, placements: list[dict], gone: Sequence[str] = ()) -> None:
         with self.tx() as db:
             for p in placements:
                 db.execute(
