@@ -60,7 +60,10 @@ def _csv_value(schema, body):
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CallError(400, "BadRequest", f"the CSV body is not UTF-8 ({exc})") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:  # a stray carriage return, a NUL byte, an unterminated quote...
+        raise CallError(400, "BadRequest", f"the body is not CSV that can be read ({exc})") from None
     if len(rows) < 2:
         raise CallError(400, "BadRequest", "expected CSV with a header row and at least one row of values")
     header, rows = rows[0], rows[1:]
