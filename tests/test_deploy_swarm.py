@@ -267,7 +267,8 @@ def test_scale_logs_and_a_manual_rollback(deployment, models):
     ws, _, X = models
     deployment.scale(2, progress=False)
     assert (deployment.replicas, deployment.ready, len(deployment.endpoints)) == (2, 2, 2)
-    assert "Booting worker" in deployment.logs(tail=50) or "Listening at" in deployment.logs(tail=50)
+    logs = deployment.logs(tail=50)  # the replicas' own lines: gunicorn's, or the request log's
+    assert logs.count("--- replica") == 2 and ("/predict" in logs or "Listening at" in logs), logs[-2000:]
     started = time.monotonic()
     deployment.rollback(progress=False)
     report("manual rollback v2->v1 (2 replicas)", seconds=round(time.monotonic() - started, 1))
