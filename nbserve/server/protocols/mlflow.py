@@ -42,8 +42,10 @@ def _json_value(schema, body):
             f'"params"); got {got}',
         )
     params = payload.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise CallError(400, "BadRequest", f'"params" must be an object; got {type(params).__name__}')
     if params:  # a model served by nbserve takes one input and no parameters: refuse, never ignore them
-        raise CallError(400, "BadRequest", f"this model takes no params; got params {sorted(params)}")
+        raise CallError(400, "BadRequest", f"this model takes no params; got params {sorted(map(str, params))}")
     key = keys[0]
     value = payload[key]
     if key == "dataframe_split":
