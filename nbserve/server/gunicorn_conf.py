@@ -87,6 +87,27 @@ def on_exit(server):
         shutil.rmtree(_METRICS_DIR, ignore_errors=True)
 
 
+# -- one listening socket per server, also with SO_REUSEPORT ----------------------------------------------
+# With reuse_port (nbserve's process runtime sets it, for in-place updates) gunicorn gives each worker a
+# socket of its own instead of sharing the master's. A worker that exits then closes its socket, and the
+# connections waiting in that socket's queue are reset, and while no worker runs nobody listens: a
+# replaced worker (after a timeout, a crash) would drop requests. So the master makes the one socket
+# (with SO_REUSEPORT set, so a later server can still bind beside it) and every worker uses that.
+def on_starting(server):
+    if server.cfg.reuse_port and not server.LISTENERS:
+        from gunicorn import sock
+
+        server.LISTENERS = sock.create_sockets(server.cfg, server.log)
+
+
+def post_fork(server, worker):
+    if server.cfg.reuse_port and server.LISTENERS:
+        own, worker.sockets = worker.sockets, list(server.LISTENERS)
+        for listener in own:
+            if listener not in server.LISTENERS:
+                listener.close()
+
+
 # -- taking over a shared port (nbserve's in-place update of a process instance) -------------------------
 # Two servers bound to one port with SO_REUSEPORT form a group, and the kernel spreads new connections
 # over it. When the old one closes, connections waiting in its accept queue are reset: a request lost.

@@ -19,6 +19,24 @@ def record(status: int, channel: str = "in-process", fuzz: bool = True) -> None:
         TALLY["5xx"] += 1
 
 
+PROTOCOL_PATHS = ("/invocations", "/v1/", "/v2")  # the protocol adapters answer in their protocol's error form
+
+
+def assert_error_form(path: str, body, raw=b"") -> None:
+    """A 4xx body that says something, in nbserve's error form or (for the protocol adapters' own
+    refusals) in the protocol's: MLflow's {"error_code", "message"}, KServe's {"error": "..."}. The
+    server's generic answers (405, 401, 504) keep nbserve's form on every route."""
+    assert isinstance(body, dict), raw[:300]
+    if path.startswith(PROTOCOL_PATHS) and not isinstance(body.get("error"), dict):
+        if "error_code" in body:
+            assert path.startswith(PROTOCOL_PATHS[0]) and str(body.get("message", "")).strip(), raw[:300]
+        else:
+            assert set(body) == {"error"} and str(body["error"]).strip(), raw[:300]
+        return
+    assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}, raw[:300]
+    assert body["error"]["message"].strip(), "an error must say what was expected"
+
+
 def fault(survived: bool) -> None:
     """Count one injected fault (a crash, a kill, a tampered file, a lost engine) and whether we recovered."""
     TALLY["faults"] += 1

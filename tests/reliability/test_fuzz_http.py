@@ -13,7 +13,7 @@ import requests
 import schemathesis
 from fuzz_strategies import CONTENT_TYPES, bodies
 from hypothesis import HealthCheck, given, settings
-from reliability_tools import TALLY, record
+from reliability_tools import PROTOCOL_PATHS, TALLY, assert_error_form, record
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -39,22 +39,12 @@ def served(module_workspace, diabetes, iris):
     return {"diabetes": (d, good_diabetes), "iris": (i, good_iris)}
 
 
-PROTOCOL_PATHS = ("/invocations", "/v1/", "/v2")
-
-
 def assert_explains(resp, what="", path=""):
     """A 4xx with the JSON error shape of the route's protocol, or a 200; never a 5xx (counted either way)."""
     record(resp.status_code, "http")
     assert resp.status_code < 500, f"{what} -> {resp.status_code} {resp.text[:300]}"
     if resp.status_code >= 400:
-        body = resp.json()
-        if path.startswith(PROTOCOL_PATHS[0]):  # MLflow's scoring protocol has its own error form
-            assert {"error_code", "message"} <= set(body) and body["message"].strip(), resp.text[:300]
-        elif path.startswith(("/v1/", "/v2")) and isinstance(body.get("error"), str):  # KServe V1 and V2
-            assert body["error"].strip(), resp.text[:300]
-        else:
-            err = body["error"]
-            assert set(err) == {"type", "message"} and err["message"].strip(), resp.text[:300]
+        assert_error_form(path, resp.json(), resp.content)
 
 
 @pytest.mark.parametrize("name", ["diabetes", "iris"])
