@@ -17,6 +17,8 @@ What gets written (one file per object, applied in file order):
 
 from __future__ import annotations
 
+from typing import Any
+
 import shutil
 from pathlib import Path
 
@@ -260,11 +262,11 @@ def apply(docs: list[dict], api_client, dry_run: bool = False) -> list[str]:
     from kubernetes import client as k8s
     from kubernetes.client.rest import ApiException
 
-    extra = {"dry_run": "All"} if dry_run else {}
+    extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
     core, apps = k8s.CoreV1Api(api_client), k8s.AppsV1Api(api_client)
     scaling, policy = k8s.AutoscalingV2Api(api_client), k8s.PolicyV1Api(api_client)
     custom = k8s.CustomObjectsApi(api_client)
-    verbs = {
+    verbs: dict[str, tuple[Any, Any]] = {
         "Secret": (core.create_namespaced_secret, core.replace_namespaced_secret),
         "Deployment": (apps.create_namespaced_deployment, apps.replace_namespaced_deployment),
         "Service": (core.create_namespaced_service, core.patch_namespaced_service),
