@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -222,33 +221,6 @@ class Instance:
         return f"<Instance {self.id} {self.model} {self.runtime} {self.status} {self.url}" + (
             f" (browser: {browser})>" if browser else ">"
         )
-
-    def _repr_html_(self):
-        url, browser = self.url, self.browser_url
-        links = []
-        if browser:  # what a remote browser can open; the kernel's client calls `url`
-            links.append(f"<a href='{escape(browser)}docs' target='_blank'>{escape(browser)}</a> (through Jupyter)")
-        if url:
-            links.append(
-                f"<code>{escape(url)}</code>"
-                + ("" if browser else f" · <a href='{escape(url)}/docs' target='_blank'>docs</a>")
-            )
-        hint = proxy_hint(url) if self.status == "running" else None
-        return (
-            f"<div><b>{escape(self.id)}</b> {escape(self.model)} on {escape(self.runtime)}: {escape(self.status)}"
-            + ("<br>" + " · ".join(links) if links else "")
-            + (f"<br><small>{escape(hint)}</small>" if hint else "")
-            + "</div>"
-        )
-
-
-@dataclass
-class Image:
-    tag: str
-    id: str
-    size: int  # bytes
-    model: str = ""
-    build_seconds: float | None = None
 
     def __repr__(self):
         return f"<Image {self.tag} {self.id[:19]} {self.size / 1e6:.0f} MB>"

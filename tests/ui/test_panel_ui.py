@@ -81,7 +81,7 @@ def test_serve_in_a_notebook_then_stop_and_start_from_the_panel(lab, page, works
 
     # the panel: a model row and an instance row, with real buttons
     panel = cells.nth(2).locator(".jp-OutputArea")
-    expect(panel.get_by_text(inst.id)).to_be_visible(timeout=30_000)
+    expect(panel.get_by_text(inst.id).first).to_be_visible(timeout=30_000)  # the table, and the plots' title
     expect(panel.get_by_role("link", name=inst.url)).to_have_attribute("href", inst.url)
     stop = panel.get_by_role("button", name="Stop")
     start_instance = panel.get_by_role("button", name="Start").nth(1)  # the first is the model row's
