@@ -222,6 +222,15 @@ class Instance:
             f" (browser: {browser})>" if browser else ">"
         )
 
+
+@dataclass
+class Image:
+    tag: str
+    id: str
+    size: int  # bytes
+    model: str = ""
+    build_seconds: float | None = None
+
     def __repr__(self):
         return f"<Image {self.tag} {self.id[:19]} {self.size / 1e6:.0f} MB>"
 

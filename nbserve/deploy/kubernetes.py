@@ -17,10 +17,9 @@ What gets written (one file per object, applied in file order):
 
 from __future__ import annotations
 
-from typing import Any
-
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ..errors import NbserveError
 from ..runtimes.dockerfile import PORT, UID
