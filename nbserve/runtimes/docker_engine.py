@@ -113,7 +113,14 @@ def remove_labelled(home_prefix: str) -> tuple[int, int]:
     for container in containers:
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
-    images = [i for i in client.images.list(filters={"label": "nbserve.home"}) if mine(i)]
+    images = []
+    # by id and one inspect each: docker-py's images.list() fails whole when one image goes meanwhile
+    # (another session's cleanup), so each is read on its own and a vanished one skipped
+    for image_id in client.api.images(filters={"label": "nbserve.home"}, quiet=True):
+        with contextlib.suppress(docker.errors.NotFound):
+            image = client.images.get(image_id)
+            if mine(image):
+                images.append(image)
     removed = 0
     # relabelled images, then the model images under them, then their deps
     for image in sorted(images, key=lambda i: ("nbserve.deps" in i.labels, "nbserve.relabel-of" not in i.labels)):
