@@ -275,6 +275,18 @@ def column_decoder(col: dict):
                 fail(f"row {i} is null; expected {expected} (the model's sample had no missing values here)")
             fail(f"row {i} is {_json_type(v)} {_shown(v)}; expected {expected}")
 
+    def iso_strings(values, things, example):
+        """Refuse anything but ISO 8601 strings (and allowed nulls), saying why a number is refused."""
+        found = _first(values, lambda v: not (isinstance(v, str) or (v is None and nullable)))
+        if found is not None:
+            i, v = found
+            if _is_number(v):
+                fail(
+                    f"row {i} is the number {_shown(v)}; {things} are ISO 8601 strings such as "
+                    f"'{example}' (numbers are refused: their unit is ambiguous)"
+                )
+            check(values, lambda v: isinstance(v, str), f"ISO 8601 {things[:-1]} strings")
+
     def finite(arr):
         if not nullable:
             where = _first_nonfinite(arr)
@@ -347,15 +359,7 @@ def column_decoder(col: dict):
         tz = col.get("tz")
 
         def decode(values):
-            found = _first(values, lambda v: not (isinstance(v, str) or (v is None and nullable)))
-            if found is not None:
-                i, v = found
-                if _is_number(v):
-                    fail(
-                        f"row {i} is the number {_shown(v)}; dates are ISO 8601 strings such as "
-                        f"'2024-01-31T08:30:00' (epoch numbers are refused: their unit is ambiguous)"
-                    )
-                check(values, lambda v: isinstance(v, str), "ISO 8601 date strings")
+            iso_strings(values, "dates", "2024-01-31T08:30:00")
             try:
                 parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601")
             except (ValueError, TypeError):  # one bad string, or offsets that differ between rows
@@ -370,15 +374,7 @@ def column_decoder(col: dict):
     elif kind == "timedelta":
 
         def decode(values):
-            found = _first(values, lambda v: not (isinstance(v, str) or (v is None and nullable)))
-            if found is not None:
-                i, v = found
-                if _is_number(v):
-                    fail(
-                        f"row {i} is the number {_shown(v)}; durations are ISO 8601 strings such as "
-                        f"'P0DT1H30M0S' (numbers are refused: their unit is ambiguous)"
-                    )
-                check(values, lambda v: isinstance(v, str), "ISO 8601 duration strings")
+            iso_strings(values, "durations", "P0DT1H30M0S")
             try:
                 return pd.to_timedelta(pd.Series(values, dtype=object)).astype(dtype).array
             except (ValueError, TypeError) as exc:
