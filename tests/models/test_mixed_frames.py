@@ -143,3 +143,17 @@ def test_dataframe_and_series_answers_come_back_as_pandas(module_workspace, tabl
         pd.testing.assert_frame_equal(got, enrich(frame.iloc[:5]))
     finally:
         inst.remove()
+
+
+def test_behind_a_proxy_prefix_the_frame_model_answers_like_the_kernel(pipeline_inst, table):
+    """As jupyter-server-proxy calls it (tests/ui/test_remote_jupyter.py drives the real proxy): the prefix
+    header changes the documented server URL, never the answers."""
+    inst, model = pipeline_inst
+    frame, _ = table
+    prefix = {"X-Forwarded-Context": "/user/alice/proxy/41234"}
+    spec = requests.get(f"{inst.url}/openapi.json", headers=prefix, timeout=TIMEOUT).json()
+    assert spec["servers"] == [{"url": "/user/alice/proxy/41234/"}]
+    rows = frame.iloc[:25]
+    resp = requests.post(f"{inst.url}/predict", json={"data": frame_split(rows)}, headers=prefix, timeout=TIMEOUT)
+    assert resp.status_code == 200, resp.text
+    np.testing.assert_array_equal(resp.json()["data"], model.predict(rows))
