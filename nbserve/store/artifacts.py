@@ -93,13 +93,13 @@ class LocalArtifacts:
             data = path.read_bytes()
         except FileNotFoundError:
             raise ArtifactIntegrityError(f"artifact {sha[:12]} is missing from {self.root}") from None
-        return check_manifest(sha, data, path.name)
+        return check_manifest(sha, data, str(path))
 
     def pickle(self, sha: str) -> bytes:
         """model.pkl's bytes, checked against the manifest's hash: the caller unpickles exactly these."""
         manifest = self.manifest(sha)
         path = self.root / sha / PICKLE
-        return check_pickle(sha, manifest, path.read_bytes(), path.name)
+        return check_pickle(sha, manifest, path.read_bytes(), str(path))
 
     def raw(self, sha: str) -> tuple[bytes, bytes]:
         """(pickle bytes, manifest bytes), both verified: what a copy to another store writes."""

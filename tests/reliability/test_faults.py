@@ -156,7 +156,7 @@ def test_an_artifact_whose_bytes_changed_is_refused_by_the_registry_and_the_serv
 
     with pytest.raises(
         nbserve.ArtifactIntegrityError,
-        match=r"diabetes:1: artifact [0-9a-f]{12}: model.pkl "
+        match=r"diabetes:1: artifact [0-9a-f]{12}: \S+/model.pkl "
         r"does not match its sha256",
     ):
         mv.load()
