@@ -237,8 +237,9 @@ class CommandServer(Server):
 class NbserveServer(Server):
     """nbserve's own process runtime, started the way a user starts it: nbserve.serve(name, runtime=...)."""
 
-    def __init__(self, name="nbserve"):
+    def __init__(self, name="nbserve", model="diabetes"):
         super().__init__(name)
+        self.model = model
         self.instance = None
         self.error = None
 
@@ -248,7 +249,7 @@ class NbserveServer(Server):
         def run():
             os.sched_setaffinity(0, {SERVER_CPU})  # this thread only: the gunicorn it forks inherits it
             try:
-                self.instance = nbserve.serve("diabetes", runtime="process", port=port, progress=False)
+                self.instance = nbserve.serve(self.model, runtime="process", port=port, progress=False)
             except BaseException as exc:  # reported by the health poll
                 self.error = exc
 
@@ -508,7 +509,12 @@ def main(argv=None):
     ap.add_argument("--first-runs", type=int, default=3, help="time-to-first-prediction runs (0: skip)")
     ap.add_argument("--mlflow-python", default=os.environ.get("NBSERVE_BENCH_MLFLOW_PYTHON"))
     ap.add_argument("--bentoml-python", default=os.environ.get("NBSERVE_BENCH_BENTOML_PYTHON"))
-    ap.add_argument("--model", choices=["linear", "xgboost"], default="linear", help="the model every server serves")
+    ap.add_argument(
+        "--model",
+        choices=["linear", "xgboost", "pipeline"],
+        default="linear",
+        help="the model every server serves (pipeline: the mixed-type DataFrame one of tests/models/frames.py)",
+    )
     ap.add_argument("--only", help="comma-separated server names to run (default: all available)")
     ap.add_argument("--json", help="also write the raw results here")
     args = ap.parse_args(argv)
@@ -540,26 +546,44 @@ def run(args, workdir: Path):
     from sklearn.linear_model import LinearRegression
 
     import nbserve
+    from nbserve.server.schema import frame_split
 
-    X, y = load_diabetes(return_X_y=True)
-    if args.model == "xgboost":  # threaded native code (OpenMP) behind the same float rows
-        import xgboost
+    model_env = {"BENCH_MODEL": str(workdir / "model.pkl")}
+    if args.model == "pipeline":  # the mixed-type DataFrame (dates, categories, missing values) before boosting
+        import cloudpickle
 
-        lr = xgboost.XGBRegressor(n_estimators=100, max_depth=4).fit(X, y)
+        sys.path.insert(0, str(HERE.parent / "tests" / "models"))
+        import frames
+
+        cloudpickle.register_pickle_by_value(frames)  # the bare app unpickles its date transformer by value
+        X, _ = frames.rentals(442, seed=0)
+        lr = frames.mixed_pipeline(*frames.rentals(1000, seed=1))
+        batch = frames.rentals(args.batch_rows, seed=2)[0]
+        (workdir / "model.pkl").write_bytes(cloudpickle.dumps(lr))
+        (workdir / "dtypes.pkl").write_bytes(pickle.dumps(X.dtypes))
+        model_env["BENCH_DTYPES"] = str(workdir / "dtypes.pkl")
+        wire = {"data": frame_split}
     else:
-        lr = LinearRegression().fit(X, y)
+        X, y = load_diabetes(return_X_y=True)
+        if args.model == "xgboost":  # threaded native code (OpenMP) behind the same float rows
+            import xgboost
+
+            lr = xgboost.XGBRegressor(n_estimators=100, max_depth=4).fit(X, y)
+        else:
+            lr = LinearRegression().fit(X, y)
+        (workdir / "model.pkl").write_bytes(pickle.dumps(lr))
+        batch = np.resize(X, (args.batch_rows, X.shape[1]))  # the 442 rows repeated to 1,000
+        wire = {"data": np.ndarray.tolist, "inputs": np.ndarray.tolist}
     expected = lr.predict(X)
-    (workdir / "model.pkl").write_bytes(pickle.dumps(lr))
-    batch = np.resize(X, (args.batch_rows, X.shape[1]))  # the 442 rows repeated to 1,000
     bodies = {}
-    for key in ("data", "inputs"):
+    for key, encode in wire.items():
         bodies[key] = {}
         for kind, rows in (("one", X[:1]), ("batch", batch), ("check", X)):
             path = workdir / f"{key}-{kind}.json"
-            path.write_bytes(orjson.dumps({key: rows.tolist()}))
+            path.write_bytes(orjson.dumps({key: encode(rows)}))
             bodies[key][kind] = path.read_bytes() if kind == "check" else path
 
-    mv = nbserve.register(lr, name="diabetes", sample=X, progress=False)
+    mv = nbserve.register(lr, name=f"bench-{args.model}", sample=X, progress=False)
     print(
         f"nbserve {nbserve.__version__ if hasattr(nbserve, '__version__') else ''} registered {mv.id}; "
         f"workdir {workdir}",
@@ -567,18 +591,23 @@ def run(args, workdir: Path):
     )
 
     gunicorn = [PY, "-m", "gunicorn", "--workers", "1", "--bind", "127.0.0.1:{port}"]
-    model_env = {"BENCH_MODEL": str(workdir / "model.pkl")}
     servers = [
-        NbserveServer(),
+        NbserveServer(model=mv.name),
         CommandServer("bare Flask", gunicorn + ["baseline_flask:app"], env=model_env),
-        CommandServer("raw WSGI", gunicorn + ["baseline_wsgi:app"], env=model_env),
     ]
+    if args.model == "pipeline":
+        print("raw WSGI, MLflow, BentoML: not run for the DataFrame pipeline (each needs its own frame decoding)")
+        args.mlflow_python = args.bentoml_python = None
+    else:
+        servers.append(CommandServer("raw WSGI", gunicorn + ["baseline_wsgi:app"], env=model_env))
+    prepare_env = dict(os.environ, **model_env) if args.model != "linear" else None
     if args.mlflow_python:
         print("preparing MLflow's model ...", flush=True)
         subprocess.run(
             [args.mlflow_python, str(HERE / "thirdparty.py"), "mlflow-prepare", str(workdir)],
             check=True,
             capture_output=True,
+            env=prepare_env,
         )
         servers.append(
             MlflowServer(
@@ -616,6 +645,7 @@ def run(args, workdir: Path):
             [args.bentoml_python, str(HERE / "thirdparty.py"), "bentoml-prepare", str(workdir)],
             check=True,
             capture_output=True,
+            env=prepare_env,
         )
         servers.append(
             BentomlServer(

@@ -9,8 +9,9 @@ nbserve); it runs this file with the python it was given (--mlflow-python / --be
     python thirdparty.py mlflow-first DIR       time to first prediction (see first_prediction.py)
     python thirdparty.py bentoml-first DIR      likewise
 
-Each venv fits its own LinearRegression on load_diabetes (deterministic least squares), so the
-benchmark can compare every server's answers with the model's own predictions.
+Each venv fits its own LinearRegression on load_diabetes (deterministic least squares), or, given
+BENCH_MODEL (a pickle; the venv then needs the same library versions), saves that model, so the benchmark
+can compare every server's answers with the model's own predictions.
 """
 
 import json
@@ -39,10 +40,17 @@ class Diabetes:
 
 
 def _fit():
+    """load_diabetes and its model: the benchmark's own pickle when BENCH_MODEL names one (a model this venv
+    could not fit identically, such as xgboost; the venv has the same versions), else a LinearRegression."""
     from sklearn.datasets import load_diabetes
     from sklearn.linear_model import LinearRegression
 
     X, y = load_diabetes(return_X_y=True)
+    if os.environ.get("BENCH_MODEL"):
+        import pickle
+
+        with open(os.environ["BENCH_MODEL"], "rb") as f:
+            return X, pickle.load(f)
     return X, LinearRegression().fit(X, y)
 
 
