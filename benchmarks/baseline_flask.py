@@ -32,6 +32,7 @@ def rows_in(data):
         return np.asarray(data, dtype=np.float64)
     return pd.DataFrame(data["data"], columns=data["columns"]).astype(DTYPES)
 
+
 app = Flask(__name__)
 
 

@@ -9,6 +9,15 @@ f:close()
 wrk.headers["Content-Type"] = "application/json"
 
 local limit = tonumber(os.getenv("BENCH_REQUESTS") or "0")
+
+-- BENCH_DELAY_MS: each connection waits a random time (exponential, this mean) before its next request,
+-- as clients with think time do; the load is then paced, not "as fast as the server answers"
+local pace = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+if pace > 0 then
+  function delay()
+    return math.floor(-math.log(1 - math.random()) * pace)
+  end
+end
 local count = 0
 
 function response(status, headers, body)

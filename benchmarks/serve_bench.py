@@ -314,10 +314,11 @@ def cold_start(server: Server, timeout=120.0) -> float:
         time.sleep(0.005)
 
 
-def wrk(url, body_path, requests, connections, max_seconds=120, allow_errors=False) -> dict:
+def wrk(url, body_path, requests, connections, max_seconds=120, allow_errors=False, delay_ms=0.0) -> dict:
     """Run wrk for ``requests`` answers (or max_seconds); its figures as a dict. Errors (non-2xx answers,
-    socket errors) raise unless ``allow_errors`` (then they are counted in the figures)."""
-    env = dict(os.environ, BENCH_BODY=str(body_path), BENCH_REQUESTS=str(requests))
+    socket errors) raise unless ``allow_errors`` (then they are counted in the figures). ``delay_ms``: each
+    connection's mean wait between an answer and its next request (post.lua), for a paced load."""
+    env = dict(os.environ, BENCH_BODY=str(body_path), BENCH_REQUESTS=str(requests), BENCH_DELAY_MS=str(delay_ms))
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max_seconds}s", "-s", str(HERE / "post.lua"), url]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=pin(LOAD_CPU)
