@@ -20,6 +20,8 @@ def test_serve_bench_runs_and_reports_every_server(tmp_path):
         [
             sys.executable,
             str(ROOT / "benchmarks" / "serve_bench.py"),
+            "--model",
+            "pipeline",  # the mixed-type DataFrame one: the bare app's frame decoding is checked too
             "--rounds",
             "1",
             "--starts",
@@ -90,6 +92,8 @@ def test_batch_bench_runs_and_reports_every_server(tmp_path):
             "1",
             "--requests",
             "200",
+            "--paced-seconds",
+            "1",
             "--json",
             str(out),
         ],
@@ -106,6 +110,9 @@ def test_batch_bench_runs_and_reports_every_server(tmp_path):
     for row in rows.values():
         assert row["req_per_s"] > 0 and row["errors"] == 0
     assert rows["nbserve batch"]["requests_per_call"] >= 1
+    paced = json.loads(out.read_text())["linear"]["paced"]
+    assert set(paced) == set(rows) and all(row["errors"] == 0 for row in paced.values())
+    assert "client p99" in proc.stdout
     workdir = proc.stdout.split("workdir ", 1)[1].split()[0]
     assert workdir.startswith("/tmp") and not Path(workdir).exists()
 
