@@ -1,6 +1,7 @@
 """More model families served on the process runtime, each answer compared with the kernel's: a
 statsmodels results object, a torch nn.Module (predict, and methods=["forward"]), a TF-IDF text pipeline,
-and a function taking a dict sample with a field that is not per row."""
+a function taking a dict sample with a field that is not per row, and a function over an onnxruntime session
+created lazily on its first call."""
 
 import numpy as np
 import pytest
@@ -88,3 +89,62 @@ def test_a_dict_sample_slices_only_the_per_row_fields(module_workspace, diabetes
     mv = module_workspace.register(score, sample={"rows": X[:40], "weights": weights}, progress=False)
     fields = mv.signature["score"]["input"]["fields"]
     assert fields["rows"]["shape"] == [None, X.shape[1]] and fields["weights"]["shape"] == [X.shape[1]]
+
+
+def onnx_linear(coef, intercept) -> bytes:
+    """A tiny ONNX graph, Y = X @ W + B, as bytes (what a user exports from a training framework)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["XW"]), helper.make_node("Add", ["XW", "B"], ["Y"])],
+        "linear",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, len(coef)])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])],
+        initializer=[
+            numpy_helper.from_array(np.asarray(coef, dtype=np.float32).reshape(-1, 1), "W"),
+            numpy_helper.from_array(np.asarray([intercept], dtype=np.float32), "B"),
+        ],
+    )
+    # an IR version and opset every onnxruntime of the last years reads
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def onnx_predictor(model_bytes):
+    """predict(X) over an onnxruntime session created on the first call: the session itself cannot be
+    pickled, the bytes in the closure can."""
+    session = None
+
+    def predict(X):
+        nonlocal session
+        if session is None:
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        return session.run(None, {"X": np.asarray(X, dtype=np.float32)})[0][:, 0]
+
+    return predict
+
+
+def test_an_onnxruntime_session_created_lazily(module_workspace, diabetes):
+    from importlib.metadata import version
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    X, _, lr = diabetes
+    predict = onnx_predictor(onnx_linear(lr.coef_, lr.intercept_))
+    inst = module_workspace.serve(predict, name="onnx_linear", sample=X[:50], runtime="process", progress=False)
+    try:
+        mv = module_workspace.get_model(inst.model)
+        # pinned to the kernel's onnxruntime; nothing GPU-ish (CUDA or TensorRT runtimes) rides along
+        assert f"onnxruntime=={version('onnxruntime')}" in mv.requirements, mv.requirements
+        gpu = [r for r in mv.requirements if any(g in r.lower() for g in ("nvidia", "cuda", "tensorrt", "-gpu"))]
+        assert not gpu, mv.requirements
+        for rows in (X[:7], X[100:103], X[:1]):  # the first call creates the server's session, the next reuse it
+            resp = requests.post(inst.url + "/predict", json={"data": rows.tolist()}, timeout=TIMEOUT)
+            assert resp.status_code == 200, resp.text
+            np.testing.assert_allclose(resp.json()["data"], predict(rows), rtol=1e-6)
+        np.testing.assert_allclose(predict(X[:7]), lr.predict(X[:7]), rtol=1e-4)  # float32 of the same model
+        resp = requests.post(inst.url + "/predict", json={"data": [[1.0, 2.0]]}, timeout=TIMEOUT)
+        assert resp.status_code == 400 and "shape" in resp.json()["error"]["message"]
+    finally:
+        inst.remove()
