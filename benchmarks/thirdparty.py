@@ -69,7 +69,12 @@ def mlflow_prepare(out: Path, path_name="mlflow-model"):
     import mlflow.sklearn
 
     X, lr = _fit()
-    mlflow.sklearn.save_model(lr, str(out / path_name), input_example=X[:2])
+    if type(lr).__module__.startswith("xgboost"):  # its own flavour: what a user would save it with
+        import mlflow.xgboost
+
+        mlflow.xgboost.save_model(lr, str(out / path_name), input_example=X[:2])
+    else:
+        mlflow.sklearn.save_model(lr, str(out / path_name), input_example=X[:2])
     return X, lr
 
 
