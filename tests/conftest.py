@@ -50,6 +50,22 @@ def diabetes():
 
 
 @pytest.fixture(scope="session")
+def ipython(tmp_path_factory):
+    """One real InteractiveShell for the session, with its profile in a temp dir and no history file."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    if not InteractiveShell.initialized():
+        os.environ["IPYTHONDIR"] = str(tmp_path_factory.mktemp("ipython"))
+        config = Config()
+        config.HistoryManager.enabled = False
+        InteractiveShell.instance(config=config)
+    ip = InteractiveShell.instance()
+    ip.extension_manager.load_extension("nbserve")
+    return ip
+
+
+@pytest.fixture(scope="session")
 def iris():
     """(features DataFrame, target Series, fitted LogisticRegression) on the bundled iris data."""
     from sklearn.datasets import load_iris

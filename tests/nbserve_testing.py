@@ -48,3 +48,18 @@ def need_docker():
         client.close()
         need(False, f"the base image {base_image()}", SETUP_DOCKER)
     return client
+
+
+def run_cli(home, *args) -> tuple[int, str, str]:
+    """The console script as a user runs it: its own process, only $NBSERVE_HOME and a bare PATH."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "nbserve.cli", *args],
+        capture_output=True,
+        text=True,
+        env={"NBSERVE_HOME": str(home), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    return out.returncode, out.stdout, out.stderr

@@ -1,21 +1,9 @@
 """The console script, run as a user runs it."""
 
 import json
-import subprocess
-import sys
 
 import requests
-
-
-def nbserve(home, *args):
-    out = subprocess.run(
-        [sys.executable, "-m", "nbserve.cli", *args],
-        capture_output=True,
-        text=True,
-        env={"NBSERVE_HOME": str(home), "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )
-    return out.returncode, out.stdout, out.stderr
+from nbserve_testing import run_cli as nbserve
 
 
 def test_cli_lists_serves_and_stops(workspace, diabetes):

@@ -9,28 +9,10 @@ import pytest
 import requests
 from IPython.core.completer import provisionalcompleter
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from nbserve.magics import CellFailed, user_names
 from nbserve.resources import Instance, ModelVersion
 from nbserve.workspace import default_workspace
-
-
-@pytest.fixture(scope="session")
-def ipython(tmp_path_factory):
-    """One real InteractiveShell for the session, with its profile in a temp dir and no history file."""
-    import os
-
-    from traitlets.config import Config
-
-    if not InteractiveShell.initialized():
-        os.environ["IPYTHONDIR"] = str(tmp_path_factory.mktemp("ipython"))
-        config = Config()
-        config.HistoryManager.enabled = False
-        InteractiveShell.instance(config=config)
-    ip = InteractiveShell.instance()
-    ip.extension_manager.load_extension("nbserve")
-    return ip
 
 
 @pytest.fixture

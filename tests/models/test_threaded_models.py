@@ -9,12 +9,11 @@ Each family is fitted and registered once per module; each path starts one insta
 runtime), asks it three times and removes it."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import requests
+from nbserve_testing import run_cli
 
 TIMEOUT = 20  # seconds per request: a hang fails fast
 
@@ -94,24 +93,6 @@ def test_threaded_model_answers_like_the_kernel(module_workspace, model_of, regi
         inst.remove()
 
 
-@pytest.fixture(scope="module")
-def ipython(tmp_path_factory):
-    """The process's one real InteractiveShell (test_magics.py may have made it already), nbserve loaded."""
-    import os
-
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    if not InteractiveShell.initialized():
-        os.environ["IPYTHONDIR"] = str(tmp_path_factory.mktemp("ipython"))
-        config = Config()
-        config.HistoryManager.enabled = False
-        InteractiveShell.instance(config=config)
-    ip = InteractiveShell.instance()
-    ip.extension_manager.load_extension("nbserve")
-    return ip
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_threaded_model_through_the_serve_magic(module_workspace, ipython, model_of, diabetes, family, monkeypatch):
     from nbserve.resources import Instance
@@ -135,16 +116,9 @@ def test_threaded_model_through_the_serve_magic(module_workspace, ipython, model
 
 
 def nbserve(home, *args):
-    """The console script as a user runs it, in its own process with only $NBSERVE_HOME and a bare PATH."""
-    out = subprocess.run(
-        [sys.executable, "-m", "nbserve.cli", *args],
-        capture_output=True,
-        text=True,
-        env={"NBSERVE_HOME": str(home), "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    code, out, err = run_cli(home, *args)
+    assert code == 0, err
+    return out
 
 
 @pytest.mark.parametrize("family", FAMILIES)
