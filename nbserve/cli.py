@@ -78,6 +78,12 @@ def main(argv=None) -> int:
     for verb in ("stop", "start", "remove"):
         p = sub.add_parser(verb, help=f"{verb} an instance (an instance id, or a model name for all of its)")
         p.add_argument("ref")
+        if verb == "start":  # starting a stopped instance again may change its batching (as serve --batch sets it)
+            p.add_argument("--batch", action=argparse.BooleanOptionalAction, help="adaptive batching on (or off)")
+            p.add_argument("--max-batch", type=int, help="with --batch: rows per model call at most (default 64)")
+            p.add_argument(
+                "--max-latency-ms", type=float, help="with --batch: longest wait to fill a batch (default 10)"
+            )
     p = sub.add_parser("logs", help="print the log tail of an instance")
     p.add_argument("ref")
     p.add_argument("--tail", type=int, default=200)
@@ -162,12 +168,17 @@ def _run(ws, args) -> int:
         inst = ws.serve(args.model, runtime=args.runtime, port=args.port, workers=args.workers, **batching, **protocols)
         print(inst.url)
     elif cmd in ("stop", "start", "remove"):
+        batching = {k: getattr(args, k, None) for k in ("batch", "max_batch", "max_latency_ms")}
+        batching = {k: v for k, v in batching.items() if v is not None}  # the core checks them
         for inst in ws.resolve_instances(args.ref):
             if cmd == "remove":
                 ws.remove(inst.id)
                 print(f"{inst.id} removed")
+            elif cmd == "start":
+                done = ws.start(inst.id, **batching)
+                print(f"{done.id} {done.status}" + (" (batching)" if done.batching else ""))
             else:
-                done = getattr(ws, cmd)(inst.id)
+                done = ws.stop(inst.id)
                 print(f"{done.id} {done.status}")
     elif cmd == "logs":
         for inst in ws.resolve_instances(args.ref):

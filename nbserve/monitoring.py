@@ -70,6 +70,11 @@ def snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> di
     return {"time": time.time(), "in_progress": in_progress, "methods": methods}
 
 
+def batching(url: str, token: str | None = None, timeout: float = TIMEOUT) -> dict:
+    """The instance's /batching answer (see nbserve/server/batching.py)."""
+    return _get(url.rstrip("/") + "/batching", token, timeout).json()
+
+
 def drift(url: str, token: str | None = None, timeout: float = 30.0) -> dict:
     """The instance's /drift answer (see nbserve/server/drift.py)."""
     return _get(url.rstrip("/") + "/drift", token, timeout).json()

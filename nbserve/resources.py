@@ -9,6 +9,7 @@ from typing import Any
 
 from .browser_links import browser_url, proxy_hint
 from .errors import NbserveError
+from .runtimes.limits import batch_settings
 from .server.auth import mask
 from .server.openapi import interface_document
 
@@ -143,6 +144,15 @@ class Instance:
         only when asked for by name: repr, to_dict and progress messages mask it."""
         return self._row.options.get("auth_token")
 
+    @property
+    def batching(self) -> dict | None:
+        """{"max_batch", "max_latency_ms"} when the instance batches concurrent requests (batch=True), else None."""
+        return batch_settings(self._row.options)
+
+    def batching_report(self) -> dict:
+        """What batching did so far (the instance's GET /batching): model calls, requests per call, waits."""
+        return self._workspace.batching(self.id)
+
     def client(self, timeout: float = 60.0):
         from .client import Client  # requests is loaded when a client is made, not for listing
 
@@ -186,8 +196,10 @@ class Instance:
         """Serve ``ref`` (e.g. "diabetes:2") at the same URL without dropping a request (process runtime)."""
         return self._take(self._workspace.update(self.id, ref, progress=progress))
 
-    def start(self, progress=None) -> Instance:
-        return self._take(self._workspace.start(self.id, progress=progress))
+    def start(self, progress=None, **batching) -> Instance:
+        """Start it again; ``batch=True, max_batch=..., max_latency_ms=...`` (or ``batch=False``) change how
+        it batches requests from this start on."""
+        return self._take(self._workspace.start(self.id, progress=progress, **batching))
 
     def remove(self) -> None:
         self._workspace.remove(self.id)
@@ -212,6 +224,7 @@ class Instance:
             "started": self.started,
             "uptime": self.uptime,
             "auth": mask(self.auth_token),
+            "batching": self.batching,
             "browser_url": self.browser_url,
             "browser_hint": proxy_hint(self.url) if self.status == "running" else None,
         }

@@ -26,6 +26,7 @@ import time
 import weakref
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_bool import CheckboxStyle
 from ipywidgets.widgets.widget_description import DescriptionStyle
 from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 
@@ -34,6 +35,7 @@ from .browser_links import proxy_hint
 from .errors import NbserveError
 from .notebook_progress import ProgressView
 from .notebook_text import duration, error_text, when
+from .server.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS
 from .workspace import default_workspace
 
 REFRESH_SECONDS = 5.0
@@ -55,9 +57,10 @@ class _Shared:
         self.button_layout = widgets.Layout(width="auto")
         self.button_style = widgets.ButtonStyle()
         self.runtime_layout = widgets.Layout(width="95px")
-        self.runtime_style = DescriptionStyle()
+        self.runtime_style = DescriptionStyle(description_width="initial")  # also the batching limits' "rows", "ms"
         self.port_layout = widgets.Layout(width="75px")
         self.port_style = TextStyle()
+        self.check_style = CheckboxStyle()
 
     def cell(self, value: str = "") -> widgets.HTML:
         return widgets.HTML(value, layout=self.cell_layout, style=self.cell_style)
@@ -104,6 +107,19 @@ def _set(widget, **values) -> None:
             setattr(widget, key, value)
 
 
+def batching_text(settings: dict | None, report: dict | None = None) -> str:
+    """'off', or 'on · ≤ 64 rows · 10 ms' and, from GET /batching, how many requests each model call served."""
+    if not settings:
+        return "<span style='opacity: .6'>off</span>"
+    text = f"on · ≤ {settings['max_batch']} rows · {settings['max_latency_ms']:g} ms"
+    if report and report.get("model_calls"):
+        text += (
+            f"<br><small title='in the worker that answered GET /batching'>{report['requests_per_call']:g} "
+            f"requests per model call ({report['requests']} in {report['model_calls']})</small>"
+        )
+    return text
+
+
 def registered_where(mv) -> str:
     """' · alice@laptop' (who registered it) and, from a shared registry, where its instances run (a tooltip)."""
     text = f" · {html.escape(mv.registered_by)}@{html.escape(mv.registered_host)}" if mv.registered_by else ""
@@ -115,7 +131,7 @@ def registered_where(mv) -> str:
 
 
 class _ModelRow:
-    HEADERS = ("model", "latest", "versions", "methods", "requirements", "created", "runtime", "port", "")
+    HEADERS = ("model", "latest", "versions", "methods", "requirements", "created", "runtime", "port", "batching", "")
 
     def __init__(self, panel: Panel, name: str):
         self.name = name
@@ -125,9 +141,46 @@ class _ModelRow:
             options=runtimes.CHOICES, value=runtimes.AUTO, layout=shared.runtime_layout, style=shared.runtime_style
         )
         self.port = widgets.Text(placeholder="any", layout=shared.port_layout, style=shared.port_style)
+        # adaptive batching of concurrent requests (serve(..., batch=True, max_batch, max_latency_ms))
+        self.batch = widgets.Checkbox(
+            value=False,
+            description="batch",
+            indent=False,
+            tooltip="gather concurrent requests into one model call",
+            layout=shared.cell_layout,
+            style=shared.check_style,
+        )
+        number = {"disabled": True, "layout": shared.port_layout, "style": shared.runtime_style}
+        self.max_batch = widgets.BoundedIntText(
+            value=DEFAULT_MAX_BATCH,
+            min=1,
+            max=1_000_000,
+            description="rows",
+            tooltip="max rows per model call",
+            **number,
+        )
+        self.max_latency_ms = widgets.BoundedFloatText(
+            value=DEFAULT_MAX_LATENCY_MS, min=0, max=60_000, description="ms", tooltip="max wait for a batch", **number
+        )
+        self.batch.observe(self._toggle, names="value")
+        self.batching = widgets.HBox([self.batch, self.max_batch, self.max_latency_ms], layout=shared.cell_layout)
         self.start = shared.button("Start", f"start a new instance of {name} (latest version)", "success")
         self.start.on_click(lambda _: panel.start_model(name))
-        self.widgets = [*self.cells, self.runtime, self.port, self.start]
+        self.widgets = [*self.cells, self.runtime, self.port, self.batching, self.start]
+        self._parts = [self.batch, self.max_batch, self.max_latency_ms]
+
+    def _toggle(self, change) -> None:
+        self.max_batch.disabled = self.max_latency_ms.disabled = not change["new"]
+
+    def batching_options(self) -> dict:
+        """The serve(...) options of the batching controls: none when the box is not ticked."""
+        if not self.batch.value:
+            return {}
+        return {
+            "batch": True,
+            "max_batch": int(self.max_batch.value),
+            "max_latency_ms": float(self.max_latency_ms.value),
+        }
 
     def update(self, mv, versions: int) -> None:
         values = (
@@ -142,7 +195,7 @@ class _ModelRow:
             _set(cell, value=value)
 
     def close(self) -> None:
-        for w in self.widgets:
+        for w in [*self.widgets, *self._parts]:
             w.close()  # layouts and styles are the panel's, shared
 
 
@@ -165,12 +218,13 @@ def _links(url: str | None, browser: str | None) -> str:
 
 
 class _InstanceRow:
-    HEADERS = ("instance", "model", "runtime", "status", "url", "uptime", "", "", "", "")
+    HEADERS = ("instance", "model", "runtime", "status", "url", "uptime", "batching", "", "", "", "")
 
     def __init__(self, panel: Panel, id: str):
         self.id = id
         shared = panel._shared
         self.cells = [shared.cell() for _ in range(6)]
+        self.batching = shared.cell()  # "off", or its limits and (running) requests per model call
         self.stop = shared.button("Stop", f"stop {id}", "warning")
         self.start = shared.button("Start", f"start {id} again", "success")
         self.logs = shared.button("Logs", f"show the log tail of {id}")
@@ -180,9 +234,10 @@ class _InstanceRow:
         self.logs.on_click(lambda _: panel.show_logs(id))
         self.remove.on_click(lambda _: panel.remove_instance(id))
         self.buttons = [self.stop, self.start, self.logs, self.remove]
-        self.widgets = [*self.cells, *self.buttons]
+        self.widgets = [*self.cells, self.batching, *self.buttons]
 
-    def update(self, inst) -> None:
+    def update(self, inst, report: dict | None = None) -> None:
+        """``report``: the instance's GET /batching, when it batches and answered."""
         colour = {"running": "#2e7d32", "exited": "#c62828", "missing": "#c62828"}.get(inst.status, "#757575")
         url = inst.url if inst.status == "running" else None
         link = _links(url, inst.browser_url if url else None)
@@ -196,6 +251,7 @@ class _InstanceRow:
         )
         for cell, value in zip(self.cells, values):
             _set(cell, value=value)
+        _set(self.batching, value=batching_text(inst.batching, report))
         self.enable(inst.status)
 
     def enable(self, status: str | None) -> None:
@@ -485,7 +541,7 @@ class Panel(widgets.VBox):
         rows = {}
         for inst in sorted(instances, key=lambda i: (i.created, i.id)):
             row = self._instance_rows.pop(inst.id, None) or _InstanceRow(self, inst.id)
-            row.update(inst)
+            row.update(inst, self._batching_report(inst))
             rows[inst.id] = row
         for gone in self._instance_rows.values():
             gone.close()
@@ -516,6 +572,14 @@ class Panel(widgets.VBox):
             self.monitor_box.children = children
         _set(self.monitor_box.layout, display="" if views else "none")
 
+    def _batching_report(self, inst) -> dict | None:
+        if inst.status != "running" or inst.batching is None:
+            return None
+        try:
+            return self.workspace.batching(inst.id)
+        except NbserveError:
+            return None  # an instance that stopped answering: its status says so at the next refresh
+
     def monitor(self, id: str) -> _MonitorView:
         """The metrics and drift view of a running instance (its plots, points and drift report)."""
         return self._monitors[id]
@@ -536,15 +600,28 @@ class Panel(widgets.VBox):
 
     # -- actions (each button calls one of these) ----------------------------------------------
 
-    def start_model(self, name: str, runtime: str | None = None, port: int | None = None):
-        """Start a new instance of the latest version of ``name``; runtime and port default to the row's."""
+    def start_model(
+        self,
+        name: str,
+        runtime: str | None = None,
+        port: int | None = None,
+        batch: bool | None = None,
+        max_batch: int | None = None,
+        max_latency_ms: float | None = None,
+    ):
+        """Start a new instance of the latest version of ``name``; runtime, port and batching (as
+        ``serve`` takes them) default to the row's."""
         row = self._model_rows.get(name)
         if runtime is None:
             runtime = row.runtime.value if row else runtimes.AUTO
+        given = {"batch": batch, "max_batch": max_batch, "max_latency_ms": max_latency_ms}
+        if batch is None and row is not None:
+            given = {**row.batching_options(), **{k: v for k, v in given.items() if v is not None}}
+        batching = {k: v for k, v in given.items() if v is not None and v is not False}  # the core checks them
 
         def work(say):
             chosen = port if port is not None or row is None else _port(row.port.value)
-            return self.workspace.serve(name, runtime=runtime, port=chosen, progress=say)
+            return self.workspace.serve(name, runtime=runtime, port=chosen, progress=say, **batching)
 
         return self._act(
             f"starting {name} ({runtime})", work, lambda inst: f"{inst.id} is serving {inst.model} at {inst.url}"

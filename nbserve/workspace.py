@@ -22,7 +22,7 @@ from .errors import ArtifactIntegrityError, InstanceNotFoundError, NbserveError,
 from .registry import InstanceRow, Registry, parse_ref, require_name
 from .resources import Image, Instance, ModelVersion
 from .runtimes.base import choose_port
-from .runtimes.limits import check_options
+from .runtimes.limits import check_options, with_batching
 from .server.auth import mask
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -305,6 +305,11 @@ class Workspace:
         finally:
             pending.cleanup()
 
+    def check_options(self, options: dict) -> dict:
+        """serve()'s server options (timeout, batching, auth...) checked as serve checks them, for a face that
+        answers before the start itself (the Jupyter start route); NbserveError saying what is wrong."""
+        return check_options(options)
+
     def check_port(self, port: int, host: str = "127.0.0.1") -> int:
         """``port`` if it is a valid TCP port that is free on ``host``, else PortInUseError saying so."""
         return choose_port(host, port)
@@ -344,17 +349,25 @@ class Workspace:
         self._report([inst])
         return inst
 
-    def start(self, id: str, progress=None) -> Instance:
+    def start(self, id: str, progress=None, **batching) -> Instance:
+        """Start a stopped instance again; ``batch``, ``max_batch``, ``max_latency_ms`` (as serve takes
+        them) change its batching from this start on (a running instance must be stopped first)."""
         say = _progress(progress)
         row = self.registry.get_instance(id)
+        options = with_batching(row.options, batching) if batching else row.options
         rt = self.runtime(row.runtime)
         if rt.status(row) == "running":
+            if options != row.options:
+                raise NbserveError(f"{id} is running: stop it first to change its batching, then start it with them")
             return self._instance(row, "running")
         mv = self.get_model(row.model)
+        row.options = options
         say(f"starting {row.id} ({row.model}) on the {row.runtime} runtime")
         row.handle = rt.start(row, mv, say)
         row.desired, row.started = "running", time.time()
-        self.registry.update_instance(id, desired="running", port=row.port, handle=row.handle, started=row.started)
+        self.registry.update_instance(
+            id, desired="running", port=row.port, handle=row.handle, started=row.started, options=row.options
+        )
         inst = self._instance(row, "running")
         self._report([inst])
         return inst
@@ -383,6 +396,15 @@ class Workspace:
 
         inst = self._running(id)
         return monitoring.snapshot(inst.url, inst.auth_token)
+
+    def batching(self, id: str) -> dict:
+        """The instance's GET /batching: model calls, requests per call, queue waits (server/batching.py)."""
+        from . import monitoring
+
+        inst = self._running(id)
+        if inst.batching is None:
+            raise NbserveError(f"{id} does not batch requests: serve it with batch=True (or start it with batch=True)")
+        return monitoring.batching(inst.url, inst.auth_token)
 
     def drift(self, id: str) -> dict:
         """The instance's /drift report: each feature against the registration sample."""

@@ -63,3 +63,43 @@ def run_cli(home, *args) -> tuple[int, str, str]:
         timeout=120,
     )
     return out.returncode, out.stdout, out.stderr
+
+
+def frames():
+    """tests/models/frames.py (rentals(), mixed_pipeline()) imported as the model tests import it: as the
+    top-level module ``frames``, which capture pickles by value (user code). As ``models.frames`` (a module
+    of a namespace package, which has no __file__) it would be pickled by reference, and the served side
+    could not import it."""
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).parent / "models")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import frames
+
+    return frames
+
+
+def one_row_calls(url: str, method: str, X, threads: int = 16, timeout: float = 30.0, token=None) -> list:
+    """Every row of ``X`` (array or DataFrame) as its own request, ``threads`` at once, each thread with its
+    own nbserve.Client (every request with ``timeout``); the answers in row order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import nbserve
+
+    local, clients = threading.local(), []
+
+    def call(i):
+        if not hasattr(local, "client"):
+            local.client = nbserve.Client(url, timeout=timeout, token=token)
+            clients.append(local.client)
+        return local.client.call(method, X.iloc[i : i + 1] if hasattr(X, "iloc") else X[i : i + 1])
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(call, range(len(X))))
+    finally:
+        for client in clients:
+            client.close()

@@ -141,3 +141,34 @@ def test_batching_options_are_checked(workspace, diabetes, options):
     X, _, lr = diabetes
     with pytest.raises(NbserveError, match="max_batch|max_latency_ms"):
         workspace.serve(lr, name="diabetes", sample=X, runtime="process", progress=False, **options)
+
+
+def test_a_stopped_instance_starts_again_with_batching_from_the_cli_and_the_api(workspace, diabetes):
+    from nbserve_testing import run_cli as nbserve
+
+    X, _, lr = diabetes
+    inst = workspace.serve(lr, name="diabetes", sample=X, runtime="process", progress=False)
+    assert inst.batching is None and requests.get(inst.url + "/batching", timeout=TIMEOUT).status_code == 404
+    inst.stop()
+
+    code, out, err = nbserve(workspace.home, "start", inst.id, "--batch", "--max-batch", "8", "--max-latency-ms", "3")
+    assert code == 0 and f"{inst.id} running (batching)" in out, err
+    inst.reload()
+    assert inst.batching == {"max_batch": 8, "max_latency_ms": 3.0}  # kept in the registry for later starts
+    report = requests.get(inst.url + "/batching", timeout=TIMEOUT).json()
+    assert (report["max_batch"], report["max_latency_ms"]) == (8, 3.0)
+    answers = _post_all(inst.url + "/predict", [{"data": X[i : i + 1].tolist()} for i in range(64)], threads=16)
+    assert all(status == 200 for status, _ in answers)
+    np.testing.assert_allclose([b["data"][0] for _, b in answers], lr.predict(X[:64]), rtol=1e-12, atol=1e-9)
+    assert requests.get(inst.url + "/batching", timeout=TIMEOUT).json()["requests"] == 64
+
+    code, _, err = nbserve(workspace.home, "start", inst.id, "--no-batch")  # running: changing it needs a stop
+    assert code == 1 and "stop it first" in err
+    code, _, err = nbserve(workspace.home, "start", inst.id, "--max-batch", "0")
+    assert code == 1 and "max_batch must be a number of rows per model call >= 1" in err
+
+    inst.stop()
+    inst.start(batch=False, progress=False)  # the Python API: off again
+    assert inst.status == "running" and inst.batching is None
+    assert requests.get(inst.url + "/batching", timeout=TIMEOUT).status_code == 404
+    np.testing.assert_allclose(inst.client(timeout=TIMEOUT).predict(X[:5]), lr.predict(X[:5]), rtol=1e-12)

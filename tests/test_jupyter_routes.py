@@ -213,6 +213,9 @@ async def test_unknown_instance_or_job_is_404(api):
         ({"model": "diabetes", "runtime": "kubernetes"}, "BadRequest", "runtime"),
         ({"model": "diabetes", "port": "9000"}, "BadRequest", '"port" must be an integer'),
         ({"model": "diabetes", "version": "1"}, "BadRequest", '"version" must be an integer'),
+        ({"model": "diabetes", "batch": "on"}, "BadRequest", '"batch" must be true, false or null'),
+        ({"model": "diabetes", "max_batch": 8}, "NbserveError", "apply with batch=True"),
+        ({"model": "diabetes", "batch": True, "max_latency_ms": -1}, "NbserveError", "max_latency_ms must be"),
     ],
 )
 async def test_bad_start_requests_are_400_and_say_what_is_expected(api, payload, kind, words):

@@ -7,8 +7,10 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 import requests
+from nbserve_testing import frames, one_row_calls
 
 import nbserve
 from nbserve.widgets import Panel
@@ -235,7 +237,8 @@ def test_closing_the_panel_closes_every_widget_it_made(make_panel, registered, w
     panel.instance_row(inst.id).logs.click()
     inst.remove()
     panel.refresh()  # ...and goes
-    assert len(set(_instances) - before) < 80  # shared layouts and styles keep a panel small
+    # shared layouts and styles keep a panel small (one model row with its batching controls, one instance)
+    assert len(set(_instances) - before) < 90
     panel.close()
     assert set(_instances) - before == set()
 
@@ -260,3 +263,66 @@ def test_progress_view_shows_steps_fractions_and_failures():
     finally:
         for w in view.all_widgets():
             w.close()
+
+
+def start_batching_from_the_panel(panel, name, max_batch, max_latency_ms):
+    row = panel.model_row(name)
+    assert row.max_batch.disabled and row.max_latency_ms.disabled  # the limits apply with the box ticked
+    row.runtime.value = "process"
+    row.batch.value = True
+    assert not row.max_batch.disabled and not row.max_latency_ms.disabled
+    row.max_batch.value, row.max_latency_ms.value = max_batch, max_latency_ms
+    row.start.click()
+    assert panel.last_error is None and panel.progress.state == "done"
+    [inst] = panel.workspace.instances()
+    return inst
+
+
+def check_batches(panel, inst, max_batch, max_latency_ms):
+    """GET /batching of the instance says what the panel asked for and that requests shared model calls;
+    the instance's row shows it."""
+    report = requests.get(inst.url + "/batching", timeout=10).json()
+    assert (report["max_batch"], report["max_latency_ms"]) == (max_batch, max_latency_ms)
+    assert report["requests"] >= 64 and report["requests_per_call"] > 1, report
+    assert inst.batching == {"max_batch": max_batch, "max_latency_ms": max_latency_ms}
+    panel.refresh()
+    shown = panel.instance_row(inst.id).batching.value
+    assert f"on · ≤ {max_batch} rows · {max_latency_ms:g} ms" in shown and "requests per model call" in shown
+
+
+def test_the_panel_starts_a_batching_instance_of_a_linear_model_on_an_array(make_panel, workspace, diabetes):
+    X, _, lr = diabetes
+    workspace.register(lr, name="diabetes", sample=X, progress=False)
+    panel = make_panel()
+    assert panel.model_row("diabetes").batching_options() == {}  # off until the box is ticked
+    inst = start_batching_from_the_panel(panel, "diabetes", 16, 25.0)
+    np.testing.assert_allclose(inst.client(timeout=30).predict(X[:5]), lr.predict(X[:5]), rtol=1e-12)
+    answers = one_row_calls(inst.url, "predict", X[:96], threads=16)
+    np.testing.assert_allclose(np.concatenate(answers), lr.predict(X[:96]), rtol=1e-12, atol=1e-9)
+    check_batches(panel, inst, 16, 25.0)
+
+
+def test_the_panel_starts_a_batching_instance_of_gradient_boosting_on_a_mixed_frame(make_panel, workspace):
+    frame, target = frames().rentals()
+    model = frames().mixed_pipeline(frame, target)
+    workspace.register(model, name="rentals", sample=frame, progress=False)
+    panel = make_panel()
+    inst = start_batching_from_the_panel(panel, "rentals", 32, 5.0)
+    np.testing.assert_allclose(
+        inst.client(timeout=30).predict_proba(frame.iloc[:20]), model.predict_proba(frame.iloc[:20]), rtol=1e-9
+    )
+    answers = one_row_calls(inst.url, "predict_proba", frame.iloc[:96], threads=16)
+    np.testing.assert_allclose(np.concatenate(answers), model.predict_proba(frame.iloc[:96]), rtol=1e-9)
+    check_batches(panel, inst, 32, 5.0)
+
+
+def test_a_panel_start_without_the_box_ticked_does_not_batch(make_panel, registered, workspace):
+    panel = make_panel()
+    row = panel.model_row("double")
+    row.runtime.value = "process"
+    row.max_batch.value = 8  # ignored while the box is not ticked
+    row.start.click()
+    [inst] = workspace.instances()
+    assert panel.last_error is None and inst.batching is None
+    assert requests.get(inst.url + "/batching", timeout=10).status_code == 404
+    assert "off" in panel.instance_row(inst.id).batching.value

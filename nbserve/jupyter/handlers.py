@@ -4,7 +4,8 @@
     GET    models/<name>             every version of one model
     GET    runtimes                  the runtimes ("auto" and each with its capabilities), for the start form
     GET    instances                 every instance (status from its runtime), plus starts in flight
-    POST   instances                 {"model", "version"?, "runtime"?, "port"?} -> 202 and a job
+    POST   instances                 {"model", "version"?, "runtime"?, "port"?, "batch"?, "max_batch"?,
+                                      "max_latency_ms"?} -> 202 and a job (batching as serve() takes it)
     GET    jobs/<id>                 the state of a start: building, starting, running or failed
     POST   instances/<id>/stop       stop (200, the instance)
     POST   instances/<id>/start      start again (200, the instance)
@@ -38,7 +39,7 @@ from .jobs import Jobs
 
 API_PREFIX = "nbserve/api"
 JOBS_SETTING = "nbserve_jobs"
-START_FIELDS = {"model", "version", "runtime", "port"}
+START_FIELDS = {"model", "version", "runtime", "port", "batch", "max_batch", "max_latency_ms"}
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,11 @@ class InstancesHandler(NbserveHandler):
             raise BadRequest(f'"runtime" must be one of {", ".join(runtimes.CHOICES)}, got {runtime!r}')
         if port is not None and (not isinstance(port, int) or isinstance(port, bool)):
             raise BadRequest(f'"port" must be an integer or null, got {port!r}')
+        if body.get("batch") not in (None, True, False):
+            raise BadRequest(f'"batch" must be true, false or null, got {body["batch"]!r}')
+        batching = {k: body[k] for k in ("batch", "max_batch", "max_latency_ms") if body.get(k) not in (None, False)}
         ws = self.workspace
+        batching = await self.call(ws.check_options, batching)  # its refusal is a 400 now, not a failed job
         # Refuse what is known to fail before answering 202, so the status says why (404, 409, 503).
         mv = await self.call(ws.get_model, model, version)
         chosen = await self.call(ws.choose_runtime, runtime, quiet)
@@ -152,7 +157,7 @@ class InstancesHandler(NbserveHandler):
             raise runtimes.unavailable(chosen)
         if port is not None:
             await self.call(ws.check_port, port)
-        job = self.jobs.serve(ws, mv.id, chosen, port)
+        job = self.jobs.serve(ws, mv.id, chosen, port, batching)
         self.set_header("Location", url_path_join(self.base_url, API_PREFIX, "jobs", job.id))
         self.reply({"job": job.to_dict()}, status=202)
 

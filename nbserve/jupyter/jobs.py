@@ -41,6 +41,7 @@ class Job:
     instance: dict | None = None  # Instance.to_dict() once running
     error: dict | None = None  # {"type", "message", "status"} once failed
     messages: list = field(default_factory=list)
+    options: dict = field(default_factory=dict)  # serve()'s batching options
 
     @property
     def pending(self) -> bool:
@@ -87,9 +88,11 @@ class Jobs:
         """Run a (blocking) workspace call in the thread pool and wait for it without blocking the loop."""
         return await IOLoop.current().run_in_executor(self._calls, functools.partial(fn, *args, **kwargs))
 
-    def serve(self, workspace, model: str, runtime: str, port: int | None) -> Job:
+    def serve(self, workspace, model: str, runtime: str, port: int | None, options: dict | None = None) -> Job:
         """Start ``workspace.serve(model, ...)`` in the background; the returned job tracks it."""
-        job = Job(id=f"job-{secrets.token_hex(4)}", model=model, runtime=runtime, port=port)
+        job = Job(
+            id=f"job-{secrets.token_hex(4)}", model=model, runtime=runtime, port=port, options=dict(options or {})
+        )
         with self._lock:
             self._jobs[job.id] = job
             self._forget_old()
@@ -98,7 +101,7 @@ class Jobs:
 
     def _run_serve(self, job: Job, workspace) -> None:
         try:
-            inst = workspace.serve(job.model, runtime=job.runtime, port=job.port, progress=job)
+            inst = workspace.serve(job.model, runtime=job.runtime, port=job.port, progress=job, **job.options)
             job.instance = inst.to_dict()
             job.message = f"{inst.id} is serving {job.model} at {inst.url}"
             job.state = "running"

@@ -108,7 +108,8 @@ class DockerRuntime(Runtime):
             return None
         requested = row.options.get("port")
         port = _binding(container)
-        if container.image.id == image.id and port and (not requested or int(requested) == port):
+        settled = _env_matches(container, server_limits_env(row.options))  # e.g. batching changed on this start
+        if container.image.id == image.id and port and settled and (not requested or int(requested) == port):
             progress(f"starting the existing container {container.name} on port {port}")
             for _ in range(3):
                 try:
@@ -230,6 +231,14 @@ def _binding(container) -> int | None:
         if binding.get("HostPort", "").isdigit():
             return int(binding["HostPort"])
     return None
+
+
+def _env_matches(container, expected: dict) -> bool:
+    """The container runs with the server settings of ``expected`` (and batches only if they say so)."""
+    env = dict(e.split("=", 1) for e in container.attrs.get("Config", {}).get("Env") or [] if "=" in e)
+    return all(env.get(k) == v for k, v in expected.items()) and ("NBSERVE_BATCH" in env) == (
+        "NBSERVE_BATCH" in expected
+    )
 
 
 def _quietly(fn, **kwargs):

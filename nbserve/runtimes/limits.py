@@ -63,12 +63,43 @@ def server_limits_env(options: dict) -> dict:
         env["NBSERVE_REQUEST_LOG"] = {True: "1", False: "0"}.get(options["request_log"], str(options["request_log"]))
     if options.get("url_prefix"):
         env[URL_PREFIX_ENV] = options["url_prefix"]
-    if options.get("batch"):  # adaptive batching: server/batching.py, and gunicorn_conf's threaded worker
+    batching = batch_settings(options)
+    if batching:  # adaptive batching: server/batching.py, and gunicorn_conf's threaded worker
         env["NBSERVE_BATCH"] = "1"
-        env["NBSERVE_MAX_BATCH"] = str(int(options.get("max_batch") or DEFAULT_MAX_BATCH))
-        latency = options.get("max_latency_ms")
-        env["NBSERVE_MAX_LATENCY_MS"] = f"{DEFAULT_MAX_LATENCY_MS if latency is None else float(latency):g}"
+        env["NBSERVE_MAX_BATCH"] = str(batching["max_batch"])
+        env["NBSERVE_MAX_LATENCY_MS"] = f"{batching['max_latency_ms']:g}"
     return env
+
+
+BATCH_OPTIONS = ("batch", "max_batch", "max_latency_ms")
+
+
+def batch_settings(options: dict) -> dict | None:
+    """{"max_batch", "max_latency_ms"} with the defaults filled in when the options turn batching on, else None."""
+    if not options.get("batch"):
+        return None
+    latency = options.get("max_latency_ms")
+    return {
+        "max_batch": int(options.get("max_batch") or DEFAULT_MAX_BATCH),
+        "max_latency_ms": float(DEFAULT_MAX_LATENCY_MS if latency is None else latency),
+    }
+
+
+def with_batching(options: dict, batching: dict) -> dict:
+    """An instance's options with the batching settings given in ``batching`` (batch, max_batch,
+    max_latency_ms: what Workspace.start takes) changed, checked as serve(...) checks them."""
+    unknown = set(batching) - set(BATCH_OPTIONS)
+    if unknown:
+        raise NbserveError(
+            f"starting an instance again takes only the batching options ({', '.join(BATCH_OPTIONS)}), "
+            f"not {', '.join(sorted(unknown))}: serve a new instance for those"
+        )
+    merged = dict(options)
+    if batching.get("batch") is False:  # off: the old limits go with it
+        merged.pop("max_batch", None)
+        merged.pop("max_latency_ms", None)
+    merged.update({k: v for k, v in batching.items() if v is not None})
+    return check_options(merged)
 
 
 def check_options(options: dict) -> dict:
