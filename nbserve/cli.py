@@ -255,12 +255,20 @@ def _observe(ws, args) -> None:
                         "-" if f["psi"] is None else f"{f['psi']:.3f}",
                         f["test"] or "-",
                         "-" if f["p_value"] is None else f"{f['p_value']:.3g}",
+                        _nulls(f.get("null")),
                         f["status"],
                     )
                     for f in report["features"]
                 ],
-                ("FEATURE", "KIND", "PSI", "TEST", "P", "STATUS"),
+                ("FEATURE", "KIND", "PSI", "TEST", "P", "NULLS REF/LIVE", "STATUS"),
             )
+            for f in report["features"]:
+                if f["status"] == "not_computed":
+                    print(f"{f['name']}: not computed: {f.get('reason')}")
+
+
+def _nulls(null) -> str:
+    return "-" if not null else f"{null['reference']:.1%}/{null['live']:.1%}"
 
 
 if __name__ == "__main__":

@@ -14,7 +14,23 @@ import time
 from .errors import NbserveError
 
 TIMEOUT = 5.0
-DRIFT_COLUMNS = ("role", "method", "name", "kind", "rows", "psi", "test", "statistic", "p_value", "status", "drifted")
+# null_ref/null_live: the null shares (a rise is part of the PSI); reason: why a feature is not_computed
+DRIFT_COLUMNS = (
+    "role",
+    "method",
+    "name",
+    "kind",
+    "rows",
+    "psi",
+    "test",
+    "statistic",
+    "p_value",
+    "status",
+    "drifted",
+    "null_ref",
+    "null_live",
+    "reason",
+)
 
 
 def _get(url: str, token: str | None, timeout: float = TIMEOUT):
@@ -182,7 +198,12 @@ def as_frame(rows: list[dict], columns=None, attrs: dict | None = None):
 
 def drift_frame(report: dict):
     """The features of a /drift report as a DataFrame (overall flag, window and thresholds in .attrs)."""
-    rows = [{k: f.get(k) for k in DRIFT_COLUMNS} for f in report.get("features", [])]
+    rows = []
+    for f in report.get("features", []):
+        null = f.get("null") or {}
+        rows.append(
+            {k: f.get(k) for k in DRIFT_COLUMNS} | {"null_ref": null.get("reference"), "null_live": null.get("live")}
+        )
     attrs = {k: v for k, v in report.items() if k != "features"}
     return as_frame(rows, columns=list(DRIFT_COLUMNS), attrs=attrs)
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import io
 
-STATUS_COLOURS = {"ok": "#2e7d32", "warn": "#f9a825", "alert": "#c62828", "collecting": "#9e9e9e"}
+STATUS_COLOURS = {
+    "ok": "#2e7d32",
+    "warn": "#f9a825",
+    "alert": "#c62828",
+    "collecting": "#9e9e9e",
+    "not_computed": "#9e9e9e",
+}
 REFERENCE_COLOUR = "#90a4ae"
 
 

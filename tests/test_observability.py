@@ -1,6 +1,7 @@
 """Metrics, the request log and drift (issue 13) on served models: two process-runtime instances with
-two gunicorn workers each (a linear model on an array; a gradient-boosted model on a mixed DataFrame,
-with a bearer token), and the Flask app in process for what needs no server."""
+two gunicorn workers each (a linear model on an array; HistGradientBoosting on a DataFrame with a date,
+NaN, NA and None among floats, nullable integers, categories, booleans and strings, with a bearer token),
+and the Flask app in process for what needs no server."""
 
 import json
 import os
@@ -10,14 +11,18 @@ import subprocess
 import time
 
 import cloudpickle
+import numpy as np
+import pandas as pd
 import pytest
 import requests
 from nbserve_testing import need
 from observability_models import (
+    NULLIER_FRAME,
     SHIFTED_ARRAY,
     SHIFTED_FRAME,
     gbm_on_frame,
     mixed_frame,
+    nullier_frame,
     records,
     shifted_array,
     shifted_frame,
@@ -27,6 +32,7 @@ from observability_models import (
 from nbserve.capture import capture
 from nbserve.server import metrics as server_metrics
 from nbserve.server.app import make_app
+from nbserve.server.schema import frame_records
 
 T = 10  # seconds: every HTTP request of these tests has a timeout
 PUSH = server_metrics.PUSH_SECONDS + 0.5
@@ -124,12 +130,20 @@ def test_every_request_is_counted_across_workers_with_buckets_up_to_the_timeout(
     assert _metric(text, "nbserve_requests_in_progress", model="lr", version="1") == 0
 
 
-def test_the_request_log_has_one_json_line_per_request_and_no_payload(served, diabetes):
-    X = diabetes[0]
-    inst = served["lr"]
-    marker = f"log-{time.time()}"
-    r = requests.post(f"{inst.url}/predict", json={"data": X[:3].tolist()}, headers={"X-Request-ID": marker}, timeout=T)
-    assert r.status_code == 200
+@pytest.mark.parametrize("which", ["lr", "gbm"])
+def test_the_request_log_has_one_json_line_per_request_and_no_payload(served, diabetes, which):
+    inst = served[which]
+    if which == "lr":
+        data, secret = diabetes[0][:3].tolist(), f"{diabetes[0][0, 0]:.6f}"[:8]
+    else:  # dates, NaN, NA and None in the rows
+        data = records(mixed_frame(3, seed=12))
+        data[0]["visits"], data[1]["balance"], data[2]["region"] = None, None, None  # NA, NaN and None
+        data[0]["signup"], secret = "2023-04-05T06:07:08", "2023-04-05"
+    marker = f"log-{which}-{time.time()}"
+    r = requests.post(
+        f"{inst.url}/predict", json={"data": data}, headers=_headers(inst, **{"X-Request-ID": marker}), timeout=T
+    )
+    assert r.status_code == 200, r.text
     deadline = time.monotonic() + 5
     while marker not in inst.logs(tail=500) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -138,7 +152,7 @@ def test_the_request_log_has_one_json_line_per_request_and_no_payload(served, di
     assert entry["request_id"] == marker and entry["status"] == 200 and entry["rows"] == 3
     assert entry["http"] == "POST" and entry["method"] == "predict" and entry["duration_ms"] > 0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["time"])
-    assert "body" not in entry and f"{X[0, 0]:.6f}"[:8] not in line
+    assert "body" not in entry and secret not in line
 
 
 def test_metrics_and_drift_need_the_token_when_one_is_set(served):
@@ -156,7 +170,7 @@ def test_drift_flags_exactly_the_shifted_features(served, diabetes, which):
         rows, shifted, names = shifted_array(diabetes[0]).tolist(), SHIFTED_ARRAY, [f"x{j}" for j in range(10)]
     else:
         rows, shifted, names = records(shifted_frame()), SHIFTED_FRAME, list(mixed_frame(5).columns)
-    _post_rows(inst, rows, batch=5)
+    _post_rows(inst, rows, batch=5 if which == "lr" else 25)
     report = _drift_after(inst, len(rows))
     assert report["available"] and report["window"]["rows"] >= len(rows)
     assert report["window"]["workers"] >= 1 and report["window"]["size"] == 1000
@@ -170,7 +184,16 @@ def test_drift_flags_exactly_the_shifted_features(served, diabetes, which):
     kinds = {n: (f["kind"], f["test"]) for n, f in inputs.items()}
     if which == "gbm":
         assert kinds["plan"] == ("categorical", "chi2") and kinds["member"] == ("categorical", "chi2")
-        assert kinds["age"] == ("numeric", "ks") and kinds["visits"] == ("numeric", "ks")
+        assert kinds["region"] == ("categorical", "chi2")  # strings, with None
+        assert kinds["age"] == ("numeric", "ks") and kinds["visits"] == ("numeric", "ks")  # visits: Int64 with NA
+        assert kinds["signup"] == ("numeric", "ks") and inputs["signup"]["unit"] == "days since 1970-01-01"
+        # the sample's signups run over 2022-2023, in days since 1970 (19000 to 19723), the shifted ones later
+        assert 18990 < inputs["signup"]["reference"]["edges"][0] < inputs["signup"]["reference"]["edges"][-1] < 19723
+        assert inputs["signup"]["live"]["shares"][-2] > 0.95  # past the last decile edge
+        # nulls: the sample's shares, and the same again live (unshifted there)
+        for name in ("visits", "region", "balance"):
+            null = inputs[name]["null"]
+            assert 0.05 < null["reference"] < 0.15 and abs(null["live"] - null["reference"]) < 0.05, (name, null)
     assert all(f["p_value"] < 1e-6 for n, f in inputs.items() if n in shifted)
 
     # the same verdict in /metrics, summed over both workers' windows
@@ -219,7 +242,16 @@ def test_reference_is_compact_and_covers_inputs_and_outputs(diabetes):
     assert by["plan"]["kind"] == "categorical" and set(by["plan"]["values"]) == {"basic", "plus", "pro"}
     assert by["member"]["values"] == ["false", "true"]
     assert by["age"]["kind"] == "numeric" and len(by["age"]["edges"]) == 9
-    assert abs(sum(by["age"]["shares"]) + by["age"]["null"] - 1) < 1e-4
+    for name, feature in by.items():
+        assert abs(sum(feature["shares"]) + feature["null"] - 1) < 1e-4, name
+    # nulls as the sample has them: NaN in a float column, NA in a nullable integer, None among strings
+    for name in ("balance", "visits", "region"):
+        assert by[name]["null"] == pytest.approx(frame[name].isna().mean(), abs=1e-6), name
+    assert by["region"]["kind"] == "categorical" and None not in by["region"]["values"]
+    # a date column: deciles in days since 1970, whatever the column's unit (pandas 3 reads these as us)
+    days = (frame["signup"] - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+    assert by["signup"]["unit"] == "days since 1970-01-01"
+    assert by["signup"]["edges"] == pytest.approx(list(days.quantile([i / 10 for i in range(1, 10)])), abs=1e-3)
     assert [f["name"] for f in ref["outputs"]["predict"]] == ["predict"]
     assert len(json.dumps(ref)) < 8000
     X, _, lr = diabetes
@@ -240,6 +272,58 @@ def test_unshifted_traffic_does_not_drift_and_half_the_features_set_the_overall_
     report = client.get("/drift").get_json()
     assert set(report["drifted_features"]) == {f"x{j}" for j in range(5)} and report["drift"] is True
     assert 1000 <= report["window"]["rows"] < 1100
+
+
+def test_a_rise_in_the_null_share_is_drift():
+    frame, gbm = gbm_on_frame()
+    client, _ = _app(gbm, frame)
+    rows = records(nullier_frame())
+    for i in range(0, len(rows), 50):
+        resp = client.post("/predict", json={"data": rows[i : i + 50]})
+        assert resp.status_code == 200, resp.get_json()
+    report = client.get("/drift").get_json()
+    inputs = {f["name"]: f for f in report["features"] if f["role"] == "input"}
+    assert set(report["drifted_features"]) == NULLIER_FRAME and report["drift"] is False
+    for name in NULLIER_FRAME:
+        assert inputs[name]["null"]["reference"] < 0.15 and inputs[name]["null"]["live"] > 0.4, inputs[name]
+    assert inputs["visits"]["status"] == "ok"  # its null share (NA) did not move
+    # the KS statistic compares the non-null values: balance's are still the sample's
+    assert inputs["balance"]["test"] == "ks" and inputs["balance"]["statistic"] < 0.1
+
+
+def test_dates_with_a_time_zone_and_durations_are_compared_in_days_and_seconds():
+    """A column the reference could not bin used to cost every feature its drift (the reference was
+    dropped whole): a date with a time zone was one. Now in days since 1970 (UTC) and durations in seconds."""
+
+    def predict(frame):
+        return frame["amount"].to_numpy() * 2
+
+    rng = np.random.default_rng(0)
+    n = 400
+
+    def table(start, m, seed):
+        r = np.random.default_rng(seed)
+        return pd.DataFrame(
+            {
+                "amount": r.normal(100, 10, m).round(2),
+                "at": pd.Timestamp(start, tz="Europe/Paris") + pd.to_timedelta(r.integers(0, 90 * 24, m), unit="h"),
+                "wait": pd.to_timedelta(r.integers(0, 600, m), unit="s"),
+            }
+        )
+
+    sample = table("2024-01-01", n, rng.integers(1000))
+    client, manifest = _app(predict, sample)
+    ref = {f["name"]: f for f in manifest["reference"]["input"]}
+    assert ref["at"]["unit"] == "days since 1970-01-01" and 19723 <= ref["at"]["edges"][0] < 19813
+    assert ref["wait"]["unit"] == "seconds" and 0 < ref["wait"]["edges"][0] < ref["wait"]["edges"][-1] < 600
+    later = frame_records(table("2024-07-01", 300, 5))
+    assert later[0]["at"].endswith("+02:00")  # ISO strings with the offset, as the client writes them
+    for i in range(0, 300, 50):
+        assert client.post("/predict", json={"data": later[i : i + 50]}).status_code == 200
+    report = client.get("/drift").get_json()
+    inputs = {f["name"]: f for f in report["features"] if f["role"] == "input"}
+    assert report["drifted_features"] == ["at"], inputs
+    assert inputs["wait"]["status"] == "ok" and inputs["amount"]["status"] == "ok"
 
 
 def test_few_rows_are_still_collecting_and_no_sample_means_no_reference(diabetes):

@@ -13,7 +13,7 @@ reference stays a few kilobytes and registration a model call of at most that ma
 
 from __future__ import annotations
 
-from ..server.drift import features, reference_spec
+from ..server.drift import features, reference_spec, unsupported_spec
 
 MAX_ROWS = 10_000
 
@@ -39,15 +39,24 @@ def subsample(sample, max_rows: int = MAX_ROWS):
 def reference(sample, outputs: dict) -> dict | None:
     """The reference of ``sample`` and of the method outputs on it ({method: value}); None when the
     sample has no features to compare (not a DataFrame, Series or 1-/2-d array)."""
-    inputs = [reference_spec(name, col) for name, col in features(sample)]
+    inputs = [_spec(name, col) for name, col in features(sample)]
     if not inputs:
         return None
     outs = {}
     for method, value in outputs.items():
-        specs = [reference_spec(name, col) for name, col in features(value, prefix=method)]
+        specs = [_spec(name, col) for name, col in features(value, prefix=method)]
         if specs:
             outs[method] = specs
     return {"rows": len(sample), "input": inputs, "outputs": outs}
+
+
+def _spec(name, column) -> dict:
+    """One feature's reference; a column that cannot be binned is kept as unsupported, with the reason
+    /drift reports for it (one odd column must not cost the others their drift)."""
+    try:
+        return reference_spec(name, column)
+    except Exception as exc:
+        return unsupported_spec(name, exc)
 
 
 def compute(call, sample, methods) -> dict | None:

@@ -23,6 +23,14 @@ reference:
   set when at least half the input features drift (as Evidently's dataset drift does). Output features
   are reported beside the inputs and do not count towards that flag.
 
+Dates are binned as days since 1970-01-01 (UTC for a column with a time zone) and durations as seconds,
+whatever their unit (``"unit"`` in the feature's reference says so), so the edges read as numbers and a
+date column compares alike whether the sample held seconds or nanoseconds. Nulls (NaN, None, NA, NaT) are
+a bin of their own: a rise in the null share raises the PSI (and the chi-squared) like any other shift,
+and each feature reports both null shares as ``null: {"reference", "live"}``; the KS statistic compares
+the non-null values only. A column whose values cannot be binned (in the sample or live) is reported
+with status ``not_computed`` and the ``reason``, never dropped silently nor given a number.
+
 Below ``MIN_ROWS`` live rows a feature's status is ``collecting``: PSI on a handful of rows is noise.
 Work per request is one list append; binning happens every ``FLUSH_EVERY`` requests, on the batch, or
 within ``FLUSH_SECONDS`` by a timer thread of the worker. Imports nothing else from nbserve (it ships into images).
@@ -51,7 +59,9 @@ QUANTILE_BINS = 10
 TOP_CATEGORIES = 20
 FILE_PREFIX = "drift_"
 
-STATUS_CODES = {"ok": 0, "warn": 1, "alert": 2, "collecting": -1}
+STATUS_CODES = {"ok": 0, "warn": 1, "alert": 2, "collecting": -1, "not_computed": -2}
+DATE_UNIT = "days since 1970-01-01"
+DURATION_UNIT = "seconds"
 
 
 # -- features: the same on both sides ----------------------------------------------------------------
@@ -84,20 +94,45 @@ def is_numeric(column) -> bool:
     return kind in "fiumM"
 
 
-def _numbers(column):
-    """A float64 array of a numeric column (datetimes and durations as int64 nanoseconds), NaN for nulls."""
+def _time_unit(column) -> str | None:
+    """The unit a date (or duration) column is binned in, None for other columns."""
+    kind = getattr(getattr(column, "dtype", None), "kind", "O")
+    return DATE_UNIT if kind == "M" else DURATION_UNIT if kind == "m" else None
+
+
+def _numbers(column, unit: str | None = None):
+    """A float64 array of a numeric column, NaN for nulls. Dates in days since 1970-01-01 (UTC where the
+    column has a time zone) and durations in seconds when ``unit`` says so; without a unit (references
+    stored before units existed) as the integers of the column's own unit, as they were binned then."""
     import numpy as np
 
-    arr = column.to_numpy() if hasattr(column, "to_numpy") else np.asarray(column)
-    if arr.dtype.kind in "mM":
+    if unit is not None or getattr(getattr(column, "dtype", None), "kind", "O") in "mM":
+        arr = _naive_times(column)
         nat = np.isnat(arr)
-        out = arr.astype("int64").astype("float64")
+        if unit == DATE_UNIT:
+            out = (arr - np.datetime64(0, "s")) / np.timedelta64(1, "D")
+        elif unit == DURATION_UNIT:
+            out = arr / np.timedelta64(1, "s")
+        else:
+            out = arr.astype("int64").astype("float64")
+        out = np.asarray(out, dtype="float64")
         out[nat] = np.nan
         return out
+    arr = column.to_numpy() if hasattr(column, "to_numpy") else np.asarray(column)
     try:
         return arr.astype("float64")
     except (TypeError, ValueError):  # nullable pandas integers with NA
         return np.asarray(column.astype("Float64").to_numpy(dtype="float64", na_value=np.nan))
+
+
+def _naive_times(column):
+    """A numpy datetime64/timedelta64 array of a date or duration column; one with a time zone in UTC."""
+    import numpy as np
+
+    tz = getattr(getattr(column, "dtype", None), "tz", None)
+    if tz is not None:  # pandas hands tz-aware values out as Timestamp objects: convert, then drop the zone
+        column = column.dt.tz_convert("UTC").dt.tz_localize(None)
+    return column.to_numpy() if hasattr(column, "to_numpy") else np.asarray(column)
 
 
 def _labels(column) -> list:
@@ -120,7 +155,7 @@ def count(spec: dict, column):
     import numpy as np
 
     if spec["kind"] == "numeric":
-        x = _numbers(column)
+        x = _numbers(column, spec.get("unit"))
         null = np.isnan(x)
         edges = np.asarray(spec["edges"], dtype="float64")
         idx = np.searchsorted(edges, x[~null], side="right")
@@ -141,14 +176,18 @@ def reference_spec(name: str, column) -> dict:
 
     n = len(column)
     if is_numeric(column):
-        x = _numbers(column)
+        unit = _time_unit(column)
+        x = _numbers(column, unit)
         finite = x[~np.isnan(x)]
         if len(finite):
             qs = np.quantile(finite, np.linspace(0, 1, QUANTILE_BINS + 1)[1:-1])
-            edges = sorted({float(_round(q)) for q in qs})
+            # dates keep seconds (about 11 digits of days): 6 digits would round them to a tenth of a day
+            edges = sorted({float(_round(q, 11 if unit else 6)) for q in qs})
         else:
             edges = []
         spec: dict[str, Any] = {"name": name, "kind": "numeric", "edges": edges}
+        if unit:
+            spec["unit"] = unit
     else:
         labels = [v for v in _labels(column) if v is not None]
         freq: dict = {}
@@ -162,8 +201,18 @@ def reference_spec(name: str, column) -> dict:
     return spec
 
 
-def _round(x: float) -> float:
-    return float(f"{float(x):.6g}")
+def unsupported_spec(name: str, exc: Exception) -> dict:
+    """The reference of a feature whose sample column cannot be binned: reported, never compared."""
+    return {"name": name, "kind": "unsupported", "reason": f"its values cannot be binned ({_why(exc)})"}
+
+
+def _why(exc: Exception) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _round(x: float, digits: int = 6) -> float:
+    return float(f"{float(x):.{digits}g}")
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -200,8 +249,29 @@ def _chi2_p(stat: float, dof: int) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
+def not_computed(spec: dict, reason: str, rows: int = 0) -> dict:
+    """A feature /drift reports without a verdict, and why."""
+    return {
+        "name": spec["name"],
+        "kind": spec["kind"],
+        "rows": rows,
+        "reference": {"shares": []},
+        "live": {"shares": []},
+        "null": None,
+        "psi": None,
+        "test": None,
+        "statistic": None,
+        "p_value": None,
+        "status": "not_computed",
+        "drifted": False,
+        "reason": reason,
+    }
+
+
 def compare(spec: dict, counts, ref_rows: int) -> dict:
     """One feature's drift: PSI, the test statistic and p-value, the status, both distributions."""
+    if spec["kind"] == "unsupported":
+        return not_computed(spec, spec.get("reason") or "its sample values cannot be binned")
     live_rows = int(sum(counts))
     ref_shares = list(spec["shares"]) + [spec.get("null", 0.0)]
     live_shares = [c / live_rows for c in counts] if live_rows else [0.0] * len(ref_shares)
@@ -212,8 +282,11 @@ def compare(spec: dict, counts, ref_rows: int) -> dict:
         "reference": {"shares": ref_shares},
         "live": {"shares": [_round(s) for s in live_shares]},
     }
+    out["null"] = {"reference": ref_shares[-1], "live": out["live"]["shares"][-1]}
     if spec["kind"] == "numeric":
         out["reference"]["edges"] = spec["edges"]
+        if spec.get("unit"):
+            out["unit"] = spec["unit"]
     else:
         out["reference"]["values"] = spec["values"]
     if live_rows < MIN_ROWS:
@@ -267,6 +340,7 @@ class Monitor:
         self._pid: int | None = None
         self._dirty = False
         self._specs: dict = {}
+        self._errors: dict = {}  # key -> why its live values could not be binned (this worker)
         if self.enabled:
             for spec in self.reference.get("input", []):
                 self._specs[("input", "", spec["name"])] = spec
@@ -330,23 +404,30 @@ class Monitor:
         by_method: dict = {}
         for method, _, result in buf:
             by_method.setdefault(method, []).append(result)
-        counts = {}
+        counts: dict = {}
         rows = 0
+
+        def add(key, spec, cols):
+            if spec["kind"] == "unsupported" or spec["name"] not in cols:
+                return
+            try:
+                counts[key] = count(spec, cols[spec["name"]])
+            except Exception as exc:  # one column that will not bin is reported, the others still count
+                self._errors[key] = f"live values cannot be binned ({_why(exc)})"
+
         try:
             batch = _concat(inputs)
             cols = dict(features(batch))
             rows = len(batch)
             for spec in self.reference.get("input", []):
-                if spec["name"] in cols:
-                    counts["input||" + spec["name"]] = count(spec, cols[spec["name"]])
+                add("input||" + spec["name"], spec, cols)
             for method, results in by_method.items():
                 specs = self.reference.get("outputs", {}).get(method)
                 if not specs:
                     continue
                 cols = dict(features(_concat(results), prefix=method))
                 for spec in specs:
-                    if spec["name"] in cols:
-                        counts[f"output|{method}|{spec['name']}"] = count(spec, cols[spec["name"]])
+                    add(f"output|{method}|{spec['name']}", spec, cols)
         except Exception:  # drift must never fail a request: a batch that will not bin is skipped
             return None
         return rows, counts
@@ -358,7 +439,12 @@ class Monitor:
             rows += r
             for key, c in counts.items():
                 merged[key] = merged[key] + c if key in merged else c.copy()
-        return {"rows": rows, "counts": {k: v.tolist() for k, v in merged.items()}, "updated": time.time()}
+        return {
+            "rows": rows,
+            "counts": {k: v.tolist() for k, v in merged.items()},
+            "errors": dict(self._errors),
+            "updated": time.time(),
+        }
 
     def _write(self, window: dict) -> None:
         assert self.directory is not None  # written only where a directory was given
@@ -368,8 +454,8 @@ class Monitor:
             json.dump(window, f)
         os.replace(tmp, path)
 
-    def merged(self) -> tuple[int, int, dict]:
-        """(rows, workers, {key: counts}) over every worker's window (this one flushed first)."""
+    def merged(self) -> tuple[int, int, dict, dict]:
+        """(rows, workers, {key: counts}, {key: error}) over every worker's window (this one flushed first)."""
         self.flush()
         self.publish()
         windows = []
@@ -383,12 +469,13 @@ class Monitor:
         else:
             with self._lock:
                 windows.append(self._window_counts())
-        rows, merged = 0, {}  # type: ignore[var-annotated]
+        rows, merged, errors = 0, {}, {}  # type: ignore[var-annotated]
         for w in windows:
             rows += w.get("rows", 0)
+            errors.update(w.get("errors", {}))
             for key, c in w.get("counts", {}).items():
                 merged[key] = [a + b for a, b in zip(merged[key], c)] if key in merged else list(c)
-        return rows, len(windows), merged
+        return rows, len(windows), merged, errors
 
     def report(self, model_id: str) -> dict:
         """What GET /drift answers (see the module's docstring)."""
@@ -408,14 +495,18 @@ class Monitor:
                 "features": [],
                 "drift": False,
             }
-        rows, workers, merged = self.merged()
+        rows, workers, merged, errors = self.merged()
         ref_rows = int(self.reference.get("rows", 0))
         feats = []
         for (role, method, name), spec in self._specs.items():
             key = f"{role}|{method}|{name}"
-            counts = merged.get(key) or [0] * (len(spec["shares"]) + 1)
-            feats.append({"role": role, "method": method or None, **compare(spec, counts, ref_rows)})
-        inputs = [f for f in feats if f["role"] == "input"]
+            if key in errors:
+                feature = not_computed(spec, errors[key], rows=int(sum(merged.get(key) or [])))
+            else:
+                counts = merged.get(key) or [0] * (len(spec.get("shares", [])) + 1)
+                feature = compare(spec, counts, ref_rows)
+            feats.append({"role": role, "method": method or None, **feature})
+        inputs = [f for f in feats if f["role"] == "input" and f["status"] != "not_computed"]
         drifted = [f["name"] for f in inputs if f["drifted"]]
         judged = [f for f in inputs if f["status"] != "collecting"]
         return {

@@ -15,8 +15,8 @@ for any other route, so that odd paths cannot grow the label set):
 * ``nbserve_requests_total`` (+ ``status``), ``nbserve_requests_in_progress`` (live sum over workers);
 * ``nbserve_request_rows`` histogram: rows per model call;
 * ``nbserve_model_errors_total`` (+ ``exception``): calls where the model raised;
-* ``nbserve_drift_psi``, ``nbserve_drift_status`` (0 ok, 1 warn, 2 alert, -1 collecting) per feature
-  (+ ``role`` input/output, ``method``, ``feature``), ``nbserve_drift_detected`` (the overall flag) and
+* ``nbserve_drift_psi``, ``nbserve_drift_status`` (0 ok, 1 warn, 2 alert, -1 collecting, -2 not computed)
+  per feature (+ ``role`` input/output, ``method``, ``feature``), ``nbserve_drift_detected`` (the overall flag) and
   ``nbserve_drift_window_rows``: computed from the merged worker windows when scraped.
 
 Under gunicorn the metrics live in prometheus_client's multiprocess mode: gunicorn_conf.py gives each
@@ -360,7 +360,9 @@ class _DriftCollector:
             "nbserve_drift_psi", "Population stability index of a feature against the reference", labels=labels
         )
         status = GaugeMetricFamily(
-            "nbserve_drift_status", "Drift status of a feature: 0 ok, 1 warn, 2 alert, -1 collecting", labels=labels
+            "nbserve_drift_status",
+            "Drift status of a feature: 0 ok, 1 warn, 2 alert, -1 collecting, -2 not computed",
+            labels=labels,
         )
         for f in report["features"]:
             values = [obs.model, obs.version, f["role"], f["method"] or "", f["name"]]
