@@ -110,6 +110,30 @@ def test_local_module_is_pickled_by_value_and_loads_without_its_file(tmp_path, h
     assert out.stdout.strip() == "[[2.0, 2.0]]"
 
 
+def test_a_namespace_package_of_local_modules_is_pickled_by_value(tmp_path, home, monkeypatch):
+    """A folder of .py files without __init__.py (a project's src/, tests/models/) is the user's code too:
+    its modules have no __file__ on the package, and were pickled by reference, failing where served."""
+    pkg = tmp_path / "proj" / "nsfeatures"
+    pkg.mkdir(parents=True)
+    (pkg / "scaling.py").write_text("def triple(x):\n    return x * 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "proj"))
+    from nsfeatures.scaling import triple
+
+    mv = nbserve.register(triple, name="triple", sample=np.arange(6.0).reshape(3, 2), progress=False)
+    assert not any("nsfeatures" in r for r in mv.requirements)
+    code = "import nbserve, numpy as np; f = nbserve.get_model('triple').load(); print(f(np.ones((1, 2))).tolist())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"NBSERVE_HOME": str(home), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[[3.0, 3.0]]"
+
+
 def test_sample_that_does_not_fit_is_a_clear_error(diabetes):
     X, _, lr = diabetes
     with pytest.raises(nbserve.SampleError, match=r"lr.predict .*first 5 rows.*pass a sample the model accepts"):

@@ -6,6 +6,10 @@ method. Against real instances (the process runtime and a Docker container), wit
 clients: tritonclient's InferenceServerClient, payloads made by MLflow's own serialisation (MLflow runs in
 its own venv, .ci/setup-mlflow, as its pins fight ours), KServe V1 payloads. Every answer is compared with
 the kernel's: the model called here, in the test process.
+
+Two frame models: ``churn`` (float, int, category, bool; also in the Docker image) and ``rentals`` (dates,
+NaN, NA and None among floats, nullable integers, categories, booleans and strings: tests/models/frames.py,
+HistGradientBoosting behind a ColumnTransformer), the latter in process and on the process runtime.
 """
 
 import json
@@ -18,12 +22,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from models.frames import mixed_pipeline, rentals
 from nbserve_testing import base_image, need, need_docker
 
 from nbserve.capture import capture
 from nbserve.errors import NbserveError
 from nbserve.server import jsonio
 from nbserve.server.app import make_app
+from nbserve.server.schema import frame_records, frame_split
 from nbserve.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +65,13 @@ def churn():
     return frame, model.fit(frame, y)
 
 
+@pytest.fixture(scope="session")
+def real_frame():
+    """(the rentals frame, its HistGradientBoosting pipeline): the columns real data has."""
+    frame, target = rentals()
+    return frame, mixed_pipeline(frame, target)
+
+
 def app_for(obj, sample, model_id="diabetes:1", methods=None, **kw):
     import cloudpickle
 
@@ -76,6 +89,12 @@ def lr_app(diabetes):
 def churn_app(churn):
     frame, model = churn
     return app_for(model, frame, model_id="churn:3").test_client()
+
+
+@pytest.fixture(scope="module")
+def rentals_app(real_frame):
+    frame, model = real_frame
+    return app_for(model, frame, model_id="rentals:1").test_client()
 
 
 def post(client, path, payload=None, raw=None, content_type="application/json"):
@@ -244,6 +263,123 @@ def test_dataframe_model_takes_one_v2_input_per_column_and_the_mlflow_formats(ch
     assert post(churn_app, "/v1/models/churn:predict", {"instances": row_lists}) == (200, {"predictions": want})
     status, body = post(churn_app, "/invocations", {"dataframe_records": [{"income": 1.0}]})
     assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE" and "missing columns" in body["message"]
+
+
+def v2_inputs(rows, meta, binary_nulls=False):
+    """One V2 tensor per column, in JSON: nulls as null, dates as ISO strings (V2 has no null: see the
+    README; with ``binary_nulls`` a float's NaN and a nullable integer as FP64 with NaN, as tritonclient
+    can send them, written by Python's json as the bare NaN it writes)."""
+    split = frame_split(rows)
+    out = []
+    for i, spec in enumerate(meta["inputs"]):
+        data = [row[i] for row in split["data"]]
+        datatype = spec["datatype"]
+        if binary_nulls and datatype in ("FP64", "INT64") and None in data:
+            data, datatype = [float("nan") if v is None else float(v) for v in data], "FP64"
+        out.append({"name": spec["name"], "shape": [len(rows)], "datatype": datatype, "data": data})
+    return out
+
+
+def test_real_columns_through_every_protocol(rentals_app, real_frame):
+    """Dates, NaN, NA and None through MLflow's four JSON formats and CSV, KServe V1 and V2: the kernel's answers."""
+    frame, model = real_frame
+    rows = frame.iloc[:40]
+    assert rows[["humidity", "riders_yesterday", "station"]].isna().all(axis=0).sum() == 0
+    assert rows[["humidity", "riders_yesterday", "station"]].isna().any(axis=0).all()  # NaN, NA and None
+    want = model.predict(rows).tolist()
+    records = frame_records(rows)
+    split = json.loads(rows.to_json(orient="split", index=False, date_format="iso"))  # pandas' own ISO dates
+    # as MLflow's serialisation writes them: NaN (not null) for a missing float or string (Python's json)
+    with_nan = json.dumps(
+        {"dataframe_records": [{k: float("nan") if v is None else v for k, v in r.items()} for r in records]}
+    )
+    assert "NaN" in with_nan
+    for fmt, body in [
+        ("dataframe_split", {"dataframe_split": split}),
+        ("dataframe_records", {"dataframe_records": records}),
+        ("instances", {"instances": records}),
+        ("inputs", {"inputs": {c: [r[c] for r in records] for c in rows.columns}}),  # columns, as MLflow's
+    ]:
+        assert post(rentals_app, "/invocations", body) == (200, {"predictions": want}), fmt
+    assert post(rentals_app, "/invocations", raw=with_nan.encode()) == (200, {"predictions": want})
+    csv_body = rows.to_csv(index=False).encode()  # empty cells for the nulls, ISO dates
+    assert post(rentals_app, "/invocations", raw=csv_body, content_type="text/csv") == (200, {"predictions": want})
+    # KServe V1: records, and rows in the schema's column order, nulls as null
+    assert post(rentals_app, "/v1/models/rentals:predict", {"instances": records}) == (200, {"predictions": want})
+    rows_only = {"instances": frame_split(rows)["data"]}
+    assert post(rentals_app, "/v1/models/rentals:predict", rows_only) == (200, {"predictions": want})
+    # V2: one tensor per column; the date as BYTES of ISO strings; nulls as JSON null, or NaN in FP64 tensors
+    meta = rentals_app.get("/v2/models/rentals").get_json()
+    types = {t["name"]: t["datatype"] for t in meta["inputs"]}
+    assert types == {
+        "temp": "FP64",
+        "humidity": "FP64",
+        "riders_yesterday": "INT64",
+        "holiday": "BOOL",
+        "season": "BYTES",
+        "station": "BYTES",
+        "day": "BYTES",
+    }
+    for binary_nulls in (False, True):
+        inputs = v2_inputs(rows, meta, binary_nulls)
+        body = json.dumps({"inputs": inputs, "outputs": [{"name": "predict"}, {"name": "predict_proba"}]})
+        status, answer = post(rentals_app, "/v2/models/rentals/infer", raw=body.encode())
+        assert status == 200, answer
+        predict, proba = answer["outputs"]
+        assert predict["data"] == want
+        np.testing.assert_allclose(np.reshape(proba["data"], proba["shape"]), model.predict_proba(rows))
+
+
+@pytest.mark.parametrize(
+    "route, column, says",
+    [
+        ("mlflow-epoch-dates", "day", "ISO 8601"),
+        ("mlflow-nan-where-none-allowed", "temp", "null"),
+        ("mlflow-csv-bool", "holiday", "true or false"),
+        ("v1-unseen-category", "season", "one of the categories"),
+        ("v1-fraction-in-integers", "riders_yesterday", "integers"),
+        ("v2-empty-date", "day", "missing value"),
+        ("v2-number-as-date", "day", "ISO 8601"),
+        ("v2-nan-in-bools", "holiday", "true or false"),
+    ],
+)
+def test_real_columns_refused_with_a_4xx_naming_the_column(rentals_app, real_frame, route, column, says):
+    frame, _ = real_frame
+    rows = frame.iloc[:3]
+    records = frame_records(rows)
+    meta = rentals_app.get("/v2/models/rentals").get_json()
+    inputs = {t["name"]: t for t in v2_inputs(rows, meta)}
+    if route == "mlflow-epoch-dates":  # what pandas' to_json wrote by default before pandas 3: epoch milliseconds
+        split = frame_split(rows)
+        day = split["columns"].index("day")
+        for row, stamp in zip(split["data"], rows["day"]):
+            row[day] = int(stamp.timestamp() * 1000)
+        got = post(rentals_app, "/invocations", {"dataframe_split": split})
+    elif route == "mlflow-nan-where-none-allowed":
+        records[1]["temp"] = float("nan")
+        got = post(rentals_app, "/invocations", raw=json.dumps({"dataframe_records": records}).encode())
+    elif route == "mlflow-csv-bool":
+        text = rows.assign(holiday=["no", "yes", "no"]).to_csv(index=False)
+        got = post(rentals_app, "/invocations", raw=text.encode(), content_type="text/csv")
+    elif route == "v1-unseen-category":
+        records[2]["season"] = "monsoon"
+        got = post(rentals_app, "/v1/models/rentals:predict", {"instances": records})
+    elif route == "v1-fraction-in-integers":
+        records[0]["riders_yesterday"] = 3.5
+        got = post(rentals_app, "/v1/models/rentals:predict", {"instances": records})
+    else:
+        if route == "v2-empty-date":  # what a V2 client may send for a missing date: the sample had none
+            inputs["day"]["data"][1] = ""
+        elif route == "v2-number-as-date":
+            inputs["day"] = {**inputs["day"], "datatype": "INT64", "data": [1731542400000] * 3}
+        else:
+            inputs["holiday"]["data"][0] = None
+        got = post(rentals_app, "/v2/models/rentals/infer", {"inputs": list(inputs.values())})
+    status, body = got
+    assert status == 400, body
+    message = body.get("message") or body.get("error")
+    assert f"column {column!r}" in message and says in message, message
+    assert post(rentals_app, "/v1/models/rentals:predict", {"instances": frame_records(rows)})[0] == 200
 
 
 def test_openapi_and_interface_list_the_protocols(lr_app):
@@ -435,7 +571,7 @@ def mlflow_payloads(tmp_path, which, value, url):
         src.write_text(
             json.dumps(
                 {
-                    "frame": json.loads(value.to_json(orient="split", index=False)),
+                    "frame": json.loads(value.to_json(orient="split", index=False, date_format="iso")),
                     "dtypes": value.dtypes.astype(str).to_dict(),
                 }
             )
@@ -488,3 +624,75 @@ def test_kserve_v1_on_both_models(served, diabetes, churn):
     np.testing.assert_array_equal(resp.json()["predictions"], model.predict_proba(frame.iloc[:30]))
     resp = requests.post(served.churn.url + "/v1/models/diabetes:predict", json={"instances": records}, timeout=TIMEOUT)
     assert resp.status_code == 404 and "no model 'diabetes'" in resp.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def served_rentals(tmp_path_factory, real_frame):
+    """The rentals pipeline (HistGradientBoosting over dates, NaN, NA and None) on the process runtime."""
+    frame, model = real_frame
+    ws = Workspace(tmp_path_factory.mktemp("protocols-rentals"))
+    inst = ws.serve(model, name="rentals", sample=frame, runtime="process", progress=False)
+    yield inst
+    inst.remove()
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_triton_client_on_real_columns(served_rentals, real_frame, binary):
+    """tritonclient as its users feed it from pandas: the date as ISO strings (BYTES), a float's NaN as NaN,
+    the nullable integer as FP64 with NaN (V2 has no null; README). Rows with a missing string are left out:
+    tritonclient writes None as the string "None", which a string column cannot tell from a value."""
+    import tritonclient.http as httpclient
+
+    frame, model = real_frame
+    rows = frame[frame.station.notna()].iloc[:50]
+    assert rows.humidity.isna().any() and rows.riders_yesterday.isna().any()
+    client = triton(served_rentals.url)
+    try:
+        meta = client.get_model_metadata("rentals")
+        inputs = []
+        for spec in meta["inputs"]:
+            column = rows[spec["name"]]
+            datatype = spec["datatype"]
+            if spec["name"] == "day":
+                values = np.array([t.isoformat() for t in column], dtype=object)
+            elif datatype == "BYTES":
+                values = column.astype(str).to_numpy(dtype=object)
+            elif column.isna().any():  # NaN in a float column; Int64 with NA as FP64 with NaN
+                values, datatype = column.to_numpy(dtype="float64", na_value=np.nan), "FP64"
+            else:
+                values = column.to_numpy()
+            inp = httpclient.InferInput(spec["name"], [len(rows)], datatype)
+            inp.set_data_from_numpy(values, binary_data=binary)
+            inputs.append(inp)
+        outputs = [httpclient.InferRequestedOutput(o["name"], binary_data=binary) for o in meta["outputs"]]
+        result = client.infer("rentals", inputs, outputs=outputs)
+        np.testing.assert_array_equal(result.as_numpy("predict"), model.predict(rows))
+        np.testing.assert_allclose(result.as_numpy("predict_proba"), model.predict_proba(rows))
+    finally:
+        client.close()
+
+
+def test_mlflow_and_kserve_v1_on_real_columns(served_rentals, real_frame, tmp_path):
+    """MLflow's own serialisation of a frame with dates and nulls (NaN literals in its JSON, empty CSV cells)
+    and its scoring client; KServe V1 instances with nulls: the kernel's answers."""
+    frame, model = real_frame
+    rows = frame.iloc[:40]
+    want = model.predict(rows)
+    payloads, from_client = mlflow_payloads(tmp_path, "rentals", rows, served_rentals.url)
+    np.testing.assert_array_equal(from_client, want)
+    assert set(payloads) == {"dataframe_split", "dataframe_records", "instances", "inputs", "csv"}
+    assert b"NaN" in payloads["dataframe_split"][1]  # MLflow writes missing values as NaN
+    for fmt, (content_type, body) in payloads.items():
+        resp = requests.post(
+            served_rentals.url + "/invocations", data=body, headers={"Content-Type": content_type}, timeout=TIMEOUT
+        )
+        assert resp.status_code == 200, (fmt, resp.text[:500])
+        np.testing.assert_array_equal(resp.json()["predictions"], want, err_msg=fmt)
+    url = served_rentals.url + "/v1/models/rentals:predict"
+    resp = requests.post(url, json={"instances": frame_records(rows)}, timeout=TIMEOUT)
+    assert resp.status_code == 200, resp.text
+    np.testing.assert_array_equal(resp.json()["predictions"], want)
+    bad = frame_records(rows.iloc[:2])
+    bad[1]["day"] = None  # the sample had no missing dates
+    resp = requests.post(url, json={"instances": bad}, timeout=TIMEOUT)
+    assert resp.status_code == 400 and "column 'day'" in resp.json()["error"] and "null" in resp.json()["error"]

@@ -32,7 +32,14 @@ def is_user_module(module) -> bool:
         return False
     path = getattr(module, "__file__", None)
     if not path:
-        return False
+        # a namespace package (a folder of .py files without __init__.py, such as a project's src/) is the
+        # user's where every folder of it lies outside the installed libraries
+        folders = list(getattr(module, "__path__", None) or [])
+        return bool(folders) and all(_outside_libraries(f) for f in folders)
+    return _outside_libraries(path)
+
+
+def _outside_libraries(path) -> bool:
     resolved = str(Path(path).resolve())
     if "site-packages" in resolved or "dist-packages" in resolved:
         return False

@@ -287,6 +287,18 @@ def column_decoder(col: dict):
                 )
             check(values, lambda v: isinstance(v, str), f"ISO 8601 {things[:-1]} strings")
 
+    def no_hidden_nulls(parsed, values, things):
+        """pandas reads "", "NaT" and "nan" as a missing date or duration: where the column takes no
+        nulls, refuse them as it refuses null, never hand the model a NaT it was not trained with."""
+        if not nullable:
+            missing = parsed.isna().to_numpy()
+            if missing.any():
+                i = int(missing.argmax())
+                fail(
+                    f"row {i} is {_shown(values[i])}, which reads as a missing value; expected ISO 8601 {things} "
+                    f"strings (the model's sample had no missing values here)"
+                )
+
     def finite(arr):
         if not nullable:
             where = _first_nonfinite(arr)
@@ -369,6 +381,7 @@ def column_decoder(col: dict):
                 parsed = parsed.dt.tz_localize(tz)
             elif parsed.dt.tz is not None:
                 parsed = parsed.dt.tz_convert(tz) if tz else parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+            no_hidden_nulls(parsed, values, "date")
             return parsed.astype(dtype).array
 
     elif kind == "timedelta":
@@ -376,9 +389,11 @@ def column_decoder(col: dict):
         def decode(values):
             iso_strings(values, "durations", "P0DT1H30M0S")
             try:
-                return pd.to_timedelta(pd.Series(values, dtype=object)).astype(dtype).array
+                parsed = pd.to_timedelta(pd.Series(values, dtype=object))
             except (ValueError, TypeError) as exc:
                 fail(f"expected ISO 8601 duration strings such as 'P0DT1H30M0S' ({_first_line(exc)})")
+            no_hidden_nulls(parsed, values, "duration")
+            return parsed.astype(dtype).array
 
     else:  # mixed values: as JSON gives them
 

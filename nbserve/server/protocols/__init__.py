@@ -9,6 +9,7 @@ and a ``CallError`` into its own error form. Imports nothing outside nbserve/ser
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import jsonio
 from ..dispatch import CallError, Dispatch
 
 DEFAULT_METHOD_ENV = "NBSERVE_DEFAULT_METHOD"
@@ -114,6 +115,29 @@ def columns(schema) -> list | None:
     if (schema or {}).get("type") == "dataframe":
         return [c["name"] for c in schema["columns"]]
     return None
+
+
+def loads(body, schema=None):
+    """The JSON of a request body. The ecosystem's Python clients write a missing float as the bare
+    ``NaN`` JSON lacks (MLflow's own serialisation does, for missing numbers and strings alike;
+    tritonclient and KServe's SDK use ``json.dumps`` too), and their servers read it back with Python's
+    json: so do these routes, as null where the input is a DataFrame (pandas' missing value, which each
+    column then accepts where it takes nulls) and as NaN elsewhere (the array's decoder judges it).
+    Raises jsonio's errors, as ``jsonio.loads`` does, for anything else that is not JSON."""
+    try:
+        return jsonio.loads(body)
+    except (jsonio.JSONDecodeError, UnicodeDecodeError):
+        if b"NaN" not in body and b"Infinity" not in body:
+            raise
+        import json
+        import math
+
+        nan = None if columns(schema) is not None else math.nan
+        try:
+            return json.loads(body, parse_constant=lambda c: nan if c == "NaN" else float(c))
+        except ValueError:
+            pass
+        raise
 
 
 def from_rows(schema, rows):

@@ -14,7 +14,7 @@ from flask import Response, request
 
 from .. import jsonio
 from ..dispatch import CallError
-from . import columns, from_records, from_rows, from_split
+from . import columns, from_records, from_rows, from_split, loads
 
 PROTOCOL = "mlflow"
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -29,7 +29,7 @@ def error(exc: CallError):
 
 def _json_value(schema, body):
     try:
-        payload = jsonio.loads(body)
+        payload = loads(body, schema)
     except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CallError(400, "InvalidJSON", f"the body is not valid JSON ({exc})") from None
     keys = [k for k in FORMATS if k in payload] if isinstance(payload, dict) else []

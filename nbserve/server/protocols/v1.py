@@ -8,7 +8,7 @@ from flask import Response
 
 from .. import jsonio
 from ..dispatch import CallError
-from . import from_rows
+from . import from_rows, loads
 
 PROTOCOL = "kserve-v1"
 
@@ -42,7 +42,7 @@ def install(app, served) -> dict:
             check(name)
             method = served.method()
             try:
-                payload = jsonio.loads(served.body())
+                payload = loads(served.body(), dispatch.inputs[method])
             except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise CallError(400, "InvalidJSON", f"the body is not valid JSON ({exc})") from None
             keys = [k for k in ("instances", "inputs") if k in payload] if isinstance(payload, dict) else []

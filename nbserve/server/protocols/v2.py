@@ -12,7 +12,8 @@ from flask import Response, request
 
 from .. import jsonio
 from ..dispatch import CallError
-from . import columns
+from ..schema import column_kind
+from . import columns, loads
 
 PROTOCOL = "open-inference-v2"
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -169,7 +170,13 @@ def _model_input(schema, tensors):
     unknown = [n for n, _ in tensors if n not in known]
     if unknown:
         raise _bad(f"unknown inputs {unknown}; this model takes one input per column: {names}")
-    return {n: _flat_column(v) for n, v in tensors}
+    out = {n: _flat_column(v) for n, v in tensors}
+    # V2 has no null: a nullable integer column (pandas' Int64 with NA) may come as an FP tensor with NaN
+    for col in schema["columns"]:
+        values = out.get(col["name"])
+        if values and column_kind(col) == "nullable_integer" and any(v != v for v in values):
+            out[col["name"]] = [None if v != v else v for v in values]
+    return out
 
 
 def _output(method, result, binary: bool, chunks: list) -> dict:
@@ -277,13 +284,13 @@ def install(app, served) -> dict:
             head, binary = body[:n], memoryview(body)[n:]
         else:
             head, binary = body, b""
+        method = served.method()
         try:
-            payload = jsonio.loads(head)
+            payload = loads(head, dispatch.inputs[method])
         except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
             raise _bad(f"the body is not valid JSON ({exc}); expected {{'inputs': [...]}}") from None
         if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
             raise _bad('expected a JSON object {"inputs": [{"name", "shape", "datatype", "data"}, ...]}')
-        method = served.method()
         wanted = payload.get("outputs") or [{"name": method}]
         allowed = outputs_of(method)
         if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in allowed for o in wanted):
