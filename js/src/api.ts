@@ -58,10 +58,17 @@ export interface IEntry {
   browser_url?: string | null;
   /** how to get a browser link when the Jupyter server has no proxy */
   browser_hint?: string | null;
+  /** its adaptive batching limits when it batches concurrent requests (serve(..., batch=True)) */
+  batching?: IBatching | null;
   job?: boolean;
   message?: string;
   fraction?: number | null;
   error?: { type: string; message: string } | null;
+}
+
+export interface IBatching {
+  max_batch: number;
+  max_latency_ms: number;
 }
 
 export interface IStartRequest {
@@ -69,6 +76,10 @@ export interface IStartRequest {
   version?: number;
   runtime?: string;
   port?: number;
+  /** adaptive batching, as serve() takes it (the limits apply with batch: true) */
+  batch?: boolean;
+  max_batch?: number;
+  max_latency_ms?: number;
 }
 
 const json = (method: string, body?: unknown): RequestInit => ({

@@ -287,6 +287,32 @@ class ModelRow {
       placeholder: 'any port',
       'aria-label': `Port for ${name}`
     }) as HTMLInputElement;
+    // adaptive batching of concurrent requests: serve(..., batch=True, max_batch, max_latency_ms)
+    this._batch = h('input', {
+      type: 'checkbox',
+      'aria-label': `Batch requests for ${name}`,
+      onchange: () => this._showBatching()
+    }) as HTMLInputElement;
+    const limit = (label: string, placeholder: string, min: number) =>
+      h('input', {
+        className: 'nbserve-input nbserve-limit',
+        type: 'number',
+        min,
+        placeholder,
+        title: label,
+        'aria-label': `${label} for ${name}`
+      }) as HTMLInputElement;
+    this._maxBatch = limit('Max batch rows', '64', 1);
+    this._maxLatency = limit('Max latency ms', '10', 0);
+    this._limits = h(
+      'span',
+      { className: 'nbserve-limits' },
+      this._maxBatch,
+      'rows',
+      this._maxLatency,
+      'ms'
+    );
+    this._limits.hidden = true;
     this._button = h(
       'button',
       {
@@ -306,6 +332,17 @@ class ModelRow {
       h('div', { className: 'nbserve-line' }, this._title, this._version),
       this._meta,
       h('div', { className: 'nbserve-form' }, this._runtime, this._port, this._button),
+      h(
+        'div',
+        { className: 'nbserve-form' },
+        h(
+          'label',
+          { className: 'nbserve-check', title: 'Gather concurrent requests into one model call' },
+          this._batch,
+          'batch'
+        ),
+        this._limits
+      ),
       this._note,
       this._error
     );
@@ -353,7 +390,30 @@ class ModelRow {
       }
       request.port = n;
     }
+    if (this._batch.checked) {
+      request.batch = true;
+      const rows = this._maxBatch.value.trim();
+      const ms = this._maxLatency.value.trim();
+      if (rows) {
+        const n = Number(rows);
+        if (!Number.isInteger(n) || n < 1) {
+          return 'Max batch must be a whole number of rows, at least 1 (empty: 64).';
+        }
+        request.max_batch = n;
+      }
+      if (ms) {
+        const n = Number(ms);
+        if (!Number.isFinite(n) || n < 0) {
+          return 'Max latency must be a number of milliseconds, at least 0 (empty: 10).';
+        }
+        request.max_latency_ms = n;
+      }
+    }
     return request;
+  }
+
+  private _showBatching(): void {
+    this._limits.hidden = !this._batch.checked;
   }
 
   setBusy(busy: boolean): void {
@@ -378,6 +438,10 @@ class ModelRow {
   private _version: HTMLSelectElement;
   private _runtime: HTMLSelectElement;
   private _port: HTMLInputElement;
+  private _batch: HTMLInputElement;
+  private _maxBatch: HTMLInputElement;
+  private _maxLatency: HTMLInputElement;
+  private _limits: HTMLElement;
   private _button: HTMLButtonElement;
   private _note: HTMLElement;
   private _error: HTMLElement;
@@ -424,7 +488,8 @@ class InstanceRow {
       entry.browser_hint,
       entry.message,
       entry.error,
-      entry.fraction
+      entry.fraction,
+      entry.batching
     ]);
     this.label = entry.job ? `start of ${entry.model}` : `${entry.model} (${entry.id})`;
     this.node.setAttribute('aria-label', `Instance ${entry.model} ${entry.id}`);
@@ -519,6 +584,17 @@ class InstanceRow {
         `${entry.runtime} · ${entry.job ? 'new instance' : entry.id}` +
           (entry.auth ? ' · bearer token required' : '')
       ),
+      entry.batching
+        ? h(
+            'div',
+            {
+              className: 'nbserve-meta nbserve-batching',
+              title:
+                'Concurrent requests are gathered into one model call (GET /batching tells how many)'
+            },
+            `batching: ≤ ${entry.batching.max_batch} rows, ${entry.batching.max_latency_ms} ms`
+          )
+        : null,
       url,
       hint,
       message,

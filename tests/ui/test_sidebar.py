@@ -257,3 +257,49 @@ def test_start_and_stop_an_instance_from_the_sidebar(lab, page, workspace, diabe
     item.get_by_role("button", name="Remove").click()
     expect(sidebar.get_by_text("Nothing is being served")).to_be_visible()
     assert workspace.instances() == []
+
+
+def test_start_a_batching_instance_of_a_gradient_boosted_frame_model_from_the_sidebar(lab, page, workspace):
+    """Batching turned on in the sidebar's start form reaches the server (GET /batching), the instance row
+    says it batches, and the gradient-boosted pipeline over a mixed-type frame answers like the kernel."""
+    import numpy as np
+    from nbserve_testing import frames, one_row_calls
+    from playwright.sync_api import expect
+
+    frame, target = frames().rentals()
+    model = frames().mixed_pipeline(frame, target)
+    mv = workspace.register(model, name="rentals", sample=frame, progress=False)
+    page.goto(lab.url("lab?reset"))
+    expect(page.get_by_role("tab", name="Model serving")).to_be_visible(timeout=60_000)
+    sidebar = open_sidebar_from_the_palette(page)
+    row = sidebar.get_by_role("listitem", name="Model rentals")
+    expect(row).to_contain_text(f"Pipeline · methods: {', '.join(mv.methods)}", timeout=15_000)
+    row.get_by_role("combobox", name="Runtime for rentals").select_option("process")
+    rows, ms = (
+        row.get_by_role("spinbutton", name="Max batch rows for rentals"),
+        row.get_by_role("spinbutton", name="Max latency ms for rentals"),
+    )
+    expect(rows).to_be_hidden()  # the limits show once batching is ticked
+    row.get_by_role("checkbox", name="Batch requests for rentals").check()
+    rows.fill("0")
+    row.get_by_role("button", name="Start").click()
+    expect(row.get_by_role("alert")).to_contain_text("Max batch must be a whole number of rows, at least 1")
+    rows.fill("32")
+    ms.fill("5")
+    row.get_by_role("button", name="Start").click()
+
+    item = sidebar.get_by_role("list", name="Model instances").get_by_role("listitem").filter(has_text="rentals:1")
+    expect(item.get_by_text("running", exact=True)).to_be_visible(timeout=60_000)
+    expect(item).to_contain_text("batching: ≤ 32 rows, 5 ms")
+    [inst] = workspace.instances()
+    assert inst.batching == {"max_batch": 32, "max_latency_ms": 5.0}
+
+    np.testing.assert_allclose(
+        inst.client(timeout=30).predict_proba(frame.iloc[:20]), model.predict_proba(frame.iloc[:20]), rtol=1e-9
+    )
+    answers = one_row_calls(inst.url, "predict_proba", frame.iloc[:96], threads=16)
+    np.testing.assert_allclose(np.concatenate(answers), model.predict_proba(frame.iloc[:96]), rtol=1e-9)
+    with urllib.request.urlopen(f"{inst.url}/batching", timeout=10) as resp:
+        report = json.loads(resp.read())
+    assert (report["max_batch"], report["max_latency_ms"]) == (32, 5.0)
+    assert report["requests"] >= 96 and report["requests_per_call"] > 1, report
