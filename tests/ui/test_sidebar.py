@@ -207,7 +207,10 @@ def test_start_and_stop_an_instance_from_the_sidebar(lab, page, workspace, diabe
     model = sidebar.get_by_role("listitem", name="Model diabetes")
     expect(model).to_be_visible(timeout=15_000)
     expect(model).to_contain_text("LinearRegression · methods: predict")
-    expect(sidebar.get_by_role("listitem", name="Model iris")).to_contain_text("methods: predict, predict_proba")
+    # iris may have been registered after the refresh that showed diabetes: the next one shows it
+    expect(sidebar.get_by_role("listitem", name="Model iris")).to_contain_text(
+        "methods: predict, predict_proba", timeout=15_000
+    )
     expect(model.get_by_role("combobox", name="Version of diabetes")).to_have_value("1")
 
     model.get_by_role("combobox", name="Runtime for diabetes").select_option("process")
