@@ -337,7 +337,16 @@ class Workspace:
         except NbserveError:
             found = []
         if not found:
-            raise InstanceNotFoundError(f"no instance or model named {ref!r}; `nbserve instances` lists them")
+            try:
+                mv = self.get_model(ref)
+            except NbserveError:
+                raise InstanceNotFoundError(
+                    f"no instance or model named {ref!r}; `nbserve instances` lists them"
+                ) from None
+            raise InstanceNotFoundError(
+                f"{mv.id} is registered but has no instance: serve it to start one (`nbserve serve {ref}`, "
+                f"with --batch for adaptive batching; serve() or %serve in a notebook)"
+            )
         return found
 
     def stop(self, id: str) -> Instance:

@@ -147,7 +147,10 @@ def test_a_stopped_instance_starts_again_with_batching_from_the_cli_and_the_api(
     from nbserve_testing import run_cli as nbserve
 
     X, _, lr = diabetes
-    inst = workspace.serve(lr, name="diabetes", sample=X, runtime="process", progress=False)
+    workspace.register(lr, name="diabetes", sample=X, progress=False)
+    code, _, err = nbserve(workspace.home, "start", "diabetes", "--batch")  # a version: `serve` starts one
+    assert code == 1 and "diabetes:1 is registered but has no instance" in err and "nbserve serve diabetes" in err
+    inst = workspace.serve("diabetes", runtime="process", progress=False)
     assert inst.batching is None and requests.get(inst.url + "/batching", timeout=TIMEOUT).status_code == 404
     inst.stop()
 

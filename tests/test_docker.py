@@ -314,6 +314,24 @@ def test_serve_call_stop_start_remove(built, ws, engine):
 
 
 @pytest.mark.docker
+def test_a_stopped_container_started_with_batching_is_recreated_with_it(built, ws, engine):
+    inst = ws.serve(built.lr, name="diabetes", sample=built.X, runtime="docker", progress=False)
+    first = container_of(engine, inst).id
+    assert requests.get(inst.url + "/batching", timeout=10).status_code == 404
+    inst.stop()
+    inst.start(batch=True, max_batch=8, max_latency_ms=2, progress=False)
+    container = container_of(engine, inst)
+    assert container.id != first  # the old container's environment said "no batching"
+    report = requests.get(inst.url + "/batching", timeout=10).json()
+    assert (report["max_batch"], report["max_latency_ms"]) == (8, 2.0)
+    np.testing.assert_allclose(inst.client(timeout=30).predict(built.X[:3]), built.lr.predict(built.X[:3]))
+    inst.stop()
+    inst.start(progress=False)  # the same settings: the same container again
+    assert container_of(engine, inst).id == container.id
+    assert requests.get(inst.url + "/batching", timeout=10).json()["max_batch"] == 8
+
+
+@pytest.mark.docker
 def test_start_after_its_port_was_taken_moves_and_records_the_new_port(built, ws, engine):
     inst = ws.serve(built.lr, name="diabetes", sample=built.X, runtime="docker", progress=False)
     old = inst.port
