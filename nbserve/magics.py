@@ -35,7 +35,7 @@ SERVE_OPTIONS = (
     "--default-method",
 )
 NBSERVE_USAGE = (
-    "usage: %nbserve list | instances | stop REF | start REF | remove REF | logs REF [--tail N] | metrics REF"
+    "usage: %nbserve list | instances | stop REF | start REF [--batch] | remove REF | logs REF [--tail N] | metrics REF"
     " | drift REF | panel | update INSTANCE MODEL | push MODEL [--registry R] | deployments | deploy ..."
     "  (REF: an instance id, or a model name for all of its instances)"
 )
@@ -171,7 +171,7 @@ class NbserveMagics(Magics):
         %nbserve list                  registered models (latest version of each)
         %nbserve instances             instances, with the status their runtime reports now
         %nbserve stop REF              stop an instance, or every instance of model REF
-        %nbserve start REF / remove REF
+        %nbserve start REF [--batch | --no-batch] [--max-batch N] [--max-latency-ms MS] / remove REF
         %nbserve logs REF [--tail N]   the server's log tail
         %nbserve metrics REF           requests, errors, p50/p99 latency per method (a DataFrame)
         %nbserve drift REF             each feature against the registration sample (a DataFrame)
@@ -194,12 +194,13 @@ class NbserveMagics(Magics):
                 self._list(ws)
             elif cmd == "instances" and not rest:
                 self._instances(ws)
-            elif cmd in ("stop", "start", "remove") and len(rest) == 1:
-                for inst in ws.resolve_instances(rest[0]):
+            elif cmd in ("stop", "start", "remove") and rest and (cmd == "start" or len(rest) == 1):
+                ref, batching = start_words(rest) if cmd == "start" else (rest[0], {})
+                for inst in ws.resolve_instances(ref):
                     if cmd == "stop":
                         print(f"stopped {inst.id} ({inst.model}): {ws.stop(inst.id).status}")
                     elif cmd == "start":
-                        done = ws.start(inst.id, progress=self._progress(f"starting {inst.id}"))
+                        done = ws.start(inst.id, progress=self._progress(f"starting {inst.id}"), **batching)
                         print(f"started {done.id} ({done.model}) at {done.url}")
                     else:
                         ws.remove(inst.id)
@@ -317,6 +318,31 @@ def _previous_and_position(event):
     at_space = before.endswith((" ", "\t"))
     previous = words[-1] if at_space else (words[-2] if len(words) > 1 else "")
     return previous, len(words) if at_space else len(words) - 1
+
+
+START_USAGE = "usage: %nbserve start REF [--batch | --no-batch] [--max-batch N] [--max-latency-ms MS]"
+
+
+def start_words(words) -> tuple[str, dict]:
+    """REF and the batching keywords of ``%nbserve start`` (a stopped instance may start with other batching;
+    the core checks the values)."""
+    ref, options, it = None, {}, iter(words)
+    for word in it:
+        if word in ("--batch", "--no-batch"):
+            options["batch"] = word == "--batch"
+        elif word in ("--max-batch", "--max-latency-ms"):
+            value = next(it, None)
+            try:
+                options[word[2:].replace("-", "_")] = int(value) if word == "--max-batch" else float(value)
+            except (TypeError, ValueError):
+                raise UsageError(f"{word} takes a number, got {value!r}; {START_USAGE}") from None
+        elif ref is None and not word.startswith("-"):
+            ref = word
+        else:
+            raise UsageError(START_USAGE)
+    if ref is None:
+        raise UsageError(START_USAGE)
+    return ref, options
 
 
 def batch_options(args) -> dict:

@@ -317,3 +317,15 @@ def test_serve_batch_options_reach_the_server(run, shell, iris_ns):
     np.testing.assert_array_equal(inst.client().predict(X[:10]), lr.predict(X[:10]))
     result, out, err = run("%serve lr --sample X --runtime process --max-batch 8")
     assert "max_batch and max_latency_ms apply with batch=True" in out + err
+
+    # a stopped instance starts again with other limits (batching stays on), or without batching
+    assert run(f"%nbserve stop {inst.id}")[0].success
+    result, out, err = run(f"%nbserve start {inst.id} --max-batch 4")
+    assert result.success and f"started {inst.id}" in out, err
+    report = requests.get(inst.reload().url + "/batching", timeout=10).json()
+    assert (report["max_batch"], report["max_latency_ms"]) == (4, 5.0)
+    assert "--max-batch takes a number, got 'x'" in usage_error(*run(f"%nbserve start {inst.id} --max-batch x")[::2])
+    assert run(f"%nbserve stop {inst.id}")[0].success
+    assert run(f"%nbserve start {inst.id} --no-batch")[0].success
+    assert requests.get(inst.reload().url + "/batching", timeout=10).status_code == 404
+    np.testing.assert_array_equal(inst.client(timeout=30).predict(X[:10]), lr.predict(X[:10]))
