@@ -326,6 +326,47 @@ def test_dates_with_a_time_zone_and_durations_are_compared_in_days_and_seconds()
     assert inputs["wait"]["status"] == "ok" and inputs["amount"]["status"] == "ok"
 
 
+class Opaque:
+    """A cell no binning can read (its text raises): stands for any column drift cannot compare."""
+
+    def __str__(self):
+        raise TypeError("no text for this cell")
+
+
+def test_a_column_that_cannot_be_binned_is_reported_not_computed_and_the_others_still_count():
+    def predict(frame):
+        return frame["amount"].to_numpy()
+
+    rng = np.random.default_rng(0)
+    sample = pd.DataFrame({"amount": rng.normal(100, 10, 300), "blob": [Opaque() for _ in range(300)]})
+    client, manifest = _app(predict, sample)
+    blob = {f["name"]: f for f in manifest["reference"]["input"]}["blob"]
+    assert blob["kind"] == "unsupported" and "no text for this cell" in blob["reason"]
+    rows = [{"amount": float(a), "blob": "x"} for a in rng.normal(150, 10, 200)]
+    assert client.post("/predict", json={"data": rows}).status_code == 200
+    resp = client.get("/drift")
+    assert resp.status_code == 200
+    report = resp.get_json()
+    inputs = {f["name"]: f for f in report["features"] if f["role"] == "input"}
+    assert inputs["blob"]["status"] == "not_computed" and inputs["blob"]["psi"] is None
+    assert "cannot be binned" in inputs["blob"]["reason"] and inputs["blob"]["drifted"] is False
+    assert inputs["amount"]["status"] == "alert" and report["drifted_features"] == ["amount"]
+    assert report["drift"] is True  # the one feature that can be judged drifts
+    text = client.get("/metrics").data.decode()
+    assert _metric(text, "nbserve_drift_status", feature="blob") == -2
+    assert _metric(text, "nbserve_drift_status", feature="amount") == 2
+
+    # live values that will not bin (the server decodes by the schema, so only odd models get here)
+    from nbserve.capture.reference import reference
+    from nbserve.server.drift import Monitor
+
+    monitor = Monitor(reference(pd.DataFrame({"amount": sample["amount"], "code": np.arange(300.0)}), {}))
+    monitor.add("predict", pd.DataFrame({"amount": rng.normal(100, 10, 200), "code": ["a7"] * 200}), None)
+    live = {f["name"]: f for f in monitor.report("m:1")["features"]}
+    assert live["code"]["status"] == "not_computed" and "live values cannot be binned" in live["code"]["reason"]
+    assert live["amount"]["status"] == "ok" and live["amount"]["rows"] == 200
+
+
 def test_few_rows_are_still_collecting_and_no_sample_means_no_reference(diabetes):
     X, _, lr = diabetes
     client, _ = _app(lr, X)

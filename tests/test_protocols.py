@@ -626,14 +626,25 @@ def test_kserve_v1_on_both_models(served, diabetes, churn):
     assert resp.status_code == 404 and "no model 'diabetes'" in resp.json()["error"]
 
 
-@pytest.fixture(scope="module")
-def served_rentals(tmp_path_factory, real_frame):
-    """The rentals pipeline (HistGradientBoosting over dates, NaN, NA and None) on the process runtime."""
+@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=[pytest.mark.docker])])
+def served_rentals(request, tmp_path_factory, real_frame):
+    """The rentals pipeline (HistGradientBoosting over dates, NaN, NA and None) on each runtime. Its lock is
+    the churn model's, so its image reuses that dependency layer: only the model's own layer is built."""
+    runtime = request.param
+    old = os.environ.get("NBSERVE_BASE_IMAGE")
+    if runtime == "docker":
+        need_docker().close()
+        os.environ["NBSERVE_BASE_IMAGE"] = base_image()
     frame, model = real_frame
-    ws = Workspace(tmp_path_factory.mktemp("protocols-rentals"))
-    inst = ws.serve(model, name="rentals", sample=frame, runtime="process", progress=False)
-    yield inst
-    inst.remove()
+    ws = Workspace(tmp_path_factory.mktemp(f"protocols-rentals-{runtime}"))
+    try:
+        inst = ws.serve(model, name="rentals", sample=frame, runtime=runtime, progress=False)
+        yield inst
+    finally:
+        for running in ws.instances():
+            running.remove()
+        if old is None:
+            os.environ.pop("NBSERVE_BASE_IMAGE", None)
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
