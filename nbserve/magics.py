@@ -331,7 +331,7 @@ def start_words(words) -> tuple[str, dict]:
         if word in ("--batch", "--no-batch"):
             options["batch"] = word == "--batch"
         elif word in ("--max-batch", "--max-latency-ms"):
-            value = next(it, None)
+            value = next(it, "")
             try:
                 options[word[2:].replace("-", "_")] = int(value) if word == "--max-batch" else float(value)
             except (TypeError, ValueError):
