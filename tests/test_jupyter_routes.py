@@ -8,6 +8,7 @@ import socket
 import time
 
 import pytest
+import requests
 from tornado.web import RequestHandler
 
 import nbserve
@@ -152,7 +153,9 @@ async def wait_for_job(api, job_id, timeout=90):
 
 async def test_start_predict_stop_start_remove_through_the_api(api, diabetes_model, diabetes):
     X, _, lr = diabetes
-    status, body = await api("POST", "instances", body={"model": "diabetes", "runtime": "process"})
+    # with batching, max_latency_ms=0 (no wait for more requests) kept as a setting, not taken for "none"
+    start = {"model": "diabetes", "runtime": "process", "batch": True, "max_latency_ms": 0}
+    status, body = await api("POST", "instances", body=start)
     assert status == 202, body
     job = body["job"]
     assert (job["model"], job["runtime"], job["state"]) == ("diabetes:1", "process", "starting")
@@ -166,6 +169,9 @@ async def test_start_predict_stop_start_remove_through_the_api(api, diabetes_mod
     assert job["state"] == "running", job
     inst = job["instance"]
     assert inst["status"] == "running" and inst["runtime"] == "process"
+    assert inst["batching"] == {"max_batch": 64, "max_latency_ms": 0.0}
+    report = requests.get(inst["url"] + "/batching", timeout=10).json()
+    assert (report["max_batch"], report["max_latency_ms"]) == (64, 0.0)
     assert nbserve.Client(inst["url"]).predict(X[:5]).tolist() == pytest.approx(lr.predict(X[:5]).tolist())
 
     status, body = await api("GET", "instances")
@@ -216,6 +222,7 @@ async def test_unknown_instance_or_job_is_404(api):
         ({"model": "diabetes", "batch": "on"}, "BadRequest", '"batch" must be true, false or null'),
         ({"model": "diabetes", "max_batch": 8}, "NbserveError", "apply with batch=True"),
         ({"model": "diabetes", "batch": True, "max_latency_ms": -1}, "NbserveError", "max_latency_ms must be"),
+        ({"model": "diabetes", "batch": True, "max_batch": 0}, "NbserveError", "max_batch must be"),
     ],
 )
 async def test_bad_start_requests_are_400_and_say_what_is_expected(api, payload, kind, words):

@@ -147,7 +147,10 @@ class InstancesHandler(NbserveHandler):
             raise BadRequest(f'"port" must be an integer or null, got {port!r}')
         if body.get("batch") not in (None, True, False):
             raise BadRequest(f'"batch" must be true, false or null, got {body["batch"]!r}')
-        batching = {k: body[k] for k in ("batch", "max_batch", "max_latency_ms") if body.get(k) not in (None, False)}
+        # (not `in (None, False)`: 0 == False, and max_latency_ms=0 is a setting, max_batch=0 an error to report)
+        batching = {k: body[k] for k in ("batch", "max_batch", "max_latency_ms") if body.get(k) is not None}
+        if batching.get("batch") is False:
+            del batching["batch"]
         ws = self.workspace
         batching = await self.call(ws.check_options, batching)  # its refusal is a 400 now, not a failed job
         # Refuse what is known to fail before answering 202, so the status says why (404, 409, 503).
