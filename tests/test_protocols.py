@@ -9,7 +9,7 @@ the kernel's: the model called here, in the test process.
 
 Two frame models: ``churn`` (float, int, category, bool; also in the Docker image) and ``rentals`` (dates,
 NaN, NA and None among floats, nullable integers, categories, booleans and strings: tests/models/frames.py,
-HistGradientBoosting behind a ColumnTransformer), the latter in process and on the process runtime.
+HistGradientBoosting behind a ColumnTransformer), in process and on both runtimes.
 """
 
 import json
@@ -39,13 +39,11 @@ TIMEOUT = 30
 
 @pytest.fixture(scope="session")
 def churn():
-    """(mixed-type frame, fitted gradient-boosting pipeline): float, int, category and bool columns.
-
-    sklearn's GradientBoostingClassifier behind a one-hot encoder, not HistGradientBoosting: that one
-    runs OpenMP, whose thread pool, started by the registration's proof in gunicorn's arbiter, hangs
-    the forked worker's first prediction (the process runtime's known limit, not the protocols')."""
+    """(mixed-type frame, fitted gradient-boosting pipeline): float, int, category and bool columns, one-hot
+    encoded before scikit-learn's HistGradientBoostingClassifier (OpenMP: the workers load it after the fork,
+    nbserve/server/forksafe.py). The rentals frame below adds dates and missing values."""
     from sklearn.compose import make_column_transformer
-    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder
 
@@ -61,7 +59,7 @@ def churn():
     )
     y = ((frame.income + (frame.region == "north") * 8 + frame.member * 5 - frame.age * 0.1) > 52).astype(int)
     encode = make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["region"]), remainder="passthrough")
-    model = make_pipeline(encode, GradientBoostingClassifier(n_estimators=40, random_state=0))
+    model = make_pipeline(encode, HistGradientBoostingClassifier(max_iter=40, random_state=0))
     return frame, model.fit(frame, y)
 
 
