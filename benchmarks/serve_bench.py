@@ -237,9 +237,9 @@ class CommandServer(Server):
 class NbserveServer(Server):
     """nbserve's own process runtime, started the way a user starts it: nbserve.serve(name, runtime=...)."""
 
-    def __init__(self, name="nbserve", model="diabetes"):
+    def __init__(self, name="nbserve", model="diabetes", **options):
         super().__init__(name)
-        self.model = model
+        self.model, self.options = model, options
         self.instance = None
         self.error = None
 
@@ -249,7 +249,7 @@ class NbserveServer(Server):
         def run():
             os.sched_setaffinity(0, {SERVER_CPU})  # this thread only: the gunicorn it forks inherits it
             try:
-                self.instance = nbserve.serve(self.model, runtime="process", port=port, progress=False)
+                self.instance = nbserve.serve(self.model, runtime="process", port=port, progress=False, **self.options)
             except BaseException as exc:  # reported by the health poll
                 self.error = exc
 
@@ -460,7 +460,7 @@ TARGETS = {  # nbserve / bare Flask, from issue 7
 }
 
 
-def ratios(rows: dict, results: dict, colds: dict, ref: str) -> str:
+def ratios(rows: dict, results: dict, colds: dict, ref: str, name: str = "nbserve") -> str:
     """nbserve / ref for each column: the ratio of the medians, and (in brackets) the median of the ratios
     within each round (or start), where both servers met the same neighbours on the machine."""
     keys = [
@@ -475,14 +475,14 @@ def ratios(rows: dict, results: dict, colds: dict, ref: str) -> str:
         "rss_mb",
         "pss_mb",
     ]
-    a, b = rows["nbserve"], rows[ref]
+    a, b = rows[name], rows[ref]
     parts = []
     for k in keys:
         r = a[k] / b[k]
         if k == "cold_start_s":
-            paired = [x / y for x, y in zip(colds["nbserve"], colds[ref])]
+            paired = [x / y for x, y in zip(colds[name], colds[ref])]
         else:
-            paired = [x[k] / y[k] for x, y in zip(results["nbserve"], results[ref])]
+            paired = [x[k] / y[k] for x, y in zip(results[name], results[ref])]
         p = statistics.median(paired)
         target = TARGETS.get(k) if ref == "bare Flask" else None
         if target is None:
@@ -497,7 +497,7 @@ def ratios(rows: dict, results: dict, colds: dict, ref: str) -> str:
             parts.append(
                 f"{label} difference {extra:+.0f} MB (target <= +20 MB: {'met' if extra <= 20 else 'NOT met'})"
             )
-    return f"nbserve / {ref}: " + "; ".join(parts)
+    return f"{name} / {ref}: " + "; ".join(parts)
 
 
 def main(argv=None):
@@ -515,6 +515,11 @@ def main(argv=None):
         choices=["linear", "xgboost", "pipeline"],
         default="linear",
         help="the model every server serves (pipeline: the mixed-type DataFrame one of tests/models/frames.py)",
+    )
+    ap.add_argument(
+        "--quiet-nbserve",
+        action="store_true",
+        help="also run nbserve with metrics=False, request_log=False (what observability costs per request)",
     )
     ap.add_argument("--only", help="comma-separated server names to run (default: all available)")
     ap.add_argument("--json", help="also write the raw results here")
@@ -596,6 +601,8 @@ def run(args, workdir: Path):
         NbserveServer(model=mv.name),
         CommandServer("bare Flask", gunicorn + ["baseline_flask:app"], env=model_env),
     ]
+    if args.quiet_nbserve:  # what the per-request metrics, request log and drift window cost
+        servers.append(NbserveServer("nbserve quiet", model=mv.name, metrics=False, request_log=False))
     if args.model == "pipeline":
         print("raw WSGI, MLflow, BentoML: not run for the DataFrame pipeline (each needs its own frame decoding)")
         args.mlflow_python = args.bentoml_python = None
@@ -728,6 +735,8 @@ def run(args, workdir: Path):
     for ref in ("bare Flask", "raw WSGI", "MLflow", "BentoML"):
         if "nbserve" in rows and ref in rows:
             print(ratios(rows, results, colds, ref))
+    if "nbserve quiet" in rows and "bare Flask" in rows:
+        print(ratios(rows, results, colds, "bare Flask", name="nbserve quiet"))
     busy = ", ".join(f"{n} {row['server_busy']:.0%} (wrk {row['wrk_busy']:.0%})" for n, row in rows.items())
     print(
         f"\nCPU busy during the 1-row load, server (and wrk): {busy}. A server well below 100% while wrk is "

@@ -97,17 +97,23 @@ def test_local_module_is_pickled_by_value_and_loads_without_its_file(tmp_path, h
 
     mv = nbserve.register(mylocalfeatures.double, name="double", sample=np.arange(6.0).reshape(3, 2), progress=False)
     assert not any("mylocalfeatures" in r for r in mv.requirements)
-    # load it where the module does not exist: a fresh interpreter with a different working directory
-    code = "import nbserve, numpy as np; f = nbserve.get_model('double').load(); print(f(np.ones((1, 2))).tolist())"
+    assert called_elsewhere(home, tmp_path, "double") == "[[2.0, 2.0]]"
+
+
+def called_elsewhere(home, cwd, name) -> str:
+    """The registered function's answer to ones((1, 2)) where its module does not exist: a fresh interpreter
+    with a different working directory and only the registry."""
+    code = f"import nbserve, numpy as np; f = nbserve.get_model({name!r}).load(); print(f(np.ones((1, 2))).tolist())"
     out = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         env={"NBSERVE_HOME": str(home), "PATH": "/usr/bin:/bin"},
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[[2.0, 2.0]]"
+    return out.stdout.strip()
 
 
 def test_a_namespace_package_of_local_modules_is_pickled_by_value(tmp_path, home, monkeypatch):
@@ -121,17 +127,7 @@ def test_a_namespace_package_of_local_modules_is_pickled_by_value(tmp_path, home
 
     mv = nbserve.register(triple, name="triple", sample=np.arange(6.0).reshape(3, 2), progress=False)
     assert not any("nsfeatures" in r for r in mv.requirements)
-    code = "import nbserve, numpy as np; f = nbserve.get_model('triple').load(); print(f(np.ones((1, 2))).tolist())"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={"NBSERVE_HOME": str(home), "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[[3.0, 3.0]]"
+    assert called_elsewhere(home, tmp_path, "triple") == "[[3.0, 3.0]]"
 
 
 def test_sample_that_does_not_fit_is_a_clear_error(diabetes):
