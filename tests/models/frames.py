@@ -53,3 +53,19 @@ def mixed_pipeline(frame, target):
         ]
     )
     return make_pipeline(prep, HistGradientBoostingClassifier(max_iter=30, random_state=0)).fit(frame, target)
+
+
+def check_native_category_model(inst, model, rows, timeout):
+    """A served xgboost model with native categories answers like the kernel, and an unseen category is the
+    client's 400 naming the column (not xgboost's 500 with a C++ stack trace)."""
+    import requests
+
+    from nbserve.server.schema import frame_split
+
+    client = inst.client(timeout=timeout)
+    np.testing.assert_array_equal(client.predict(rows), model.predict(rows))
+    np.testing.assert_allclose(client.predict_proba(rows), model.predict_proba(rows), rtol=1e-6)
+    body = frame_split(rows.iloc[:2])
+    body["data"][0][body["columns"].index("season")] = "monsoon"
+    resp = requests.post(inst.url + "/predict", json={"data": body}, timeout=timeout)
+    assert resp.status_code == 400 and "column 'season'" in resp.json()["error"]["message"], resp.text

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import requests
-from frames import mixed_pipeline, rentals
+from frames import check_native_category_model, mixed_pipeline, rentals
 from nbserve_testing import base_image, need_docker
 
 from nbserve.server.schema import frame_split
@@ -33,14 +33,7 @@ def test_xgboost_on_a_mixed_frame_through_docker(docker_ws):
     inst = docker_ws.serve(model, name="rentals_xgb", sample=features, runtime="docker", progress=False)
     mv = docker_ws.get_model(inst.model)
     assert not [r for r in mv.requirements if r.lower().startswith("nvidia")], mv.requirements
-    client = inst.client(timeout=TIMEOUT)
-    rows = features.iloc[:30]
-    np.testing.assert_array_equal(client.predict(rows), model.predict(rows))
-    np.testing.assert_allclose(client.predict_proba(rows), model.predict_proba(rows), rtol=1e-6)
-    body = frame_split(rows.iloc[:2])
-    body["data"][1][body["columns"].index("season")] = "monsoon"
-    resp = requests.post(inst.url + "/predict", json={"data": body}, timeout=TIMEOUT)
-    assert resp.status_code == 400 and "column 'season'" in resp.json()["error"]["message"]
+    check_native_category_model(inst, model, features.iloc[:30], TIMEOUT)
     inst.remove()
 
 
