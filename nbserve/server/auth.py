@@ -4,9 +4,10 @@ The server never holds the token itself, only its sha256 (``NBSERVE_AUTH_TOKEN_S
 token does not show in the process environment, ``docker inspect`` or the server's logs. A request
 must send ``Authorization: Bearer <token>``; the digests are compared in constant time.
 
-``/health`` stays open on purpose: runtimes and Docker's HEALTHCHECK poll it without credentials,
-and it tells only that the server is up and which model id it serves. Everything else (the
-methods, /interface.json, /openapi.json, /docs) needs the token.
+``GET /health`` stays open on purpose: runtimes and Docker's HEALTHCHECK poll it without credentials,
+and it tells only that the server is up and which model id it serves. Only the GET (and HEAD) of the
+health routes is open: a model method may carry the same name (``POST /ping`` calls a method ``ping``).
+Everything else (the methods, /interface.json, /openapi.json, /docs) needs the token.
 
 Like the rest of ``nbserve.server`` this module imports nothing else from nbserve.
 """
@@ -17,6 +18,12 @@ import hmac
 ENV_SHA256 = "NBSERVE_AUTH_TOKEN_SHA256"
 # health probes of the other protocols too (MLflow's /ping, the Open Inference Protocol's), for the same reason
 OPEN_PATHS = frozenset({"/health", "/ping", "/v2/health/live", "/v2/health/ready"})
+OPEN_VERBS = frozenset({"GET", "HEAD"})
+
+
+def is_open(verb: str, path: str) -> bool:
+    """Whether a request needs no token: a health probe's GET (or HEAD), nothing else."""
+    return verb in OPEN_VERBS and path in OPEN_PATHS
 
 
 def token_sha256(token: str) -> str:

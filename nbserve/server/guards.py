@@ -76,7 +76,7 @@ def install(app, request, error, timeout: float, auth_sha256):
 
         @app.before_request
         def require_token():
-            if request.path in auth.OPEN_PATHS or check(request.headers.get("Authorization")):
+            if auth.is_open(request.method, request.path) or check(request.headers.get("Authorization")):
                 return None
             resp = error(
                 401,

@@ -182,3 +182,29 @@ def test_no_pickle_is_accepted_over_http(workspace):
         record(resp.status_code, "http")
         assert resp.status_code == 400 and resp.json()["error"]["type"] == "InvalidJSON"
     assert not marker.exists()
+
+
+def ping(x):
+    """A model whose one method is named like MLflow's open health route."""
+    return [v * 2 for v in x]
+
+
+def test_a_method_named_like_a_health_route_needs_the_token(workspace, diabetes):
+    # open paths are open for their GETs only: POST /ping calls the model's method `ping` and needs the
+    # token; GET /ping and GET /health (the probes) stay open. Two families: a function and a linear model.
+    X, _, lr = diabetes
+    inst = workspace.serve(ping, sample=[1.0, 2.0], runtime="process", auth_token=True, progress=False)
+    for verb, path in [("POST", "/ping"), ("PUT", "/ping"), ("POST", "/health"), ("DELETE", "/v2/health/live")]:
+        resp = requests.request(verb, inst.url + path, json={"data": [1.0, 2.0]}, timeout=5)
+        assert resp.status_code == 401, (verb, path, resp.status_code, resp.text[:200])
+    resp = requests.post(
+        inst.url + "/ping", json={"data": [1.0, 2.0]}, headers={"Authorization": f"Bearer {inst.auth_token}"}, timeout=5
+    )
+    assert resp.status_code == 200 and resp.json()["data"] == [2.0, 4.0]
+    assert inst.client().ping([3.0]) == [6.0]
+    for path in ("/ping", "/health", "/v2/health/live", "/v2/health/ready"):
+        assert requests.get(inst.url + path, timeout=5).status_code == 200, path
+    # a model with a predict method: its protocol routes are closed whatever the verb
+    lin = workspace.serve(lr, name="diabetes", sample=X, runtime="process", auth_token=True, progress=False)
+    assert requests.post(lin.url + "/invocations", json={"inputs": X[:1].tolist()}, timeout=5).status_code == 401
+    assert requests.post(lin.url + "/ping", json={"data": 1}, timeout=5).status_code == 401
