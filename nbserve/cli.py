@@ -57,33 +57,93 @@ def _registry(ws, args) -> None:
             print(json.dumps(done))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="nbserve", description="Serve models registered from notebooks.")
+class UsageProblem(Exception):
+    """A command line that does not parse, raised instead of exiting by a parser made with ``raises=True``
+    (the ``%nbserve`` magic turns it into IPython's UsageError)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    raises = False
+
+    def error(self, message):
+        if self.raises:
+            raise UsageProblem(f"{message}\n{self.format_usage().strip()}")
+        super().error(message)
+
+
+class _RaisingParser(_Parser):
+    raises = True
+
+
+def parser_class(notebook: bool = False) -> type[argparse.ArgumentParser]:
+    """The console script's parser class exits on a mistake; the notebook's raises UsageProblem."""
+    return _RaisingParser if notebook else _Parser
+
+
+def serve_options(p: argparse.ArgumentParser) -> None:
+    """The options of starting a server: ``nbserve serve`` and ``%serve`` take the same."""
+    p.add_argument(
+        "--runtime",
+        default=runtimes.AUTO,
+        choices=runtimes.CHOICES,
+        help="where to run it: "
+        + ", ".join(f"{s.name} ({s.description})" for s in runtimes.RUNTIMES)
+        + ", or auto (the first of them that can run here)",
+    )
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    p.add_argument("--batch", action="store_true", help="adaptive batching of concurrent requests (one model call)")
+    _batch_limits(p)
+    p.add_argument("--default-method", help="the method MLflow's /invocations and KServe's V1/V2 routes call")
+
+
+def _batch_limits(p) -> None:
+    p.add_argument("--max-batch", type=int, help="with --batch: rows per model call at most (default 64)")
+    p.add_argument("--max-latency-ms", type=float, help="with --batch: longest wait to fill a batch (default 10)")
+
+
+def serve_keywords(args) -> dict:
+    """serve()'s batching and protocol keywords from the parsed serve options (the core checks them: a
+    --max-batch without --batch is an error there, not silently ignored here)."""
+    given = {
+        "batch": args.batch or None,
+        "max_batch": args.max_batch,
+        "max_latency_ms": args.max_latency_ms,
+        "default_method": args.default_method,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def start_keywords(args) -> dict:
+    """start()'s batching keywords: --batch / --no-batch and the limits, only those given."""
+    given = {k: getattr(args, k, None) for k in ("batch", "max_batch", "max_latency_ms")}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def parser(prog: str = "nbserve", notebook: bool = False) -> argparse.ArgumentParser:
+    """The command tree of the console script; ``notebook=True`` is ``%nbserve``'s (``list`` for models, and
+    ``panel``), raising UsageProblem instead of exiting."""
+    parser = parser_class(notebook)(prog=prog, description="Serve models registered from notebooks.")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("models", help="list registered models (latest version of each)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "models", aliases=["list"] if notebook else [], help="list registered models (latest version of each)"
+    )
     p = sub.add_parser("versions", help="list the versions of a model")
     p.add_argument("name")
     sub.add_parser("instances", help="list instances with the status their runtime reports")
     sub.add_parser("runtimes", help="list the runtimes and what each can do")
+    if notebook:
+        sub.add_parser("panel", help="the ipywidgets panel of models and instances")
     p = sub.add_parser("serve", help="start an instance of a registered model")
     p.add_argument("model", help="NAME or NAME:VERSION")
-    p.add_argument("--runtime", default=runtimes.AUTO, choices=runtimes.CHOICES)
-    p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--batch", action="store_true", help="adaptive batching of concurrent requests")
-    p.add_argument("--max-batch", type=int, help="with --batch: rows per model call at most (default 64)")
-    p.add_argument("--max-latency-ms", type=float, help="with --batch: longest wait to fill a batch (default 10)")
-    p.add_argument("--default-method", help="the method MLflow's /invocations and KServe's V1/V2 routes call")
+    serve_options(p)
     for verb in ("stop", "start", "remove"):
         p = sub.add_parser(verb, help=f"{verb} an instance (an instance id, or a model name for all of its)")
         p.add_argument("ref")
         if verb == "start":  # starting a stopped instance again may change its batching (as serve --batch sets it)
             p.add_argument("--batch", action=argparse.BooleanOptionalAction, help="adaptive batching on (or off)")
-            p.add_argument("--max-batch", type=int, help="with --batch: rows per model call at most (default 64)")
-            p.add_argument(
-                "--max-latency-ms", type=float, help="with --batch: longest wait to fill a batch (default 10)"
-            )
+            _batch_limits(p)
     p = sub.add_parser("logs", help="print the log tail of an instance")
     p.add_argument("ref")
     p.add_argument("--tail", type=int, default=200)
@@ -115,19 +175,24 @@ def main(argv=None) -> int:
     p = sub.add_parser("build", help="build the Docker image of a registered model")
     p.add_argument("model")
     p.add_argument("--base-image")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
 
     from .workspace import default_workspace  # after parsing: --help and usage errors skip loading the core
 
     ws = default_workspace()
     try:
-        return _run(ws, args)
+        return run(ws, args)
     except NbserveError as exc:
         print(f"nbserve: error: {exc}", file=sys.stderr)
         return 1
 
 
-def _run(ws, args) -> int:
+def run(ws, args) -> int:
+    """Carry out one parsed command line against the workspace, printing what the console script prints."""
     cmd = args.command
     if cmd in ("models", "versions"):
         mvs = ws.models() if cmd == "models" else ws.versions(args.name)
@@ -162,20 +227,15 @@ def _run(ws, args) -> int:
                 ("RUNTIME", "CAPABILITIES", "DESCRIPTION"),
             )
     elif cmd == "serve":
-        batching = {"batch": args.batch or None, "max_batch": args.max_batch, "max_latency_ms": args.max_latency_ms}
-        batching = {k: v for k, v in batching.items() if v is not None}  # the core refuses max_* without batch
-        protocols = {"default_method": args.default_method} if args.default_method else {}
-        inst = ws.serve(args.model, runtime=args.runtime, port=args.port, workers=args.workers, **batching, **protocols)
+        inst = ws.serve(args.model, runtime=args.runtime, port=args.port, workers=args.workers, **serve_keywords(args))
         print(inst.url)
     elif cmd in ("stop", "start", "remove"):
-        batching = {k: getattr(args, k, None) for k in ("batch", "max_batch", "max_latency_ms")}
-        batching = {k: v for k, v in batching.items() if v is not None}  # the core checks them
         for inst in ws.resolve_instances(args.ref):
             if cmd == "remove":
                 ws.remove(inst.id)
                 print(f"{inst.id} removed")
             elif cmd == "start":
-                done = ws.start(inst.id, **batching)
+                done = ws.start(inst.id, **start_keywords(args))
                 print(f"{done.id} {done.status}" + (" (batching)" if done.batching else ""))
             else:
                 done = ws.stop(inst.id)
@@ -246,7 +306,7 @@ def _observe(ws, args) -> None:
                 continue
             window = report["window"]
             verdict = "DRIFT" if report["drift"] else "no overall drift"
-            print(f"{inst.id} ({inst.model}): {verdict}; live window {window['rows']} rows of {window['size']}")
+            print(f"{inst.id} ({inst.model}): {verdict}; {live_window(window)}")
             _table(
                 [
                     (
@@ -265,6 +325,14 @@ def _observe(ws, args) -> None:
             for f in report["features"]:
                 if f["status"] == "not_computed":
                     print(f"{f['name']}: not computed: {f.get('reason')}")
+
+
+def live_window(window: dict) -> str:
+    """'1014 live rows (each worker keeps about its last 1000)': a worker drops whole blocks, so the window
+    can hold a few rows more than its size, and several workers each hold one."""
+    workers = window.get("workers") or 1
+    each = "the worker keeps" if workers == 1 else f"each of {workers} workers keeps"
+    return f"{window['rows']} live rows ({each} about its last {window['size']})"
 
 
 def _nulls(null) -> str:

@@ -8,37 +8,57 @@ insides. Bugs (any other exception) still show as tracebacks, so they get report
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import shlex
 import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.utils.text import dedent
 
-from . import runtimes
+from . import cli, runtimes
 from .errors import NbserveError, RuntimeUnavailableError
 from .notebook_text import duration, error_text, table, when
 from .workspace import console_progress, default_workspace
 
-SERVE_OPTIONS = (
-    "--name",
-    "--sample",
-    "--runtime",
-    "--port",
-    "--workers",
-    "--no-start",
-    "--methods",
-    "--batch",
-    "--max-batch",
-    "--max-latency-ms",
-    "--default-method",
-)
-NBSERVE_USAGE = (
-    "usage: %nbserve list | instances | stop REF | start REF [--batch] | remove REF | logs REF [--tail N] | metrics REF"
-    " | drift REF | panel | update INSTANCE MODEL | push MODEL [--registry R] | deployments | deploy ..."
-    "  (REF: an instance id, or a model name for all of its instances)"
-)
+
+def serve_parser() -> argparse.ArgumentParser:
+    """``%serve``'s options: the CLI's ``serve`` options (cli.serve_options) and what registering a live
+    object of the notebook adds."""
+    p = cli.parser_class(notebook=True)(prog="%serve", add_help=False)
+    p.add_argument(
+        "target",
+        help="a variable of the notebook: a fitted model or a function (for %%%%serve: the name the cell defines)",
+    )
+    p.add_argument("--name", help="registered model name (default: the variable's name)")
+    p.add_argument(
+        "--sample",
+        help="a variable (or expression) holding example input: gives the served model its "
+        "input/output schema and proves the model answers on it",
+    )
+    cli.serve_options(p)
+    p.add_argument(
+        "--no-start",
+        action="store_true",
+        help="register only (and, for Docker, build the image); returns the ModelVersion",
+    )
+    p.add_argument("--methods", help="comma-separated methods to serve, e.g. predict,predict_proba")
+    return p
+
+
+SERVE_PARSER = serve_parser()
+NBSERVE_PARSER = cli.parser(prog="%nbserve", notebook=True)
+SERVE_OPTIONS = tuple(o for a in SERVE_PARSER._actions for o in a.option_strings)
+NBSERVE_COMMANDS = tuple(NBSERVE_PARSER._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+
+def parse(parser: argparse.ArgumentParser, words: list[str], hint: str):
+    """``words`` parsed by one of the CLI's parsers; a mistake is one UsageError line saying where the usage is."""
+    try:
+        return parser.parse_args(words)
+    except cli.UsageProblem as exc:
+        raise UsageError(f"{str(exc).partition(chr(10))[0]}; {hint}") from None
 
 
 class CellFailed(Exception):
@@ -55,37 +75,6 @@ class CellFailed(Exception):
 
 @magics_class
 class NbserveMagics(Magics):
-    @magic_arguments()
-    @argument(
-        "target",
-        help="a variable of the notebook: a fitted model or a function (for %%%%serve: the name the cell defines)",
-    )
-    @argument("--name", help="registered model name (default: the variable's name)")
-    @argument(
-        "--sample",
-        help="a variable (or expression) holding example input: gives the served model its "
-        "input/output schema and proves the model answers on it",
-    )
-    @argument(
-        "--runtime",
-        default=runtimes.AUTO,
-        choices=runtimes.CHOICES,
-        help="where to run it: "
-        + ", ".join(f"{s.name} ({s.description})" for s in runtimes.RUNTIMES)
-        + ", or auto (the first of them that can run here)",
-    )
-    @argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
-    @argument("--workers", type=int, default=1, help="server worker processes (default 1)")
-    @argument(
-        "--no-start",
-        action="store_true",
-        help="register only (and, for Docker, build the image); returns the ModelVersion",
-    )
-    @argument("--methods", help="comma-separated methods to serve, e.g. predict,predict_proba")
-    @argument("--batch", action="store_true", help="adaptive batching of concurrent requests (one model call)")
-    @argument("--max-batch", type=int, help="with --batch: rows per model call at most (default 64)")
-    @argument("--max-latency-ms", type=float, help="with --batch: longest wait to fill a batch (default 10)")
-    @argument("--default-method", help="the method MLflow's /invocations and KServe's V1/V2 routes call")
     @line_cell_magic
     def serve(self, line, cell=None):
         """Register a live object of the notebook and serve it over HTTP; returns the Instance.
@@ -93,8 +82,10 @@ class NbserveMagics(Magics):
         %serve lr --sample X            # inst = %serve lr  keeps the Instance
         %%serve is_bad --sample texts   # runs the cell, then serves the `is_bad` it defines
         """
+        from IPython.utils.process import arg_split
+
         try:
-            args = parse_argstring(self.serve, line)
+            args = parse(SERVE_PARSER, arg_split(line), "`%serve?` shows its options")
         except UsageError as exc:
             if "unrecognized arguments" in str(exc):  # e.g. --sample X[:5, 0] split at the space
                 raise UsageError(f'{exc}; quote an expression that has spaces: --sample "X[:5, 0]"') from None
@@ -135,8 +126,7 @@ class NbserveMagics(Magics):
                 workers=args.workers,
                 start=not args.no_start,
                 progress=say,
-                **batch_options(args),
-                **protocol_options(args),
+                **cli.serve_keywords(args),
             )
         except NbserveError as exc:
             text = error_text(exc)
@@ -164,6 +154,9 @@ class NbserveMagics(Magics):
         print(f"instance {result.id} is serving {mv.id} at {result.url}")
         return result
 
+    serve.__doc__ = f"{dedent(serve.__doc__ or '')}\n{SERVE_PARSER.format_help()}"
+    serve.parser = SERVE_PARSER  # type: ignore[attr-defined]
+
     @line_magic
     def nbserve(self, line):
         """Look after registered models and instances:
@@ -184,57 +177,61 @@ class NbserveMagics(Magics):
         try:
             words = shlex.split(line)
         except ValueError as exc:
-            raise UsageError(f"{exc}; {NBSERVE_USAGE}") from None
+            raise UsageError(f"{exc}; `%nbserve --help` lists the commands") from None
         if not words:
-            raise UsageError(NBSERVE_USAGE)
-        cmd, rest = words[0], words[1:]
+            raise UsageError("%nbserve COMMAND: `%nbserve --help` lists the commands")
+        try:
+            args = parse(NBSERVE_PARSER, words, "`%nbserve --help` lists the commands")
+        except SystemExit:  # --help: argparse printed it
+            return
+        cmd = args.command
         ws = default_workspace()
         try:
-            if cmd in ("list", "models") and not rest:
+            if cmd in ("list", "models"):
                 self._list(ws)
-            elif cmd == "instances" and not rest:
+            elif cmd == "instances":
                 self._instances(ws)
-            elif cmd in ("stop", "start", "remove") and rest and (cmd == "start" or len(rest) == 1):
-                ref, batching = start_words(rest) if cmd == "start" else (rest[0], {})
-                for inst in ws.resolve_instances(ref):
+            elif cmd in ("stop", "start", "remove"):
+                for inst in ws.resolve_instances(args.ref):
                     if cmd == "stop":
                         print(f"stopped {inst.id} ({inst.model}): {ws.stop(inst.id).status}")
                     elif cmd == "start":
-                        done = ws.start(inst.id, progress=self._progress(f"starting {inst.id}"), **batching)
+                        progress = self._progress(f"starting {inst.id}")
+                        done = ws.start(inst.id, progress=progress, **cli.start_keywords(args))
                         print(f"started {done.id} ({done.model}) at {done.url}")
                     else:
                         ws.remove(inst.id)
                         print(f"removed {inst.id} ({inst.model})")
-            elif cmd == "logs" and rest:
-                self._logs(ws, rest)
-            elif cmd in ("metrics", "drift") and len(rest) == 1:
+            elif cmd == "logs":
+                for inst in ws.resolve_instances(args.ref):
+                    print(f"--- {inst.id} ({inst.model}, {inst.runtime}, {inst.status}) ---")
+                    print(ws.logs(inst.id, tail=args.tail).rstrip("\n") or "(no log lines yet)")
+            elif cmd in ("metrics", "drift") and not args.json:
                 from IPython.display import display
 
-                for inst in ws.resolve_instances(rest[0]):
+                for inst in ws.resolve_instances(args.ref):
                     print(f"{inst.id} ({inst.model})")
                     display(inst.metrics() if cmd == "metrics" else inst.drift())
-            elif cmd == "update" and len(rest) == 2:
-                inst = ws.update(rest[0], rest[1], progress=self._progress(f"updating {rest[0]}"))
+            elif cmd == "update":
+                inst = ws.update(args.ref, args.model, progress=self._progress(f"updating {args.ref}"))
                 print(f"{inst.id} serves {inst.model} at {inst.url}")
-            elif cmd == "push" and rest:
-                registry = rest[2] if len(rest) == 3 and rest[1] == "--registry" else None
-                if len(rest) not in (1, 3) or (len(rest) == 3 and registry is None):
-                    raise UsageError("usage: %nbserve push MODEL [--registry HOST:PORT/PREFIX]")
-                print(ws.push(rest[0], registry=registry, progress=self._progress(f"pushing {rest[0]}")).reference)
-            elif cmd in ("deploy", "deployments"):
+            elif cmd == "push":
+                pushed = ws.push(args.model, registry=args.registry, progress=self._progress(f"pushing {args.model}"))
+                print(pushed.reference)
+            elif cmd == "deploy":
                 from .deploy import commands
 
-                words = ["list"] if cmd == "deployments" else rest
-                reads = not words or words[0] in ("list", "logs")
-                print(commands.run(ws, words, None if reads else self._progress(f"deploy {' '.join(rest)}")))
-            elif cmd == "panel" and not rest:
+                reads = not args.words or args.words[0] in ("list", "logs")
+                say = None if reads else self._progress(f"deploy {' '.join(args.words)}")
+                print(commands.run(ws, args.words, say))
+            elif cmd == "panel":
                 from IPython.display import display  # looked up when called: the display hook of the moment
 
                 from .widgets import panel  # ipywidgets is optional (the nbserve[notebook] extra)
 
                 display(panel(ws))
-            else:
-                raise UsageError(NBSERVE_USAGE)
+            else:  # the console script's own output (versions, runtimes, serve, deployments, registry, ...)
+                cli.run(ws, args)
         except NbserveError as exc:
             raise UsageError(error_text(exc)) from None
 
@@ -298,16 +295,6 @@ class NbserveMagics(Magics):
         ]
         print(table(rows, ("ID", "MODEL", "RUNTIME", "STATUS", "URL", "UPTIME")))
 
-    def _logs(self, ws, rest) -> None:
-        tail = 200
-        if len(rest) == 3 and rest[1] == "--tail" and rest[2].isdigit():
-            tail = int(rest[2])
-        elif len(rest) != 1:
-            raise UsageError("usage: %nbserve logs REF [--tail N]")
-        for inst in ws.resolve_instances(rest[0]):
-            print(f"--- {inst.id} ({inst.model}, {inst.runtime}, {inst.status}) ---")
-            print(ws.logs(inst.id, tail=tail).rstrip("\n") or "(no log lines yet)")
-
 
 # -- tab completion (IPython calls these as hooks: (shell, event)) ------------------------------
 
@@ -318,47 +305,6 @@ def _previous_and_position(event):
     at_space = before.endswith((" ", "\t"))
     previous = words[-1] if at_space else (words[-2] if len(words) > 1 else "")
     return previous, len(words) if at_space else len(words) - 1
-
-
-START_USAGE = "usage: %nbserve start REF [--batch | --no-batch] [--max-batch N] [--max-latency-ms MS]"
-
-
-def start_words(words) -> tuple[str, dict]:
-    """REF and the batching keywords of ``%nbserve start`` (a stopped instance may start with other batching;
-    the core checks the values)."""
-    ref, options, it = None, {}, iter(words)
-    for word in it:
-        if word in ("--batch", "--no-batch"):
-            options["batch"] = word == "--batch"
-        elif word in ("--max-batch", "--max-latency-ms"):
-            value = next(it, "")
-            try:
-                options[word[2:].replace("-", "_")] = int(value) if word == "--max-batch" else float(value)
-            except (TypeError, ValueError):
-                raise UsageError(f"{word} takes a number, got {value!r}; {START_USAGE}") from None
-        elif ref is None and not word.startswith("-"):
-            ref = word
-        else:
-            raise UsageError(START_USAGE)
-    if ref is None:
-        raise UsageError(START_USAGE)
-    return ref, options
-
-
-def batch_options(args) -> dict:
-    """serve()'s batching keywords from --batch/--max-batch/--max-latency-ms (the core checks them: a
-    --max-batch without --batch is an error there, not silently ignored here)."""
-    options = {"batch": True} if args.batch else {}
-    if args.max_batch is not None:
-        options["max_batch"] = args.max_batch
-    if args.max_latency_ms is not None:
-        options["max_latency_ms"] = args.max_latency_ms
-    return options
-
-
-def protocol_options(args) -> dict:
-    """serve()'s default_method from --default-method (magic and CLI alike)."""
-    return {"default_method": args.default_method} if args.default_method else {}
 
 
 def complete_serve(shell, event):
@@ -388,19 +334,7 @@ def complete_nbserve(shell, event):
     start = next((i for i, w in enumerate(words) if w.endswith("%nbserve")), 0)
     position -= start
     if position <= 1:
-        return [
-            "list",
-            "instances",
-            "stop",
-            "start",
-            "remove",
-            "logs",
-            "panel",
-            "update",
-            "push",
-            "deploy",
-            "deployments",
-        ]
+        return list(NBSERVE_COMMANDS)
     if position == 2 and words[start + 1] in ("stop", "start", "remove", "logs"):
         insts = default_workspace().instances()
         return sorted({i.id for i in insts} | {i.name for i in insts})

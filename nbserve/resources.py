@@ -35,7 +35,7 @@ class ModelVersion:
     @property
     def running(self) -> list[dict]:
         """Where this version runs, as the workspaces of the registry's users report it: machine, instance,
-        runtime, url, status, registered_by (who started it), reported (when they last said so)."""
+        runtime, url, status, registered_by (who started it), reported (when they last told a change)."""
         if self._running is None:
             self._running = self._workspace.placements(self.id)
         return self._running
@@ -234,6 +234,23 @@ class Instance:
         return f"<Instance {self.id} {self.model} {self.runtime} {self.status} {self.url}" + (
             f" (browser: {browser})>" if browser else ">"
         )
+
+
+@dataclass
+class Overview:
+    """One reading of a workspace for the panel and the sidebar (``Workspace.overview()``)."""
+
+    models: list[ModelVersion]  # the latest version of every model, by name
+    versions: dict[str, list[int]]  # name -> every version number
+    instances: list[Instance]  # status from the runtimes
+    time: float
+
+    def to_dict(self) -> dict:
+        return {
+            "models": [dict(m.to_dict(), versions=self.versions.get(m.name, [m.version])) for m in self.models],
+            "instances": [i.to_dict() for i in self.instances],
+            "time": self.time,
+        }
 
 
 @dataclass

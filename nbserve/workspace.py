@@ -19,8 +19,8 @@ from pathlib import Path
 
 from . import config, runtimes
 from .errors import ArtifactIntegrityError, InstanceNotFoundError, NbserveError, RuntimeUnavailableError
-from .registry import InstanceRow, Registry, parse_ref, require_name
-from .resources import Image, Instance, ModelVersion
+from .registry import InstanceRow, Registry, parse_ref, require_name, whoami
+from .resources import Image, Instance, ModelVersion, Overview
 from .runtimes.base import choose_port
 from .runtimes.limits import check_options, with_batching
 from .server.auth import mask
@@ -153,6 +153,22 @@ class Workspace:
         rows = self.registry.latest_versions()
         placements = self.placements() if rows else []
         return [self._version(r, placements) for r in rows]
+
+    def overview(self) -> Overview:
+        """What the panel and the sidebar show, in one reading: the latest version of every model with its
+        version numbers, and every instance with the status its runtime reports. Three queries whatever the
+        number of models (versions, placements, instances), and no write unless an instance changed."""
+        rows = self.registry.list_versions()
+        placements = self.placements()
+        numbers: dict[str, list[int]] = {}
+        latest: dict = {}
+        for r in rows:
+            numbers.setdefault(r.name, []).append(r.version)
+            if r.name not in latest or r.version > latest[r.name].version:
+                latest[r.name] = r
+        models = [self._version(latest[name], placements) for name in sorted(latest)]
+        instances = self._listed(self.registry.list_instances(), placements)
+        return Overview(models=models, versions=numbers, instances=instances, time=time.time())
 
     def versions(self, name: str) -> list[ModelVersion]:
         rows = self.registry.list_versions(name)
@@ -319,8 +335,22 @@ class Workspace:
         if model is not None:
             name, version = parse_ref(model)
             rows = [r for r in rows if r.name == name and (version is None or r.version == version)]
+        return self._listed(rows, self.placements())
+
+    def _listed(self, rows, placements) -> list[Instance]:
+        """Instances with their runtime's status; the registry is told only about those whose state differs
+        from what it holds for this machine, so a listing (every few seconds from each open panel) takes no
+        write lock when nothing changed."""
         found = [self._instance(r) for r in rows]
-        self._report(found)
+        machine = whoami()[1]
+        known = {
+            p["instance"]: (p["version"], p["runtime"], p["url"], p["status"])
+            for p in placements
+            if p["machine"] == machine
+        }
+        changed = [i for i in found if known.get(i.id) != (i.version, i.runtime, i.url, i.status)]
+        if changed:
+            self._report(changed)
         return found
 
     def get_instance(self, id: str) -> Instance:
