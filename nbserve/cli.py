@@ -178,6 +178,12 @@ def parser(prog: str = "nbserve", notebook: bool = False) -> argparse.ArgumentPa
     return parser
 
 
+def commands(tree: argparse.ArgumentParser) -> list[str]:
+    """The command names of a parser made by ``parser()`` (for tab completion)."""
+    found = [a for a in tree._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(found[0].choices) if found else []
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
 

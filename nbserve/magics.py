@@ -50,7 +50,7 @@ def serve_parser() -> argparse.ArgumentParser:
 SERVE_PARSER = serve_parser()
 NBSERVE_PARSER = cli.parser(prog="%nbserve", notebook=True)
 SERVE_OPTIONS = tuple(o for a in SERVE_PARSER._actions for o in a.option_strings)
-NBSERVE_COMMANDS = tuple(NBSERVE_PARSER._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+NBSERVE_COMMANDS = tuple(cli.commands(NBSERVE_PARSER))
 
 
 def parse(parser: argparse.ArgumentParser, words: list[str], hint: str):
@@ -155,7 +155,7 @@ class NbserveMagics(Magics):
         return result
 
     serve.__doc__ = f"{dedent(serve.__doc__ or '')}\n{SERVE_PARSER.format_help()}"
-    serve.parser = SERVE_PARSER  # type: ignore[attr-defined]
+    serve.parser = SERVE_PARSER  # type: ignore[union-attr]
 
     @line_magic
     def nbserve(self, line):

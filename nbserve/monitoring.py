@@ -9,6 +9,8 @@ for the instances (tokens go to files beside each instance, never into the print
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 from .errors import NbserveError
@@ -243,3 +245,62 @@ def prometheus_config(instances, token_dir, interval: str = "15s") -> str:
                 f.write(inst.auth_token)
             lines += ["    authorization:", "      type: Bearer", f"      credentials_file: {json.dumps(str(path))}"]
     return "\n".join(lines) + "\n"
+
+
+# -- the request log (server/metrics.py writes one JSON line per request into the instance's log) -------------
+
+_SERVER_ERROR = re.compile(r"\[(ERROR|CRITICAL)\]|Traceback \(most recent call last\)|WORKER TIMEOUT|did not start")
+
+
+def log_entries(text: str) -> list[dict]:
+    """The lines of an instance's log as the rows of a table, oldest first.
+
+    A request line becomes ``{"kind": "request", "time", "status", "latency_ms", "rows", "request_id", "method",
+    "path", "raw", "error"}`` (``error``: the server failed, a 5xx); every other line (the runtime's own
+    messages, gunicorn's, a traceback with its indented lines kept together) ``{"kind": "server", "text",
+    "raw", "error"}`` with ``error`` where it reports a failure of the server."""
+    entries: list[dict] = []
+    block: list[str] = []
+
+    def close_block():
+        if block:
+            raw = "\n".join(block)
+            entries.append({"kind": "server", "text": raw, "raw": raw, "error": bool(_SERVER_ERROR.search(raw))})
+            block.clear()
+
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        entry = _request_line(line)
+        if entry is not None:
+            close_block()
+            entries.append(entry)
+        elif block and (line[:1].isspace() or block[0].startswith("Traceback") and not block[-1][:1].isalpha()):
+            block.append(line)  # a traceback's frames, and the exception line that ends it
+        else:
+            close_block()
+            block.append(line)
+    close_block()
+    return entries
+
+
+def _request_line(line: str) -> dict | None:
+    if not line.startswith("{") or '"request_id"' not in line:
+        return None
+    try:
+        data = json.loads(line)
+        status = int(data["status"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return {
+        "kind": "request",
+        "time": data.get("time"),
+        "status": status,
+        "latency_ms": data.get("duration_ms"),
+        "rows": data.get("rows"),
+        "request_id": data.get("request_id"),
+        "method": data.get("method"),
+        "path": data.get("path"),
+        "raw": line,
+        "error": status >= 500,
+    }

@@ -441,12 +441,13 @@ def test_panel_plots_traffic_and_shows_exactly_the_drifting_features(served, dia
         last = view.points[-1]  # between the last two refreshes: the 20 one-row requests
         assert last["requests"] == 20 and last["rate"] > 0 and last["error_rate"] == 0
         assert 0 < last["p50_ms"] <= last["p99_ms"]
-        assert view.traffic.value[:8] == b"\x89PNG\r\n\x1a\n" and view.drift.value[:8] == b"\x89PNG\r\n\x1a\n"
+        assert view.traffic_plot.png[:8] == b"\x89PNG\r\n\x1a\n" and view.drift_plot.png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "requests / s" in view.traffic_plot.description and "% of rows" in view.drift_plot.description
         assert set(view.drifted) == SHIFTED_ARRAY
         caption = view.caption.value
         assert all(name in caption for name in SHIFTED_ARRAY) and "x3" not in caption
-        assert view.box in panel.monitor_box.children
-        assert set(panel._monitors) == {i.id for i in served.values()}
+        assert view.box in panel.monitoring.box.children
+        assert set(panel.monitoring.views) == {i.id for i in served.values()}
     finally:
         panel.close()
 

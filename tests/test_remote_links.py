@@ -5,7 +5,7 @@ with a non-root base URL and a real browser are in tests/ui/test_remote_jupyter.
 import numpy as np
 import pytest
 
-from nbserve.browser_links import ENV_BASE_URL, ENV_PROXY, browser_url, proxy_hint
+from nbserve.browser_links import ENV_BASE_URL, ENV_BROWSER_FILE, ENV_PROXY, browser_url, note_browser, proxy_hint
 from nbserve.capture import capture
 from nbserve.errors import NbserveError
 from nbserve.runtimes.limits import check_options, server_limits_env
@@ -105,16 +105,23 @@ def test_url_prefix_option_is_checked_and_reaches_the_server():
             check_options({"url_prefix": bad})
 
 
-def test_browser_links_follow_the_jupyter_server(monkeypatch):
+def test_browser_links_follow_the_jupyter_server(monkeypatch, tmp_path):
     url = "http://127.0.0.1:41234"
-    for var in (ENV_BASE_URL, ENV_PROXY, "JUPYTERHUB_SERVICE_PREFIX"):
+    for var in (ENV_BASE_URL, ENV_PROXY, ENV_BROWSER_FILE, "JUPYTERHUB_SERVICE_PREFIX"):
         monkeypatch.delenv(var, raising=False)
     # a script, outside Jupyter: no browser link, and no hint either
     assert browser_url(url) is None and proxy_hint(url) is None
-    # under a Jupyter server without the proxy: the direct link, and one line on how to get the other
+    # under a Jupyter server without the proxy: the direct link, and, for a browser on another machine, one
+    # line on how to get the other; a browser on this machine reaches the direct link, so no hint
     monkeypatch.setenv(ENV_BASE_URL, "/user/alice/")
     monkeypatch.setenv(ENV_PROXY, "0")
-    assert browser_url(url) is None and "jupyter-server-proxy" in proxy_hint(url)
+    assert browser_url(url) is None and "jupyter-server-proxy" in proxy_hint(url, remote=True)
+    assert proxy_hint(url, remote=False) is None
+    # the kernel learns where the browser is from the Jupyter server (the Host its requests named)
+    monkeypatch.setenv(ENV_BROWSER_FILE, str(tmp_path / "browser.json"))
+    assert note_browser("127.0.0.1:8888") is False and proxy_hint(url) is None
+    assert note_browser("[::1]:8888") is False and note_browser("localhost") is False
+    assert note_browser("hub.example.org") is True and "jupyter-server-proxy" in proxy_hint(url)
     # with it: through the server's own base URL
     monkeypatch.setenv(ENV_PROXY, "1")
     assert browser_url(url) == "/user/alice/proxy/41234/"

@@ -16,7 +16,14 @@ pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
 PACKAGE = Path(runtimes.__file__).resolve().parents[1]
 # modules that must read the runtimes from the list, never name one
-READERS = ["workspace.py", "api.py", "magics.py", "widgets.py", "cli.py", "jupyter/handlers.py", "jupyter/jobs.py"]
+READERS = [
+    "workspace.py",
+    "api.py",
+    "magics.py",
+    "cli.py",
+    *(str(p.relative_to(PACKAGE)) for p in sorted((PACKAGE / "widgets").glob("*.py"))),
+    *(str(p.relative_to(PACKAGE)) for p in sorted((PACKAGE / "jupyter").glob("*.py"))),
+]
 
 
 @pytest.fixture
@@ -62,7 +69,8 @@ def test_no_face_or_core_module_names_a_runtime():
 
 def test_magics_cli_and_widgets_offer_the_list(workspace):
     from nbserve.magics import NbserveMagics
-    from nbserve.widgets import Panel, _ModelRow
+    from nbserve.widgets import Panel
+    from nbserve.widgets.models import ModelRow
 
     serve_parser = NbserveMagics.serve.parser
     [runtime_action] = [a for a in serve_parser._actions if a.dest == "runtime"]
@@ -70,7 +78,7 @@ def test_magics_cli_and_widgets_offer_the_list(workspace):
 
     panel = Panel(workspace, refresh_seconds=60)
     try:
-        row = _ModelRow(panel, "m")  # the row of a model: its runtime dropdown
+        row = ModelRow(panel.models, "m")  # the row of a model: its runtime dropdown
         assert tuple(row.runtime.options) == runtimes.CHOICES
         row.close()
     finally:
