@@ -35,6 +35,34 @@ def encode(value):
     return schema.to_jsonable(value)
 
 
+def error_from_response(status: int, body, where: str = "") -> ServerError:
+    """The client's exception for an error answer of a served model, in any of the forms the server writes
+    (nbserve/server/errors.py): nbserve's ``{"error": {"type", "message"}}``, MLflow's ``{"error_code",
+    "message"}``, KServe's ``{"error": "..."}``; anything else (a proxy's page) is quoted, cut short."""
+    kind, message = error_text(body)
+    if kind is None and message is None:
+        text = body.decode(errors="replace") if isinstance(body, (bytes, bytearray)) else str(body)
+        return ServerError(f"{status} from {where or 'the server'}: {text[:500]}", status)
+    return ServerError(f"{status} {kind}: {message}" if kind else f"{status}: {message}", status, kind)
+
+
+def error_text(body) -> tuple[str | None, str | None]:
+    """(type, message) of an error body in any of the served model's forms; (None, None) for another body."""
+    try:
+        found = jsonio.loads(body)
+    except (ValueError, TypeError):
+        return None, None
+    if isinstance(found, dict):
+        err = found.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err.get("type"), err["message"]
+        if isinstance(err, str):
+            return None, err
+        if isinstance(found.get("message"), str):
+            return found.get("error_code"), found["message"]
+    return None, None
+
+
 def decode(spec: dict | None, data):
     """The JSON ``data`` of a response as the type the method returned in the kernel (a DataFrame or
     Series where it returned one, with its dtypes)."""
@@ -76,13 +104,7 @@ class Client:
                 f"could not reach {self.url}: is the instance running? (`nbserve.instances()` shows its status)"
             ) from exc
         if resp.status_code >= 400:
-            try:
-                err = resp.json()["error"]
-                raise ServerError(f"{resp.status_code} {err['type']}: {err['message']}", resp.status_code, err["type"])
-            except (ValueError, KeyError, TypeError):
-                raise ServerError(
-                    f"{resp.status_code} from {self.url + path}: {resp.text[:500]}", resp.status_code
-                ) from None
+            raise error_from_response(resp.status_code, resp.content, self.url + path)
         return resp
 
     @property

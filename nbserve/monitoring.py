@@ -44,11 +44,9 @@ def _get(url: str, token: str | None, timeout: float = TIMEOUT):
     except requests.RequestException as exc:
         raise NbserveError(f"cannot reach {url}: {exc}") from None
     if resp.status_code != 200:
-        try:
-            message = resp.json()["error"]["message"]
-        except Exception:
-            message = resp.text[:200]
-        raise NbserveError(f"{url} answered {resp.status_code}: {message}")
+        from .client import error_from_response
+
+        raise error_from_response(resp.status_code, resp.content, url)
     return resp
 
 

@@ -12,6 +12,7 @@ NaN, NA and None among floats, nullable integers, categories, booleans and strin
 HistGradientBoosting behind a ColumnTransformer), in process and on both runtimes.
 """
 
+import io
 import json
 import os
 import subprocess
@@ -223,6 +224,117 @@ def test_a_failing_model_is_a_500_in_each_protocols_form(diabetes):
     assert status == 500 and "ZeroDivisionError" in body["error"]
     status, body = post(client, "/v1/models/tm:predict", {"instances": big})
     assert status == 500 and "ZeroDivisionError" in body["error"]
+
+
+@pytest.mark.parametrize(
+    "payload, says",
+    [
+        ({"inputs": [tensor()], "parameters": True}, "the request: parameters must be an object"),
+        ({"inputs": [tensor()], "parameters": [1]}, "the request: parameters must be an object"),
+        ({"inputs": [{**tensor(), "parameters": "binary"}]}, "input 'input-0': parameters must be an object"),
+        ({"inputs": [tensor()], "outputs": [{"name": "predict", "parameters": 1}]}, "output 'predict': parameters"),
+    ],
+)
+def test_v2_parameters_that_are_not_objects_are_a_400(lr_app, payload, says):
+    status, body = post(lr_app, "/v2/models/diabetes/infer", payload)
+    assert status == 400 and says in body["error"], body
+
+
+def test_v2_honours_the_declared_datatype_and_shape(lr_app, churn_app, diabetes, churn):
+    X, _, lr = diabetes
+    rows = X[:3]
+    # an FP32 tensor is read as float32, as Triton reads it: the answer is the kernel's on those float32 values
+    got = post(
+        lr_app,
+        "/v2/models/diabetes/infer",
+        {"inputs": [tensor(shape=[3, 10], datatype="FP32", data=rows.ravel().tolist())]},
+    )
+    assert got[0] == 200, got
+    want32 = lr.predict(rows.astype(np.float32).astype(np.float64))
+    assert got[1]["outputs"][0]["data"] == want32.tolist() and want32.tolist() != lr.predict(rows).tolist()
+    # values that are not of the declared datatype: a 400 naming the input, its datatype and the value
+    for datatype, data, says in [
+        ("INT64", [0.5] + [0.0] * 9, "input 'input-0' is INT64, of integers; value 0 is 0.5"),
+        ("INT8", [300] + [0] * 9, "INT8 holds integers from -128 to 127"),
+        ("BOOL", [1] * 10, "input 'input-0' is BOOL, of true or false; value 0 is 1"),
+        ("FP64", [True] * 10, "input 'input-0' is FP64, of numbers; value 0 is True"),
+        ("FP128", [0.0] * 10, "unknown datatype 'FP128'"),
+        (None, [0.0] * 10, "unknown datatype None"),
+    ]:
+        status, body = post(lr_app, "/v2/models/diabetes/infer", {"inputs": [tensor(datatype=datatype, data=data)]})
+        assert status == 400 and says in body["error"], (datatype, body)
+    # nested data must have exactly the declared shape (it was passed on unchecked: 3 rows declared as 5)
+    for shape, data, says in [
+        ([5, 10], rows.tolist(), "shape [5, 10] wants 5 values at []; data has 3 values"),
+        ([3, 10], [r[:9] for r in rows.tolist()], "wants 10 values at [0]; data has 9 values"),
+        ([3, 10], [rows[0].tolist(), rows[1].tolist(), 7], "wants 10 values at [2]; data has a int"),
+        ([30], rows.tolist(), "shape [30] wants 30 values at []"),
+    ]:
+        status, body = post(lr_app, "/v2/models/diabetes/infer", {"inputs": [tensor(shape=shape, data=data)]})
+        assert status == 400 and says in body["error"], (shape, body)
+    nested = post(lr_app, "/v2/models/diabetes/infer", {"inputs": [tensor(shape=[3, 10], data=rows.tolist())]})
+    assert nested[0] == 200 and nested[1]["outputs"][0]["data"] == lr.predict(rows).tolist()
+    # a DataFrame model: one tensor per column, each of its declared datatype
+    frame, model = churn
+    part = frame.iloc[:4]
+    meta = churn_app.get("/v2/models/churn").get_json()
+    inputs = {t["name"]: {**t, "shape": [4], "data": part[t["name"]].astype(object).tolist()} for t in meta["inputs"]}
+    assert post(churn_app, "/v2/models/churn/infer", {"inputs": list(inputs.values())})[1]["outputs"][0]["data"] == (
+        model.predict(part).tolist()
+    )
+    for column, datatype, data, says in [
+        ("member", "BOOL", [1, 0, 1, 0], "input 'member' is BOOL, of true or false; value 0 is 1"),
+        ("region", "BYTES", [1, 2, 3, 4], "input 'region' is BYTES, of strings; value 0 is 1"),
+        ("age", "INT64", [30, 40.5, 50, 60], "input 'age' is INT64, of integers; value 1 is 40.5"),
+        ("age", "INT64", [[30], [40], [50], [60]], "shape [4] is 1-d; data is nested deeper at [0]"),
+    ]:
+        bad = {**inputs, column: {**inputs[column], "datatype": datatype, "data": data}}
+        status, body = post(churn_app, "/v2/models/churn/infer", {"inputs": list(bad.values())})
+        assert status == 400 and says in body["error"], (column, body)
+
+
+def test_one_413_in_every_protocols_form_and_the_client_reads_each_form(diabetes):
+    """The same refusal worded once (nbserve/server/errors.py), written in each protocol's form; the
+    client's one reader (client.error_from_response) turns each form into a ServerError."""
+    from nbserve.client import error_from_response
+
+    X, _, lr = diabetes
+    import cloudpickle
+
+    cap = capture(lr, label="m", sample=X, proof=False)
+    small = make_app(cloudpickle.loads(cap.pickle), cap.manifest, model_id="diabetes:1", max_body=2_000).test_client()
+    big = X[:40].tolist()
+    bodies = {
+        "/predict": {"data": big},
+        "/invocations": {"inputs": big},
+        "/v1/models/diabetes:predict": {"instances": big},
+        "/v2/models/diabetes/infer": {"inputs": [tensor(shape=[40, 10], data=big)]},
+    }
+    messages = set()
+    for path, payload in bodies.items():
+        for chunked in (False, True):
+            raw = jsonio.dumps(payload)
+            if chunked:  # no Content-Length: read until the limit is crossed (guards._ChunkedLimit)
+                env = {"wsgi.input_terminated": True, "CONTENT_LENGTH": ""}
+                resp = small.post(
+                    path, input_stream=io.BytesIO(raw), environ_overrides=env, content_type="application/json"
+                )
+            else:
+                resp = small.post(path, data=raw, content_type="application/json")
+            assert resp.status_code == 413, (path, chunked, resp.data[:200])
+            err = error_from_response(resp.status_code, resp.data, path)
+            assert err.status == 413 and "limit of 2000 bytes" in str(err) and "max_body=BYTES" in str(err), str(err)
+            messages.add(str(err).split(": ", 1)[1])
+    assert len(messages) == 1, messages
+    # each form read back: nbserve's type, MLflow's error code, KServe's bare message
+    status, body = post(small, "/invocations", {"inputs": [[1, 2]]})
+    err = error_from_response(status, jsonio.dumps(body))
+    assert err.status == 400 and err.type == "INVALID_PARAMETER_VALUE" and "shape [N, 10]" in str(err)
+    status, body = post(small, "/v2/models/nope/infer", {"inputs": [tensor()]})
+    err = error_from_response(status, jsonio.dumps(body))
+    assert err.status == 404 and err.type is None and str(err) == "404: no model 'nope'; this server serves 'diabetes'"
+    err = error_from_response(502, b"<html>Bad Gateway</html>", "http://x/predict")
+    assert str(err) == "502 from http://x/predict: <html>Bad Gateway</html>"
 
 
 def test_dataframe_model_takes_one_v2_input_per_column_and_the_mlflow_formats(churn_app, churn):

@@ -85,6 +85,53 @@ def test_unknown_method_wrong_verb_and_oversized_body(lr_client):
     assert status == 413 and "NBSERVE_MAX_BODY" in body["error"]["message"]
 
 
+VERBS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/health",
+        "/interface.json",
+        "/openapi.json",
+        "/docs",
+        "/metrics",
+        "/drift",
+        "/predict",
+        "/invocations",
+        "/ping",
+        "/version",
+        "/v1/models",
+        "/v1/models/m",
+        "/v1/models/m:predict",
+        "/v2",
+        "/v2/health/live",
+        "/v2/models/m",
+        "/v2/models/m/infer",
+        "/v2/models/m/versions/1/ready",
+    ],
+)
+def test_every_405_says_in_allow_what_the_route_takes(lr_client, path):
+    """RFC 9110: a 405 carries Allow, naming the methods the route answers; each of them is not a 405."""
+    allowed = None
+    for verb in VERBS:
+        resp = lr_client.open(path, method=verb, data=b'{"data": [[0]]}', content_type="application/json")
+        if resp.status_code == 405:
+            assert "Allow" in resp.headers, (verb, path)
+            listed = {m.strip() for m in resp.headers["Allow"].split(",")}
+            assert allowed in (None, listed) and verb not in listed, (verb, path, listed)
+            allowed = listed
+            if verb == "HEAD":
+                continue  # no body
+            body = resp.get_json()["error"]
+            assert body["type"] == "MethodNotAllowed" and all(m in body["message"] for m in listed), body
+    assert allowed, f"no verb was refused on {path}"
+    for verb in allowed:
+        resp = lr_client.open(path, method=verb, data=b'{"data": [[0]]}', content_type="application/json")
+        assert resp.status_code != 405, (verb, path)
+
+
 def test_an_exception_in_the_model_is_a_json_500_and_serving_goes_on():
     def fragile(rows):
         if rows[0] == "boom":

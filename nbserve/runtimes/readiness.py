@@ -200,8 +200,9 @@ def _post(url: str, body: bytes) -> tuple[int, str]:
 
 
 def _message(text: str) -> str:
-    try:
-        err = json.loads(text)["error"]
-        return f"{err['type']}: {err['message']}"
-    except (ValueError, KeyError, TypeError):
+    from ..client import error_text
+
+    kind, message = error_text(text)
+    if message is None:
         return text[:500]
+    return f"{kind}: {message}" if kind else message

@@ -12,8 +12,9 @@ from pathlib import Path
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import artifact, batching, guards, jsonio, metrics, prefix, protocols
-from .dispatch import CallError, Dispatch
+from . import artifact, batching, errors, guards, jsonio, metrics, prefix, protocols
+from .dispatch import Dispatch
+from .errors import CallError
 from .openapi import interface_document, openapi_document
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
@@ -25,7 +26,7 @@ def _json(payload, status=200):
 
 
 def _error(status, type_, message):
-    return _json({"error": {"type": type_, "message": message}}, status)
+    return errors.response(CallError(status, type_, message))
 
 
 def _read_body(max_body):
@@ -56,7 +57,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
     app = Flask("nbserve_server", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = int(max_body or os.environ.get("NBSERVE_MAX_BODY") or DEFAULT_MAX_BODY)
     app.json.sort_keys = False
-    guards.install(app, request, _error, timeout=timeout, auth_sha256=auth_sha256)
+    guards.install(app, request, timeout=timeout, auth_sha256=auth_sha256)
     max_body = app.config["MAX_CONTENT_LENGTH"]  # read once, not per request
     methods = batching.install(app, methods, signature, timeout)  # off unless NBSERVE_BATCH (batching.py)
     methods = metrics.install(app, methods, manifest, model_id, timeout, _error)  # /metrics, /drift, request log
@@ -69,13 +70,10 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
             try:
                 payload = jsonio.loads(body)
             except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
-                return _error(400, "InvalidJSON", f'the body is not valid JSON ({exc}); expected {{"data": ...}}')
+                raise errors.invalid_json(exc, '{"data": ...}') from None
             if not isinstance(payload, dict) or "data" not in payload:
-                return _error(400, "BadRequest", 'expected a JSON object {"data": ...} holding the model input')
-            try:
-                out = dispatch.dumps(method, {"data": dispatch.call(method, payload["data"])})
-            except CallError as exc:
-                return _error(exc.status, exc.type, exc.message)
+                raise CallError(400, "BadRequest", 'expected a JSON object {"data": ...} holding the model input')
+            out = dispatch.dumps(method, {"data": dispatch.call(method, payload["data"])})
             return Response(out, mimetype="application/json")
 
         view.__name__ = f"call_{method}"
@@ -88,7 +86,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
     interface = interface_document(manifest, model_id, default_method)
     openapi = openapi_document(interface)
     # MLflow's /invocations, the Open Inference Protocol (V2) and KServe V1, over the same dispatch
-    protocols.install(app, dispatch, model_id, openapi, lambda: _read_body(max_body), default_method)
+    protocols.install(app, dispatch, model_id, openapi, lambda: _read_body(max_body), default_method, max_body)
     interface_bytes = jsonio.dumps(interface)
     openapi_for_prefix = prefix.documents_by_prefix(openapi, jsonio.dumps)
 
@@ -120,29 +118,12 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
             }
         )
 
+    # nbserve's own routes raise CallError; each protocol's blueprint answers its own in its form (protocols/)
+    app.register_error_handler(CallError, errors.response)
+
     @app.errorhandler(HTTPException)
     def http_error(exc):
-        if exc.code == 404:
-            path = request.path.strip("/")
-            if request.method == "POST":
-                message = f"no method {path!r}; this model serves {list(methods)}"
-            else:
-                message = f"no route {request.path!r}; see /interface.json for the model's methods"
-            return _error(404, "NotFound", message)
-        if exc.code == 405:
-            return _error(
-                405,
-                "MethodNotAllowed",
-                f'{request.method} is not allowed on {request.path}; model methods take POST with {{"data": ...}}',
-            )
-        if exc.code == 413:
-            return _error(
-                413,
-                "PayloadTooLarge",
-                f"the body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes "
-                f"(serve(..., max_body=BYTES) or NBSERVE_MAX_BODY)",
-            )
-        return _error(exc.code or 500, type(exc).__name__, exc.description or str(exc))
+        return errors.response(_http_call_error(exc, methods, max_body))
 
     @app.errorhandler(Exception)
     def server_error(exc):
@@ -157,3 +138,19 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
     gc.collect(1)
     gc.freeze()
     return app
+
+
+def _http_call_error(exc: HTTPException, methods, max_body: int) -> CallError:
+    """Werkzeug's own refusals (routing, size) as nbserve's errors, saying what the server takes."""
+    if exc.code == 404:
+        path = request.path.strip("/")
+        if request.method == "POST":
+            message = f"no method {path!r}; this model serves {list(methods)}"
+        else:
+            message = f"no route {request.path!r}; see /interface.json for the model's methods"
+        return CallError(404, "NotFound", message)
+    if exc.code == 405:  # RFC 9110: a 405 names the methods the route takes, in Allow
+        return errors.method_not_allowed(request.method, request.path, getattr(exc, "valid_methods", None))
+    if exc.code == 413:
+        return errors.too_large(max_body)
+    return CallError(exc.code or 500, type(exc).__name__, exc.description or str(exc))

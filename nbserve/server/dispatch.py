@@ -4,16 +4,10 @@ through it, so all of them refuse the same inputs with the same 4xx and report a
 """
 
 from . import guards, jsonio
+from .errors import CallError
 from .schema import InputError, compile_decoder, to_jsonable
 
-
-class CallError(Exception):
-    """A request that cannot be answered: ``status`` (4xx: the client's fault; 500: the model's), ``type``
-    and ``message``. Each route writes it in its own protocol's error form."""
-
-    def __init__(self, status: int, type_: str, message: str):
-        super().__init__(message)
-        self.status, self.type, self.message = status, type_, message
+__all__ = ["CallError", "Dispatch"]
 
 
 class Dispatch:

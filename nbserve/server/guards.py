@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from . import auth, jsonio
+from . import auth, errors
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -67,8 +67,8 @@ def settings(timeout=None, auth_sha256=None):
     return timeout, auth_sha256
 
 
-def install(app, request, error, timeout: float, auth_sha256):
-    """Add the auth hook and the deadline to ``app``; ``error(status, type, message)`` makes a response."""
+def install(app, request, timeout: float, auth_sha256):
+    """Add the auth hook and the deadline to ``app``."""
     app.config["NBSERVE_TIMEOUT"] = timeout
     app.config["NBSERVE_AUTH"] = bool(auth_sha256)
     if auth_sha256:
@@ -78,15 +78,7 @@ def install(app, request, error, timeout: float, auth_sha256):
         def require_token():
             if auth.is_open(request.method, request.path) or check(request.headers.get("Authorization")):
                 return None
-            resp = error(
-                401,
-                "Unauthorized",
-                "this model needs a bearer token: send the header 'Authorization: Bearer <token>' "
-                "(Instance.client() does; the token is Instance.auth_token in the notebook that "
-                "served it)",
-            )
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="nbserve"'
-            return resp
+            return errors.response(errors.unauthorized())
 
     app.wsgi_app = _ChunkedLimit(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
     if timeout:
@@ -118,20 +110,7 @@ class _ChunkedLimit:
             parts.append(chunk)
             size += len(chunk)
         if size > self.limit:
-            body = jsonio.dumps(
-                {
-                    "error": {
-                        "type": "PayloadTooLarge",
-                        "message": f"the body is larger than the limit of {self.limit} bytes "
-                        f"(serve(..., max_body=BYTES) or NBSERVE_MAX_BODY)",
-                    }
-                }
-            )
-            start_response(
-                "413 Request Entity Too Large",
-                [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")],
-            )
-            return [body]
+            return errors.wsgi_answer(start_response, errors.too_large(self.limit), [("Connection", "close")])
         data = b"".join(parts)
         environ["wsgi.input"] = io.BytesIO(data)
         environ["CONTENT_LENGTH"] = str(len(data))
@@ -251,26 +230,14 @@ class _Deadline:
             self._done()
 
     def _body(self, path):
-        return jsonio.dumps(
-            {
-                "error": {
-                    "type": "Timeout",
-                    "message": f"{path} did not finish within the limit of {self.seconds:g} s; the request was "
-                    f"stopped (raise the limit with serve(..., timeout=SECONDS) or NBSERVE_TIMEOUT)",
-                }
-            }
-        )
+        return errors.body(errors.timed_out(path, self.seconds))
 
     def _timed_out(self, environ, start_response):
-        body = self._body(environ.get("PATH_INFO", ""))
         gunicorn = str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn")
         # exc_info lets gunicorn replace headers Flask may already have started; werkzeug's own servers
         # re-raise whenever it is given, so it goes to gunicorn only
-        start_response(
-            "504 Gateway Timeout",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-            sys.exc_info() if gunicorn else None,
-        )
+        exc = errors.timed_out(environ.get("PATH_INFO", ""), self.seconds)
+        answer = errors.wsgi_answer(start_response, exc, exc_info=sys.exc_info() if gunicorn else None)
         if gunicorn:
             os.kill(os.getpid(), signal.SIGTERM)
-        return [body]
+        return answer

@@ -220,6 +220,8 @@ def test_every_route_and_verb_over_http(served):
             resp = requests.request(verb, inst.url + path, data=b'{"data": 1}', timeout=TIMEOUT)
             record(resp.status_code, "http")
             assert resp.status_code < 500, (verb, path, resp.status_code, resp.text[:200])
+            if resp.status_code == 405:  # RFC 9110
+                assert resp.headers.get("Allow") and verb not in resp.headers["Allow"], (verb, path, resp.headers)
             if resp.status_code >= 400 and verb != "HEAD":
                 assert resp.json()["error"]["message"], (verb, path)
     still_serving()

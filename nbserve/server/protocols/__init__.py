@@ -1,16 +1,20 @@
 """Other servers' contracts, spoken by the same app: MLflow's scoring protocol (mlflow.py), the Open
 Inference Protocol of KServe, Triton and MLServer (v2.py) and KServe's V1 (v1.py).
 
-Each adapter only translates: its request into the JSON value nbserve's own ``{"data": ...}`` carries,
-then ``Dispatch.call`` (the decode and the call every route shares), then the result into its answer,
-and a ``CallError`` into its own error form. Imports nothing outside nbserve/server/.
+Each adapter is a Flask blueprint that only translates: its request into the JSON value nbserve's own
+``{"data": ...}`` carries, then ``Dispatch.call`` (the decode and the call every route shares), then the
+result into its answer. Its views raise ``CallError``; the blueprint's one error handler writes it in the
+protocol's error form (``errors.payload``). Imports nothing outside nbserve/server/.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import jsonio
-from ..dispatch import CallError, Dispatch
+from flask import Blueprint
+
+from .. import errors, jsonio
+from ..dispatch import Dispatch
+from ..errors import CallError
 
 DEFAULT_METHOD_ENV = "NBSERVE_DEFAULT_METHOD"
 
@@ -25,6 +29,7 @@ class Served:
     version: str  # "1"
     default_method: str | None  # what /invocations, /v1 and /v2 infer call (None: several, none chosen)
     read_body: Callable[[], bytes]
+    max_body: int = 0  # bytes (what a 413 names)
 
     def body(self) -> bytes:
         from werkzeug.exceptions import RequestEntityTooLarge
@@ -32,11 +37,7 @@ class Served:
         try:
             return self.read_body()
         except RequestEntityTooLarge:
-            raise CallError(
-                413,
-                "PayloadTooLarge",
-                "the body is over the size limit (serve(..., max_body=BYTES) or NBSERVE_MAX_BODY)",
-            ) from None
+            raise errors.too_large(self.max_body) from None
 
     def method(self) -> str:
         if self.default_method is None:
@@ -99,15 +100,24 @@ def spoken(model_id: str, methods, default_method=None) -> list:
     return out
 
 
-def install(app, dispatch, model_id, openapi: dict, read_body, default_method=None) -> None:
-    """Add every adapter's routes to ``app`` and their paths to ``openapi``. ``default_method`` is checked
-    against the methods: a typo fails at load, not per request."""
+def blueprint(name: str, form: str) -> Blueprint:
+    """A protocol's blueprint: every ``CallError`` its views raise is answered in the protocol's ``form``."""
+    bp = Blueprint(name, __name__)
+    bp.register_error_handler(CallError, lambda exc: errors.response(exc, form))
+    return bp
+
+
+def install(app, dispatch, model_id, openapi: dict, read_body, default_method=None, max_body: int = 0) -> None:
+    """Register every adapter's blueprint on ``app`` and add their paths to ``openapi``. ``default_method``
+    is checked against the methods: a typo fails at load, not per request."""
     from . import mlflow, v1, v2
 
     name, version = _name_version(model_id)
-    served = Served(dispatch, model_id, name, version, choose_default(dispatch.methods, default_method), read_body)
+    default = choose_default(dispatch.methods, default_method)
+    served = Served(dispatch, model_id, name, version, default, read_body, max_body)
     for module in (mlflow, v2, v1):
-        openapi["paths"].update(module.install(app, served))
+        app.register_blueprint(module.blueprint(served))
+        openapi["paths"].update(module.openapi_paths(served))
 
 
 def columns(schema) -> list | None:

@@ -12,26 +12,20 @@ import io
 
 from flask import Response, request
 
-from .. import jsonio
-from ..dispatch import CallError
+from .. import errors, jsonio
+from ..errors import CallError
+from . import blueprint as protocol_blueprint
 from . import columns, from_records, from_rows, from_split, loads
 
 PROTOCOL = "mlflow"
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-_CODES = {404: "ENDPOINT_NOT_FOUND", 500: "INTERNAL_ERROR"}
-
-
-def error(exc: CallError):
-    code = "INVALID_PARAMETER_VALUE" if exc.type == "InvalidInput" else _CODES.get(exc.status, "BAD_REQUEST")
-    body = jsonio.dumps({"error_code": code, "message": exc.message})
-    return Response(body, status=exc.status, mimetype="application/json")
 
 
 def _json_value(schema, body):
     try:
         payload = loads(body, schema)
     except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CallError(400, "InvalidJSON", f"the body is not valid JSON ({exc})") from None
+        raise errors.invalid_json(exc, f"a JSON object with one of {list(FORMATS)}") from None
     keys = [k for k in FORMATS if k in payload] if isinstance(payload, dict) else []
     if len(keys) != 1:
         got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
@@ -108,43 +102,42 @@ def _cell(cell):
     return (low == "true") if low in ("true", "false") else cell
 
 
-def install(app, served) -> dict:
+def blueprint(served):
+    bp = protocol_blueprint("mlflow", errors.MLFLOW)
     dispatch = served.dispatch
 
-    @app.post("/invocations")
+    @bp.post("/invocations")
     def mlflow_invocations():
-        try:
-            method = served.method()
-            schema = dispatch.inputs[method]
-            body = served.body()
-            mimetype = request.mimetype
-            if mimetype == "application/json":
-                value = _json_value(schema, body)
-            elif mimetype == "text/csv":
-                value = _csv_value(schema, body)
-            else:
-                raise CallError(
-                    415,
-                    "UnsupportedMediaType",
-                    f"/invocations takes Content-Type application/json or text/csv; got {mimetype or 'none'}",
-                )
-            out = dispatch.dumps(method, {"predictions": dispatch.call(method, value)})
-        except CallError as exc:
-            return error(exc)
-        return Response(out, mimetype="application/json")
+        method = served.method()
+        schema = dispatch.inputs[method]
+        body = served.body()
+        mimetype = request.mimetype
+        if mimetype == "application/json":
+            value = _json_value(schema, body)
+        elif mimetype == "text/csv":
+            value = _csv_value(schema, body)
+        else:
+            raise CallError(
+                415,
+                "UnsupportedMediaType",
+                f"/invocations takes Content-Type application/json or text/csv; got {mimetype or 'none'}",
+            )
+        return Response(
+            dispatch.dumps(method, {"predictions": dispatch.call(method, value)}), mimetype="application/json"
+        )
 
-    @app.get("/ping")
+    @bp.get("/ping")
     def mlflow_ping():
         return Response("\n", mimetype="application/json")
 
-    @app.get("/version")
+    @bp.get("/version")
     def mlflow_version():
         return Response(served.model_id, mimetype="text/plain")
 
-    return openapi_paths()
+    return bp
 
 
-def openapi_paths() -> dict:
+def openapi_paths(served=None) -> dict:
     err = {
         "type": "object",
         "required": ["error_code", "message"],

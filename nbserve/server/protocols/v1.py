@@ -6,54 +6,51 @@ Errors are ``{"error": "..."}``; a name other than the model's registered name i
 
 from flask import Response
 
-from .. import jsonio
-from ..dispatch import CallError
+from .. import errors, jsonio
+from ..errors import CallError
+from . import blueprint as protocol_blueprint
 from . import from_rows, loads
 
 PROTOCOL = "kserve-v1"
 
 
-def error(exc: CallError):
-    return Response(jsonio.dumps({"error": exc.message}), status=exc.status, mimetype="application/json")
-
-
-def install(app, served) -> dict:
+def blueprint(served):
+    bp = protocol_blueprint("kserve_v1", errors.KSERVE)
     dispatch = served.dispatch
 
     def check(name):
         if name != served.name:
             raise CallError(404, "NotFound", f"no model {name!r}; this server serves {served.name!r}")
 
-    @app.get("/v1/models")
+    @bp.get("/v1/models")
     def v1_models():
         return Response(jsonio.dumps({"models": [served.name]}), mimetype="application/json")
 
-    @app.get("/v1/models/<name>")
+    @bp.get("/v1/models/<name>")
     def v1_model(name):
-        try:
-            check(name)
-        except CallError as exc:
-            return error(exc)
+        check(name)
         return Response(jsonio.dumps({"name": served.name, "ready": True}), mimetype="application/json")
 
-    @app.post("/v1/models/<name>:predict")
+    @bp.post("/v1/models/<name>:predict")
     def v1_predict(name):
+        check(name)
+        method = served.method()
         try:
-            check(name)
-            method = served.method()
-            try:
-                payload = loads(served.body(), dispatch.inputs[method])
-            except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise CallError(400, "InvalidJSON", f"the body is not valid JSON ({exc})") from None
-            keys = [k for k in ("instances", "inputs") if k in payload] if isinstance(payload, dict) else []
-            if len(keys) != 1:
-                raise CallError(400, "BadRequest", 'expected a JSON object {"instances": [...]} or {"inputs": ...}')
-            value = from_rows(dispatch.inputs[method], payload[keys[0]])
-            out = dispatch.dumps(method, {"predictions": dispatch.call(method, value)})
-        except CallError as exc:
-            return error(exc)
-        return Response(out, mimetype="application/json")
+            payload = loads(served.body(), dispatch.inputs[method])
+        except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise errors.invalid_json(exc, 'a JSON object {"instances": [...]} or {"inputs": ...}') from None
+        keys = [k for k in ("instances", "inputs") if k in payload] if isinstance(payload, dict) else []
+        if len(keys) != 1:
+            raise CallError(400, "BadRequest", 'expected a JSON object {"instances": [...]} or {"inputs": ...}')
+        value = from_rows(dispatch.inputs[method], payload[keys[0]])
+        return Response(
+            dispatch.dumps(method, {"predictions": dispatch.call(method, value)}), mimetype="application/json"
+        )
 
+    return bp
+
+
+def openapi_paths(served) -> dict:
     err = {"content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}}}
     tag = ["KServe V1"]
     return {

@@ -10,9 +10,10 @@ takes the same input (``outputs: [{"name": "predict_proba"}]``). Errors are ``{"
 
 from flask import Response, request
 
-from .. import jsonio
-from ..dispatch import CallError
+from .. import errors, jsonio
+from ..errors import CallError
 from ..schema import column_kind
+from . import blueprint as protocol_blueprint
 from . import columns, loads
 
 PROTOCOL = "open-inference-v2"
@@ -69,10 +70,6 @@ def output_tensor(method, schema) -> dict:
     return {"name": method, "datatype": "BYTES", "shape": [-1]}
 
 
-def error(exc: CallError):
-    return Response(jsonio.dumps({"error": exc.message}), status=exc.status, mimetype="application/json")
-
-
 def _bad(message):
     return CallError(400, "BadRequest", message)
 
@@ -84,16 +81,87 @@ def _count(shape) -> int:
     return n
 
 
+def _parameters(holder, where: str) -> dict:
+    """A ``parameters`` object of the request, an input or an output ({} when absent)."""
+    params = holder.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise _bad(f'{where}: parameters must be an object such as {{"binary_data_output": true}}; got {params!r}')
+    return params
+
+
+def _nested_shape(name, data, shape) -> list:
+    """The values of nested ``data`` in row-major order, after checking that it has exactly ``shape``."""
+    flat: list = []
+
+    def walk(value, depth, at):
+        if depth == len(shape):
+            if isinstance(value, list):
+                raise _bad(f"input {name!r}: shape {shape} is {len(shape)}-d; data is nested deeper at {at}")
+            flat.append(value)
+            return
+        if not isinstance(value, list) or len(value) != shape[depth]:
+            got = f"{len(value)} values" if isinstance(value, list) else f"a {type(value).__name__}"
+            raise _bad(f"input {name!r}: shape {shape} wants {shape[depth]} values at {at}; data has {got}")
+        for i, item in enumerate(value):
+            walk(item, depth + 1, at + [i])
+
+    walk(data, 0, [])
+    return flat
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_PYTHON_CHECKS = {
+    "BOOL": (lambda v: isinstance(v, bool), "true or false"),
+    "BYTES": (lambda v: isinstance(v, str), "strings"),
+    "INT": (_is_int, "integers"),
+    "FP": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "numbers"),
+}
+
+
+def _typed(name, datatype, flat):
+    """``flat`` read as the tensor's declared ``datatype``: a 400 naming the input and the first value
+    that is not of it (null passes: a column's decoder judges missing values); numbers as a numpy array of
+    that datatype when none is missing (an FP32 tensor is float32, as Triton reads it), else the list."""
+    if datatype not in _FROM_V2 and datatype != "BYTES":
+        raise _bad(f"input {name!r}: unknown datatype {datatype!r}; expected one of {sorted(_FROM_V2)} or BYTES")
+    family = datatype if datatype in ("BOOL", "BYTES") else datatype.rstrip("0123456789").removeprefix("U")
+    ok, words = _PYTHON_CHECKS[family]
+    import numpy as np
+
+    if family in ("INT", "FP") and flat:
+        arr = np.asarray(flat) if type(flat[0]) in (int, float) else None
+        if arr is not None and arr.ndim == 1 and arr.dtype.kind in ("iu" if family == "INT" else "iuf"):
+            dtype = np.dtype(_FROM_V2[datatype])
+            if family == "INT" and arr.size:
+                info = np.iinfo(dtype)
+                if arr.min() < info.min or arr.max() > info.max:
+                    raise _bad(f"input {name!r}: {datatype} holds integers from {info.min} to {info.max}")
+            return arr.astype(dtype, copy=False)
+    for i, v in enumerate(flat):
+        if v is not None and not ok(v):
+            raise _bad(f"input {name!r} is {datatype}, of {words}; value {i} is {v!r}")
+    if family == "INT":
+        info = np.iinfo(np.dtype(_FROM_V2[datatype]))
+        if any(v is not None and not info.min <= v <= info.max for v in flat):
+            raise _bad(f"input {name!r}: {datatype} holds integers from {info.min} to {info.max}")
+    return flat
+
+
 def _tensor_values(tensor, binary, offset):
-    """(the tensor's values as a nested list of its shape, the next offset into the binary part)."""
+    """(the tensor's values in its shape: a list of rows, numpy rows for numbers; the next binary offset)."""
     name = tensor.get("name")
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise _bad(f"input {name!r}: expected a shape, a list of non-negative integers; got {shape!r}")
     dtype = tensor.get("datatype")
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(tensor, f"input {name!r}").get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or offset + size > len(binary):
+        if not _is_int(size) or size < 0 or offset + size > len(binary):
             raise _bad(f"input {name!r}: binary_data_size {size!r} runs past the end of the body")
         flat = _from_bytes(name, dtype, binary[offset : offset + size])
         offset += size
@@ -101,19 +169,14 @@ def _tensor_values(tensor, binary, offset):
         flat = tensor.get("data")
         if not isinstance(flat, list):
             raise _bad(f"input {name!r}: expected data, a list of values in row-major order")
-        if flat and isinstance(flat[0], list):
-            return flat, offset  # nested already: the model's decoder checks it against its shape
+        if any(isinstance(v, list) for v in flat):
+            flat = _nested_shape(name, flat, shape)  # nested: exactly the declared shape, then row-major
+        flat = _typed(name, dtype, flat)
     n = _count(shape)
     if len(flat) != n:
         raise _bad(f"input {name!r}: shape {shape} holds {n} values; data has {len(flat)}")
-    if len(shape) > 1 and n:
-        import numpy as np
-
-        arr = np.asarray(flat) if flat and type(flat[0]) in (float, int) else None
-        if arr is not None and arr.ndim == 1 and arr.dtype.kind in "fi":
-            # numbers: the rows as numpy views (a 10th of the cost of nesting the list again); the
-            # model's decoder still checks them as it checks JSON rows (kind, shape, range, finiteness)
-            return list(arr.reshape(shape)), offset
+    if hasattr(flat, "reshape"):  # numbers of the declared datatype: the rows as numpy views
+        return (list(flat.reshape(shape)) if len(shape) > 1 else flat.tolist()), offset
     for width in reversed(shape[1:]):  # row-major: nest the flat values, innermost dimension first
         if width == 0:
             break
@@ -206,9 +269,9 @@ def _output(method, result, binary: bool, chunks: list) -> dict:
     return out
 
 
-def install(app, served) -> dict:
+def blueprint(served):
+    bp = protocol_blueprint("open_inference_v2", errors.KSERVE)
     dispatch = served.dispatch
-    methods = dispatch.methods
 
     def check(name, version=None):
         if name != served.name:
@@ -218,60 +281,32 @@ def install(app, served) -> dict:
                 404, "NotFound", f"model {name!r} has no version {version!r}; this server serves {served.version!r}"
             )
 
-    def outputs_of(method):
-        """The methods a request may ask for as outputs: those taking the same input as ``method``."""
-        return [m for m in methods if dispatch.inputs[m] == dispatch.inputs[method]]
-
-    def metadata():
-        method = served.method()
-        return {
-            "name": served.name,
-            "versions": [served.version],
-            "platform": "nbserve",
-            "inputs": input_tensors(dispatch.inputs[method]),
-            "outputs": [output_tensor(m, dispatch.outputs[m]) for m in outputs_of(method)],
-        }
-
-    def answer(fn):
-        def view(**kw):
-            try:
-                return fn(**kw)
-            except CallError as exc:
-                return error(exc)
-
-        view.__name__ = fn.__name__
-        return view
-
-    @app.get("/v2")
-    @answer
+    @bp.get("/v2")
     def v2_server():
         return _ok({"name": "nbserve", "version": "2", "extensions": ["binary_tensor_data"]})
 
-    @app.get("/v2/health/live")
+    @bp.get("/v2/health/live")
     def v2_live():
         return _ok({"live": True})
 
-    @app.get("/v2/health/ready")
+    @bp.get("/v2/health/ready")
     def v2_ready():
         return _ok({"ready": True})
 
-    @app.get("/v2/models/<name>")
-    @app.get("/v2/models/<name>/versions/<version>")
-    @answer
+    @bp.get("/v2/models/<name>")
+    @bp.get("/v2/models/<name>/versions/<version>")
     def v2_model(name, version=None):
         check(name, version)
-        return _ok(metadata())
+        return _ok(metadata(served))
 
-    @app.get("/v2/models/<name>/ready")
-    @app.get("/v2/models/<name>/versions/<version>/ready")
-    @answer
+    @bp.get("/v2/models/<name>/ready")
+    @bp.get("/v2/models/<name>/versions/<version>/ready")
     def v2_model_ready(name, version=None):
         check(name, version)
         return _ok({"name": served.name, "ready": True})
 
-    @app.post("/v2/models/<name>/infer")
-    @app.post("/v2/models/<name>/versions/<version>/infer")
-    @answer
+    @bp.post("/v2/models/<name>/infer")
+    @bp.post("/v2/models/<name>/versions/<version>/infer")
     def v2_infer(name, version=None):
         check(name, version)
         body = served.body()
@@ -281,6 +316,8 @@ def install(app, served) -> dict:
                 n = int(header_length)
             except ValueError:
                 raise _bad(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+            if not 0 <= n <= len(body):
+                raise _bad(f"{HEADER_LENGTH} {n} is not within the body of {len(body)} bytes")
             head, binary = body[:n], memoryview(body)[n:]
         else:
             head, binary = body, b""
@@ -288,11 +325,11 @@ def install(app, served) -> dict:
         try:
             payload = loads(head, dispatch.inputs[method])
         except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise _bad(f"the body is not valid JSON ({exc}); expected {{'inputs': [...]}}") from None
+            raise errors.invalid_json(exc, '{"inputs": [...]}') from None
         if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
             raise _bad('expected a JSON object {"inputs": [{"name", "shape", "datatype", "data"}, ...]}')
         wanted = payload.get("outputs") or [{"name": method}]
-        allowed = outputs_of(method)
+        allowed = outputs_of(dispatch, method)
         if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in allowed for o in wanted):
             raise _bad(f"outputs must name some of {allowed}; got {wanted!r}")
         tensors, offset = [], 0
@@ -302,10 +339,10 @@ def install(app, served) -> dict:
             values, offset = _tensor_values(tensor, binary, offset)
             tensors.append((tensor["name"], values))
         value = _model_input(dispatch.inputs[method], tensors)
-        all_binary = bool((payload.get("parameters") or {}).get("binary_data_output"))
+        all_binary = bool(_parameters(payload, "the request").get("binary_data_output"))
         chunks, outputs = [], []
         for out in wanted:
-            binary_out = all_binary or bool((out.get("parameters") or {}).get("binary_data"))
+            binary_out = all_binary or bool(_parameters(out, f"output {out['name']!r}").get("binary_data"))
             outputs.append(_output(out["name"], dispatch.call(out["name"], value), binary_out, chunks))
         reply = {"model_name": served.name, "model_version": served.version, "outputs": outputs}
         if "id" in payload:
@@ -317,19 +354,35 @@ def install(app, served) -> dict:
         resp.headers[HEADER_LENGTH] = str(len(head))
         return resp
 
-    @app.route("/v2/<path:rest>", methods=["GET", "POST"])
-    @answer
+    @bp.route("/v2/<path:rest>", methods=["GET", "POST"])
     def v2_unknown(rest):
         raise CallError(404, "NotFound", f"no route /v2/{rest} in the Open Inference Protocol; see /openapi.json")
 
-    return openapi_paths(served, metadata if served.default_method else None)
+    return bp
+
+
+def outputs_of(dispatch, method):
+    """The methods a request may ask for as outputs: those taking the same input as ``method``."""
+    return [m for m in dispatch.methods if dispatch.inputs[m] == dispatch.inputs[method]]
+
+
+def metadata(served) -> dict:
+    method = served.method()
+    dispatch = served.dispatch
+    return {
+        "name": served.name,
+        "versions": [served.version],
+        "platform": "nbserve",
+        "inputs": input_tensors(dispatch.inputs[method]),
+        "outputs": [output_tensor(m, dispatch.outputs[m]) for m in outputs_of(dispatch, method)],
+    }
 
 
 def _ok(payload):
     return Response(jsonio.dumps(payload), mimetype="application/json")
 
 
-def openapi_paths(served, metadata) -> dict:
+def openapi_paths(served) -> dict:
     tag = ["Open Inference Protocol (V2)"]
     err = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
     err_json = {"content": {"application/json": {"schema": err}}}
@@ -344,7 +397,7 @@ def openapi_paths(served, metadata) -> dict:
             "data": {"type": "array"},
         },
     }
-    described = metadata() if metadata else None
+    described = metadata(served) if served.default_method else None
     inputs_text = (
         ", ".join(f"{t['name']} ({t['datatype']} {t['shape']})" for t in described["inputs"]) if described else ""
     )

@@ -1,0 +1,110 @@
+"""Every error a served model answers, built in one place.
+
+A refusal is a ``CallError`` (status, type, message and any headers it needs, such as ``Allow`` or
+``WWW-Authenticate``). ``body`` writes it in the error form of the protocol that was spoken: nbserve's own
+``{"error": {"type", "message"}}``, MLflow's ``{"error_code", "message"}`` or KServe's (V1 and the Open
+Inference Protocol) ``{"error": "..."}``. The app, each protocol's blueprint and the WSGI middlewares
+(deadline, chunked body limit) all answer through it; the client turns any of these forms back into
+its exception (``nbserve.client.error_from_response``).
+
+Imports nothing else from nbserve.
+"""
+
+from __future__ import annotations
+
+from . import jsonio
+
+NBSERVE, MLFLOW, KSERVE = "nbserve", "mlflow", "kserve"
+_MLFLOW_CODES = {404: "ENDPOINT_NOT_FOUND", 500: "INTERNAL_ERROR"}
+
+
+class CallError(Exception):
+    """A request that cannot be answered: ``status`` (4xx: the client's fault; 500: the model's), ``type``,
+    ``message`` and extra response ``headers``."""
+
+    def __init__(self, status: int, type_: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.type, self.message = status, type_, message
+        self.headers = dict(headers or {})
+
+
+def payload(exc: CallError, form: str = NBSERVE) -> dict:
+    """The JSON error body of ``exc`` in a protocol's form."""
+    if form == MLFLOW:
+        code = "INVALID_PARAMETER_VALUE" if exc.type == "InvalidInput" else _MLFLOW_CODES.get(exc.status, "BAD_REQUEST")
+        return {"error_code": code, "message": exc.message}
+    if form == KSERVE:
+        return {"error": exc.message}
+    return {"error": {"type": exc.type, "message": exc.message}}
+
+
+def body(exc: CallError, form: str = NBSERVE) -> bytes:
+    return jsonio.dumps(payload(exc, form))
+
+
+def response(exc: CallError, form: str = NBSERVE):
+    """A Flask response for ``exc``."""
+    from flask import Response
+
+    resp = Response(body(exc, form), status=exc.status, mimetype="application/json")
+    for name, value in exc.headers.items():
+        resp.headers[name] = value
+    return resp
+
+
+def wsgi_answer(start_response, exc: CallError, extra_headers=(), exc_info=None) -> list:
+    """Answer ``exc`` from WSGI middleware (below Flask), in nbserve's form."""
+    data = body(exc)
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    headers += list(exc.headers.items()) + list(extra_headers)
+    start_response(f"{exc.status} {_REASONS.get(exc.status, 'Error')}", headers, exc_info)
+    return [data]
+
+
+_REASONS = {401: "Unauthorized", 405: "Method Not Allowed", 413: "Request Entity Too Large", 504: "Gateway Timeout"}
+
+
+# -- the refusals several places make, worded once ----------------------------------------------------
+
+
+def too_large(limit: int) -> CallError:
+    return CallError(
+        413,
+        "PayloadTooLarge",
+        f"the body is larger than the limit of {limit} bytes; send fewer rows per request, or raise the limit "
+        f"with serve(..., max_body=BYTES) or NBSERVE_MAX_BODY",
+    )
+
+
+def unauthorized() -> CallError:
+    return CallError(
+        401,
+        "Unauthorized",
+        "this model needs a bearer token: send the header 'Authorization: Bearer <token>' (Instance.client() "
+        "does; the token is Instance.auth_token in the notebook that served it)",
+        {"WWW-Authenticate": 'Bearer realm="nbserve"'},
+    )
+
+
+def method_not_allowed(verb: str, path: str, allowed) -> CallError:
+    allowed = sorted(set(allowed or ()))
+    hint = ' (model methods take POST with {"data": ...})' if "POST" in allowed else ""
+    return CallError(
+        405,
+        "MethodNotAllowed",
+        f"{verb} is not allowed on {path}; it takes {', '.join(allowed) or 'nothing'}{hint}",
+        {"Allow": ", ".join(allowed)},
+    )
+
+
+def timed_out(path: str, seconds: float) -> CallError:
+    return CallError(
+        504,
+        "Timeout",
+        f"{path} did not finish within the limit of {seconds:g} s; the request was stopped (raise the limit "
+        f"with serve(..., timeout=SECONDS) or NBSERVE_TIMEOUT)",
+    )
+
+
+def invalid_json(exc, expected: str) -> CallError:
+    return CallError(400, "InvalidJSON", f"the body is not valid JSON ({exc}); expected {expected}")
