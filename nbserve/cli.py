@@ -202,6 +202,8 @@ def run(ws, args) -> int:
     cmd = args.command
     if cmd in ("models", "versions"):
         mvs = ws.models() if cmd == "models" else ws.versions(args.name)
+        if cmd == "versions" and not mvs:
+            ws.get_model(args.name)  # an unknown name: ModelNotFoundError names it and the registered ones
         if args.json:
             print(json.dumps([m.to_dict() for m in mvs], indent=2))
         elif not mvs:

@@ -41,6 +41,23 @@ __all__ = [
 ]
 
 
+MAX_VERSION = 2**63 - 1  # the largest number SQLite's INTEGER and PostgreSQL's BIGINT hold
+
+
+def version_number(version) -> int:
+    """``version`` as a registry's version number (1, 2, ...), else an NbserveError saying what one is."""
+    try:
+        number = int(version)
+        whole = not isinstance(version, bool) and number == version if not isinstance(version, str) else True
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise NbserveError(f"a version is a whole number such as 1 or 2; got {version!r}")
+    if not 1 <= number <= MAX_VERSION:
+        raise NbserveError(f"version {number} is out of range: versions count up from 1 (at most {MAX_VERSION})")
+    return number
+
+
 def parse_ref(ref: str, version: int | None = None) -> tuple[str, int | None]:
     """'diabetes' -> ('diabetes', None); 'diabetes:2' -> ('diabetes', 2)."""
     from .errors import ModelNotFoundError
@@ -50,10 +67,10 @@ def parse_ref(ref: str, version: int | None = None) -> tuple[str, int | None]:
         name, _, v = ref.rpartition(":")
         if not v.isdigit():
             raise ModelNotFoundError(f"{ref!r} is not a model reference; expected NAME or NAME:VERSION")
-        if version is not None and int(v) != int(version):
+        if version is not None and version_number(v) != version_number(version):
             raise ModelNotFoundError(f"{ref!r} names version {v}, but version={version} was also given")
-        version = int(v)
-    return name, (int(version) if version is not None else None)
+        version = v
+    return name, (version_number(version) if version is not None else None)
 
 
 def whoami() -> tuple[str, str]:

@@ -327,7 +327,7 @@ class Workspace:
         return check_options(options)
 
     def check_port(self, port: int, host: str = "127.0.0.1") -> int:
-        """``port`` if it is a valid TCP port that is free on ``host``, else PortInUseError saying so."""
+        """``port`` if it is a TCP port (1-65535, else NbserveError) that is free on ``host``, else PortInUseError."""
         return choose_port(host, port)
 
     def instances(self, model: str | None = None) -> list[Instance]:

@@ -36,3 +36,20 @@ def test_cli_lists_serves_and_stops(workspace, diabetes):
     assert code == 0 and f"{inst['id']} stopped" in out
     code, _, err = nbserve(home, "stop", "nothing-here")
     assert code == 1 and "no instance or model named 'nothing-here'" in err
+
+
+def test_versions_of_an_unknown_model_names_it_and_fails(workspace, diabetes):
+    X, _, lr = diabetes
+    home = workspace.home
+    code, out, err = nbserve(home, "versions", "UNKNOWN")
+    assert code == 1 and out == "" and "no model named 'UNKNOWN'; no model is registered yet" in err, (code, out, err)
+    workspace.register(lr, name="diabetes", sample=X, progress=False)
+    code, out, err = nbserve(home, "versions", "UNKNOWN")
+    assert code == 1 and "no model named 'UNKNOWN'; registered models: diabetes" in err, (code, out, err)
+    code, out, _ = nbserve(home, "versions", "diabetes")
+    assert code == 0 and "diabetes:1" in out
+    # a version number no registry holds: a clear refusal (it was an OverflowError from SQLite)
+    code, out, err = nbserve(home, "serve", "diabetes:100000000000000000000", "--runtime", "process")
+    assert code == 1 and "version 100000000000000000000 is out of range" in err, (code, out, err)
+    code, out, err = nbserve(home, "serve", "diabetes", "--runtime", "process", "--port", "70000")
+    assert code == 1 and "port 70000 is out of range: a TCP port is from 1 to 65535" in err, (code, out, err)

@@ -237,6 +237,13 @@ async def test_start_refusals_have_fitting_statuses(api, diabetes_model, monkeyp
     assert (status, body["error"]["type"]) == (404, "ModelNotFoundError")
     status, body = await api("POST", "instances", body={"model": "diabetes", "version": 7})
     assert (status, body["error"]["type"]) == (404, "ModelNotFoundError")
+    # numbers no registry can hold, and ports no TCP has: the client's 400 saying the range (were a 500, a 409)
+    status, body = await api("POST", "instances", body={"model": "diabetes", "version": 10**20})
+    assert status == 400 and "out of range: versions count up from 1" in body["error"]["message"], body
+    for port in (0, -1, 70000):
+        status, body = await api("POST", "instances", body={"model": "diabetes", "runtime": "process", "port": port})
+        assert status == 400 and f"port {port} is out of range" in body["error"]["message"], body
+        assert "from 1 to 65535" in body["error"]["message"]
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

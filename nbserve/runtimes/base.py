@@ -10,7 +10,7 @@ import urllib.request
 from collections import deque
 from pathlib import Path
 
-from ..errors import PortInUseError
+from ..errors import NbserveError, PortInUseError
 
 
 class Runtime:
@@ -108,9 +108,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 def choose_port(host: str, port: int | None) -> int:
     if port is None:
         return free_port(host)
-    port = int(port)
+    if isinstance(port, str) and port.strip().lstrip("+-").isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise NbserveError(f"port must be a TCP port number from 1 to 65535 (or none for a free one); got {port!r}")
     if not 0 < port < 65536:
-        raise PortInUseError(f"port {port} is not a valid TCP port (1-65535)")
+        raise NbserveError(f"port {port} is out of range: a TCP port is from 1 to 65535 (or none for a free one)")
     if not port_available(host, port):
         raise PortInUseError(f"port {port} on {host} is in use; pass another port, or none to get a free one")
     return port
