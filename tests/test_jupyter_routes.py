@@ -20,21 +20,25 @@ VERBS = ("get", "post", "put", "patch", "delete", "head")
 
 
 @pytest.fixture
-def jp_server_config(home):
-    # `home` first: the server's workspace is the test's registry ($NBSERVE_HOME)
-    return {"ServerApp": {"jpserver_extensions": {"nbserve": True}}}
+def jp_server_config(home, request):
+    # `home` first: the server's workspace is the test's registry ($NBSERVE_HOME); a test marked
+    # remote_browser is asked for by another host name, as a browser on another machine asks
+    config = {"ServerApp": {"jpserver_extensions": {"nbserve": True}}}
+    if request.node.get_closest_marker("remote_browser"):
+        config["ServerApp"]["allow_remote_access"] = True
+    return config
 
 
 @pytest.fixture
 def api(jp_fetch):
     """(status, JSON body) of a call under <base_url>/nbserve/api/, errors included."""
 
-    async def call(method, *parts, body=None, token=True, **kwargs):
+    async def call(method, *parts, body=None, token=True, headers=None, **kwargs):
         if body is not None and not isinstance(body, (str, bytes)):
             body = json.dumps(body)
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = b""
-        headers = {} if token else {"Authorization": "token not-the-token"}
+        headers = dict(headers or {}, **({} if token else {"Authorization": "token not-the-token"}))
         resp = await jp_fetch(
             *API_PREFIX.split("/"), *parts, method=method, body=body, headers=headers, raise_error=False, **kwargs
         )
@@ -90,6 +94,8 @@ def test_every_verb_of_every_route_requires_authentication(jp_web_app):
 
 
 ROUTES = [
+    ("GET", ("overview",)),
+    ("GET", ("instances", "x", "monitor")),
     ("GET", ("models",)),
     ("GET", ("models", "diabetes")),
     ("GET", ("instances",)),
@@ -136,6 +142,67 @@ async def test_models_registered_after_the_server_started_are_listed(api, worksp
     assert status == 404
     assert body["error"]["type"] == "ModelNotFoundError"
     assert "nope" in body["error"]["message"]
+
+
+async def test_the_overview_is_one_reading_shared_by_the_sidebars_and_dropped_on_a_change(
+    api, jp_web_app, workspace, diabetes, iris
+):
+    X, _, lr = diabetes
+    workspace.register(lr, name="diabetes", sample=X[:5], progress=False)
+    workspace.register(iris[2], name="iris", sample=iris[0][:5], progress=False)
+    inst = workspace.serve("diabetes", runtime="process", progress=False)
+    cache = jp_web_app.settings["nbserve_overview"]
+    before = cache.readings
+    # five sidebars polling at once: one reading of the workspace
+    answers = await asyncio.gather(*(api("GET", "overview") for _ in range(5)))
+    assert cache.readings == before + 1
+    status, body = answers[0]
+    assert status == 200 and all(a == answers[0] for a in answers)
+    assert [(m["id"], m["versions"]) for m in body["models"]] == [("diabetes:1", [1]), ("iris:1", [1])]
+    assert [(i["id"], i["status"]) for i in body["instances"]] == [(inst.id, "running")]
+    assert body["runtimes"]["choices"][0] == "auto"
+    assert body["hint"] is None  # asked for by 127.0.0.1: the browser reaches the direct address
+    # a stop through the API drops the reading: the next one shows it at once
+    assert (await api("POST", "instances", inst.id, "stop"))[0] == 200
+    status, body = await api("GET", "overview")
+    assert [(i["id"], i["status"]) for i in body["instances"]] == [(inst.id, "stopped")]
+    assert cache.readings == before + 2
+
+
+@pytest.mark.remote_browser
+async def test_the_remote_access_hint_is_for_a_browser_on_another_machine(api, workspace, diabetes):
+    X, _, lr = diabetes
+    inst = workspace.serve(lr, name="diabetes", sample=X[:5], runtime="process", progress=False)
+    status, body = await api("GET", "overview")
+    assert status == 200 and body["hint"] is None  # from this machine: no hint
+    status, body = await api("GET", "overview", headers={"Host": "hub.example.org"})
+    assert status == 200 and "jupyter-server-proxy" in body["hint"]
+    assert [i["id"] for i in body["instances"]] == [inst.id]  # said once, not per instance
+
+
+async def test_monitor_answers_for_a_stopped_instance_and_logs_come_as_table_rows(api, workspace, diabetes):
+    X, _, lr = diabetes
+    inst = workspace.serve(lr, name="diabetes", sample=X, runtime="process", progress=False)
+    assert requests.post(inst.url + "/predict", json={"data": X[:3].tolist()}, timeout=10).status_code == 200
+    assert requests.post(inst.url + "/predict", json={"data": [[1.0]]}, timeout=10).status_code == 400
+    status, body = await api("GET", "instances", inst.id, "monitor")
+    assert status == 200 and body["status"] == "running"
+    assert body["snapshot"]["methods"]["predict"]["requests"] >= 1 and body["drift"]["available"] is True
+    deadline = time.monotonic() + 10
+    while True:  # the request log is written in batches, at the latest a second later
+        status, body = await api("GET", "instances", inst.id, "logs")
+        requests_seen = [e for e in body["entries"] if e["kind"] == "request"]
+        if len(requests_seen) >= 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert [(e["status"], e["rows"], e["error"]) for e in requests_seen[:2]] == [(200, 3, False), (400, None, False)]
+    assert all(e["request_id"] and e["latency_ms"] >= 0 and e["raw"].startswith("{") for e in requests_seen)
+    assert any(e["kind"] == "server" and "starting diabetes" in e["text"] for e in body["entries"])
+    inst.stop()
+    status, body = await api("GET", "instances", inst.id, "monitor")
+    assert (status, body) == (200, {"id": inst.id, "status": "stopped", "snapshot": None, "drift": None})
+    status, body = await api("GET", "instances", "nope", "monitor")
+    assert status == 404
 
 
 async def wait_for_job(api, job_id, timeout=90):

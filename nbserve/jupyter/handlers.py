@@ -1,5 +1,7 @@
 """REST handlers under ``<base_url>/nbserve/api/``: thin translations of HTTP into workspace calls.
 
+    GET    overview                  {"models", "instances", "runtimes", "hint"}: what the sidebar shows, in one
+                                      reading shared by every sidebar for a second or two (overview.py)
     GET    models                    latest version of every model, with its version numbers
     GET    models/<name>             every version of one model
     GET    runtimes                  the runtimes ("auto" and each with its capabilities), for the start form
@@ -10,13 +12,17 @@
     POST   instances/<id>/stop       stop (200, the instance)
     POST   instances/<id>/start      start again (200, the instance)
     DELETE instances/<id>            remove an instance, or dismiss a finished job
-    GET    instances/<id>/logs       {"id", "logs"}; ?tail=N lines (default 200)
+    GET    instances/<id>/logs       {"id", "logs", "entries"}; ?tail=N lines (default 200); entries: the lines as
+                                      table rows (monitoring.log_entries: requests, and the server's own lines)
     GET    deployments               every deployment (nbserve.deploy), state from its orchestrator
     POST   deployments/<name>/scale  {"replicas": N}; .../update {"model": "NAME:VERSION"}; .../rollback
     DELETE deployments/<name>        remove the deployment (its service and replicas, or its manifests)
     GET    deployments/<name>/logs   {"name", "logs"}
     GET    instances/<id>/metrics    {"id", "snapshot"}: one reading of its /metrics (monitoring.snapshot)
     GET    instances/<id>/drift      {"id", "drift"}: its /drift report
+    GET    instances/<id>/monitor    {"id", "status", "snapshot", "drift"}: both for a running instance, nulls
+                                      with its status for one that is not (a sidebar that polls an instance
+                                      stopped a moment ago gets an answer, not an error)
 
 Every verb is ``@tornado.web.authenticated`` (no Jupyter token, 403). Errors are
 ``{"error": {"type", "message", "status"}}`` with the status from ``errors.STATUS``.
@@ -31,14 +37,17 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from .. import runtimes
+from .. import monitoring, runtimes
+from ..browser_links import note_browser, proxy_hint
 from ..errors import NbserveError
 from ..workspace import default_workspace, quiet
 from .errors import BadRequest, Conflict, error_body, status_for
 from .jobs import Jobs
+from .overview import OverviewCache
 
 API_PREFIX = "nbserve/api"
 JOBS_SETTING = "nbserve_jobs"
+OVERVIEW_SETTING = "nbserve_overview"
 START_FIELDS = {"model", "version", "runtime", "port", "batch", "max_batch", "max_latency_ms"}
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,21 @@ class NbserveHandler(APIHandler):
     @property
     def jobs(self) -> Jobs:
         return self.settings[JOBS_SETTING]
+
+    @property
+    def overview_cache(self) -> OverviewCache:
+        return self.settings[OVERVIEW_SETTING]
+
+    async def prepare(self):
+        done = super().prepare()  # jupyter_server's is a coroutine (it finds the current user)
+        if done is not None:
+            await done
+        # where the browser is (the Host it asked for): the hint about remote access is for a remote one
+        self.remote_browser = note_browser(self.request.host)
+
+    def on_finish(self):
+        if self.request.method != "GET":
+            self.overview_cache.clear()  # a start, stop or remove changed what the sidebars show
 
     @property
     def workspace(self):
@@ -97,6 +121,28 @@ class NbserveHandler(APIHandler):
             super().log_exception(typ, value, tb)
 
 
+class OverviewHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        ws = self.workspace
+        cache = self.overview_cache
+        if cache.jobs_finished != self.jobs.finished:  # a start ended: its instance is in the registry now
+            cache.clear()
+            cache.jobs_finished = self.jobs.finished
+        reading = await cache.get(ws.home, lambda: self.call(_overview, ws))
+        running = [i["url"] for i in reading["instances"] if i["status"] == "running" and not i["browser_url"]]
+        hint = next((h for h in (proxy_hint(url, self.remote_browser) for url in running) if h), None)
+        self.reply(
+            {
+                "models": reading["models"],
+                "instances": [j.to_dict() for j in self.jobs.visible()] + reading["instances"],
+                "runtimes": _runtimes(),
+                "hint": hint,
+                "time": reading["time"],
+            }
+        )
+
+
 class ModelsHandler(NbserveHandler):
     @tornado.web.authenticated
     async def get(self):
@@ -117,7 +163,7 @@ class ModelHandler(NbserveHandler):
 class RuntimesHandler(NbserveHandler):
     @tornado.web.authenticated
     def get(self):
-        self.reply({"choices": list(runtimes.CHOICES), "runtimes": [s.to_dict() for s in runtimes.RUNTIMES]})
+        self.reply(_runtimes())
 
 
 class InstancesHandler(NbserveHandler):
@@ -214,7 +260,7 @@ class LogsHandler(NbserveHandler):
             text = "\n".join(lines[-tail:]) + "\n"
         else:
             text = await self.call(self.workspace.logs, id, tail=tail)
-        self.reply({"id": id, "logs": text})
+        self.reply({"id": id, "logs": text, "entries": monitoring.log_entries(text)})
 
 
 class ObserveHandler(NbserveHandler):
@@ -222,21 +268,42 @@ class ObserveHandler(NbserveHandler):
     async def get(self, id, what):
         ws = self.workspace
         if what == "metrics":
-            snap = await self.call(ws.metrics_snapshot, id)
-            for entry in snap["methods"].values():  # JSON has no Infinity: the +Inf bucket's bound is null
-                entry["buckets"] = [[None if le == float("inf") else le, c] for le, c in entry["buckets"]]
-            self.reply({"id": id, "snapshot": snap})
-        else:
+            self.reply({"id": id, "snapshot": _json_snapshot(await self.call(ws.metrics_snapshot, id))})
+        elif what == "drift":
             self.reply({"id": id, "drift": await self.call(ws.drift, id)})
+        else:
+            self.reply(await self.call(_monitor, ws, id))
+
+
+def _json_snapshot(snap: dict) -> dict:
+    for entry in snap["methods"].values():  # JSON has no Infinity: the +Inf bucket's bound is null
+        entry["buckets"] = [[None if le == float("inf") else le, c] for le, c in entry["buckets"]]
+    return snap
+
+
+def _monitor(ws, id: str) -> dict:
+    inst = ws.get_instance(id)  # an unknown id is a 404
+    if inst.status != "running":
+        return {"id": id, "status": inst.status, "snapshot": None, "drift": None}
+    return {
+        "id": id,
+        "status": inst.status,
+        "snapshot": _json_snapshot(ws.metrics_snapshot(id)),
+        "drift": ws.drift(id),
+    }
+
+
+def _runtimes() -> dict:
+    return {"choices": list(runtimes.CHOICES), "runtimes": [s.to_dict() for s in runtimes.RUNTIMES]}
+
+
+def _overview(ws) -> dict:
+    # to_dict asks the runtime for each URL: keep it in the worker thread with the reading
+    return ws.overview().to_dict()
 
 
 def _models(ws) -> list[dict]:
-    out = []
-    for mv in ws.models():
-        d = mv.to_dict()
-        d["versions"] = [v.version for v in ws.versions(mv.name)]
-        out.append(d)
-    return out
+    return ws.overview().to_dict()["models"]
 
 
 def _instance_dicts(ws) -> list[dict]:
@@ -294,13 +361,14 @@ def route_handlers(base_url: str) -> list[tuple]:
 
     segment = r"([^/]+)"
     return [
+        (url("overview"), OverviewHandler),
         (url("runtimes"), RuntimesHandler),
         (url("models"), ModelsHandler),
         (url("models", segment), ModelHandler),
         (url("instances"), InstancesHandler),
         (url("instances", segment, "(stop|start)"), InstanceActionHandler),
         (url("instances", segment, "logs"), LogsHandler),
-        (url("instances", segment, "(metrics|drift)"), ObserveHandler),
+        (url("instances", segment, "(metrics|drift|monitor)"), ObserveHandler),
         (url("instances", segment), InstanceHandler),
         (url("jobs", segment), JobHandler),
         (url("deployments"), DeploymentsHandler),
@@ -312,4 +380,5 @@ def route_handlers(base_url: str) -> list[tuple]:
 
 def setup_handlers(web_app) -> None:
     web_app.settings.setdefault(JOBS_SETTING, Jobs())
+    web_app.settings.setdefault(OVERVIEW_SETTING, OverviewCache())
     web_app.add_handlers(".*$", route_handlers(web_app.settings["base_url"]))

@@ -83,6 +83,7 @@ class Jobs:
         self._serves = ThreadPoolExecutor(serve_workers, thread_name_prefix="nbserve-serve")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self.finished = 0  # starts that ended, either way (the overview's cache is dropped when it moves)
 
     async def call(self, fn, *args, **kwargs):
         """Run a (blocking) workspace call in the thread pool and wait for it without blocking the loop."""
@@ -112,6 +113,7 @@ class Jobs:
         finally:
             job.fraction = None
             job.finished = time.time()
+            self.finished += 1
 
     def get(self, id: str) -> Job | None:
         return self._jobs.get(id)
