@@ -5,12 +5,12 @@ import prettier from 'eslint-config-prettier';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['lib/', 'node_modules/', '.yarn/', 'scripts/', 'style/', '../nbserve/labextension/'] },
+  { ignores: ['lib/', 'lib-test/', 'node_modules/', '.yarn/', 'scripts/', 'style/', '../nbserve/labextension/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   prettier,
   {
-    files: ['src/**/*.ts'],
+    files: ['src/**/*.ts', 'test/**/*.ts'],
     rules: {
       '@typescript-eslint/no-explicit-any': 'off', // JSON answers are checked by shape where they are read
       '@typescript-eslint/no-namespace': 'off', // JupyterLab's CommandIDs convention

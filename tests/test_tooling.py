@@ -74,7 +74,7 @@ def node_bin():
 
 
 def test_js_is_formatted_by_prettier(node_bin):
-    out = run([str(node_bin / "prettier"), "--list-different", "src/**/*.ts", "style/**/*.css"], cwd=JS)
+    out = run([str(node_bin / "prettier"), "--list-different", "src/**/*.ts", "test/**/*.ts", "style/**/*.css"], cwd=JS)
     files = out.stdout.split()
     assert out.returncode == 0, (
         f"not formatted as prettier formats them (js/.prettierrc): {files}{out.stderr}\n"

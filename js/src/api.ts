@@ -1,4 +1,6 @@
 /** Typed calls of the REST routes in nbserve/jupyter/handlers.py. */
+import { IDriftFeature } from './format';
+import { ISnapshot } from './metrics';
 import { requestAPI } from './request';
 
 /** A runtime as nbserve/runtimes/__init__.py declares it (the one list of runtimes). */
@@ -56,8 +58,6 @@ export interface IEntry {
   auth?: string | null;
   /** `{base_url}proxy/{port}/` through the Jupyter server (jupyter-server-proxy), for a remote browser */
   browser_url?: string | null;
-  /** how to get a browser link when the Jupyter server has no proxy */
-  browser_hint?: string | null;
   /** its adaptive batching limits when it batches concurrent requests (serve(..., batch=True)) */
   batching?: IBatching | null;
   job?: boolean;
@@ -88,16 +88,19 @@ const json = (method: string, body?: unknown): RequestInit => ({
   headers: { 'Content-Type': 'application/json' }
 });
 
-export async function listModels(): Promise<IModel[]> {
-  return (await requestAPI<{ models: IModel[] }>('models')).models;
+/** Everything the sidebar lists, in one reading the server shares between sidebars (GET overview). */
+export interface IOverview {
+  models: IModel[];
+  /** starts in flight or failed (jobs), then instances */
+  instances: IEntry[];
+  runtimes: IRuntimes;
+  /** how to reach instances from this browser, when it is on another machine and the server has no proxy */
+  hint: string | null;
+  time: number;
 }
 
-export async function listRuntimes(): Promise<IRuntimes> {
-  return await requestAPI<IRuntimes>('runtimes');
-}
-
-export async function listInstances(): Promise<IEntry[]> {
-  return (await requestAPI<{ instances: IEntry[] }>('instances')).instances;
+export async function overview(): Promise<IOverview> {
+  return await requestAPI<IOverview>('overview');
 }
 
 /** Ask for a new instance; the server answers 202 at once with a job to poll. */
@@ -114,9 +117,31 @@ export async function remove(id: string): Promise<void> {
   await requestAPI(`instances/${encodeURIComponent(id)}`, { method: 'DELETE' });
 }
 
-export async function logs(id: string, tail = 500): Promise<string> {
+/** One line of an instance's log as a table row (nbserve/monitoring.py: log_entries). */
+export interface ILogEntry {
+  kind: 'request' | 'server';
+  raw: string;
+  /** a failure of the server: a 5xx answer, or a server line that reports an error */
+  error: boolean;
+  time?: string | null;
+  status?: number;
+  latency_ms?: number | null;
+  rows?: number | null;
+  request_id?: string;
+  method?: string;
+  path?: string;
+  text?: string;
+}
+
+export interface ILogs {
+  id: string;
+  logs: string;
+  entries?: ILogEntry[];
+}
+
+export async function logs(id: string, tail = 500): Promise<ILogs> {
   const path = `instances/${encodeURIComponent(id)}/logs?tail=${tail}`;
-  return (await requestAPI<{ logs: string }>(path)).logs;
+  return await requestAPI<ILogs>(path);
 }
 
 /** A deployment (nbserve.deploy): N replicas on Docker Swarm, or Kubernetes manifests. */
@@ -151,20 +176,6 @@ export async function removeDeployment(name: string): Promise<void> {
   });
 }
 
-/** One reading of an instance's /metrics (cumulative; nbserve/monitoring.py: snapshot). */
-export interface ISnapshot {
-  time: number;
-  in_progress: number;
-  methods: {
-    [method: string]: {
-      requests: number;
-      errors: number;
-      sum: number;
-      buckets: [number | null, number][];
-    };
-  };
-}
-
 /** An instance's /drift report (nbserve/server/drift.py). */
 export interface IDriftReport {
   available: boolean;
@@ -172,24 +183,18 @@ export interface IDriftReport {
   drift: boolean;
   drifted_features: string[];
   window: { rows: number; size: number; workers: number };
-  features: {
-    name: string;
-    role: string;
-    method: string | null;
-    kind: string;
-    psi: number | null;
-    status: string;
-    reference: { shares: number[] };
-    live: { shares: number[] };
-  }[];
+  thresholds?: { min_rows: number };
+  features: IDriftFeature[];
 }
 
-export async function metricsOf(id: string): Promise<ISnapshot> {
-  return (await requestAPI<{ snapshot: ISnapshot }>(`instances/${encodeURIComponent(id)}/metrics`))
-    .snapshot;
+/** Metrics and drift of an instance while it runs; nulls (and its status) once it does not. */
+export interface IMonitor {
+  id: string;
+  status: string;
+  snapshot: ISnapshot | null;
+  drift: IDriftReport | null;
 }
 
-export async function driftOf(id: string): Promise<IDriftReport> {
-  return (await requestAPI<{ drift: IDriftReport }>(`instances/${encodeURIComponent(id)}/drift`))
-    .drift;
+export async function monitorOf(id: string): Promise<IMonitor> {
+  return await requestAPI<IMonitor>(`instances/${encodeURIComponent(id)}/monitor`);
 }

@@ -1,35 +1,115 @@
-/** An instance's server log (or a start's progress) in a main-area panel, refreshed while visible. */
+/**
+ * An instance's request log (or a start's progress) in a main-area panel, read again while visible: one row
+ * per request (time, status, latency, rows, request id; the raw line on demand), the server's own lines
+ * between them, and the server's failures highlighted.
+ */
 import { MainAreaWidget, ToolbarButton } from '@jupyterlab/apputils';
 import { refreshIcon } from '@jupyterlab/ui-components';
 
-import { logs } from './api';
-import { h } from './dom';
+import { ILogEntry, logs } from './api';
+import { h, replaceChildren } from './dom';
+import { localTime, statusClass } from './format';
 import { servingIcon } from './icon';
 import { messageOf } from './panel';
 import { PollingWidget } from './poll';
 
 const REFRESH_MS = 3000;
 
+function row(entry: ILogEntry): HTMLElement {
+  const raw = h(
+    'details',
+    { className: 'nbserve-raw' },
+    h('summary', {}, 'raw'),
+    h('code', {}, entry.raw)
+  );
+  if (entry.kind === 'request') {
+    const status = entry.status ?? 0;
+    return h(
+      'tr',
+      {
+        className: `nbserve-log-request nbserve-log-${statusClass(status)}`,
+        'data-status': status
+      },
+      h('td', {}, localTime(entry.time)),
+      h(
+        'td',
+        { className: 'nbserve-log-status' },
+        String(status),
+        h('span', { className: 'nbserve-log-path' }, ` ${entry.path ?? ''}`)
+      ),
+      h(
+        'td',
+        { className: 'nbserve-num' },
+        entry.latency_ms === null || entry.latency_ms === undefined
+          ? '-'
+          : `${entry.latency_ms.toFixed(1)} ms`
+      ),
+      h(
+        'td',
+        { className: 'nbserve-num' },
+        entry.rows === null || entry.rows === undefined ? '-' : String(entry.rows)
+      ),
+      h('td', {}, h('code', {}, entry.request_id ?? ''), raw)
+    );
+  }
+  return h(
+    'tr',
+    { className: `nbserve-log-server${entry.error ? ' nbserve-log-error' : ''}` },
+    h('td', { colspan: 5 }, h('code', {}, entry.text ?? entry.raw))
+  );
+}
+
 export class LogView extends PollingWidget {
   constructor(readonly instanceId: string) {
-    super();
+    super(REFRESH_MS, `nbserve:logs:${instanceId}`);
     this.addClass('nbserve-logs');
     this._error = h('div', { className: 'nbserve-error', role: 'alert' });
     this._error.hidden = true;
-    this._pre = h(
-      'pre',
-      { role: 'log', 'aria-label': `Logs of ${instanceId}`, tabindex: 0 },
-      'Loading…'
+    this._summary = h('div', { className: 'nbserve-meta', role: 'status' }, 'Loading…');
+    this._body = h('tbody', {});
+    this._table = h(
+      'table',
+      {
+        className: 'nbserve-log-table',
+        role: 'log',
+        'aria-label': `Logs of ${instanceId}`,
+        tabindex: 0
+      },
+      h(
+        'thead',
+        {},
+        h('tr', {}, ...['time', 'status', 'latency', 'rows', 'request id'].map(t => h('th', {}, t)))
+      ),
+      this._body
     );
-    this.node.append(this._error, this._pre);
+    this.node.append(this._error, this._summary, this._table);
   }
 
-  async refresh(): Promise<void> {
-    this.cancelPoll();
+  protected async load(): Promise<void> {
     try {
-      const text = await logs(this.instanceId);
+      const answer = await logs(this.instanceId);
+      const entries: ILogEntry[] =
+        answer.entries ??
+        answer.logs
+          .split('\n')
+          .filter(Boolean)
+          .map(line => ({ kind: 'server', raw: line, text: line, error: false }));
       const atBottom = this.node.scrollTop + this.node.clientHeight >= this.node.scrollHeight - 8;
-      this._pre.textContent = text || '(no output yet)';
+      const open = new Set(
+        Array.from(this._body.querySelectorAll('details[open] code'), c => c.textContent)
+      );
+      replaceChildren(this._body, ...entries.map(row));
+      this._body.querySelectorAll('details').forEach(d => {
+        if (open.has(d.querySelector('code')?.textContent ?? null)) {
+          d.open = true; // a raw line the reader opened stays open across readings
+        }
+      });
+      const requests = entries.filter(e => e.kind === 'request').length;
+      const errors = entries.filter(e => e.error).length;
+      this._summary.textContent = entries.length
+        ? `${requests} requests` + (errors ? ` · ${errors} server errors` : '')
+        : '(no output yet)';
+      this._summary.classList.toggle('nbserve-log-has-errors', errors > 0);
       if (atBottom) {
         this.node.scrollTop = this.node.scrollHeight;
       }
@@ -37,11 +117,13 @@ export class LogView extends PollingWidget {
     } catch (error) {
       this._error.textContent = `Could not read the logs: ${messageOf(error)}`;
       this._error.hidden = false;
+      throw error;
     }
-    this.schedule(REFRESH_MS);
   }
 
-  private _pre: HTMLElement;
+  private _table: HTMLElement;
+  private _body: HTMLElement;
+  private _summary: HTMLElement;
   private _error: HTMLElement;
 }
 
@@ -51,7 +133,7 @@ export function createLogsWidget(id: string, label: string): MainAreaWidget<LogV
   widget.id = `nbserve-logs-${id}`;
   widget.title.label = `Logs: ${label}`;
   widget.title.icon = servingIcon;
-  widget.title.caption = `Server log of ${label}`;
+  widget.title.caption = `Request log of ${label}`;
   widget.title.closable = true;
   widget.toolbar.addItem(
     'refresh',

@@ -1,11 +1,14 @@
 /**
- * The monitoring view of one running instance in the sidebar: request rate, p50/p99 latency and error
- * rate as small SVG time series (built from successive /metrics snapshots, read through the server
- * extension), and the drift of each feature against the registration sample: reference (grey) against
- * live bars per bin, the live bars coloured by the feature's status.
+ * The monitoring view of one running instance in the sidebar: request rate, p50/p99 latency and error rate
+ * as small SVG time series with labelled axes (built from successive /metrics snapshots, read through the
+ * server extension), and the drift of each feature against the registration sample: the sample's share
+ * (grey) against the live share (coloured by the feature's status) per bin, bins labelled by their values.
+ * Every chart's aria-label says what its axes show; a chart with nothing to show yet says so.
  */
-import { IDriftReport, ISnapshot, driftOf, metricsOf } from './api';
+import { IDriftReport, IMonitor } from './api';
 import { h, replaceChildren } from './dom';
+import { IDriftFeature, binLabels, noLiveNote } from './format';
+import { IPoint, ISnapshot, niceTop, series, tickLabel } from './metrics';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const HISTORY = 60;
@@ -15,120 +18,99 @@ const STATUS_COLOURS: { [status: string]: string } = {
   alert: '#c62828',
   collecting: '#9e9e9e'
 };
+const SAMPLE_COLOUR = '#90a4ae';
+const ERROR_COLOUR = '#c62828';
+const QUIET_COLOUR = '#757575';
 
-interface IPoint {
-  time: number;
-  rate: number;
-  p50: number | null;
-  p99: number | null;
-  errors: number;
-}
-
-function svg(tag: string, attrs: { [k: string]: string | number }): SVGElement {
+function svg(tag: string, attrs: { [k: string]: string | number }, text?: string): SVGElement {
   const el = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) {
     el.setAttribute(k, String(v));
   }
+  if (text !== undefined) {
+    el.textContent = text;
+  }
   return el;
 }
 
-/** Cumulative buckets ([le | null for +Inf, count]) summed over the model methods. */
-function totals(snap: ISnapshot): {
-  requests: number;
-  errors: number;
-  buckets: Map<number, number>;
-} {
-  const out = { requests: 0, errors: 0, buckets: new Map<number, number>() };
-  for (const [method, e] of Object.entries(snap.methods)) {
-    if (method === 'other') {
-      continue;
-    }
-    out.requests += e.requests;
-    out.errors += e.errors;
-    for (const [le, c] of e.buckets) {
-      const bound = le === null ? Infinity : le;
-      out.buckets.set(bound, (out.buckets.get(bound) ?? 0) + c);
-    }
-  }
-  return out;
+function clock(seconds: number): string {
+  return new Date(seconds * 1000).toTimeString().slice(0, 8);
 }
 
-/** The q-quantile of a cumulative histogram, interpolated in the bucket (as histogram_quantile does). */
-export function quantile(q: number, buckets: [number, number][]): number | null {
-  if (!buckets.length || buckets[buckets.length - 1][1] <= 0) {
-    return null;
-  }
-  const rank = q * buckets[buckets.length - 1][1];
-  let prevLe = 0;
-  let prevC = 0;
-  for (const [le, c] of buckets) {
-    if (c >= rank) {
-      if (le === Infinity) {
-        return prevLe;
-      }
-      return c === prevC ? le : prevLe + ((le - prevLe) * (rank - prevC)) / (c - prevC);
-    }
-    prevLe = le;
-    prevC = c;
-  }
-  return prevLe;
+interface ISeries {
+  label: string;
+  values: (number | null)[];
+  colour: string;
 }
 
-function point(a: ISnapshot, b: ISnapshot): IPoint {
-  const ta = totals(a);
-  const tb = totals(b);
-  const bounds = [...tb.buckets.keys()].sort((x, y) => x - y);
-  const delta: [number, number][] = bounds.map(le => [
-    le,
-    tb.buckets.get(le)! - (ta.buckets.get(le) ?? 0)
-  ]);
-  const requests = tb.requests - ta.requests;
-  const p50 = quantile(0.5, delta);
-  const p99 = quantile(0.99, delta);
-  return {
-    time: b.time,
-    rate: requests / Math.max(b.time - a.time, 1e-3),
-    p50: p50 === null ? null : p50 * 1000,
-    p99: p99 === null ? null : p99 * 1000,
-    errors: requests > 0 ? (100 * (tb.errors - ta.errors)) / requests : 0
-  };
-}
-
-/** A small line chart of one or two series with its title and the latest value. */
-function spark(
-  title: string,
-  series: { values: (number | null)[]; colour: string }[],
-  unit: string
-): HTMLElement {
-  const width = 200;
-  const height = 40;
+/** A small line chart: y from 0 to a round top (labelled, with its unit), x the time of each point. */
+function lineChart(title: string, unit: string, times: number[], lines: ISeries[]): HTMLElement {
+  const width = 220;
+  const height = 64;
+  const left = 30;
+  const bottom = 12;
+  const plotW = width - left - 4;
+  const plotH = height - bottom - 4;
+  const all = lines.flatMap(s => s.values.filter((v): v is number => v !== null));
+  const top = niceTop(Math.max(...all, 0));
+  const description =
+    `${title}: x time (${times.length ? `${clock(times[0])} to ${clock(times[times.length - 1])}` : 'no points yet'})` +
+    `, y ${unit} from 0 to ${tickLabel(top)}` +
+    (lines.length > 1 ? `, lines ${lines.map(s => s.label).join(' and ')}` : '');
   const chart = svg('svg', {
     width,
     height,
     viewBox: `0 0 ${width} ${height}`,
     role: 'img',
-    'aria-label': title
+    'aria-label': description,
+    class: 'nbserve-chart'
   });
+  const y = (v: number) => 4 + plotH - (v / top) * plotH;
   chart.appendChild(
-    svg('line', { x1: 0, y1: height - 1, x2: width, y2: height - 1, stroke: '#bdbdbd' })
+    svg('line', { x1: left, y1: y(0), x2: width - 4, y2: y(0), class: 'nbserve-axis-line' })
   );
-  const all: number[] = [];
-  for (const s of series) {
-    for (const v of s.values) {
-      if (v !== null) {
-        all.push(v);
-      }
-    }
+  chart.appendChild(
+    svg('line', { x1: left, y1: y(0), x2: left, y2: 4, class: 'nbserve-axis-line' })
+  );
+  chart.appendChild(
+    svg(
+      'text',
+      { x: left - 3, y: y(top) + 6, class: 'nbserve-axis', 'text-anchor': 'end' },
+      tickLabel(top)
+    )
+  );
+  chart.appendChild(
+    svg('text', { x: left - 3, y: y(0), class: 'nbserve-axis', 'text-anchor': 'end' }, '0')
+  );
+  if (times.length) {
+    chart.appendChild(
+      svg('text', { x: left, y: height - 1, class: 'nbserve-axis' }, clock(times[0]))
+    );
+    chart.appendChild(
+      svg(
+        'text',
+        { x: width - 4, y: height - 1, class: 'nbserve-axis', 'text-anchor': 'end' },
+        clock(times[times.length - 1])
+      )
+    );
+  } else {
+    chart.appendChild(
+      svg(
+        'text',
+        {
+          x: left + plotW / 2,
+          y: 4 + plotH / 2,
+          class: 'nbserve-note-text',
+          'text-anchor': 'middle'
+        },
+        'no requests yet'
+      )
+    );
   }
-  const top = Math.max(...all, 1e-9) * 1.15;
-  for (const s of series) {
+  for (const s of lines) {
     const n = s.values.length;
     const pts = s.values
-      .map((v, i) =>
-        v === null
-          ? null
-          : `${(i / Math.max(n - 1, 1)) * width},${height - 2 - (v / top) * (height - 4)}`
-      )
+      .map((v, i) => (v === null ? null : `${left + (i / Math.max(n - 1, 1)) * plotW},${y(v)}`))
       .filter(Boolean)
       .join(' ');
     if (pts) {
@@ -137,63 +119,138 @@ function spark(
       );
     }
   }
-  const last = series
+  const last = lines
     .map(s => s.values[s.values.length - 1])
-    .map(v => (v === null || v === undefined ? '-' : v < 10 ? v.toFixed(2) : v.toFixed(0)))
+    .map(v => (v === null || v === undefined ? '-' : tickLabel(v)))
     .join(' / ');
+  const legend =
+    lines.length > 1
+      ? h(
+          'span',
+          { className: 'nbserve-legend' },
+          ...lines.map(s => h('span', { style: `color: ${s.colour}` }, ` ■ ${s.label}`))
+        )
+      : null;
   return h(
     'div',
     { className: 'nbserve-spark' },
-    h('div', { className: 'nbserve-spark-title' }, `${title}: ${all.length ? last : '-'} ${unit}`),
+    h(
+      'div',
+      { className: 'nbserve-spark-title' },
+      `${title} (${unit}): ${all.length ? last : '-'}`,
+      legend
+    ),
     chart as unknown as HTMLElement
   );
 }
 
-/** Reference (grey) against live (coloured by status) shares per bin of one feature. */
-function driftBars(feature: IDriftReport['features'][number]): HTMLElement {
-  const width = 96;
-  const height = 34;
-  const ref = feature.reference.shares;
-  const live = feature.live.shares;
-  const n = Math.max(ref.length, 1);
-  const top = Math.max(...ref, ...live, 1e-9);
+/** The sample's share (grey) against the live share per bin of one feature, in % of rows. */
+function driftChart(feature: IDriftFeature): HTMLElement {
+  const width = 220;
+  const height = 58;
+  const left = 24;
+  const bottom = 10;
+  const ref = feature.reference.shares.map(s => 100 * s);
+  const live = feature.live.shares.map(s => 100 * s);
+  const labels = binLabels(feature);
+  const note = noLiveNote(feature);
+  const top = niceTop(Math.max(...ref, ...(note ? [] : live), 0));
+  const name = feature.role === 'input' ? feature.name : `${feature.method} → ${feature.name}`;
+  const psi = feature.psi === null ? '' : ` · PSI ${feature.psi.toFixed(2)}`;
+  const first = labels[0] ?? '';
+  const lastBin = labels.length > 1 ? labels[labels.length - 2] : '';
+  const description =
+    `${name}: ${feature.status}${psi}; x bins of ${feature.name} (${first} … ${lastBin}, null), ` +
+    `y % of rows from 0 to ${tickLabel(top)}; grey the registration sample, ` +
+    (note ? `no live bars: ${note}` : 'coloured the live requests');
   const chart = svg('svg', {
     width,
     height,
     viewBox: `0 0 ${width} ${height}`,
     role: 'img',
-    'aria-label': `${feature.name}: ${feature.status}`
+    'aria-label': description,
+    class: 'nbserve-chart'
   });
-  const slot = width / n;
+  const plotW = width - left - 2;
+  const plotH = height - bottom - 4;
+  const n = Math.max(ref.length, 1);
+  const slot = plotW / n;
+  const y = (v: number) => 4 + plotH - (v / top) * plotH;
+  chart.appendChild(
+    svg(
+      'text',
+      { x: left - 3, y: 10, class: 'nbserve-axis', 'text-anchor': 'end' },
+      `${tickLabel(top)}%`
+    )
+  );
+  chart.appendChild(
+    svg('text', { x: left - 3, y: y(0), class: 'nbserve-axis', 'text-anchor': 'end' }, '0')
+  );
+  chart.appendChild(
+    svg('line', { x1: left, y1: y(0), x2: width - 2, y2: y(0), class: 'nbserve-axis-line' })
+  );
   ref.forEach((share, i) => {
-    const hr = (share / top) * (height - 2);
-    chart.appendChild(
+    const bin = svg('g', {});
+    bin.appendChild(
+      svg(
+        'title',
+        {},
+        `${labels[i] ?? ''}: sample ${share.toFixed(1)}%` +
+          (note ? '' : `, live ${(live[i] ?? 0).toFixed(1)}%`)
+      )
+    );
+    bin.appendChild(
       svg('rect', {
-        x: i * slot + 1,
-        y: height - hr,
+        x: left + i * slot + 1,
+        y: y(share),
         width: slot / 2 - 1,
-        height: hr,
-        fill: '#90a4ae'
+        height: y(0) - y(share),
+        fill: SAMPLE_COLOUR
       })
     );
-    const hl = ((live[i] ?? 0) / top) * (height - 2);
-    chart.appendChild(
-      svg('rect', {
-        x: i * slot + slot / 2,
-        y: height - hl,
-        width: slot / 2 - 1,
-        height: hl,
-        fill: STATUS_COLOURS[feature.status] ?? '#9e9e9e'
-      })
-    );
+    if (!note) {
+      const v = live[i] ?? 0;
+      bin.appendChild(
+        svg('rect', {
+          x: left + i * slot + slot / 2,
+          y: y(v),
+          width: slot / 2 - 1,
+          height: y(0) - y(v),
+          fill: STATUS_COLOURS[feature.status] ?? '#9e9e9e'
+        })
+      );
+    }
+    chart.appendChild(bin);
   });
-  const name = feature.role === 'input' ? feature.name : `→ ${feature.name}`;
-  const psi = feature.psi === null ? '' : ` ${feature.psi.toFixed(2)}`;
+  chart.appendChild(svg('text', { x: left, y: height - 1, class: 'nbserve-axis' }, first));
+  chart.appendChild(
+    svg(
+      'text',
+      { x: width - 2, y: height - 1, class: 'nbserve-axis', 'text-anchor': 'end' },
+      'null'
+    )
+  );
+  if (note) {
+    chart.appendChild(
+      svg(
+        'text',
+        {
+          x: left + plotW / 2,
+          y: 4 + plotH / 2,
+          class: 'nbserve-note-text',
+          'text-anchor': 'middle'
+        },
+        note
+      )
+    );
+  }
   return h(
     'div',
     {
       className: `nbserve-drift-feature nbserve-drift-${feature.status}`,
-      title: `${feature.status}; PSI${psi}`
+      title: description,
+      'data-feature': feature.name,
+      'data-status': feature.status
     },
     h('div', { className: 'nbserve-drift-name' }, `${name}${psi}`),
     chart as unknown as HTMLElement
@@ -216,34 +273,39 @@ export class MonitorView {
     );
   }
 
-  /** Read /metrics and /drift once more and redraw. */
-  async refresh(): Promise<void> {
-    try {
-      const [snap, report] = await Promise.all([metricsOf(this.id), driftOf(this.id)]);
-      this._snaps = [...this._snaps, snap].slice(-HISTORY);
-      this._render(report);
-    } catch (error) {
-      this._caption.textContent = `metrics: ${error instanceof Error ? error.message : String(error)}`;
+  /** Show one reading of the monitor route (the instance may have stopped since: then nothing is drawn). */
+  show(reading: IMonitor): void {
+    if (!reading.snapshot || !reading.drift) {
+      this._caption.textContent = `${reading.status}: no metrics`;
+      return;
     }
+    this._snaps = [...this._snaps, reading.snapshot].slice(-HISTORY);
+    this._render(series(this._snaps), reading.drift);
   }
 
-  private _render(report: IDriftReport): void {
-    const pts: IPoint[] = [];
-    for (let i = 1; i < this._snaps.length; i++) {
-      pts.push(point(this._snaps[i - 1], this._snaps[i]));
-    }
+  showError(message: string): void {
+    this._caption.textContent = `metrics: ${message}`;
+  }
+
+  private _render(points: IPoint[], report: IDriftReport): void {
+    const times = points.map(p => p.time);
+    const errors = points.some(p => p.errors > 0);
     replaceChildren(
       this._traffic,
-      spark('requests/s', [{ values: pts.map(p => p.rate), colour: '#1976d2' }], ''),
-      spark(
-        'p50 / p99',
-        [
-          { values: pts.map(p => p.p50), colour: '#1976d2' },
-          { values: pts.map(p => p.p99), colour: '#7b1fa2' }
-        ],
-        'ms'
-      ),
-      spark('errors', [{ values: pts.map(p => p.errors), colour: '#c62828' }], '%')
+      lineChart('requests', 'requests/s', times, [
+        { label: 'rate', values: points.map(p => p.rate), colour: '#1976d2' }
+      ]),
+      lineChart('latency', 'ms', times, [
+        { label: 'p50', values: points.map(p => p.p50), colour: '#1976d2' },
+        { label: 'p99', values: points.map(p => p.p99), colour: '#7b1fa2' }
+      ]),
+      lineChart(errors ? 'errors' : 'errors (none)', '% of requests', times, [
+        {
+          label: 'errors',
+          values: points.map(p => p.errors),
+          colour: errors ? ERROR_COLOUR : QUIET_COLOUR
+        }
+      ])
     );
     if (!report.available) {
       this._caption.textContent = report.reason ?? 'no drift reference';
@@ -254,8 +316,8 @@ export class MonitorView {
     this._caption.textContent =
       (report.drift ? 'DRIFT · ' : '') +
       (drifting.length ? `drifting: ${drifting.join(', ')}` : 'no feature drifts') +
-      ` · window ${report.window.rows} rows`;
-    replaceChildren(this._drift, ...report.features.map(driftBars));
+      ` · over the last ${report.window.rows} rows`;
+    replaceChildren(this._drift, ...report.features.map(driftChart));
   }
 
   private _snaps: ISnapshot[] = [];

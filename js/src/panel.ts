@@ -1,29 +1,30 @@
 /**
  * The "Model serving" sidebar: registered models (with a Start form) and instances (with
- * Stop/Start/Remove/Logs). It refreshes every few seconds while visible, at once after every
+ * Stop/Start/Remove/Logs). One request a reading (GET overview), every few seconds while the sidebar and
+ * the browser tab are shown (a Poll that backs off while the server does not answer), at once after every
  * action, and every second while a start is in flight (an image build can take a minute).
  */
 import {
   IEntry,
   IModel,
-  IRuntimes,
   IStartRequest,
   act,
   listDeployments,
-  listInstances,
-  listModels,
-  listRuntimes,
+  monitorOf,
+  overview,
   remove,
   startNew
 } from './api';
 import { DeploymentsSection } from './deployments';
 import { h, replaceChildren } from './dom';
+import { badgeKind } from './format';
 import { MonitorView } from './monitor';
 import { PollingWidget } from './poll';
 
 const IDLE_REFRESH_MS = 5000;
 const BUSY_REFRESH_MS = 1000;
 const PENDING = new Set(['building', 'starting']);
+const DISMISSED_HINT = 'nbserve:dismissed-hint';
 
 export function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -36,7 +37,7 @@ export interface IServingPanelOptions {
 
 export class ServingPanel extends PollingWidget {
   constructor(options: IServingPanelOptions) {
-    super();
+    super(IDLE_REFRESH_MS, 'nbserve:sidebar');
     this._openLogs = options.openLogs;
     this.addClass('nbserve-panel');
     this.title.caption = 'Model serving';
@@ -52,6 +53,23 @@ export class ServingPanel extends PollingWidget {
       'Refresh'
     );
     this._error = h('div', { className: 'nbserve-error', role: 'alert' });
+    this._hintText = h('span', {});
+    this._hint = h(
+      'div',
+      { className: 'nbserve-note nbserve-hint', role: 'note' },
+      this._hintText,
+      h(
+        'button',
+        {
+          className: 'nbserve-button nbserve-dismiss',
+          type: 'button',
+          title: 'Do not show this hint again in this browser',
+          onclick: () => this._dismissHint()
+        },
+        'Dismiss'
+      )
+    );
+    this._hint.hidden = true;
     this._modelList = h('ul', { className: 'nbserve-list', 'aria-label': 'Registered models' });
     this._modelsEmpty = h(
       'div',
@@ -96,6 +114,7 @@ export class ServingPanel extends PollingWidget {
         'section',
         { className: 'nbserve-section', 'aria-labelledby': 'nbserve-instances-heading' },
         h('h3', { id: 'nbserve-instances-heading' }, 'Instances'),
+        this._hint,
         this._instanceList,
         this._instancesEmpty
       ),
@@ -104,43 +123,41 @@ export class ServingPanel extends PollingWidget {
     this._modelsEmpty.hidden = this._instancesEmpty.hidden = true;
   }
 
-  /** Reload models and instances from the server extension (coalesces overlapping calls). */
-  async refresh(): Promise<void> {
-    if (this._refreshing) {
-      this._again = true;
-      return;
-    }
-    this._refreshing = true;
-    this.cancelPoll();
+  /** One reading of the overview; rejects after showing the error, so that the poll backs off. */
+  protected async load(): Promise<void> {
+    let reading;
     try {
-      // the runtimes are read once: the server's list does not change while it runs
-      const [runtimes, models, entries] = await Promise.all([
-        this._runtimes ?? listRuntimes(),
-        listModels(),
-        listInstances()
-      ]);
-      this._runtimes = runtimes;
-      this._showError(null);
-      this._renderModels(models, runtimes.choices);
-      this._renderInstances(entries);
-      this._busy = entries.some(e => PENDING.has(e.status));
-      // deployments ask an orchestrator: their failure must not hide models and instances
-      listDeployments().then(
-        d => this._deployments.render(d),
-        () => this._deployments.render([])
-      );
+      reading = await overview();
     } catch (error) {
       this._showError(`Could not load models and instances: ${messageOf(error)}`);
-    } finally {
       this._loading.hidden = true;
-      this._refreshing = false;
-      if (this._again) {
-        this._again = false;
-        void this.refresh();
-      } else {
-        this.schedule(this._busy ? BUSY_REFRESH_MS : IDLE_REFRESH_MS);
-      }
+      throw error;
     }
+    this._showError(null);
+    this._loading.hidden = true;
+    this._renderModels(reading.models, reading.runtimes.choices);
+    this._renderInstances(reading.instances);
+    this._showHint(reading.hint);
+    this.setInterval(
+      reading.instances.some(e => PENDING.has(e.status)) ? BUSY_REFRESH_MS : IDLE_REFRESH_MS
+    );
+    // deployments ask an orchestrator: their failure must not hide models and instances
+    listDeployments().then(
+      d => this._deployments.render(d),
+      () => this._deployments.render([])
+    );
+  }
+
+  /** The remote-access hint: once, above the instances, until dismissed in this browser. */
+  private _showHint(hint: string | null): void {
+    const shown = !!hint && window.localStorage.getItem(DISMISSED_HINT) !== hint;
+    this._hintText.textContent = shown ? hint : '';
+    this._hint.hidden = !shown;
+  }
+
+  private _dismissHint(): void {
+    window.localStorage.setItem(DISMISSED_HINT, this._hintText.textContent ?? '');
+    this._hint.hidden = true;
   }
 
   private _showError(message: string | null): void {
@@ -174,7 +191,7 @@ export class ServingPanel extends PollingWidget {
         this._instanceRows.set(entry.id, row);
       }
       row.update(entry);
-      void row.refreshMonitor(entry.status === 'running' && !entry.job);
+      void row.refreshMonitor(entry.status === 'running' && !entry.job && !row.busy);
       seen.add(entry.id);
       placeAt(this._instanceList, row.node, index);
     });
@@ -194,7 +211,7 @@ export class ServingPanel extends PollingWidget {
     try {
       const job = await startNew(request);
       row.showNote(`Starting ${job.model} on the ${job.runtime} runtime…`);
-      this._busy = true;
+      this.setInterval(BUSY_REFRESH_MS);
     } catch (error) {
       row.showError(messageOf(error));
     } finally {
@@ -234,10 +251,8 @@ export class ServingPanel extends PollingWidget {
   private _instancesEmpty: HTMLElement;
   private _modelRows = new Map<string, ModelRow>();
   private _instanceRows = new Map<string, InstanceRow>();
-  private _refreshing = false;
-  private _again = false;
-  private _busy = false;
-  private _runtimes: IRuntimes | null = null;
+  private _hint: HTMLElement;
+  private _hintText: HTMLElement;
 }
 
 /** Put `node` at position `index` of `list` without moving it when it is already there (keeps focus). */
@@ -477,15 +492,22 @@ class InstanceRow {
       this._monitor = new MonitorView(this.id);
       this._monitorSlot.appendChild(this._monitor.node);
     }
-    await this._monitor.refresh();
+    const monitor = this._monitor;
+    try {
+      monitor.show(await monitorOf(this.id));
+    } catch (error) {
+      monitor.showError(messageOf(error));
+    }
   }
+
+  /** An action (stop, start, remove) is running on this instance. */
+  busy = false;
 
   update(entry: IEntry): void {
     const key = JSON.stringify([
       entry.status,
       entry.url,
       entry.browser_url,
-      entry.browser_hint,
       entry.message,
       entry.error,
       entry.fraction,
@@ -555,10 +577,6 @@ class InstanceRow {
             )
           )
         : null;
-    const hint =
-      running && entry.browser_hint
-        ? h('div', { className: 'nbserve-note nbserve-hint' }, entry.browser_hint)
-        : null;
     const message =
       entry.job && entry.message
         ? h('div', { className: entry.error ? 'nbserve-error' : 'nbserve-note' }, entry.message)
@@ -596,13 +614,17 @@ class InstanceRow {
           )
         : null,
       url,
-      hint,
       message,
       h('div', { className: 'nbserve-actions' }, ...actions)
     );
   }
 
   setBusy(busy: boolean): void {
+    this.busy = busy;
+    if (busy) {
+      this._monitor?.node.remove(); // a stop is coming: no more readings of its metrics
+      this._monitor = null;
+    }
     this._body.querySelectorAll('button').forEach(b => ((b as HTMLButtonElement).disabled = busy));
   }
 
@@ -616,17 +638,4 @@ class InstanceRow {
   private _monitorSlot: HTMLElement;
   private _monitor: MonitorView | null = null;
   private _key = '';
-}
-
-function badgeKind(status: string): string {
-  if (status === 'running') {
-    return 'ok';
-  }
-  if (PENDING.has(status) || status === 'restarting') {
-    return 'busy';
-  }
-  if (status === 'stopped') {
-    return 'idle';
-  }
-  return 'bad'; // exited, failed, missing, unknown
 }

@@ -29,12 +29,15 @@ def test_sidebar_plots_metrics_and_flags_the_drifting_features(lab, page, worksp
     for i in range(30):  # traffic while the sidebar is shown: the time series get points
         requests.post(f"{inst.url}/predict", json={"data": X[i : i + 1].tolist()}, timeout=10)
         time.sleep(0.2)
-    expect(monitor.get_by_role("img", name="requests/s")).to_be_visible()
+    expect(monitor.get_by_role("img", name="requests: x time")).to_be_visible()
     page.wait_for_timeout(6000)  # one more refresh of the sidebar
-    alerts = {el.get_attribute("aria-label").split(":")[0] for el in monitor.locator("[aria-label$=': alert']").all()}
+    alerts = {el.get_attribute("data-feature") for el in monitor.locator("[data-status='alert']").all()}
     assert alerts == SHIFTED_ARRAY | {"predict"}  # the two shifted inputs, and the prediction they move
-    oks = monitor.locator("[aria-label$=': ok']").count()
+    oks = monitor.locator("[data-status='ok']").count()
     assert oks == 8
+    # every chart says what its axes show
+    for label in [el.get_attribute("aria-label") for el in monitor.get_by_role("img").all()]:
+        assert " x " in f" {label}" and ", y " in label, label
     assert monitor.locator("polyline").count() >= 3
     shot = DOCS / "sidebar-monitoring.png"
     if not shot.exists() or os.environ.get("NBSERVE_UPDATE_SCREENSHOT"):

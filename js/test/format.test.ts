@@ -1,0 +1,73 @@
+/** Unit tests of the sidebar's pure text helpers (node's test runner: `jlpm test`). */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import {
+  DATE_UNIT,
+  IDriftFeature,
+  badgeKind,
+  binLabels,
+  edgeLabel,
+  localTime,
+  noLiveNote,
+  statusClass
+} from '../src/format';
+
+const numeric: IDriftFeature = {
+  name: 'age',
+  role: 'input',
+  method: null,
+  kind: 'numeric',
+  rows: 0,
+  psi: null,
+  status: 'collecting',
+  reference: { shares: [0.3, 0.4, 0.3, 0], edges: [0.5, 1.25] },
+  live: { shares: [0, 0, 0, 0] }
+};
+
+test('numeric bins are labelled by the sample edges, with a bin for nulls', () => {
+  assert.deepEqual(binLabels(numeric), ['< 0.5', '0.5–1.25', '≥ 1.25', 'null']);
+});
+
+test('date bins read as dates, durations in seconds', () => {
+  const dates = {
+    ...numeric,
+    unit: DATE_UNIT,
+    reference: { shares: [0.5, 0.5, 0], edges: [19723.5] }
+  };
+  assert.deepEqual(binLabels(dates), ['< 2024-01-01', '≥ 2024-01-01', 'null']);
+  assert.equal(edgeLabel(90, 'seconds'), '90 s');
+});
+
+test('categories keep their names, then other and null', () => {
+  const plan = {
+    ...numeric,
+    kind: 'categorical',
+    reference: { shares: [0.6, 0.3, 0.1, 0], values: ['pro', 'free'] }
+  };
+  assert.deepEqual(binLabels(plan), ['pro', 'free', 'other', 'null']);
+});
+
+test('a feature without live rows says why instead of showing empty bars', () => {
+  assert.equal(noLiveNote(numeric), 'no live rows yet');
+  const output = { ...numeric, role: 'output', method: 'predict_proba' };
+  assert.equal(noLiveNote(output), 'predict_proba not called yet');
+  assert.equal(noLiveNote({ ...numeric, rows: 120 }), null);
+  assert.match(
+    noLiveNote({ ...numeric, status: 'not_computed', reason: 'mixed types' })!,
+    /mixed types/
+  );
+});
+
+test('log times, badges and status classes', () => {
+  assert.match(localTime('2024-05-01T10:12:03.045Z'), /^\d\d:\d\d:03\.045$/);
+  assert.equal(localTime(null), '-');
+  assert.equal(localTime('not a time'), 'not a time');
+  assert.deepEqual(['running', 'starting', 'stopped', 'exited'].map(badgeKind), [
+    'ok',
+    'busy',
+    'idle',
+    'bad'
+  ]);
+  assert.deepEqual([200, 404, 500].map(statusClass), ['ok', 'refused', 'error']);
+});
