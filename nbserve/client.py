@@ -13,20 +13,21 @@ from .server import jsonio, schema
 
 def encode(value):
     """A model input as the JSON value of ``data`` (what the server's decoders read): tables as
-    {"columns", "data"} with dates in ISO 8601 and missing values (NaN, NaT, NA) as null, in the one
-    vocabulary of nbserve/server/schema.py."""
+    {"columns", "data"} (and "index" where it is not 0, 1, 2...) with dates in ISO 8601, missing values (NaN,
+    NaT, NA) as null and infinities as "Infinity"/"-Infinity", in the one vocabulary of
+    nbserve/server/dtypes.py."""
     pd = sys.modules.get("pandas")
     np = sys.modules.get("numpy")
     torch = sys.modules.get("torch")
     if pd is not None and isinstance(value, pd.DataFrame):
         return schema.frame_split(value)
     if pd is not None and isinstance(value, pd.Series):
-        return schema.column_values(value)
+        index = schema.index_values(value.index)
+        values = schema.column_values(value)
+        return values if index is None else {"data": values, "index": index}
     if torch is not None and isinstance(value, torch.Tensor):
         return encode(value.detach().cpu().numpy())
     if np is not None and isinstance(value, np.ndarray):
-        if value.dtype.kind in "biuf" and value.dtype.itemsize <= 8:
-            return value if value.flags.c_contiguous else np.ascontiguousarray(value)
         return schema.to_jsonable(value)
     if isinstance(value, dict):
         return {k: encode(v) for k, v in value.items()}
@@ -63,10 +64,10 @@ def error_text(body) -> tuple[str | None, str | None]:
     return None, None
 
 
-def decode(spec: dict | None, data):
-    """The JSON ``data`` of a response as the type the method returned in the kernel (a DataFrame or
-    Series where it returned one, with its dtypes)."""
-    return schema.rebuild(spec, data)
+def decode(spec: dict | None, body: dict):
+    """The JSON body of an answer (``data``, and ``index`` for pandas) as the value the method returned in the
+    kernel: a DataFrame or Series where it returned one, with its dtypes, column labels and index."""
+    return schema.rebuild(spec, body["data"], body.get("index"))
 
 
 class Client:
@@ -126,7 +127,7 @@ class Client:
             raise MethodNotFoundError(f"the model at {self.url} has no method {method!r}; it serves {self.methods}")
         body = jsonio.dumps({"data": encode(data)})
         resp = self._request("POST", f"/{method}", data=body, headers={"Content-Type": "application/json"})
-        return decode(spec.get("output"), jsonio.loads(resp.content)["data"])
+        return decode(spec.get("output"), jsonio.loads(resp.content))
 
     def __getattr__(self, name):
         """``client.predict``: the served method, without a request. A name the known interface lacks is

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import sys
 
-from ..server.schema import OBJECT, dtype_is_nullable, kind_of_dtype
+from ..server.dtypes import OBJECT, dtype_is_nullable, kind_of_dtype
 from ..server.schema import _cell as json_value
 
 
-def describe(value, batch: int | None = None):
+def describe(value, batch: int | None = None, top: bool = True):
     """The schema of a sample value, with the batch dimension of arrays and frames left open. In a dict,
-    only fields whose length is the batch length (``batch_length``) get an open first dimension."""
+    only fields whose length is the batch length (``batch_length``) get an open first dimension. A list that
+    is the batch (the whole sample, or a dict's per-row field) must have at least one item."""
     np = sys.modules.get("numpy")
     pd = sys.modules.get("pandas")
     torch = sys.modules.get("torch")
     if pd is not None and isinstance(value, pd.DataFrame):
-        return {"type": "dataframe", "columns": [column_schema(c, value[c]) for c in value.columns]}
+        columns = [column_schema(c, value.iloc[:, i]) for i, c in enumerate(value.columns)]
+        return {"type": "dataframe", "columns": columns, **index_schema(value.index)}
     if pd is not None and isinstance(value, pd.Series):
-        return {"type": "series", **column_schema(value.name, value)}
+        return {"type": "series", **column_schema(value.name, value), **index_schema(value.index)}
     if torch is not None and isinstance(value, torch.Tensor):
         return describe(value.detach().cpu().numpy(), batch)
     if np is not None and isinstance(value, np.ndarray):
@@ -38,10 +40,13 @@ def describe(value, batch: int | None = None):
     if value is None:
         return {"type": "null"}
     if isinstance(value, (list, tuple)):
-        return {"type": "list", "items": describe(value[0]) if len(value) else {"type": "any"}}
+        schema = {"type": "list", "items": describe(value[0], top=False) if len(value) else {"type": "any"}}
+        if len(value) and (top or (batch is not None and len(value) == batch)):
+            schema["min_items"] = 1  # the rows of a batch: an empty one is the client's 400, not the model's 500
+        return schema
     if isinstance(value, dict):
         batch = batch_length(value)
-        return {"type": "dict", "fields": {str(k): describe(v, batch) for k, v in value.items()}}
+        return {"type": "dict", "fields": {str(k): describe(v, batch, top=False) for k, v in value.items()}}
     return {"type": "any", "python": type(value).__qualname__}
 
 
@@ -53,6 +58,10 @@ def column_schema(name, series) -> dict:
     if kind == OBJECT:
         kind = _object_kind(series)
     col: dict = {"name": None if name is None else str(name), "dtype": str(dtype), "kind": kind}
+    if name is not None and not isinstance(name, str):  # an integer label: the model gets it back as it was
+        label = json_value(name)
+        if isinstance(label, (int, float, bool)) and not isinstance(label, str):
+            col["label"] = label
     col["nullable"] = missing or dtype_is_nullable(dtype)
     if kind == "category":
         col["categories"] = [json_value(c) for c in series.cat.categories]
@@ -62,6 +71,22 @@ def column_schema(name, series) -> dict:
         if kind == "datetime":
             col["tz"] = None if series.dt.tz is None else str(series.dt.tz)
     return col
+
+
+def index_schema(index) -> dict:
+    """{"index": its schema} for a pandas index that is not the default 0, 1, 2, ...; else {}."""
+    import pandas as pd
+
+    if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1 and index.name is None:
+        return {}
+    if isinstance(index, pd.MultiIndex):
+        levels = [column_schema(n, index.get_level_values(i).to_series()) for i, n in enumerate(index.names)]
+        return {"index": {"levels": levels}}
+    spec = column_schema(index.name, index.to_series())
+    freq = getattr(index, "freqstr", None)
+    if freq:
+        spec["freq"] = freq
+    return {"index": spec}
 
 
 def _object_kind(series) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..capture.compare import difference
 from ..errors import BuildError
-from ..server.schema import column_kind
+from ..server.dtypes import KINDS, column_kind
 
 ROWS = 3
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
@@ -62,33 +62,12 @@ def _nested(shape, make):
 
 
 def _cell(col: dict, rng: random.Random):
-    """A value the server's decoder takes for this column (kinds of nbserve/server/schema.py)."""
-    kind = column_kind(col)
-    if kind == "category" and col.get("categories"):
-        return rng.choice(col["categories"])
-    if kind == "datetime":
-        offset = "+00:00" if col.get("tz") else ""
-        return f"2024-01-{rng.randrange(1, 29):02d}T{rng.randrange(0, 24):02d}:00:00{offset}"
-    if kind == "timedelta":
-        return f"P0DT{rng.randrange(0, 24)}H0M0S"
-    if kind == "boolean":
-        return rng.random() < 0.5
-    if kind in ("integer", "nullable_integer"):
-        return rng.randrange(0, 3)
-    if kind == "string":
-        return rng.choice(["a", "b"])
-    return _scalar(col.get("dtype", "float64"), rng)
+    """A value the server's decoder takes for this column (its kind's example in nbserve/server/dtypes.py)."""
+    return KINDS[column_kind(col)].example(col, rng)
 
 
 def _scalar(dtype: str, rng: random.Random):
-    dtype = str(dtype).lower()
-    if dtype.startswith(("float", "complex")):
-        return round(rng.uniform(0.0, 1.0), 6)
-    if dtype.startswith(("int", "uint")):
-        return rng.randrange(0, 3)
-    if dtype in ("bool", "boolean"):
-        return rng.random() < 0.5
-    return rng.choice(["a", "b"])  # strings and objects: the model may still reject them (then said so)
+    return _cell({"dtype": dtype}, rng)
 
 
 def requests_for(version) -> dict:

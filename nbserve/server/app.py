@@ -13,7 +13,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from . import artifact, batching, errors, guards, jsonio, metrics, prefix, protocols
-from .dispatch import Dispatch
+from .dispatch import EXTRA_COLUMNS_ENV, Dispatch
 from .errors import CallError
 from .openapi import interface_document, openapi_document
 
@@ -45,7 +45,16 @@ def create_app(artifact_dir, model_id=None, max_body=None, timeout=None, auth_sh
     return make_app(obj, manifest, model_id=model_id, max_body=max_body, timeout=timeout, auth_sha256=auth_sha256)
 
 
-def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha256=None, default_method=None):
+def make_app(
+    obj,
+    manifest,
+    model_id=None,
+    max_body=None,
+    timeout=None,
+    auth_sha256=None,
+    default_method=None,
+    extra_columns=None,
+):
     # timeout: seconds per request (NBSERVE_TIMEOUT, 0 = none); auth_sha256: sha256 of the bearer token
     # (NBSERVE_AUTH_TOKEN_SHA256, None = no auth). See guards.py.
     timeout, auth_sha256 = guards.settings(timeout, auth_sha256)
@@ -62,7 +71,8 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
     methods = batching.install(app, methods, signature, timeout)  # off unless NBSERVE_BATCH (batching.py)
     methods = metrics.install(app, methods, manifest, model_id, timeout, _error)  # /metrics, /drift, request log
 
-    dispatch = Dispatch(methods, signature, app.logger)
+    extra_columns = extra_columns or os.environ.get(EXTRA_COLUMNS_ENV) or "refuse"
+    dispatch = Dispatch(methods, signature, app.logger, extra_columns)
 
     def predict_view(method):
         def view():
@@ -73,7 +83,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
                 raise errors.invalid_json(exc, '{"data": ...}') from None
             if not isinstance(payload, dict) or "data" not in payload:
                 raise CallError(400, "BadRequest", 'expected a JSON object {"data": ...} holding the model input')
-            out = dispatch.dumps(method, {"data": dispatch.call(method, payload["data"])})
+            out = dispatch.dumps(method, dispatch.answer(method, payload["data"]))
             return Response(out, mimetype="application/json")
 
         view.__name__ = f"call_{method}"
@@ -83,7 +93,7 @@ def make_app(obj, manifest, model_id=None, max_body=None, timeout=None, auth_sha
         app.add_url_rule(f"/{method}", f"call_{method}", predict_view(method), methods=["POST"])
 
     default_method = default_method or os.environ.get(protocols.DEFAULT_METHOD_ENV)
-    interface = interface_document(manifest, model_id, default_method)
+    interface = interface_document(manifest, model_id, default_method, dispatch.extra_columns)
     openapi = openapi_document(interface)
     # MLflow's /invocations, the Open Inference Protocol (V2) and KServe V1, over the same dispatch
     protocols.install(app, dispatch, model_id, openapi, lambda: _read_body(max_body), default_method, max_body)

@@ -5,7 +5,9 @@ through it, so all of them refuse the same inputs with the same 4xx and report a
 
 from . import guards, jsonio
 from .errors import CallError
-from .schema import InputError, compile_decoder, to_jsonable
+from .schema import EXTRA_COLUMNS, InputError, answer, compile_decoder, to_jsonable
+
+EXTRA_COLUMNS_ENV = "NBSERVE_EXTRA_COLUMNS"  # "refuse" (the default) or "ignore": serve(..., extra_columns=...)
 
 __all__ = ["CallError", "Dispatch"]
 
@@ -13,15 +15,26 @@ __all__ = ["CallError", "Dispatch"]
 class Dispatch:
     """The served methods with their decoders, compiled once at load."""
 
-    def __init__(self, methods: dict, signature: dict, logger):
+    def __init__(self, methods: dict, signature: dict, logger, extra_columns: str = "refuse"):
+        if extra_columns not in EXTRA_COLUMNS:
+            raise ValueError(f"extra_columns must be one of {EXTRA_COLUMNS}, got {extra_columns!r}")
         self.methods = methods
+        self.extra_columns = extra_columns
         self.inputs = {name: (signature.get(name) or {}).get("input") or {"type": "any"} for name in methods}
         self.outputs = {name: (signature.get(name) or {}).get("output") or {"type": "any"} for name in methods}
-        self.decoders = {name: compile_decoder(signature.get(name, {}).get("input")) for name in methods}
+        self.decoders = {name: compile_decoder(signature.get(name, {}).get("input"), extra_columns) for name in methods}
         self.logger = logger
 
     def call(self, method: str, data):
         """``method`` applied to the JSON value ``data``; the result as to_jsonable makes it."""
+        return to_jsonable(self.result(method, data))
+
+    def answer(self, method: str, data) -> dict:
+        """nbserve's own answer body: ``{"data": ...}``, with ``"index"`` where a pandas result has its own."""
+        return answer(self.result(method, data))
+
+    def result(self, method: str, data):
+        """``method`` applied to the JSON value ``data``: what the model returned."""
         fn = self.methods.get(method)
         if fn is None:
             raise CallError(404, "NotFound", f"no method {method!r}; this model serves {list(self.methods)}")
@@ -35,7 +48,7 @@ class Dispatch:
             self.logger.warning("%s raised %s: %s", method, type(exc).__name__, exc)
             message = f"{method} raised {type(exc).__name__}: {guards.public_message(exc)}"
             raise CallError(500, "ModelError", message) from None
-        return to_jsonable(result)
+        return result
 
     def dumps(self, method: str, payload) -> bytes:
         try:

@@ -47,6 +47,8 @@ import time
 from collections import deque
 from typing import Any
 
+from .dtypes import KINDS, kind_of_dtype
+
 PSI_WARN = 0.1
 PSI_ALERT = 0.25
 OVERALL_SHARE = 0.5
@@ -90,8 +92,9 @@ def features(value, prefix: str = "") -> list:
 
 
 def is_numeric(column) -> bool:
-    kind = getattr(getattr(column, "dtype", None), "kind", "O")
-    return kind in "fiumM"
+    """Binned as numbers (dates and durations too) or as categories: the kind's entry in dtypes.py."""
+    dtype = getattr(column, "dtype", None)
+    return dtype is not None and KINDS[kind_of_dtype(dtype)].binned == "numeric"
 
 
 def _time_unit(column) -> str | None:

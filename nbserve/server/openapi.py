@@ -3,15 +3,16 @@ derived from the manifest once at load. No Flask here: the client side builds th
 Table columns are described from the schema vocabulary (schema.py): kinds, categories as enums,
 dates as ``format: date-time``, nulls as ``nullable``."""
 
+from .dtypes import NONFINITE_SCHEMA, cell_schema
 from .protocols import spoken
-from .schema import column_kind, column_nullable
-
-_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 
-def interface_document(manifest: dict, model_id: str, default_method: str | None = None) -> dict:
+def interface_document(
+    manifest: dict, model_id: str, default_method: str | None = None, extra_columns: str = "refuse"
+) -> dict:
     """What GET /interface.json answers: the model id, each method with its schemas, the requirements,
-    the protocols spoken (default_method: the one MLflow's and KServe's routes call)."""
+    the protocols spoken (default_method: the one MLflow's and KServe's routes call), what a table's other
+    columns get (extra_columns: "refuse" or "ignore")."""
     signature = manifest.get("signature", {})
     return {
         "model": model_id,
@@ -22,60 +23,39 @@ def interface_document(manifest: dict, model_id: str, default_method: str | None
         "requirements": manifest.get("requirements", []),
         "python": manifest.get("python"),
         "protocols": spoken(model_id, manifest["methods"], default_method),
+        "extra_columns": extra_columns,
     }
 
 
-def _scalar(dtype: str, out: bool = False) -> dict:
-    if dtype.startswith(("float", "Float")):
-        # JSON has no NaN or infinity: a result that overflowed or is undefined is written as null
-        return {"type": "number", "nullable": True} if out else {"type": "number"}
-    if dtype.startswith(("int", "uint", "Int", "UInt")):
-        return {"type": "integer"}
-    if dtype in ("bool", "boolean"):
-        return {"type": "boolean"}
-    if dtype in ("object", "str", "string") or dtype.startswith("<U"):
-        return {"type": "string"}
-    return {}
-
-
 def column_json_schema(col: dict, out: bool = False) -> dict:
-    """The JSON Schema (OpenAPI 3.0) of one cell of a column or Series."""
-    kind = column_kind(col)
-    nullable = column_nullable(col) or (out and kind == "float")
-    item: dict
-    if kind == "float":
-        item = {"type": "number"}
-    elif kind in ("integer", "nullable_integer"):
-        item = {"type": "integer"}
-    elif kind == "boolean":
-        item = {"type": "boolean"}
-    elif kind == "string":
-        item = {"type": "string"}
-    elif kind == "category":
-        categories = list(col.get("categories") or [])
-        types = {_JSON_TYPES.get(type(c)) for c in categories}
-        item = {"enum": categories + ([None] if nullable else [])}
-        if len(types) == 1 and None not in types:
-            item["type"] = types.pop()
-    elif kind == "datetime":
-        item = {"type": "string", "format": "date-time"}
-        if col.get("tz"):
-            item["description"] = f"ISO 8601; read in the time zone {col['tz']} when it has no offset"
-    elif kind == "timedelta":
-        item = {"type": "string", "format": "duration", "description": "ISO 8601 duration, such as P0DT1H30M0S"}
+    """The JSON Schema (OpenAPI 3.0) of one cell of a column or Series (dtypes.py's table)."""
+    return cell_schema(col, out)
+
+
+def _element(schema: dict, out: bool) -> dict:
+    """The JSON Schema of one element of an array of ``schema["dtype"]`` (NaN allowed where the sample had it)."""
+    return cell_schema({"dtype": schema["dtype"], "nullable": bool(schema.get("allow_nan"))}, out)
+
+
+def _index(schema: dict) -> dict:
+    """The ``index`` a table may be sent with (and a pandas answer carries): one label per row."""
+    spec = schema.get("index")
+    if spec is None:
+        item: dict = {}
+    elif "levels" in spec:
+        item = {"type": "array", "items": {}, "minItems": len(spec["levels"]), "maxItems": len(spec["levels"])}
     else:
-        item = {}
-    if nullable and item:
-        item["nullable"] = True
-    return item
+        item = cell_schema(spec, out=True)
+    return {"type": "array", "items": item, "description": "the row labels (pandas' index), one per row"}
 
 
-def json_schema(schema: dict | None, out: bool = False) -> dict:
-    """The JSON Schema of a value of ``schema``; ``out`` for a method's result (floats may be null)."""
+def json_schema(schema: dict | None, out: bool = False, extra_columns: str = "refuse") -> dict:
+    """The JSON Schema of a value of ``schema``; ``out`` for a method's result (floats may be null or
+    non-finite, spelled as strings: see dtypes.py)."""
     schema = schema or {}
     kind = schema.get("type", "any")
     if kind == "ndarray":
-        item = _scalar(schema["dtype"], out)
+        item = _element(schema, out)
         for i, dim in enumerate(reversed(schema["shape"])):
             item = {"type": "array", "items": item}
             if dim is not None:
@@ -85,23 +65,32 @@ def json_schema(schema: dict | None, out: bool = False) -> dict:
         return item
     if kind == "dataframe":
         props = {c["name"]: column_json_schema(c, out) for c in schema["columns"]}
-        return {
-            "type": "array",
-            "minItems": 1,
-            "items": {"type": "object", "properties": props, "required": list(props)},
-        }
+        row: dict = {"type": "object", "properties": props, "required": list(props)}
+        if not out and extra_columns != "ignore":
+            row["additionalProperties"] = False  # other columns are refused (serve with extra_columns="ignore")
+        return {"type": "array", "minItems": 1, "items": row}
     if kind == "series":
         return {"type": "array", "minItems": 1, "items": column_json_schema(schema, out)}
     if kind == "list":
-        return {"type": "array", "items": json_schema(schema.get("items"), out)}
+        out_schema: dict = {"type": "array", "items": json_schema(schema.get("items"), out, extra_columns)}
+        if schema.get("min_items") and not out:
+            out_schema["minItems"] = int(schema["min_items"])
+        return out_schema
     if kind == "dict":
-        props = {k: json_schema(v, out) for k, v in schema["fields"].items()}
+        props = {k: json_schema(v, out, extra_columns) for k, v in schema["fields"].items()}
         return {"type": "object", "properties": props, "required": list(props)}
     if kind == "number" and out:
-        return {"type": "number", "nullable": True}
+        return {"oneOf": [{"type": "number", "nullable": True}, NONFINITE_SCHEMA]}
     if kind in ("number", "integer", "string", "boolean", "null"):
         return {"type": kind}
     return {}
+
+
+def _answer_schema(output: dict | None) -> dict:
+    props = {"data": json_schema(output, out=True)}
+    if (output or {}).get("type") in ("dataframe", "series"):
+        props["index"] = _index(output or {})
+    return {"type": "object", "required": ["data"], "properties": props}
 
 
 _ERROR = {
@@ -118,6 +107,8 @@ _ERROR = {
 
 
 def openapi_document(interface: dict) -> dict:
+    extra = interface.get("extra_columns", "refuse")
+
     def error_response(text):
         return {
             "description": text,
@@ -167,7 +158,7 @@ def openapi_document(interface: dict) -> dict:
                             "schema": {
                                 "type": "object",
                                 "required": ["data"],
-                                "properties": {"data": json_schema(m.get("input"))},
+                                "properties": {"data": json_schema(m.get("input"), extra_columns=extra)},
                             }
                         }
                     },
@@ -175,15 +166,7 @@ def openapi_document(interface: dict) -> dict:
                 "responses": {
                     "200": {
                         "description": "The method's result",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["data"],
-                                    "properties": {"data": json_schema(m.get("output"), out=True)},
-                                }
-                            }
-                        },
+                        "content": {"application/json": {"schema": _answer_schema(m.get("output"))}},
                     },
                     "400": error_response("The input does not fit the model's input schema"),
                     "404": error_response("Unknown method"),

@@ -1,32 +1,54 @@
-"""Schemas of model inputs and outputs: the one vocabulary (inferred from samples by nbserve/capture/signature.py),
-enforced on requests, and the JSON encoding of pandas/numpy values that the server and the client share.
+"""Schemas of model inputs and outputs: compiled into decoders that the server enforces on requests, and the
+JSON encoding of pandas/numpy values that the server and the client share. What each kind of value is
+(float, category, datetime...) is looked up in the one table of ``dtypes.py``.
 
 A schema is plain JSON, for example::
 
     {"type": "ndarray", "dtype": "float64", "shape": [null, 10]}
-    {"type": "dataframe", "columns": [{"name": "age", "dtype": "float64"}, ...]}
-    {"type": "list", "items": {...}}   {"type": "dict", "fields": {"a": {...}}}
+    {"type": "dataframe", "columns": [{"name": "age", "dtype": "float64", "kind": "float", ...}, ...],
+     "index": {"name": "customer", "dtype": "int64", "kind": "integer", ...}}
+    {"type": "list", "items": {...}, "min_items": 1}   {"type": "dict", "fields": {"a": {...}}}
     {"type": "number"} {"type": "integer"} {"type": "string"} {"type": "boolean"} {"type": "any"}
 
 ``compile_decoder`` turns a schema into a function, once at load time, so that a request pays only
 for one JSON parse and one conversion to numpy. Every mismatch raises ``InputError`` whose message
 says what was expected; the app turns it into a 400.
+
+An answer is ``{"data": ...}``; a pandas answer whose index is not the default (0, 1, 2, ...) also carries
+``"index": [...]``, its labels in the same encoding (dates as ISO 8601). A table sent as ``{"columns",
+"data"}`` may carry its ``"index"`` too, and the model gets it. Non-finite numbers and nulls: see dtypes.py.
 """
 
 import sys
 
-# dtype kinds a JSON value may arrive as, for each target kind: no silent string-to-number casts, and
-# true/false are not numbers (a batch of only booleans is refused; numpy reads true inside numbers as 1)
-_ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b", "U": "U", "O": "fiubUO", "c": "fiuc"}
-_KIND_WORDS = {
-    "f": "numbers",
-    "i": "integers",
-    "u": "non-negative integers",
-    "b": "booleans",
-    "U": "strings",
-    "O": "values",
-    "c": "numbers",
-}
+from .dtypes import (
+    KINDS,
+    MAX_LISTED,
+    NONFINITE,
+    OBJECT,
+    InputError,
+    column_decoder,
+    column_kind,
+    column_nullable,
+    dtype_is_nullable,
+    first_nonfinite,
+    json_type,
+    kind_of_dtype,
+)
+
+__all__ = [
+    "MAX_LISTED",
+    "OBJECT",
+    "InputError",
+    "column_decoder",
+    "column_kind",
+    "column_nullable",
+    "compile_decoder",
+    "dtype_is_nullable",
+    "kind_of_dtype",
+]
+
+EXTRA_COLUMNS = ("refuse", "ignore")  # what a DataFrame input does with columns the model does not take
 _FOUND_WORDS = {
     "f": "floats",
     "i": "integers",
@@ -39,91 +61,84 @@ _FOUND_WORDS = {
 }
 
 
-class InputError(ValueError):
-    """The request's data does not fit the model's input schema."""
-
-
-def _first_nonfinite(arr):
-    """Index (row, ...) of the first NaN or infinity in a float array, or None. One vectorised pass."""
-    import numpy as np
-
-    finite = np.isfinite(arr)
-    if finite.all():
-        return None
-    return tuple(int(i) for i in np.argwhere(~finite)[0])
-
-
-def compile_decoder(schema):
-    """A function from the JSON value of ``data`` to what the model's method takes."""
+def compile_decoder(schema, extra_columns: str = "refuse"):
+    """A function from the JSON value of ``data`` to what the model's method takes. ``extra_columns``:
+    "refuse" (a 400 naming columns the model does not take) or "ignore" (they are dropped)."""
     kind = (schema or {}).get("type", "any")
     if kind == "ndarray":
         return _ndarray_decoder(schema)
     if kind == "dataframe":
-        return _dataframe_decoder(schema)
+        return _dataframe_decoder(schema, extra_columns)
     if kind == "series":
         return _series_decoder(schema)
     if kind == "dict":
-        fields = {k: compile_decoder(s) for k, s in schema["fields"].items()}
-
-        def decode_dict(data):
-            if not isinstance(data, dict):
-                raise InputError(f"expected an object with keys {sorted(fields)}, got {_json_type(data)}")
-            missing = [k for k in fields if k not in data]
-            if missing:
-                raise InputError(f"missing keys {missing}; expected keys {list(fields)}")
-            out = {}
-            for k, dec in fields.items():
-                try:
-                    out[k] = dec(data[k])
-                except InputError as exc:
-                    raise InputError(f"in {k!r}: {exc}") from None
-            return out
-
-        return decode_dict
+        return _dict_decoder(schema, extra_columns)
     if kind == "list":
-        items = compile_decoder(schema.get("items"))
-
-        def decode_list(data):
-            if not isinstance(data, list):
-                raise InputError(f"expected a list, got {_json_type(data)}")
-            out = []
-            for i, v in enumerate(data):
-                try:
-                    out.append(items(v))
-                except InputError as exc:
-                    raise InputError(f"at index {i}: {exc}") from None
-            return out
-
-        return decode_list
-    scalar_types = {
-        "number": ((int, float), "a number"),
-        "integer": ((int,), "an integer"),
-        "string": ((str,), "a string"),
-        "boolean": ((bool,), "true or false"),
-    }
-    if kind in scalar_types:
-        types, word = scalar_types[kind]
-
-        def decode_scalar(data):
-            if not isinstance(data, types) or (kind in ("number", "integer") and isinstance(data, bool)):
-                raise InputError(f"expected {word}, got {_json_type(data)}")
-            return data
-
-        return decode_scalar
+        return _list_decoder(schema, extra_columns)
+    if kind in _SCALARS:
+        return _scalar_decoder(kind)
     return lambda data: data
 
 
-def _json_type(v):
-    if v is None:
-        return "null"
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "an object",
-    }.get(type(v), type(v).__name__)
+def _dict_decoder(schema, extra_columns):
+    fields = {k: compile_decoder(s, extra_columns) for k, s in schema["fields"].items()}
+
+    def decode_dict(data):
+        if not isinstance(data, dict):
+            raise InputError(f"expected an object with keys {sorted(fields)}, got {json_type(data)}")
+        missing = [k for k in fields if k not in data]
+        if missing:
+            raise InputError(f"missing keys {missing}; expected keys {list(fields)}")
+        out = {}
+        for k, dec in fields.items():
+            try:
+                out[k] = dec(data[k])
+            except InputError as exc:
+                raise InputError(f"in {k!r}: {exc}") from None
+        return out
+
+    return decode_dict
+
+
+def _list_decoder(schema, extra_columns):
+    items = compile_decoder(schema.get("items"), extra_columns)
+    min_items = int(schema.get("min_items") or 0)  # 1 where the list is the batch: the model needs rows
+
+    def decode_list(data):
+        if not isinstance(data, list):
+            raise InputError(f"expected a list, got {json_type(data)}")
+        if len(data) < min_items:
+            raise InputError(f"expected a list of at least {min_items} item(s), got an empty list")
+        out = []
+        for i, v in enumerate(data):
+            try:
+                out.append(items(v))
+            except InputError as exc:
+                raise InputError(f"at index {i}: {exc}") from None
+        return out
+
+    return decode_list
+
+
+_SCALARS = {
+    "number": ((int, float), "a number"),
+    "integer": ((int,), "an integer"),
+    "string": ((str,), "a string"),
+    "boolean": ((bool,), "true or false"),
+}
+
+
+def _scalar_decoder(kind):
+    types, word = _SCALARS[kind]
+
+    def decode_scalar(data):
+        if kind == "number" and data in NONFINITE:
+            return float(data)
+        if not isinstance(data, types) or (kind in ("number", "integer") and isinstance(data, bool)):
+            raise InputError(f"expected {word}, got {json_type(data)}")
+        return data
+
+    return decode_scalar
 
 
 def _shape_words(shape):
@@ -135,21 +150,25 @@ def _ndarray_decoder(schema):
 
     dtype = np.dtype(schema["dtype"])
     shape = schema["shape"]
-    accepted = _ACCEPTED_KINDS.get(dtype.kind, dtype.kind)
+    kind = KINDS[kind_of_dtype(dtype)]
+    accepted = kind.accepts
+    words = "non-negative integers" if dtype.kind == "u" else kind.words
     check_finite = dtype.kind in "fc" and not schema.get("allow_nan")
-    expected = f"a {len(shape)}-d array of shape {_shape_words(shape)} of {_KIND_WORDS.get(dtype.kind, dtype.name)}"
+    expected = f"a {len(shape)}-d array of shape {_shape_words(shape)} of {words}"
     if len(shape) == 2 and shape[1] is not None:
-        expected += f" (a list of rows, each of {shape[1]} {_KIND_WORDS.get(dtype.kind, 'values')})"
+        expected += f" (a list of rows, each of {shape[1]} {words})"
 
     def decode_ndarray(data):
         if not isinstance(data, list):
-            raise InputError(f"expected {expected}, got {_json_type(data)}")
+            raise InputError(f"expected {expected}, got {json_type(data)}")
         if not data:
             raise InputError(f"expected at least one row: {expected}")
         try:
             arr = np.asarray(data) if dtype.kind != "O" else np.asarray(data, dtype=object)
         except (ValueError, TypeError) as exc:
             raise InputError(f"expected {expected}; the rows have different lengths or nesting ({exc})") from None
+        if arr.dtype.kind not in accepted and dtype.kind == "f" and arr.dtype.kind in "UO":
+            arr = _floats_with_nonfinite(data, arr)  # null, "NaN", "Infinity", "-Infinity" among the numbers
         if arr.dtype.kind not in accepted:
             raise InputError(f"expected {expected}, got {_FOUND_WORDS.get(arr.dtype.kind, arr.dtype.name)}")
         if arr.ndim != len(shape) or any(want is not None and got != want for got, want in zip(arr.shape, shape)):
@@ -164,7 +183,7 @@ def _ndarray_decoder(schema):
             except (ValueError, TypeError, OverflowError) as exc:
                 raise InputError(f"expected {expected}: {exc}") from None
         if check_finite:
-            where = _first_nonfinite(arr)
+            where = first_nonfinite(arr)
             if where is not None:
                 raise InputError(
                     f"expected {expected}, finite and within the range of {dtype.name}; the value "
@@ -175,265 +194,26 @@ def _ndarray_decoder(schema):
     return decode_ndarray
 
 
-# -- the column vocabulary ------------------------------------------------------------------------
-# A DataFrame column (and a Series) is {"name", "dtype", "kind", "nullable"}, plus "categories" and
-# "ordered" for a category, "unit" and "tz" for a datetime, "unit" for a timedelta. ``kind`` is what the
-# JSON value of a cell may be; ``dtype`` is what the server rebuilds, exactly as the model was trained.
-KINDS = ("float", "integer", "nullable_integer", "boolean", "string", "category", "datetime", "timedelta")
-OBJECT = "object"  # a column of mixed Python values: passed on as JSON gives them (not one of KINDS)
-_NULLABLE_DTYPES = ("Int", "UInt", "Float", "boolean", "string")  # pandas' masked and string dtypes
-MAX_LISTED = 20  # categories named in an error message
-
-
-def kind_of_dtype(dtype) -> str:
-    """The kind a pandas/numpy dtype name stands for (an object column's kind needs its values)."""
-    d = str(dtype)
-    if d == "category":
-        return "category"
-    if d.startswith("datetime64"):
-        return "datetime"
-    if d.startswith("timedelta64"):
-        return "timedelta"
-    if d.startswith(("Int", "UInt")):
-        return "nullable_integer"
-    if d.startswith(("int", "uint")):
-        return "integer"
-    if d.lower().startswith("float"):
-        return "float"
-    if d in ("bool", "boolean"):
-        return "boolean"
-    if d in ("str", "string") or d.startswith(("string[", "<U")):
-        return "string"
-    return OBJECT
-
-
-def column_kind(col: dict) -> str:
-    """The kind of a column schema; schemas written before kinds existed get it from their dtype."""
-    return col.get("kind") or kind_of_dtype(col.get("dtype", "object"))
-
-
-def column_nullable(col: dict) -> bool:
-    """Whether a column takes nulls: recorded at registration (seen in the sample, or a nullable dtype);
-    older schemas said ``allow_nan`` for float columns."""
-    if "nullable" in col:
-        return bool(col["nullable"])
-    return bool(col.get("allow_nan")) or str(col.get("dtype", "")).startswith(_NULLABLE_DTYPES)
-
-
-def dtype_is_nullable(dtype) -> bool:
-    return str(dtype).startswith(_NULLABLE_DTYPES)
-
-
-# -- decoding columns -----------------------------------------------------------------------------
-
-
-def _first(values, bad):
-    """(row, value) of the first value for which bad(value) is true, or None."""
-    for i, v in enumerate(values):
-        if bad(v):
-            return i, v
-    return None
-
-
-def _shown(v) -> str:
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _has_bool(values) -> bool:
-    """true/false among numbers (numpy would read them as 1 and 0): one C-speed pass over the types."""
-    return bool in set(map(type, values))
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_integer(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer()
-
-
-def column_decoder(col: dict):
-    """A function from a column's JSON values (a list) to the array pandas holds for it in the model's dtype.
-    Every refusal is an InputError naming the column, the row and what is allowed."""
+def _floats_with_nonfinite(data, arr):
+    """A float64 array from JSON numbers among which null and the non-finite strings stand for NaN and the
+    infinities; ``arr`` unchanged when anything else is there (then refused as it is)."""
     import numpy as np
-    import pandas as pd
 
-    name, dtype, kind = col["name"], col["dtype"], column_kind(col)
-    nullable = column_nullable(col)
-    label = f"column {name!r}" if name is not None else "the series"
-
-    def fail(message):
-        raise InputError(f"{label}: {message}")
-
-    def check(values, ok, expected):
-        """Refuse the first value that is neither ``ok`` nor an allowed null."""
-        found = _first(values, lambda v: not (ok(v) or (v is None and nullable)))
-        if found is not None:
-            i, v = found
-            if v is None:
-                fail(f"row {i} is null; expected {expected} (the model's sample had no missing values here)")
-            fail(f"row {i} is {_json_type(v)} {_shown(v)}; expected {expected}")
-
-    def iso_strings(values, things, example):
-        """Refuse anything but ISO 8601 strings (and allowed nulls), saying why a number is refused."""
-        found = _first(values, lambda v: not (isinstance(v, str) or (v is None and nullable)))
-        if found is not None:
-            i, v = found
-            if _is_number(v):
-                fail(
-                    f"row {i} is the number {_shown(v)}; {things} are ISO 8601 strings such as "
-                    f"'{example}' (numbers are refused: their unit is ambiguous)"
-                )
-            check(values, lambda v: isinstance(v, str), f"ISO 8601 {things[:-1]} strings")
-
-    def no_hidden_nulls(parsed, values, things):
-        """pandas reads "", "NaT" and "nan" as a missing date or duration: where the column takes no
-        nulls, refuse them as it refuses null, never hand the model a NaT it was not trained with."""
-        if not nullable:
-            missing = parsed.isna().to_numpy()
-            if missing.any():
-                i = int(missing.argmax())
-                fail(
-                    f"row {i} is {_shown(values[i])}, which reads as a missing value; expected ISO 8601 {things} "
-                    f"strings (the model's sample had no missing values here)"
-                )
-
-    def finite(arr):
-        if not nullable:
-            where = _first_nonfinite(arr)
-            if where is not None:
-                fail(f"row {where[0]} is not a finite number; expected finite numbers")
-
-    if kind == "float":
-
-        def decode(values):
-            arr = np.asarray(values)
-            if arr.ndim != 1 or arr.dtype.kind not in "iuf" or _has_bool(values):
-                check(values, _is_number, "numbers" + (" or null" if nullable else ""))
-                arr = np.array([np.nan if v is None else v for v in values], dtype="float64")
-            arr = arr.astype("float64" if dtype_is_nullable(dtype) else dtype, copy=False)
-            finite(arr)
-            return pd.array(arr, dtype=dtype) if dtype_is_nullable(dtype) else arr
-
-    elif kind in ("integer", "nullable_integer"):
-        target = dtype if kind == "integer" else dtype.lower()
-
-        def decode(values):
-            arr = np.asarray(values)
-            if arr.ndim != 1 or arr.dtype.kind not in "iu" or _has_bool(values):
-                what = "integers" + (" or null" if nullable else "")
-                check(values, _is_integer, what)
-                if kind == "nullable_integer":
-                    return pd.array([None if v is None else int(v) for v in values], dtype=dtype)
-                arr = np.asarray([int(v) for v in values])
-            info = np.iinfo(target)
-            if arr.size and (arr.min() < info.min or arr.max() > info.max):
-                fail(f"values out of the range of {dtype} ({info.min} to {info.max})")
-            try:
-                return pd.array(arr, dtype=dtype) if kind == "nullable_integer" else arr.astype(dtype, copy=False)
-            except (OverflowError, TypeError, ValueError) as exc:
-                fail(f"expected integers within the range of {dtype} ({_first_line(exc)})")
-
-    elif kind == "boolean":
-
-        def decode(values):
-            check(values, lambda v: v is True or v is False, "true or false" + (" or null" if nullable else ""))
-            if dtype == "bool":
-                return np.array(values, dtype=bool)
-            if dtype == "boolean":
-                return pd.array(values, dtype="boolean")
-            return np.array(values, dtype=object)
-
-    elif kind == "string":
-
-        def decode(values):
-            check(values, lambda v: isinstance(v, str), "strings" + (" or null" if nullable else ""))
-            if dtype in ("object", "O"):  # missing as NaN, as pandas reads it (and scikit-learn's imputers expect)
-                return np.array([np.nan if v is None else v for v in values], dtype=object)
-            return pd.array(values, dtype=dtype)
-
-    elif kind == "category":
-        categories = list(col.get("categories") or [])
-        allowed = set(categories)
-        shown = categories[:MAX_LISTED] + (["..."] if len(categories) > MAX_LISTED else [])
-
-        def decode(values):
-            try:
-                check(
-                    values, lambda v: v in allowed, f"one of the categories {shown}" + (" or null" if nullable else "")
-                )
-            except TypeError:  # an unhashable value (a list, an object)
-                fail(f"expected one of the categories {shown}")
-            return pd.Categorical(values, categories=categories, ordered=bool(col.get("ordered")))
-
-    elif kind == "datetime":
-        tz = col.get("tz")
-
-        def decode(values):
-            iso_strings(values, "dates", "2024-01-31T08:30:00")
-            try:
-                parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601")
-            except (ValueError, TypeError):  # one bad string, or offsets that differ between rows
-                parsed = pd.Series([_timestamp(v, i, fail) for i, v in enumerate(values)], dtype=object)
-                parsed = pd.to_datetime(parsed, utc=True) if any(_aware(t) for t in parsed) else pd.to_datetime(parsed)
-            if parsed.dt.tz is None and tz:
-                parsed = parsed.dt.tz_localize(tz)
-            elif parsed.dt.tz is not None:
-                parsed = parsed.dt.tz_convert(tz) if tz else parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-            no_hidden_nulls(parsed, values, "date")
-            return parsed.astype(dtype).array
-
-    elif kind == "timedelta":
-
-        def decode(values):
-            iso_strings(values, "durations", "P0DT1H30M0S")
-            try:
-                parsed = pd.to_timedelta(pd.Series(values, dtype=object))
-            except (ValueError, TypeError) as exc:
-                fail(f"expected ISO 8601 duration strings such as 'P0DT1H30M0S' ({_first_line(exc)})")
-            no_hidden_nulls(parsed, values, "duration")
-            return parsed.astype(dtype).array
-
-    else:  # mixed values: as JSON gives them
-
-        def decode(values):
-            out = np.empty(len(values), dtype=object)
-            out[:] = [np.nan if v is None else v for v in values]
-            return out
-
-    def decode_column(values):
-        try:
-            return decode(values)
-        except InputError:
-            raise
-        except (ValueError, TypeError, OverflowError) as exc:  # whatever numpy/pandas make of odd JSON
-            fail(f"the values do not fit {dtype} ({type(exc).__name__}: {_first_line(exc)})")
-
-    return decode_column
-
-
-def _timestamp(v, row, fail):
-    import pandas as pd
-
-    if v is None:
-        return pd.NaT
     try:
-        return pd.to_datetime(v, format="ISO8601")
-    except (ValueError, TypeError):
-        fail(f"row {row} is {_shown(v)}, not an ISO 8601 date such as '2024-01-31T08:30:00'")
+        cells = np.asarray(data, dtype=object)
+    except ValueError:
+        return arr
+    flat = cells.reshape(-1).tolist()
+    if not all(v is None or v in NONFINITE or (type(v) in (int, float)) for v in flat):
+        return arr
+    return np.array([np.nan if v is None else float(v) for v in flat], dtype="float64").reshape(cells.shape)
 
 
-def _aware(t) -> bool:
-    return getattr(t, "tzinfo", None) is not None
+# -- tables ---------------------------------------------------------------------------------------------
 
 
-def _first_line(exc) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
-
-
-def _columns_from_json(data, names):
-    """{name: list of values} from the three table layouts a client may send."""
+def _columns_from_json(data, names, extra_columns="refuse"):
+    """({name: list of values}, rows, index values or None) from the three table layouts a client may send."""
     if isinstance(data, dict) and "columns" in data and "data" in data:
         columns, rows = data["columns"], data["data"]
         if not isinstance(columns, list) or not isinstance(rows, list):
@@ -446,69 +226,149 @@ def _columns_from_json(data, names):
                 f'expected {{"columns": [...], "data": [[...], ...]}} with each row a list of '
                 f"{width} values, one per column"
             )
+        _check_names(columns, names, extra_columns)
         position = {c: i for i, c in enumerate(columns)}
-        missing = [n for n in names if n not in position]
-        if missing:
-            raise InputError(f"missing columns {missing}; expected columns {names}")
-        return {n: [row[position[n]] for row in rows] for n in names}, len(rows)
+        index = data.get("index")
+        if index is not None and (not isinstance(index, list) or len(index) != len(rows)):
+            raise InputError(f'expected "index" to be a list of {len(rows)} labels, one per row')
+        return {n: [row[position[n]] for row in rows] for n in names}, len(rows), index
     if isinstance(data, dict):
         if any(not isinstance(v, list) for v in data.values()) or len({len(v) for v in data.values()}) > 1:
             raise InputError("expected an object of columns, each a list of the same length")
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise InputError(f"missing columns {missing}; expected columns {names}")
-        return {n: data[n] for n in names}, len(data[names[0]]) if names else 0
+        _check_names(data, names, extra_columns)
+        return {n: data[n] for n in names}, len(data[names[0]]) if names else 0, None
     if isinstance(data, list):
         if not all(isinstance(r, dict) for r in data):
             raise InputError(f"expected a list of records (objects keyed by column: {names})")
+        width = len(names)
         for i, record in enumerate(data):
-            missing = [n for n in names if n not in record]
-            if missing:
-                raise InputError(f"missing columns {missing} in row {i}; expected columns {names}")
-        return {n: [r[n] for r in data] for n in names}, len(data)
+            if len(record) != width or any(n not in record for n in names):
+                try:
+                    _check_names(record, names, extra_columns)
+                except InputError as exc:
+                    raise InputError(f"in row {i}: {exc}") from None
+        return {n: [r[n] for r in data] for n in names}, len(data), None
     raise InputError(
         f"expected a table: a list of records, an object of columns, or "
-        f'{{"columns": [...], "data": [...]}}; got {_json_type(data)}'
+        f'{{"columns": [...], "data": [...]}}; got {json_type(data)}'
     )
 
 
-def _dataframe_decoder(schema):
+def _check_names(given, names, extra_columns):
+    """Refuse missing columns, and columns the model does not take unless told to ignore them."""
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise InputError(f"missing columns {missing}; expected columns {names}")
+    if extra_columns != "ignore" and len(given) != len(names):
+        wanted = set(names)
+        extra = [c for c in given if c not in wanted]
+        raise InputError(
+            f"unexpected columns {extra}: the model takes the columns {names} (serve with "
+            f"extra_columns='ignore' to have other columns dropped)"
+        )
+
+
+def _index_decoder(schema):
+    """The index a table or Series arrives with: decoded by the kind the sample's index had, else as JSON
+    gives it (a model that keys its answer by the index gets the labels it was sent)."""
+    import pandas as pd
+
+    spec = (schema or {}).get("index")
+    if spec is None:
+        return pd.Index
+    if "levels" in spec:
+        levels = [column_decoder(level, lenient=True) for level in spec["levels"]]
+        names = [level.get("label", level.get("name")) for level in spec["levels"]]
+
+        def decode_multi(values):
+            if not all(isinstance(v, list) and len(v) == len(levels) for v in values):
+                raise InputError(f"expected each index label to be a list of {len(levels)} values, one per level")
+            arrays = [dec([v[i] for v in values]) for i, dec in enumerate(levels)]
+            return pd.MultiIndex.from_arrays(arrays, names=names)
+
+        return decode_multi
+    decode_values = column_decoder(spec, lenient=True)
+    label = spec.get("label", spec.get("name"))
+    freq = spec.get("freq")
+
+    def decode_index(values):
+        try:
+            index = pd.Index(decode_values(values), name=label)
+        except InputError as exc:
+            raise InputError(f"in the index: {exc}") from None
+        if freq is not None and len(index) > 2:
+            try:
+                return type(index)(index, freq=freq)
+            except (TypeError, ValueError):
+                pass
+        return index
+
+    return decode_index
+
+
+def _dataframe_decoder(schema, extra_columns="refuse", lenient=False):
     import pandas as pd
 
     names = [c["name"] for c in schema["columns"]]
-    decoders = {c["name"]: column_decoder(c) for c in schema["columns"]}
+    labels = [c.get("label", c["name"]) for c in schema["columns"]]  # what the model's frame is keyed by
+    decoders = [column_decoder(c, lenient) for c in schema["columns"]]
+    pairs = list(zip(names, decoders))
+    decode_index = _index_decoder(schema)
 
     def decode_dataframe(data):
-        columns, rows = _columns_from_json(data, names)
+        columns, rows, index = _columns_from_json(data, names, extra_columns)
         if rows == 0:
             raise InputError(f"expected at least one row with columns {names}")
-        return pd.DataFrame({n: decoders[n](columns[n]) for n in names}, columns=names)
+        frame = pd.DataFrame({label: decode(columns[n]) for label, (n, decode) in zip(labels, pairs)}, columns=labels)
+        if index is not None:
+            frame.index = decode_index(index)
+        return frame
 
     return decode_dataframe
 
 
-def _series_decoder(schema):
+def _series_decoder(schema, lenient=False):
     import pandas as pd
 
-    decode_values = column_decoder({**schema, "name": schema.get("name")})
+    label = schema.get("label", schema.get("name"))
+    decode_values = column_decoder({**schema, "name": schema.get("name")}, lenient)
+    decode_index = _index_decoder(schema)
 
     def decode_series(data):
+        index = None
+        if isinstance(data, dict) and "data" in data:  # {"data": [...], "index": [...]}: a Series and its index
+            data, index = data["data"], data.get("index")
+            if not isinstance(index, list) or not isinstance(data, list) or len(index) != len(data):
+                raise InputError('expected {"data": [...], "index": [...]} with one label per value')
         if not isinstance(data, list) or not data:
-            raise InputError(f"expected a non-empty list of {schema['dtype']} values, got {_json_type(data)}")
-        return pd.Series(decode_values(data), name=schema.get("name"))
+            raise InputError(f"expected a non-empty list of {schema['dtype']} values, got {json_type(data)}")
+        series = pd.Series(decode_values(data), name=label)
+        if index is not None:
+            series.index = decode_index(index)
+        return series
 
     return decode_series
 
 
 # -- encoding: what pandas and numpy hold, as JSON (the server's answers and the client's requests) ----
 
+_INFINITIES = {float("inf"): "Infinity", float("-inf"): "-Infinity"}
+
+
+def _float_cell(v: float):
+    """A Python float as JSON: NaN (the missing float) as null, the infinities as strings."""
+    if v - v == 0.0:
+        return v
+    return None if v != v else _INFINITIES[v]
+
 
 def _cell(v):
-    """One value of an object column as JSON: missing as null, dates as ISO 8601, numpy scalars unwrapped."""
+    """One value of an object column as JSON: missing as null, infinities as strings, dates as ISO 8601,
+    numpy scalars unwrapped."""
     if v is None:
         return None
     if isinstance(v, float):
-        return None if v != v else v
+        return _float_cell(v)
     if hasattr(v, "isoformat"):  # Timestamp, datetime, date, Timedelta
         pd = sys.modules.get("pandas")
         if pd is not None and (v is pd.NaT or v is pd.NA):
@@ -522,40 +382,79 @@ def _cell(v):
     return v
 
 
+def _masked_float_cell(v):
+    """A value of pandas' nullable Float64: NA as null, and a NaN beside it as "NaN" (they differ there)."""
+    if isinstance(v, float):
+        return "NaN" if v != v else _float_cell(v)
+    return None
+
+
 def column_values(series) -> list:
-    """A pandas Series (or a column) as a list of JSON values."""
+    """A pandas Series, Index (or a column) as a list of JSON values."""
     import numpy as np
 
     dtype = series.dtype
     if dtype.kind in "iub" and isinstance(dtype, np.dtype):
         return series.to_numpy().tolist()
     if dtype.kind == "f" and isinstance(dtype, np.dtype):
-        return [None if v != v else v for v in series.to_numpy().tolist()]
+        values = series.to_numpy()
+        if np.isfinite(values).all():
+            return values.tolist()
+        return [_float_cell(v) for v in values.tolist()]
     if dtype.kind in "mM":
         return [None if v is None or v != v else v.isoformat() for v in series.array]
+    if dtype.kind == "f":  # pandas' nullable Float64/Float32
+        return [_masked_float_cell(v) for v in series.array]
     return [_cell(v) for v in series.to_numpy(dtype=object)]
 
 
+def _label(c):
+    """A column label as its name on the wire (JSON object keys are strings)."""
+    return c if isinstance(c, str) else str(c)
+
+
+def index_values(index):
+    """The labels of a pandas index as JSON (a MultiIndex's as lists, one value per level), or None for
+    the default 0, 1, 2, ... (which is what a reader builds when there is no index)."""
+    pd = sys.modules["pandas"]
+    if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1 and index.name is None:
+        return None
+    if isinstance(index, pd.MultiIndex):
+        levels = [column_values(index.get_level_values(i)) for i in range(index.nlevels)]
+        return [list(row) for row in zip(*levels)]
+    return column_values(index)
+
+
 def frame_split(frame) -> dict:
-    """A DataFrame as {"columns": [...], "data": [[...], ...]} (how the client sends tables)."""
-    columns = [column_values(frame[c]) for c in frame.columns]
-    return {"columns": [str(c) for c in frame.columns], "data": [list(row) for row in zip(*columns)]}
+    """A DataFrame as {"columns": [...], "data": [[...], ...]} and its index where it is not the default
+    (how the client sends tables)."""
+    columns = [column_values(frame.iloc[:, i]) for i in range(frame.shape[1])]
+    out = {"columns": [_label(c) for c in frame.columns], "data": [list(row) for row in zip(*columns)]}
+    index = index_values(frame.index)
+    if index is not None:
+        out["index"] = index
+    return out
 
 
 def frame_records(frame) -> list:
     """A DataFrame as a list of records (how the server answers a table)."""
-    names = [str(c) for c in frame.columns]
+    names = [_label(c) for c in frame.columns]
     columns = [column_values(frame.iloc[:, i]) for i in range(frame.shape[1])]
     return [dict(zip(names, row)) for row in zip(*columns)]
 
 
 def to_jsonable(value):
-    """What goes into the response's ``data``: numpy arrays stay arrays (orjson writes them natively)."""
+    """What goes into the response's ``data``: numpy arrays stay arrays (orjson writes them natively)
+    unless they hold infinities, which JSON spells as strings."""
     np = sys.modules.get("numpy")
     pd = sys.modules.get("pandas")
     if np is not None and isinstance(value, np.ndarray):
-        if value.dtype.kind in "biuf" and value.dtype.itemsize <= 8:
+        if value.dtype.kind in "biu" and value.dtype.itemsize <= 8:
             return value if value.flags.c_contiguous else np.ascontiguousarray(value)
+        if value.dtype.kind == "f" and value.dtype.itemsize <= 8:
+            if not np.isinf(value).any():  # NaN: orjson writes null, the missing float
+                return value if value.flags.c_contiguous else np.ascontiguousarray(value)
+            return _nested_floats(value.tolist())
         return [to_jsonable(v) for v in value] if value.ndim > 1 else [_cell(v) for v in value.tolist()]
     if pd is not None and isinstance(value, pd.DataFrame):
         return frame_records(value)
@@ -573,28 +472,53 @@ def to_jsonable(value):
     return _cell(value)
 
 
-def rebuild(schema: dict | None, data):
-    """The JSON ``data`` of an answer as the type the method returned in the kernel (for the client):
-    the strict decoder where the answer fits the recorded schema, else the closest pandas/numpy value."""
+def _nested_floats(values):
+    return [_nested_floats(v) if isinstance(v, list) else _float_cell(v) for v in values]
+
+
+def answer(value) -> dict:
+    """The body of an answer: ``{"data": ...}``, and ``"index"`` for a pandas answer with its own index."""
+    body = {"data": to_jsonable(value)}
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(value, (pd.DataFrame, pd.Series)):
+        index = index_values(value.index)
+        if index is not None:
+            body["index"] = index
+    return body
+
+
+def rebuild(schema: dict | None, data, index=None):
+    """The JSON ``data`` of an answer (and its ``index``) as the type the method returned in the kernel (for
+    the client): by the recorded schema's kinds, leniently (nulls where the sample had none, categories it
+    never showed), else the closest pandas/numpy value."""
     schema = schema or {}
     kind = schema.get("type")
     if kind in ("dataframe", "series"):
-        try:
-            return compile_decoder(schema)(data)
-        except InputError:
-            import pandas as pd
+        import pandas as pd
 
+        try:
             if kind == "series":
-                return pd.Series(data, name=schema.get("name"))
-            return pd.DataFrame.from_records(data, columns=[c["name"] for c in schema["columns"]])
+                value = _series_decoder(schema, lenient=True)(data)
+            else:
+                value = _dataframe_decoder(schema, "ignore", lenient=True)(data)
+        except InputError:
+            if kind == "series":
+                value = pd.Series(data, name=schema.get("label", schema.get("name")))
+            else:
+                value = pd.DataFrame.from_records(data)
+        if index is not None:
+            value.index = _index_decoder(schema)(index)
+        return value
     if kind == "ndarray":
         import numpy as np
 
         dtype = schema["dtype"]
         try:
             return np.asarray(data, dtype=dtype if dtype != "object" else object)
-        except (TypeError, ValueError):  # nulls (NaN written as null) in an integer answer, say
+        except (TypeError, ValueError):  # nulls in an integer answer, say
             return np.asarray(data, dtype=object)
+    if kind == "number" and data in NONFINITE:
+        return float(data)
     if kind == "list" and isinstance(data, list):
         return [rebuild(schema.get("items"), v) for v in data]
     if kind == "dict" and isinstance(data, dict):

@@ -13,6 +13,7 @@ import io
 from flask import Response, request
 
 from .. import errors, jsonio
+from ..dtypes import KINDS, column_kind
 from ..errors import CallError
 from . import blueprint as protocol_blueprint
 from . import columns, from_records, from_rows, from_split, loads
@@ -63,7 +64,7 @@ def _csv_value(schema, body):
     if len(rows) < 2:
         raise CallError(400, "BadRequest", "expected CSV with a header row and at least one row of values")
     header, rows = rows[0], rows[1:]
-    kinds = {c["name"]: c["dtype"] for c in schema["columns"]} if columns(schema) else {}
+    kinds = {c["name"]: KINDS[column_kind(c)] for c in schema["columns"]} if columns(schema) else {}
     convert = [_converter(kinds.get(name)) for name in header]
     try:
         data = [[conv(cell) for conv, cell in zip(convert, row, strict=True)] for row in rows]
@@ -78,11 +79,10 @@ def _csv_value(schema, body):
     return data
 
 
-def _converter(dtype):
-    """Reads a CSV cell as pandas.read_csv would, but by the column's dtype where the schema has one:
-    a string column keeps "007" a string."""
-    text = dtype is not None and (dtype in ("object", "string", "str", "category") or dtype.startswith("<U"))
-    if text:
+def _converter(kind):
+    """Reads a CSV cell as pandas.read_csv would, but by the column's kind (dtypes.py) where the schema has
+    one: a string column keeps "007" a string."""
+    if kind is not None and kind.text:
         return lambda cell: cell if cell != "" else None
     return _cell
 

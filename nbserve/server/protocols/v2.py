@@ -11,38 +11,21 @@ takes the same input (``outputs: [{"name": "predict_proba"}]``). Errors are ``{"
 from flask import Response, request
 
 from .. import errors, jsonio
+from ..dtypes import NUMPY_OF_V2, column_kind, v2_datatype
 from ..errors import CallError
-from ..schema import column_kind
 from . import blueprint as protocol_blueprint
 from . import columns, loads
 
 PROTOCOL = "open-inference-v2"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
-_NUMPY = {
-    "bool": "BOOL",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "uint8": "UINT8",
-    "uint16": "UINT16",
-    "uint32": "UINT32",
-    "uint64": "UINT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-}
-_FROM_V2 = {v: k for k, v in _NUMPY.items()}
+_FROM_V2 = NUMPY_OF_V2
 
 
 def datatype(dtype) -> str:
-    """The V2 datatype of a numpy or pandas dtype name: pandas' nullable Int64/Float64/boolean map to
-    their numpy widths; strings, categories, dates and objects travel as BYTES."""
-    name = str(dtype).lower()
-    if name == "boolean":
-        return "BOOL"
-    return _NUMPY.get(name, "BYTES")
+    """The V2 datatype of a numpy or pandas dtype (dtypes.py's table): numbers and booleans by their width,
+    strings, categories, dates and objects as BYTES."""
+    return v2_datatype(dtype)
 
 
 def _batch_shape(shape) -> list:
