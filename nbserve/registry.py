@@ -58,7 +58,7 @@ def version_number(version) -> int:
     return number
 
 
-def parse_ref(ref: str, version: int | None = None) -> tuple[str, int | None]:
+def parse_ref(ref: str, version: int | str | None = None) -> tuple[str, int | None]:
     """'diabetes' -> ('diabetes', None); 'diabetes:2' -> ('diabetes', 2)."""
     from .errors import ModelNotFoundError
 
