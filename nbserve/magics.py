@@ -20,7 +20,7 @@ from IPython.utils.text import dedent
 from . import cli, runtimes
 from .errors import NbserveError, RuntimeUnavailableError
 from .notebook_text import duration, error_text, table, when
-from .workspace import console_progress, default_workspace
+from .workspace import console_progress, default_workspace, explain_once
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -142,7 +142,9 @@ class NbserveMagics(Magics):
         mv = result if args.no_start else ws.get_model(result.model)
         n = len(mv.requirements)
         print(f"registered {mv.id} (methods: {', '.join(mv.methods)}; {n} pinned requirement{'s' * (n != 1)})")
-        print(f"runtime: {runtime}" + (f" (auto: {why})" if args.runtime in (None, runtimes.AUTO) else ""))
+        print(
+            f"runtime: {runtime}" + (f" (auto: {explain_once(why)})" if args.runtime in (None, runtimes.AUTO) else "")
+        )
         if args.no_start:
             if runtimes.spec(runtime).builds_images:
                 image = ws.build(mv, progress=False)  # built by serve(start=False): found again, not rebuilt

@@ -34,6 +34,18 @@ def console_progress(message: str, fraction: float | None = None) -> None:
     print(f"nbserve:{pct} {message}", file=sys.stderr, flush=True)
 
 
+_explained: set[str] = set()
+
+
+def explain_once(why: str) -> str:
+    """Why "auto" fell back, in full the first time this process (a kernel, a script) says it, then its
+    first clause only: a notebook that serves ten models reads the how-to-get-Docker advice once."""
+    if why in _explained:
+        return why.split("; ", 1)[0]
+    _explained.add(why)
+    return why
+
+
 def quiet(message: str, fraction: float | None = None) -> None:
     pass
 
@@ -69,7 +81,7 @@ class Workspace:
         if runtime in (None, runtimes.AUTO):
             # the fallback says why the others could not serve; a runtime whose check passed needs no excuse
             excuse = runtimes.spec(chosen).check is None and why
-            _progress(progress)(f"runtime 'auto' chose {chosen}" + (f": {why}" if excuse else ""))
+            _progress(progress)(f"runtime 'auto' chose {chosen}" + (f": {explain_once(why)}" if excuse else ""))
         return chosen
 
     def runtime_choice(self, runtime: str = "auto", base_image: str | None = None) -> tuple[str, str]:
@@ -144,8 +156,9 @@ class Workspace:
         row, created = self.registry.add_version(name, sha, sys.executable)
         mv = self._version(row)
         say(
-            f"{'registered' if created else 'already registered as'} {mv.id}: methods {mv.methods}, "
-            f"{len(mv.requirements)} pinned requirements"
+            f"registered {mv.id}: methods {mv.methods}, {len(mv.requirements)} pinned requirements"
+            if created
+            else f"unchanged since {mv.id} (the same artifact): serving {mv.id}, no new version"
         )
         return mv
 
@@ -570,7 +583,8 @@ class PendingVersion:
 
     @property
     def id(self) -> str:
-        return f"{self.name} (new version)"
+        # its number is known once the proof registered it (and it may turn out to be an existing version)
+        return self.name
 
     def cleanup(self) -> None:
         shutil.rmtree(self.stage_dir, ignore_errors=True)

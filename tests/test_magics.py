@@ -77,15 +77,26 @@ def test_serve_a_classifier_prints_what_was_registered_and_returns_the_instance(
     np.testing.assert_allclose(inst.client().predict_proba(X[:3]), lr.predict_proba(X[:3]))
 
 
-def test_auto_runtime_says_which_it_chose(run, shell, monkeypatch):
+def test_auto_runtime_says_which_it_chose_in_full_once_per_kernel(run, shell, monkeypatch):
+    import nbserve.workspace
+
+    monkeypatch.setattr(nbserve.workspace, "_explained", set())  # a fresh kernel
     # No Docker engine at this address: 'auto' must fall back to a local process and say so.
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     shell.user_ns["triple"] = lambda xs: [3 * x for x in xs]
     result, out, err = run("%serve triple --name triple")
     assert result.success, err
-    assert "runtime: process (auto: no Docker engine answered; " in out
+    assert "runtime: process (auto: no Docker engine answered; for the Docker runtime, start an engine" in out
     assert isinstance(result.result, Instance)
     assert result.result.client().predict([1, 2]) == [3, 6]
+    # the next %serve of the kernel: one short line, and no contradiction about what was registered
+    shell.user_ns["quadruple"] = lambda xs: [4 * x for x in xs]
+    result, out, err = run("%serve quadruple --name quadruple")
+    assert result.success, err
+    assert "runtime: process (auto: no Docker engine answered)\n" in out and "for the Docker runtime" not in out
+    result, out, err = run("%serve quadruple --name quadruple --runtime process")  # the same object again
+    assert result.success, err
+    assert "(new version)" not in out + err and "registered quadruple:1" in out
 
 
 def test_cell_magic_runs_the_cell_then_serves_what_it_defines(run, shell):
