@@ -19,7 +19,7 @@ from ..server.artifact import bind_methods
 from ..server.replay import REPORT, SAMPLE, STAGED_ARTIFACT, read_report
 from . import pickling, reference, requirements
 from .compare import difference
-from .signature import batch_slice, describe, sliced_fields
+from .signature import batch_slice, describe, example, sliced_fields
 
 SAMPLE_ROWS = 5
 PROOF_TIMEOUT = 300
@@ -127,6 +127,12 @@ class Draft:
         }
         if self.reference:
             manifest["reference"] = self.reference
+        if self.sample_slice is not None:  # /docs' "Try it out" starts from a real row and its answer
+            examples = {
+                name: {"input": example(self.sample_slice), "output": example(self.outputs.get(name))}
+                for name in self.names
+            }
+            manifest["examples"] = {k: v for k, v in examples.items() if v["input"] is not None}
         if report is not None:  # whether a server master may load it before forking (server/forksafe.py)
             manifest["load_starts_threads"] = report.get("load_starts_threads")
         return Captured(self.pickle, manifest, self.outputs)

@@ -161,3 +161,22 @@ def sliced_fields(value) -> str:
     cut = [k for k, v in value.items() if batch is not None and _length(v) == batch]
     kept = [k for k in value if k not in cut]
     return f" (fields {cut} cut to their first rows as per-row data of length {batch}; {kept} passed whole)"
+
+
+EXAMPLE_LIMIT = 16_384  # bytes of JSON: an example too large to read in the docs page is left out
+
+
+def example(value):
+    """The first row of ``value`` as the JSON a client sends (``client.encode``: tables as columns and rows,
+    dates in ISO 8601, missing values as null): what /docs offers in "Try it out". None where it does not
+    fit in a few kilobytes or cannot be written as JSON."""
+    from ..client import encode  # the client's own encoding: the example is what a client would send
+    from ..server import jsonio, schema
+
+    row = batch_slice(value, 1)
+    try:
+        # a table as records, the form its JSON schema in /openapi.json describes (the server takes both)
+        text = jsonio.dumps(schema.frame_records(row) if hasattr(row, "columns") else encode(row))
+    except (TypeError, ValueError):
+        return None
+    return jsonio.loads(text) if len(text) <= EXAMPLE_LIMIT else None

@@ -14,10 +14,15 @@ def interface_document(
     the protocols spoken (default_method: the one MLflow's and KServe's routes call), what a table's other
     columns get (extra_columns: "refuse" or "ignore")."""
     signature = manifest.get("signature", {})
+    examples = manifest.get("examples", {})  # a row of the registration sample and the kernel's answer
     return {
         "model": model_id,
         "methods": [
-            {"name": name, **signature.get(name, {"input": {"type": "any"}, "output": {"type": "any"}})}
+            {
+                "name": name,
+                **signature.get(name, {"input": {"type": "any"}, "output": {"type": "any"}}),
+                **({"example": examples[name]} if name in examples else {}),
+            }
             for name in manifest["methods"]
         ],
         "requirements": manifest.get("requirements", []),
@@ -147,6 +152,9 @@ def openapi_document(interface: dict) -> dict:
         },
     }
     for m in interface["methods"]:
+        example = m.get("example") or {}
+        request_example = {"example": {"data": example["input"]}} if "input" in example else {}
+        answer_example = {"example": {"data": example["output"]}} if example.get("output") is not None else {}
         paths["/" + m["name"]] = {
             "post": {
                 "summary": f"Call {m['name']} on the model",
@@ -159,14 +167,15 @@ def openapi_document(interface: dict) -> dict:
                                 "type": "object",
                                 "required": ["data"],
                                 "properties": {"data": json_schema(m.get("input"), extra_columns=extra)},
-                            }
+                            },
+                            **request_example,
                         }
                     },
                 },
                 "responses": {
                     "200": {
                         "description": "The method's result",
-                        "content": {"application/json": {"schema": _answer_schema(m.get("output"))}},
+                        "content": {"application/json": {"schema": _answer_schema(m.get("output")), **answer_example}},
                     },
                     "400": error_response("The input does not fit the model's input schema"),
                     "404": error_response("Unknown method"),
