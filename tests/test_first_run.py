@@ -30,7 +30,7 @@ def served(proc, runtime):
     lines = proc.stdout.splitlines()
     assert len(lines) == 2, proc.stdout
     assert re.fullmatch(rf"diabetes:1 at http://127\.0\.0\.1:\d+ \({runtime}\) predicts \[.*\]", lines[0]), lines
-    assert lines[1].startswith("stop it with: nbserve stop diabetes-")
+    assert re.fullmatch(r"stopped and removed diabetes-\w+ \(--keep leaves it running\)", lines[1]), lines
     return proc.stderr
 
 

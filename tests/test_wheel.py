@@ -93,9 +93,10 @@ def test_the_example_serves_and_docs_come_from_the_wheel(installed, tmp_path):
     shutil.copy(ROOT / "examples" / "serve_diabetes.py", example)
     # no engine here (the Docker path has its own tests): the process runtime, chosen by "auto"
     env = {**env, "NBSERVE_HOME": str(home), "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
-    out = run([bin_dir / "python", example], env=env, cwd=work, timeout=600)
+    out = run([bin_dir / "python", example, "--keep"], env=env, cwd=work, timeout=600)
     assert "runtime 'auto' chose process" in out.stderr
     url, instance = re.search(r" at (http://127\.0\.0\.1:\d+) \(process\)", out.stdout), out.stdout.split()[-1]
+    assert f"stop it with: {bin_dir / 'nbserve'} stop {instance}" in out.stdout  # the venv's own script
     assert url, out.stdout
     try:
         page = requests.get(url.group(1) + "/docs", timeout=30)
