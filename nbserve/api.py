@@ -5,9 +5,23 @@ from __future__ import annotations
 from .workspace import default_workspace
 
 
-def register(obj, name=None, sample=None, methods=None, progress=None):
-    """Capture ``obj`` (a model or a function) and record it as the next version of ``name``."""
-    return default_workspace().register(obj, name=name, sample=sample, methods=methods, progress=progress)
+def register(obj, name=None, sample=None, methods=None, progress=None, env=None, compare="values", tolerance=None):
+    """Capture ``obj`` (a model or a function) and record it as the next version of ``name``.
+
+    ``env``: environment variables the model needs besides those captured by themselves (KERAS_BACKEND, thread
+    settings: see ModelVersion.environment). ``compare="shapes"`` or ``tolerance=0.05``: for a model that is not
+    deterministic (registering one says so), prove only its answers' shapes and dtypes, or its values within 5%.
+    """
+    return default_workspace().register(
+        obj,
+        name=name,
+        sample=sample,
+        methods=methods,
+        progress=progress,
+        env=env,
+        compare=compare,
+        tolerance=tolerance,
+    )
 
 
 def models():

@@ -95,6 +95,11 @@ def serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", action="store_true", help="adaptive batching of concurrent requests (one model call)")
     _batch_limits(p)
     p.add_argument("--default-method", help="the method MLflow's /invocations and KServe's V1/V2 routes call")
+    p.add_argument(
+        "--extra-columns",
+        choices=("refuse", "ignore"),
+        help="a table's columns the model does not take: refuse them with a 400 naming them (the default) or ignore",
+    )
 
 
 def _batch_limits(p) -> None:
@@ -110,6 +115,7 @@ def serve_keywords(args) -> dict:
         "max_batch": args.max_batch,
         "max_latency_ms": args.max_latency_ms,
         "default_method": args.default_method,
+        "extra_columns": args.extra_columns,
     }
     return {k: v for k, v in given.items() if v is not None}
 

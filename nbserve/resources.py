@@ -60,6 +60,17 @@ class ModelVersion:
     def python(self) -> str:
         return self.manifest["python"]
 
+    @property
+    def environment(self) -> dict:
+        """Environment variables captured with the version (KERAS_BACKEND, thread settings...), set wherever
+        it is served."""
+        return dict(self.manifest.get("environment") or {})
+
+    @property
+    def proof(self) -> dict:
+        """How its answers were proven: {"compare": "values"}, with "rtol" for a tolerance, or "shapes"."""
+        return dict(self.manifest.get("proof") or {"compare": "values"})
+
     def load(self):
         """The live object again, unpickled from the stored artifact after checking its hashes."""
         return self._workspace.load(self)
@@ -78,6 +89,8 @@ class ModelVersion:
             "requirements": self.requirements,
             "signature": self.signature,
             "python": self.python,
+            "environment": self.environment,
+            "proof": self.proof,
             "kind": self.manifest.get("kind"),
             "object_type": self.manifest.get("object_type"),
             "registered_by": self.registered_by,
@@ -96,7 +109,8 @@ class ModelVersion:
         return hash((self.name, self.version, self.sha256))
 
     def __repr__(self):
-        return f"<ModelVersion {self.id} methods={self.methods} requirements={len(self.requirements)}>"
+        env = f" environment={self.environment}" if self.environment else ""
+        return f"<ModelVersion {self.id} methods={self.methods} requirements={len(self.requirements)}{env}>"
 
 
 class Instance:
@@ -161,7 +175,10 @@ class Instance:
         if url is None:
             raise NbserveError(f"{self.id} has no address ({self.status}): start it first")
         manifest = self._workspace.get_model(self.model).manifest
-        interface = interface_document(manifest, self.model, self._row.options.get("default_method"))
+        options = self._row.options
+        interface = interface_document(
+            manifest, self.model, options.get("default_method"), options.get("extra_columns") or "refuse"
+        )
         return Client(url, timeout=timeout, token=self.auth_token, interface=interface)
 
     def logs(self, tail: int = 200) -> str:

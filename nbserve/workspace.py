@@ -145,11 +145,26 @@ class Workspace:
                 raise NbserveError(f"pass name=... to register a {type(obj).__name__}")
         return require_name(name)
 
-    def register(self, obj, name: str | None = None, sample=None, methods=None, progress=None) -> ModelVersion:
+    def register(
+        self,
+        obj,
+        name: str | None = None,
+        sample=None,
+        methods=None,
+        progress=None,
+        env: dict | None = None,
+        compare: str = "values",
+        tolerance: float | None = None,
+    ) -> ModelVersion:
+        """Capture, prove and store a live object. ``env``: environment variables the model needs, beside
+        those captured by themselves (capture.CAPTURED_ENV: KERAS_BACKEND, thread settings...). ``compare``
+        and ``tolerance``: how the proof compares answers, for a model that is not deterministic (it says so)."""
         from .capture import capture  # cloudpickle and the proof machinery: loaded on a first register
 
         name = self._name_for(obj, name)
-        return self._store(capture(obj, label=name, sample=sample, methods=methods), name, _progress(progress))
+        rules = {"env": env, "compare": compare, "tolerance": tolerance}
+        captured = capture(obj, label=name, sample=sample, methods=methods, **rules)
+        return self._store(captured, name, _progress(progress))
 
     def _store(self, captured, name, say) -> ModelVersion:
         sha = self.registry.store_artifact(captured.pickle, captured.manifest)
@@ -245,6 +260,7 @@ class Workspace:
         image) and returns the ModelVersion instead of an Instance.
         """
         say = _progress(progress)
+        rules = {k: options.pop(k) for k in ("env", "compare", "tolerance") if k in options}  # register's
         if int(workers) < 1:
             raise NbserveError(f"workers must be at least 1, got {workers}")
         _check_host(host)
@@ -252,9 +268,10 @@ class Workspace:
             choose_port(host, port)  # a port in use is refused before any capture or build, not after
         options = check_options(options)  # timeout, max_body, auth_token (True -> a generated token)
         if isinstance(target, (str, ModelVersion)):
-            if sample is not None or methods is not None:
+            if sample is not None or methods is not None or rules:
                 raise NbserveError(
-                    f"sample= and methods= apply when registering a live object; {target!r} is already registered"
+                    f"sample=, methods=, env=, compare= and tolerance= apply when registering a live object; "
+                    f"{target!r} is already registered"
                 )
             mv: ModelVersion | PendingVersion = self.get_model(target, version)
             runtime = self.choose_runtime(runtime, say, options.get("base_image"))
@@ -266,9 +283,9 @@ class Workspace:
                 from .capture import draft, requirements  # capture imports cloudpickle: not for listing
 
                 requirements.warm_up()
-                mv = PendingVersion(self.home, draft(target, name, sample, methods), name)
+                mv = PendingVersion(self.home, draft(target, name, sample, methods, **rules), name)
             else:
-                mv = self.register(target, name=name, sample=sample, methods=methods, progress=say)
+                mv = self.register(target, name=name, sample=sample, methods=methods, progress=say, **rules)
         served_methods = mv.draft.names if isinstance(mv, PendingVersion) else mv.methods
         if options.get("default_method") and options["default_method"] not in served_methods:
             if isinstance(mv, PendingVersion):
@@ -585,6 +602,10 @@ class PendingVersion:
     def id(self) -> str:
         # its number is known once the proof registered it (and it may turn out to be an existing version)
         return self.name
+
+    @property
+    def environment(self) -> dict:
+        return dict(self.draft.environment or {})
 
     def cleanup(self) -> None:
         shutil.rmtree(self.stage_dir, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -18,11 +19,59 @@ from ..errors import CaptureError, RequirementsError, SampleError
 from ..server.artifact import bind_methods
 from ..server.replay import REPORT, SAMPLE, STAGED_ARTIFACT, read_report
 from . import pickling, reference, requirements
-from .compare import difference
+from .compare import answers_differ
 from .signature import batch_slice, describe, example, sliced_fields
 
 SAMPLE_ROWS = 5
 PROOF_TIMEOUT = 300
+# Environment variables that change what a model's libraries do (Keras' backend, the size of thread pools,
+# offline switches): captured with the version when the kernel has them set, and set again wherever the
+# version is served (the process runtime's environment, the image's ENV, and the server before unpickling)
+CAPTURED_ENV = (
+    "KERAS_BACKEND",
+    "TF_USE_LEGACY_KERAS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMEXPR_MAX_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "TOKENIZERS_PARALLELISM",
+    "JAX_PLATFORMS",
+    "JAX_ENABLE_X64",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+)
+COMPARES = ("values", "shapes")
+
+
+def captured_environment(env: dict | None = None) -> dict:
+    """The CAPTURED_ENV variables set in this kernel, and ``env`` (variables the user names) over them."""
+    found = {k: os.environ[k] for k in CAPTURED_ENV if k in os.environ}
+    for key, value in (env or {}).items():
+        if not isinstance(key, str) or not key or "=" in key or not isinstance(value, str):
+            raise CaptureError(f"env must map variable names to strings, got {key!r}: {value!r}")
+        found[key] = value
+    return dict(sorted(found.items()))
+
+
+def proof_rule(compare: str = "values", tolerance: float | None = None) -> dict:
+    """How the proof compares the kernel's answers with a clean interpreter's (and an image's): exactly to
+    float precision ("values"), within a relative ``tolerance``, or only their shapes and dtypes ("shapes")."""
+    if compare not in COMPARES:
+        raise CaptureError(f"compare must be one of {COMPARES}, got {compare!r}")
+    if tolerance is not None:
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1e6:
+            raise CaptureError(f"tolerance must be a relative difference >= 0 (0.05 for 5%), got {tolerance!r}")
+        if compare == "shapes":
+            raise CaptureError("tolerance applies when values are compared, not with compare='shapes'")
+    rule: dict = {"compare": compare}
+    if tolerance is not None:
+        rule["rtol"] = float(tolerance)
+    return rule
 
 
 @dataclass
@@ -90,6 +139,8 @@ class Draft:
     sample_slice: object
     object_type: str
     reference: dict | None = None  # drift reference of the sample (capture/reference.py)
+    environment: dict | None = None  # the CAPTURED_ENV variables, set wherever the version is served
+    proof: dict | None = None  # how answers are compared (proof_rule): {"compare": "values"} unless told
 
     def stage(self, directory: Path) -> Path:
         """Write what a clean interpreter needs to replay this draft: the artifact and the sample."""
@@ -103,6 +154,7 @@ class Draft:
                     "methods": self.names,
                     "signature": self.signature,
                     "pickle_sha256": hashlib.sha256(self.pickle).hexdigest(),
+                    **({"environment": self.environment} if self.environment else {}),
                 }
             )
         )
@@ -133,13 +185,19 @@ class Draft:
                 for name in self.names
             }
             manifest["examples"] = {k: v for k, v in examples.items() if v["input"] is not None}
+        if self.environment:
+            manifest["environment"] = self.environment
+        if self.proof and self.proof != {"compare": "values"}:
+            manifest["proof"] = self.proof  # the image's readiness check compares by the same rule
         if report is not None:  # whether a server master may load it before forking (server/forksafe.py)
             manifest["load_starts_threads"] = report.get("load_starts_threads")
         return Captured(self.pickle, manifest, self.outputs)
 
 
-def draft(obj, label="model", sample=None, methods=None) -> Draft:
+def draft(obj, label="model", sample=None, methods=None, env=None, compare="values", tolerance=None) -> Draft:
     kind, names = resolve_methods(obj, methods)
+    rule = proof_rule(compare, tolerance)
+    environment = captured_environment(env)
     pkl = pickling.dump(obj, label)
 
     signature, outputs = {}, {}
@@ -159,6 +217,7 @@ def draft(obj, label="model", sample=None, methods=None) -> Draft:
                     f"failed with {type(exc).__name__}: {exc}; pass a sample the model accepts"
                 ) from exc
             signature[name]["output"] = describe(outputs[name])
+            check_deterministic(label, name, bound[name], sample_slice, outputs[name], rule)
 
     modules = requirements.modules_in_pickle(pkl) | requirements.modules_used_by_functions(obj)
     ref = None
@@ -176,11 +235,33 @@ def draft(obj, label="model", sample=None, methods=None) -> Draft:
         sample_slice,
         f"{type(obj).__module__}.{type(obj).__qualname__}",
         ref,
+        environment,
+        rule,
     )
 
 
-def capture(obj, label="model", sample=None, methods=None, proof=True) -> Captured:
-    d = draft(obj, label, sample, methods)
+def check_deterministic(label, name, method, rows, first, rule) -> None:
+    """Call the method a second time on the same rows in the kernel: a model that answers differently (it
+    samples at random) cannot be proven by comparing values; say so in plain words, and what to do."""
+    try:
+        second = method(rows)
+    except Exception:  # it answered once: the proof will tell if it cannot answer again
+        return
+    diff = answers_differ(first, second, rule, here="the first call", there="the second")
+    if diff:
+        within = f"within the tolerance {rule['rtol']:g}" if "rtol" in rule else "equal"
+        raise SampleError(
+            f"{label}.{name} is not deterministic: called twice on the same first {SAMPLE_ROWS} rows of the sample "
+            f"in this kernel, its answers were not {within} ({diff}). Its answers cannot be proven equal in a clean "
+            f"interpreter. If it draws random numbers on purpose (Prophet's uncertainty intervals, sampling from a "
+            f"distribution), register it with tolerance=0.05 (answers may differ by 5%) or compare='shapes' (only "
+            f"the shapes and dtypes of its answers are proven); or fix its random seed"
+        )
+
+
+def capture(obj, label="model", sample=None, methods=None, proof=True, **rules) -> Captured:
+    """``rules``: env, compare, tolerance (see draft)."""
+    d = draft(obj, label, sample, methods, **rules)
     return d.finish(prove(d) if proof else None)
 
 
@@ -224,7 +305,9 @@ def check_report(report: dict, d: Draft) -> set[str]:
                 raise RequirementsError(
                     f"{d.label}.{name} works in the kernel but fails in a clean interpreter: {report['errors'][name]}"
                 )
-            diff = difference(d.outputs.get(name), report["outputs"].get(name), "output", there="a clean interpreter")
+            diff = answers_differ(
+                d.outputs.get(name), report["outputs"].get(name), d.proof, "output", there="a clean interpreter"
+            )
             if diff:
                 raise RequirementsError(f"{d.label}.{name} answers differently in a clean interpreter: {diff}")
     return requirements.needed_imports(report["imports"])

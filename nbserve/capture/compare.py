@@ -9,13 +9,60 @@ from __future__ import annotations
 
 import math
 
+NONFINITE = ("Infinity", "-Infinity", "NaN")  # how JSON answers spell them (nbserve/server/dtypes.py)
+
 RTOL, ATOL = 1e-5, 1e-8
 
 
-def difference(expected, got, where: str = "data", here: str = "the kernel", there: str = "the image") -> str | None:
+def difference(
+    expected, got, where: str = "data", here: str = "the kernel", there: str = "the image", rtol: float = RTOL
+) -> str | None:
     """None when the answers agree, else where and how they differ first, e.g.
     ``data[0]: 0.0 in the kernel, 1.0 in the image``."""
-    return _diff(plain(expected), plain(got), where, here, there)
+    return _diff(plain(expected), plain(got), where, here, there, rtol)
+
+
+def answers_differ(expected, got, rule: dict | None, where: str = "data", here="the kernel", there="the image"):
+    """``difference`` by a version's proof rule (capture.proof_rule): values to float precision or within a
+    relative tolerance (``{"compare": "values", "rtol": 0.05}``), or only shapes and dtypes (``"shapes"``)."""
+    rule = rule or {}
+    if rule.get("compare") == "shapes":
+        return shape_difference(expected, got, where, here, there)
+    return difference(expected, got, where, here, there, rule.get("rtol", RTOL))
+
+
+def shape_difference(a, b, where: str = "data", here: str = "the kernel", there: str = "the image") -> str | None:
+    """None when two answers have the same structure: type, shape and dtype of arrays, columns and dtypes of
+    tables, keys of dicts, lengths of lists, the JSON type of scalars; their values may differ."""
+    described = _structure(a), _structure(b)
+    if described[0] != described[1]:
+        return f"{where}: {described[0]} in {here}, {described[1]} in {there}"
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in a:
+            d = shape_difference(a[k], b[k], f"{where}[{k!r}]", here, there)
+            if d:
+                return d
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = shape_difference(x, y, f"{where}[{i}]", here, there)
+            if d:
+                return d
+    return None
+
+
+def _structure(value) -> str:
+    """What shape_difference compares of one value, in words."""
+    if hasattr(value, "dtypes") and hasattr(value, "columns"):  # a DataFrame
+        return f"a table of {len(value)} rows with dtypes {dict(zip(map(str, value.columns), map(str, value.dtypes)))}"
+    if hasattr(value, "dtype") and hasattr(value, "shape"):  # an array, a Series, a tensor
+        return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(map(str, value))}"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)}"
+    if _is_number(value):
+        return "a number or null"
+    return type(value).__name__
 
 
 def plain(value):
@@ -33,7 +80,7 @@ def plain(value):
     return value
 
 
-def _diff(a, b, where, here, there):
+def _diff(a, b, where, here, there, rtol=RTOL):
     def differ(x, y):
         return f"{where}: {x!r} in {here}, {y!r} in {there}"
 
@@ -41,7 +88,7 @@ def _diff(a, b, where, here, there):
         if set(a) != set(b):
             return f"{where}: keys {sorted(map(str, a))} in {here}, {sorted(map(str, b))} in {there}"
         for k in a:
-            d = _diff(a[k], b[k], f"{where}[{k!r}]", here, there)
+            d = _diff(a[k], b[k], f"{where}[{k!r}]", here, there, rtol)
             if d:
                 return d
         return None
@@ -49,16 +96,16 @@ def _diff(a, b, where, here, there):
         if len(a) != len(b):
             return f"{where}: {len(a)} items in {here}, {len(b)} in {there}"
         if a and all(map(_is_number, a)) and all(map(_is_number, b)):
-            gaps = [_gap(x, y) for x, y in zip(a, b)]
+            gaps = [_gap(x, y, rtol) for x, y in zip(a, b)]
             i = max(range(len(gaps)), key=gaps.__getitem__)  # the first of the largest differences
             return f"{where}[{i}]: {a[i]!r} in {here}, {b[i]!r} in {there}" if gaps[i] > 0 else None
         for i, (x, y) in enumerate(zip(a, b)):
-            d = _diff(x, y, f"{where}[{i}]", here, there)
+            d = _diff(x, y, f"{where}[{i}]", here, there, rtol)
             if d:
                 return d
         return None
     if _is_number(a) and _is_number(b):
-        return None if _gap(a, b) == 0 else differ(a, b)
+        return None if _gap(a, b, rtol) == 0 else differ(a, b)
     try:
         same = bool(a == b)
     except Exception:  # an object whose == is not a truth value
@@ -67,20 +114,25 @@ def _diff(a, b, where, here, there):
 
 
 def _is_number(x) -> bool:
-    return x is None or (isinstance(x, (int, float, complex)) and not isinstance(x, bool))
+    return x is None or x in NONFINITE or (isinstance(x, (int, float, complex)) and not isinstance(x, bool))
 
 
 def _missing(x) -> bool:
-    return x is None or x != x  # JSON writes NaN as null
+    return x is None or x == "NaN" or x != x  # JSON writes NaN as null
 
 
-def _gap(x, y) -> float:
+def _gap(x, y, rtol=RTOL) -> float:
     """0 when equal to tolerance, else how far apart (inf when only one is missing)."""
     if _missing(x) or _missing(y):
         return 0.0 if _missing(x) and _missing(y) else math.inf
+    x, y = _float(x), _float(y)
     if x == y:
         return 0.0
     gap = abs(x - y)
-    if gap <= ATOL + RTOL * abs(y):
+    if gap <= ATOL + rtol * abs(y):
         return 0.0
     return gap if gap == gap else math.inf
+
+
+def _float(x):
+    return float(x) if isinstance(x, str) else x

@@ -89,7 +89,7 @@ CMD {cmd}
 USER {uid}:{uid}
 COPY server {app}/server
 COPY artifacts {app}/artifacts
-ENV NBSERVE_ARTIFACT={app}/artifacts/{sha256} NBSERVE_MODEL_ID={model_id}
+ENV NBSERVE_ARTIFACT={app}/artifacts/{sha256} NBSERVE_MODEL_ID={model_id}{environment}
 LABEL {labels}
 """
 
@@ -192,6 +192,7 @@ def model_context(path: Path, version, base: str, deps_image: str, labels: dict)
             cmd=json.dumps(SERVER_CMD),
             healthcheck=json.dumps(HEALTHCHECK),
             labels=label_text,
+            environment="".join(f" \\\n    {k}={_quote(v)}" for k, v in version.environment.items()),
         )
     )
 

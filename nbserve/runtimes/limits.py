@@ -16,9 +16,11 @@ import secrets
 from ..errors import NbserveError
 from ..server.auth import token_env
 from ..server.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS
+from ..server.dispatch import EXTRA_COLUMNS_ENV
 from ..server.guards import DEFAULT_TIMEOUT  # seconds per request; 0 turns the limit off
 from ..server.prefix import ENV as URL_PREFIX_ENV
 from ..server.prefix import clean as clean_prefix
+from ..server.schema import EXTRA_COLUMNS
 
 GRACE = 5.0
 WSGI_APP = "nbserve.server.wsgi:app"
@@ -63,6 +65,8 @@ def server_limits_env(options: dict) -> dict:
         env["NBSERVE_REQUEST_LOG"] = {True: "1", False: "0"}.get(options["request_log"], str(options["request_log"]))
     if options.get("url_prefix"):
         env[URL_PREFIX_ENV] = options["url_prefix"]
+    if options.get("extra_columns"):  # a table's columns the model does not take: refused (400) or dropped
+        env[EXTRA_COLUMNS_ENV] = options["extra_columns"]
     batching = batch_settings(options)
     if batching:  # adaptive batching: server/batching.py, and gunicorn_conf's threaded worker
         env["NBSERVE_BATCH"] = "1"
@@ -113,6 +117,8 @@ def check_options(options: dict) -> dict:
     batch: adaptive batching on (max_batch rows per model call, >= 1; max_latency_ms a request waits, >= 0).
     default_method: the method MLflow's /invocations and KServe's V1/V2 routes call (checked against the
     model's methods by Workspace.serve).
+    extra_columns: what a DataFrame input's columns the model does not take get: "refuse" (the default, a
+    400 naming them) or "ignore" (dropped before the model sees the table).
     """
     options = dict(options)
     token = options.pop("auth_token", None)
@@ -156,4 +162,6 @@ def check_options(options: dict) -> dict:
     method = options.get("default_method")
     if method is not None and (not isinstance(method, str) or not method.isidentifier()):
         raise NbserveError(f"default_method must be the name of one of the model's methods, got {method!r}")
+    if options.get("extra_columns") not in (None, *EXTRA_COLUMNS):
+        raise NbserveError(f"extra_columns must be one of {EXTRA_COLUMNS}, got {options['extra_columns']!r}")
     return options

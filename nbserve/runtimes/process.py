@@ -154,6 +154,7 @@ class ProcessRuntime(Runtime):
             )
         log_path = self.instance_dir(row) / "server.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN"))}
+        env.update(getattr(version, "environment", None) or {})  # captured with the version: KERAS_BACKEND...
         env.update(PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1", NBSERVE_ARTIFACT=str(version.artifact_dir))
         env.update(env_extra)
         env.update(server_limits_env(row.options))  # NBSERVE_TIMEOUT, NBSERVE_MAX_BODY, auth digest

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 
@@ -31,12 +32,20 @@ def load(artifact_dir, expected_sha256=None, loads=None):
         data = (artifact_dir / "manifest.json").read_bytes()
         if hashlib.sha256(data).hexdigest() != expected_sha256:
             raise ArtifactError(f"{artifact_dir}/manifest.json does not match sha256 {expected_sha256[:12]}")
+    apply_environment(manifest)
     pkl = artifact_dir / "model.pkl"
     # hash and unpickle the very same bytes: reading the file twice would let them change in between
     data = pkl.read_bytes()
     if hashlib.sha256(data).hexdigest() != manifest["pickle_sha256"]:
         raise ArtifactError(f"{pkl} does not match its recorded sha256; refusing to unpickle it")
     return loads(data), manifest
+
+
+def apply_environment(manifest) -> None:
+    """The environment variables captured with the version (KERAS_BACKEND...), set before unpickling imports
+    the model's libraries; a variable the process was started with wins (a deployment's own setting)."""
+    for key, value in (manifest.get("environment") or {}).items():
+        os.environ.setdefault(key, value)
 
 
 def bind_methods(obj, manifest) -> dict:

@@ -55,21 +55,21 @@ class _ImportRecorder:
 
     def find_spec(self, name, path=None, target=None):
         if "." not in name and name not in sys.modules:
-            frame = sys._getframe(1)
-            while frame is not None:
-                mod = frame.f_globals.get("__name__") or ""
-                if not mod.startswith(("importlib", "_frozen_importlib")) and mod != __name__:
-                    break
-                frame = frame.f_back
-            self._note(name, frame.f_globals.get("__name__") if frame is not None else None)
+            self._note(name, _importer(sys._getframe(1)))
         return None
 
     def __enter__(self):
         original = self._import = builtins.__import__
+        own = globals()
 
         def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
             if level == 0 and globals is not None:
-                self._note(name, globals.get("__name__"))
+                # An import made by C code (a compiled extension's module init, say matplotlib's ft2font)
+                # comes with the globals of the nearest Python frame, this very function: the importer is
+                # the code further out, never the replay itself (else optional imports of libraries landed in
+                # the lock as the model's own needs)
+                importer = _importer(sys._getframe(1)) if globals is own else globals.get("__name__")
+                self._note(name, importer)
             return original(name, globals, locals, fromlist, level)
 
         builtins.__import__ = recording_import
@@ -79,6 +79,16 @@ class _ImportRecorder:
     def __exit__(self, *exc):
         builtins.__import__ = self._import
         sys.meta_path.remove(self)
+
+
+def _importer(frame):
+    """The module of the nearest frame outside the import machinery and this recorder."""
+    while frame is not None:
+        mod = frame.f_globals.get("__name__") or ""
+        if not mod.startswith(("importlib", "_frozen_importlib")) and mod != __name__:
+            return mod
+        frame = frame.f_back
+    return None
 
 
 def replay(artifact_dir, sample_path):
