@@ -5,12 +5,24 @@ from __future__ import annotations
 from .workspace import default_workspace
 
 
-def register(obj, name=None, sample=None, methods=None, progress=None, env=None, compare="values", tolerance=None):
+def register(
+    obj,
+    name=None,
+    sample=None,
+    methods=None,
+    progress=None,
+    env=None,
+    compare="values",
+    tolerance=None,
+    system_packages=None,
+):
     """Capture ``obj`` (a model or a function) and record it as the next version of ``name``.
 
     ``env``: environment variables the model needs besides those captured by themselves (KERAS_BACKEND, thread
     settings: see ModelVersion.environment). ``compare="shapes"`` or ``tolerance=0.05``: for a model that is not
     deterministic (registering one says so), prove only its answers' shapes and dtypes, or its values within 5%.
+    ``system_packages=["libfoo1"]``: Debian packages its Docker image installs, besides those nbserve finds the
+    locked wheels need (libgomp1 for LightGBM's OpenMP).
     """
     return default_workspace().register(
         obj,
@@ -21,6 +33,7 @@ def register(obj, name=None, sample=None, methods=None, progress=None, env=None,
         env=env,
         compare=compare,
         tolerance=tolerance,
+        system_packages=system_packages,
     )
 
 

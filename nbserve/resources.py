@@ -67,6 +67,11 @@ class ModelVersion:
         return dict(self.manifest.get("environment") or {})
 
     @property
+    def system_packages(self) -> list[str]:
+        """Debian packages its image installs besides those the locked wheels are found to need."""
+        return list(self.manifest.get("system_packages") or ())
+
+    @property
     def proof(self) -> dict:
         """How its answers were proven: {"compare": "values"}, with "rtol" for a tolerance, or "shapes"."""
         return dict(self.manifest.get("proof") or {"compare": "values"})
@@ -91,6 +96,7 @@ class ModelVersion:
             "python": self.python,
             "environment": self.environment,
             "proof": self.proof,
+            "system_packages": self.system_packages,
             "kind": self.manifest.get("kind"),
             "object_type": self.manifest.get("object_type"),
             "registered_by": self.registered_by,

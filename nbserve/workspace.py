@@ -26,6 +26,7 @@ from .runtimes.limits import check_options, with_batching
 from .server.auth import mask
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+REGISTER_RULES = ("env", "compare", "tolerance", "system_packages")  # serve(obj, ...) hands them to register
 
 
 def console_progress(message: str, fraction: float | None = None) -> None:
@@ -155,14 +156,16 @@ class Workspace:
         env: dict | None = None,
         compare: str = "values",
         tolerance: float | None = None,
+        system_packages: list[str] | None = None,
     ) -> ModelVersion:
         """Capture, prove and store a live object. ``env``: environment variables the model needs, beside
         those captured by themselves (capture.CAPTURED_ENV: KERAS_BACKEND, thread settings...). ``compare``
-        and ``tolerance``: how the proof compares answers, for a model that is not deterministic (it says so)."""
+        and ``tolerance``: how the proof compares answers, for a model that is not deterministic (it says so).
+        ``system_packages``: Debian packages its image installs besides those nbserve finds the wheels need."""
         from .capture import capture  # cloudpickle and the proof machinery: loaded on a first register
 
         name = self._name_for(obj, name)
-        rules = {"env": env, "compare": compare, "tolerance": tolerance}
+        rules = {"env": env, "compare": compare, "tolerance": tolerance, "system_packages": system_packages}
         captured = capture(obj, label=name, sample=sample, methods=methods, **rules)
         return self._store(captured, name, _progress(progress))
 
@@ -260,7 +263,7 @@ class Workspace:
         image) and returns the ModelVersion instead of an Instance.
         """
         say = _progress(progress)
-        rules = {k: options.pop(k) for k in ("env", "compare", "tolerance") if k in options}  # register's
+        rules = {k: options.pop(k) for k in REGISTER_RULES if k in options}  # register's, for a live object
         if int(workers) < 1:
             raise NbserveError(f"workers must be at least 1, got {workers}")
         _check_host(host)
@@ -270,7 +273,7 @@ class Workspace:
         if isinstance(target, (str, ModelVersion)):
             if sample is not None or methods is not None or rules:
                 raise NbserveError(
-                    f"sample=, methods=, env=, compare= and tolerance= apply when registering a live object; "
+                    f"sample=, methods=, {'=, '.join(REGISTER_RULES)}= apply when registering a live object; "
                     f"{target!r} is already registered"
                 )
             mv: ModelVersion | PendingVersion = self.get_model(target, version)

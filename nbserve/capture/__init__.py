@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,20 @@ def captured_environment(env: dict | None = None) -> dict:
             raise CaptureError(f"env must map variable names to strings, got {key!r}: {value!r}")
         found[key] = value
     return dict(sorted(found.items()))
+
+
+def system_packages_of(packages) -> list[str]:
+    """Debian package names (``system_packages=[...]``) an image of the model installs besides what nbserve
+    finds the locked wheels need (runtimes/system_libraries.py)."""
+    if packages is None:
+        return []
+    if isinstance(packages, str) or not all(
+        isinstance(p, str) and re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", p) for p in packages
+    ):
+        raise CaptureError(
+            f"system_packages must be a list of Debian package names such as ['libgomp1'], got {packages!r}"
+        )
+    return sorted(set(packages))
 
 
 def proof_rule(compare: str = "values", tolerance: float | None = None) -> dict:
@@ -141,6 +156,7 @@ class Draft:
     reference: dict | None = None  # drift reference of the sample (capture/reference.py)
     environment: dict | None = None  # the CAPTURED_ENV variables, set wherever the version is served
     proof: dict | None = None  # how answers are compared (proof_rule): {"compare": "values"} unless told
+    system_packages: list | None = None  # Debian packages an image installs (system_packages_of)
 
     def stage(self, directory: Path) -> Path:
         """Write what a clean interpreter needs to replay this draft: the artifact and the sample."""
@@ -187,6 +203,8 @@ class Draft:
             manifest["examples"] = {k: v for k, v in examples.items() if v["input"] is not None}
         if self.environment:
             manifest["environment"] = self.environment
+        if self.system_packages:
+            manifest["system_packages"] = self.system_packages
         if self.proof and self.proof != {"compare": "values"}:
             manifest["proof"] = self.proof  # the image's readiness check compares by the same rule
         if report is not None:  # whether a server master may load it before forking (server/forksafe.py)
@@ -194,9 +212,12 @@ class Draft:
         return Captured(self.pickle, manifest, self.outputs)
 
 
-def draft(obj, label="model", sample=None, methods=None, env=None, compare="values", tolerance=None) -> Draft:
+def draft(
+    obj, label="model", sample=None, methods=None, env=None, compare="values", tolerance=None, system_packages=None
+) -> Draft:
     kind, names = resolve_methods(obj, methods)
     rule = proof_rule(compare, tolerance)
+    packages = system_packages_of(system_packages)
     environment = captured_environment(env)
     pkl = pickling.dump(obj, label)
 
@@ -237,6 +258,7 @@ def draft(obj, label="model", sample=None, methods=None, env=None, compare="valu
         ref,
         environment,
         rule,
+        packages,
     )
 
 
@@ -260,7 +282,7 @@ def check_deterministic(label, name, method, rows, first, rule) -> None:
 
 
 def capture(obj, label="model", sample=None, methods=None, proof=True, **rules) -> Captured:
-    """``rules``: env, compare, tolerance (see draft)."""
+    """``rules``: env, compare, tolerance, system_packages (see draft)."""
     d = draft(obj, label, sample, methods, **rules)
     return d.finish(prove(d) if proof else None)
 

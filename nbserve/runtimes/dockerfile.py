@@ -64,6 +64,19 @@ RUN python3 -m venv {venv} \\
  && {venv}/bin/python /tmp/nbserve/prune_venv.py {venv}
 """
 
+# the base image plus the Debian packages that bring system libraries the locked wheels link (libgomp1 for
+# LightGBM's OpenMP, say) and the version's own system_packages: built with network, for apt-get alone
+SYSTEM_DOCKERFILE = """\
+# nbserve system layer: {base} + {packages}
+FROM {base}
+RUN if ! command -v apt-get >/dev/null 2>&1; then \\
+        echo "nbserve: the base image has no apt-get to install {packages}: use a Debian-based image" >&2; exit 1; \\
+    fi \\
+ && apt-get update -q \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {packages} \\
+ && rm -rf /var/lib/apt/lists/*
+"""
+
 MODEL_DOCKERFILE = """\
 # nbserve model image for {model_id}, built from {base}
 FROM {deps_image} AS deps
@@ -121,6 +134,8 @@ def recipe_hash() -> str:
         + b"\0"
         + MODEL_DOCKERFILE.encode()
         + b"\0"
+        + SYSTEM_DOCKERFILE.encode()
+        + b"\0"
         + json.dumps([SERVER_CMD, HEALTHCHECK]).encode()
     )
     for path in _server_files():
@@ -160,6 +175,12 @@ def deps_context(path: Path, base: str, lines: list[str], key: str, wheels: Path
     (path / "Dockerfile").write_text(
         DEPS_DOCKERFILE.format(base=base, lock_hash=key[:12], venv=VENV, uninstall=uninstall)
     )
+
+
+def system_context(path: Path, base: str, packages: list[str]) -> None:
+    """Dockerfile of the system layer: the base image plus ``packages``."""
+    path.mkdir(parents=True)
+    (path / "Dockerfile").write_text(SYSTEM_DOCKERFILE.format(base=base, packages=" ".join(packages)))
 
 
 def model_context(path: Path, version, base: str, deps_image: str, labels: dict) -> None:

@@ -16,6 +16,7 @@ The docker SDK (an optional dependency) is imported inside the methods that use 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -27,11 +28,12 @@ from pathlib import Path
 from .. import config
 from ..errors import BuildError
 from ..resources import Image
-from . import readiness
+from . import readiness, system_libraries
 from .base import kernel_python, report_phase, wait_healthy
 from .docker_engine import Engine, short
 from .dockerfile import (
     PORT,
+    SYSTEM_DOCKERFILE,
     deps_context,
     image_lock,
     image_name,
@@ -39,14 +41,18 @@ from .dockerfile import (
     model_context,
     recipe_hash,
     relabel_dockerfile,
+    system_context,
 )
 from .wheelhouse import wheel_target, wheelhouse
 
 CONTAINER_PORT = f"{PORT}/tcp"
 # what the build needs to know about a base image: its Python, and the libc and CPU its wheels must fit
 _PROBE = (
-    "import json, platform, sys, venv, ensurepip; print(json.dumps({'python': '%d.%d.%d' % "
-    "sys.version_info[:3], 'libc': platform.libc_ver(), 'machine': platform.machine()}))"
+    "import json, platform, subprocess, sys, venv, ensurepip\n"
+    "try: libs = subprocess.run(['ldconfig', '-p'], capture_output=True, text=True).stdout.splitlines()[1:]\n"
+    "except OSError: libs = []\n"
+    "print(json.dumps({'python': '%d.%d.%d' % sys.version_info[:3], 'libc': platform.libc_ver(), "
+    "'machine': platform.machine(), 'libs': sorted({l.split()[0] for l in libs if l.strip()})}))"
 )
 
 
@@ -112,7 +118,7 @@ class ImageBuilder:
             cache = json.loads(cache_path.read_text())
         except (FileNotFoundError, ValueError):
             cache = {}
-        if isinstance(cache.get(image.id), dict):
+        if isinstance(cache.get(image.id), dict) and "libs" in cache[image.id]:
             return cache[image.id]
         try:
             out = client.containers.run(
@@ -191,6 +197,8 @@ class ImageBuilder:
         target = wheel_target(facts)
         lock_key = lock_hash(lines, " ".join(target))
         deps_tag = self._deps_image(base, name, lines, lock_key, target, version, progress, cache)
+        packages = self._system_packages(version, lines, facts, lock_key, progress)
+        from_image = self._system_image(base, name, packages, progress, cache) if packages else name
         labels = self.engine.labels(
             **{
                 "nbserve.model": version.name,
@@ -201,7 +209,7 @@ class ImageBuilder:
             **key,
         )
         with self._context("model-") as ctx:
-            model_context(ctx, version, name, deps_tag, labels)
+            model_context(ctx, version, from_image, deps_tag, labels)
             image_id = self._docker_build(ctx, tag, f"image {tag}", progress, cache=cache)
         with self.engine.session() as client:
             image = client.images.get(image_id)
@@ -256,6 +264,46 @@ class ImageBuilder:
             )
         return tag
 
+    def _system_packages(self, version, lines, facts, lock_key, progress) -> list[str]:
+        """The Debian packages the image needs besides the base: those bringing the system libraries the
+        locked wheels link and the base lacks (system_libraries.py; remembered per lock and base), and the
+        version's own system_packages."""
+        cache_path = self.home / "cache" / f"system-libraries-{lock_key[:16]}.json"
+        try:
+            needed = json.loads(cache_path.read_text())
+        except (OSError, ValueError):
+            needed = system_libraries.packages_for(lines, set(facts.get("libs") or ()))
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_text(json.dumps(needed))
+        packages, unknown = needed
+        for note in unknown:
+            progress(
+                f"a locked wheel links {note}, which the base image lacks and no known package provides: "
+                f"register the model with system_packages=[...] naming the package that brings it"
+            )
+        own = list(version.manifest.get("system_packages") or ())
+        if packages:
+            progress(f"system packages the locked wheels need (their libraries are not in the base image): {packages}")
+        return sorted(set(packages) | set(own))
+
+    def _system_image(self, base, base_name, packages, progress, cache=True) -> str:
+        """Tag of the base image plus ``packages`` (apt-get, the one build step with network): reused when it exists."""
+        key = hashlib.sha256(f"{base.id}\n{' '.join(packages)}\n{SYSTEM_DOCKERFILE}".encode()).hexdigest()
+        tag = f"nbserve/system:{key[:12]}"
+        labels = {"nbserve.system": key, "nbserve.base": base.id}
+        existing = (self._tagged(tag, labels) or self._find_image(labels)) if cache else None
+        if existing is not None:
+            with self.engine.session():
+                existing.tag(*tag.split(":"))
+            return tag
+        labels = self.engine.labels(**labels, **{"nbserve.base-name": base_name})
+        with self._context("system-") as ctx:
+            system_context(ctx, base_name, packages)
+            self._docker_build(
+                ctx, tag, f"system layer ({', '.join(packages)})", progress, labels=labels, cache=cache, network=True
+            )
+        return tag
+
     @contextlib.contextmanager
     def _context(self, prefix):
         root = self.home / "build"
@@ -266,8 +314,9 @@ class ImageBuilder:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def _docker_build(self, ctx: Path, tag: str, what: str, progress, labels=None, cache=True) -> str:
-        """Build with the engine's builder, no network for RUN steps; report each Dockerfile step."""
+    def _docker_build(self, ctx: Path, tag: str, what: str, progress, labels=None, cache=True, network=False) -> str:
+        """Build with the engine's builder, no network for RUN steps (but apt-get's in the system layer);
+        report each Dockerfile step."""
         import docker.errors
 
         log, image_id, error, steps, cached = [], None, None, 0, 0
@@ -280,7 +329,7 @@ class ImageBuilder:
                     rm=True,
                     forcerm=True,
                     decode=True,
-                    network_mode="none",
+                    network_mode=None if network else "none",
                     labels=labels,
                     nocache=not cache,
                 )
