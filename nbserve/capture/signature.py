@@ -176,7 +176,13 @@ def example(value):
     row = batch_slice(value, 1)
     try:
         # a table as records, the form its JSON schema in /openapi.json describes (the server takes both)
-        text = jsonio.dumps(schema.frame_records(row) if hasattr(row, "columns") else encode(row))
+        if hasattr(row, "columns"):
+            value = schema.frame_records(row)
+        elif hasattr(row, "index") and hasattr(row, "dtype"):  # a Series: its values (the index travels beside)
+            value = schema.column_values(row)
+        else:
+            value = encode(row)
+        text = jsonio.dumps(value)
     except (TypeError, ValueError):
         return None
     return jsonio.loads(text) if len(text) <= EXAMPLE_LIMIT else None
