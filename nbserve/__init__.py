@@ -51,6 +51,7 @@ _ERRORS = {
     "BuildError",
     "InstanceStartError",
     "ArtifactIntegrityError",
+    "DiskFullError",
     "ServerError",
 }
 

@@ -53,6 +53,10 @@ class InstanceStartError(NbserveError):
     """An instance exited or never became healthy; the message carries its log tail."""
 
 
+class DiskFullError(NbserveError):
+    """A write of the registry or a register's scratch directory found no space left; nothing was kept."""
+
+
 class ArtifactIntegrityError(NbserveError):
     """Stored artifact bytes do not match their recorded sha256."""
 

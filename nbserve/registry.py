@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import NbserveError
-from .store import locations
+from .store import locations, scratch
 from .store.artifacts import MANIFEST, PICKLE, LocalArtifacts, canonical_json, open_artifacts, pack, sha256_bytes
 from .store.rows import InstanceRow, VersionRow
 from .store.sql import SQLMetadata
@@ -105,17 +105,18 @@ class Registry:
         }
 
     def _sweep_leftovers(self, older_than: float = 3600.0) -> None:
-        """A register or serve killed mid-way leaves a temp dir (never visible as an artifact or a
-        version); remove those old enough that no live writer can still own them."""
+        """A register or serve killed mid-way leaves scratch directories (never visible as an artifact or
+        a version): staged drafts and proof directories of owners that are gone (store/scratch.py), and
+        the artifact store's temp dirs old enough that no live writer can still own them."""
+        scratch.sweep_all(self.home)
         cutoff = time.time() - older_than
         local = self.artifacts if isinstance(self.artifacts, LocalArtifacts) else self.artifacts.cache
-        for parent, pattern in ((local.root, ".tmp-*"), (self.home / "staging", "*")):
-            for path in parent.glob(pattern):
-                try:
-                    if path.stat().st_mtime < cutoff:
-                        shutil.rmtree(path, ignore_errors=True)
-                except OSError:
-                    pass
+        for path in local.root.glob(".tmp-*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
 
     # -- artifacts -----------------------------------------------------------------------------
 

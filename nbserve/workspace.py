@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ from .resources import Image, Instance, ModelVersion, Overview
 from .runtimes.base import choose_port
 from .runtimes.limits import check_options, with_batching
 from .server.auth import mask
+from .store import scratch
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 REGISTER_RULES = ("env", "compare", "tolerance", "system_packages")  # serve(obj, ...) hands them to register
@@ -596,10 +596,13 @@ class PendingVersion:
     def __init__(self, home: Path, draft, name: str):
         self.draft, self.name = draft, name
         self.python_executable = sys.executable
-        staging = home / "staging"
-        staging.mkdir(parents=True, exist_ok=True)
-        self.stage_dir = Path(tempfile.mkdtemp(dir=staging))
-        self.artifact_dir = draft.stage(self.stage_dir)
+        self.stage_dir = scratch.make(home / scratch.STAGING)  # owned: a later start sweeps it if we die
+        try:
+            with scratch.writing(self.stage_dir, f"the draft of {name}", len(draft.pickle)):
+                self.artifact_dir = draft.stage(self.stage_dir)
+        except BaseException:
+            self.cleanup()  # a failed register leaves nothing behind
+            raise
 
     @property
     def id(self) -> str:

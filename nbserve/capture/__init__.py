@@ -10,7 +10,6 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import cloudpickle
 from ..errors import CaptureError, RequirementsError, SampleError
 from ..server.artifact import bind_methods
 from ..server.replay import REPORT, SAMPLE, STAGED_ARTIFACT, read_report
+from ..store import scratch
 from . import pickling, reference, requirements
 from .compare import answers_differ
 from .signature import batch_slice, describe, example, sliced_fields
@@ -291,9 +291,9 @@ def prove(d: Draft) -> dict:
     """Load the draft in a clean interpreter (``python -I``, another working directory) and replay the sample."""
     package_parent = str(Path(__file__).resolve().parents[2])
     boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from nbserve.server.replay import main; main(sys.argv[1:])"
-    with tempfile.TemporaryDirectory(prefix="nbserve-proof-") as tmp_name:
-        tmp = Path(tmp_name)
-        art = d.stage(tmp)
+    with scratch.directory(prefix=scratch.PROOF_PREFIX) as tmp:  # removed however the proof ends
+        with scratch.writing(tmp, f"the draft of {d.label} for its proof", len(d.pickle)):
+            art = d.stage(tmp)
         cmd = [
             sys.executable,
             "-I",

@@ -14,6 +14,7 @@ from ..errors import (
     ArtifactIntegrityError,
     BuildError,
     DeploymentNotFoundError,
+    DiskFullError,
     InstanceNotFoundError,
     InstanceStartError,
     ModelNotFoundError,
@@ -30,6 +31,7 @@ STATUS = (
     (DeploymentNotFoundError, 404),
     (PortInUseError, 409),
     (RuntimeUnavailableError, 503),  # includes DockerUnavailableError: no engine answers
+    (DiskFullError, 507),  # Insufficient Storage: the Jupyter server's disk, not the request, is at fault
     (BuildError, 500),
     (InstanceStartError, 500),
     (ArtifactIntegrityError, 500),

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ArtifactIntegrityError, NbserveError
+from .scratch import writing
 
 PICKLE = "model.pkl"
 MANIFEST = "manifest.json"
@@ -69,20 +70,23 @@ class LocalArtifacts:
         final = self.root / sha
         if final.is_dir():
             return
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        tmp = None
         try:
-            for fname, data in ((PICKLE, pickle_bytes), (MANIFEST, manifest_bytes)):
-                with open(tmp / fname, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+            with writing(self.root, f"artifact {sha[:12]}", len(pickle_bytes) + len(manifest_bytes)):
+                tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+                for fname, data in ((PICKLE, pickle_bytes), (MANIFEST, manifest_bytes)):
+                    with open(tmp / fname, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
             try:
                 os.rename(tmp, final)
             except OSError:
                 if not final.is_dir():  # lost a race to an identical writer: fine; anything else is not
                     raise
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def directory(self, sha: str) -> Path:
         return self.root / sha
