@@ -40,7 +40,7 @@ def test_no_engine(home, tmp_path):
 
 
 def test_engine_but_no_registry(home):
-    from nbserve_testing import need
+    from nbserve_testing import base_image, need
 
     from nbserve.runtimes.docker import engine_available
 
@@ -51,6 +51,13 @@ def test_engine_but_no_registry(home):
         f"cannot be pulled" in err
     )
     assert err.count("runtime 'auto' chose") == 1
+    # the engine runs: the line names the local images with the kernel's Python and how to pick one, and
+    # never asks to start an engine
+    [line] = [line for line in err.splitlines() if "runtime 'auto' chose" in line]
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"local images with Python {minor} that could serve: " in line and base_image() in line, line
+    assert f"NBSERVE_BASE_IMAGE={base_image()}" in line or "NBSERVE_BASE_IMAGE=" in line, line
+    assert "start an engine" not in err and "systemctl" not in err, err
     # the "no" is remembered in the home: the next run does not ask the registry again
     assert NOT_PULLABLE in (home / "docker" / "pullable.json").read_text()
 

@@ -1,16 +1,19 @@
-"""The wheel is the product: build the wheel and the sdist as a release would (``python -m build``),
-install the WHEEL (not the source tree) into a fresh venv with no Node on PATH, and check what a user
-checks: JupyterLab lists the sidebar and the server extension as enabled, ``%load_ext nbserve`` works,
-the README's example script serves, and a served model's /docs is Swagger UI from the wheel's own files.
+"""The wheel is the product: build the wheel and the sdist as a release would (``python -m build``) from a
+CLEAN CLONE of the checkout (no node_modules, no built extension, nothing a developer's tree has lying
+around: the build itself must make all of it, install.json included), install the WHEEL with the
+``jupyter`` extra into a fresh venv with no Node on PATH, and check what a user checks: JupyterLab lists
+the sidebar and the server extension as enabled, ``%load_ext nbserve`` works, the README's example script
+serves, and a served model's /docs is Swagger UI from the wheel's own files.
 
-Needs the built JupyterLab extension in the tree (``.ci/setup-browser`` builds it; the wheel must not
-need Node to install). Everything is installed from the package index through pip's cache."""
+Building needs Node 20+ on PATH (the wheel must not need it to install); jlpm comes with the build's own
+requirements. Everything is installed from the package index through pip's and yarn's caches."""
 
 import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,6 @@ from nbserve_testing import need
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "nbserve-ml"
-BUILT_EXTENSION = ROOT / "nbserve" / "labextension" / "static" / "style.js"
 SWAGGER = Path("nbserve", "server", "static", "vendor", "swagger-ui", "swagger-ui-bundle.js")
 # building in isolated envs and installing jupyterlab take minutes on a busy 2-core machine
 pytestmark = pytest.mark.timeout(900)
@@ -34,13 +36,22 @@ def run(cmd, timeout=900, **kwargs):
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """(venv bin dir, environment without Node, a working directory outside the source tree)."""
-    need(BUILT_EXTENSION.exists(), "the built JupyterLab extension", "run .ci/setup-browser (needs Node)")
+    need(shutil.which("node") is not None, "Node.js (to build the JupyterLab extension)", "apt-get install nodejs")
+    need((ROOT / ".git").exists(), "a git checkout (the wheel is built from a clean clone of it)", "git clone it")
     base = tmp_path_factory.mktemp("wheel")
-    dist = base / "dist"
+    dist, clone = base / "dist", base / "clone"
+    run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)])
+    assert not (clone / "nbserve" / "labextension").exists() and not (clone / "js" / "node_modules").exists()
     # the sdist, then the wheel built from that sdist: what a release uploads
-    run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], cwd=base)
+    env = {k: v for k, v in os.environ.items() if k not in ("SKIP_JUPYTER_BUILDER",)}
+    run([sys.executable, "-m", "build", "--outdir", str(dist), str(clone)], cwd=base, env=env)
     wheels, sdists = list(dist.glob("*.whl")), list(dist.glob("*.tar.gz"))
     assert [w.name.split("-")[0] for w in wheels] == ["nbserve_ml"] and len(sdists) == 1, list(dist.iterdir())
+    with zipfile.ZipFile(wheels[0]) as whl:
+        shipped = set(whl.namelist())
+    extension = "nbserve_ml-0.1.0.data/data/share/jupyter/labextensions/nbserve/"
+    for name in ("install.json", "package.json", "static/style.js"):
+        assert extension + name in shipped, f"the wheel lacks {extension + name}"
 
     venv = base / "venv"
     run([sys.executable, "-m", "venv", str(venv)])
@@ -48,8 +59,8 @@ def installed(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "NBSERVE_"))}
     env["PATH"] = str(bin_dir)  # no Node, no jlpm, nothing of the development venv
     assert shutil.which("node", path=env["PATH"]) is None
-    # what a JupyterLab user has besides nbserve-ml, and what the example script uses
-    run([bin_dir / "pip", "install", "-q", str(wheels[0]), "jupyterlab", "scikit-learn"], env=env)
+    # nbserve-ml with its jupyter extra (JupyterLab, the server proxy), and what the example script uses
+    run([bin_dir / "pip", "install", "-q", f"{wheels[0]}[jupyter]", "scikit-learn"], env=env)
     work = base / "work"
     work.mkdir()
     return bin_dir, env, work

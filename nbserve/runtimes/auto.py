@@ -29,6 +29,9 @@ HOW_TO_GET_DOCKER = (
     ".ci/setup-docker on Debian) with a Python {minor} base image (NBSERVE_BASE_IMAGE); "
     "runtime='docker' shows the full error"
 )
+NO_ENGINE = "no Docker engine answered"
+NO_SDK = "the docker Python package is not installed (pip install docker)"
+MAX_CANDIDATES = 8  # local images probed for the kernel's Python (each probe is cached by image id)
 
 _memory: dict = {}
 
@@ -41,11 +44,12 @@ def check(workspace, base_image: str | None = None) -> tuple[bool, str]:
     if hit and time.monotonic() - hit[0] < MEMORY_TTL:
         return hit[1]
     problem = docker_problem(workspace, name)
-    answer = (
-        (True, f"a Docker engine answered and the base image {name} is usable")
-        if problem is None
-        else (False, f"{problem}; {HOW_TO_GET_DOCKER.format(minor=config.python_tag())}")
-    )
+    if problem is None:
+        answer = (True, f"a Docker engine answered and the base image {name} is usable")
+    elif problem in (NO_ENGINE, NO_SDK):
+        answer = (False, f"{problem}; {HOW_TO_GET_DOCKER.format(minor=config.python_tag())}")
+    else:  # the engine runs: what would serve is another base image, never "start an engine"
+        answer = (False, f"{problem}; {local_images_hint(workspace, name)}")
     _memory[key] = (time.monotonic(), answer)
     return answer
 
@@ -69,7 +73,7 @@ def docker_problem(workspace, name: str) -> str | None:
         import docker
         import docker.errors
     except ImportError:
-        return "the docker Python package is not installed (pip install docker)"
+        return NO_SDK
 
     try:
         ping = docker.from_env(timeout=PING_TIMEOUT)
@@ -79,7 +83,7 @@ def docker_problem(workspace, name: str) -> str | None:
             ping.close()
         client = docker.from_env(timeout=API_TIMEOUT)  # the base image's probe may take seconds on a busy engine
     except Exception:
-        return "no Docker engine answered"
+        return NO_ENGINE
     try:
         try:
             image = client.images.get(name)
@@ -132,6 +136,50 @@ def _pull_problem(workspace, client, name: str) -> str | None:
         tmp.write_text(json.dumps(cache, indent=1))
         os.replace(tmp, cache_path)
     return problem
+
+
+def local_images_hint(workspace, name: str) -> str:
+    """One line: the local images with the kernel's Python and glibc that could serve instead of ``name``,
+    and how to pick one. Candidates are the images tagged with "python" in their name; each is probed
+    once (its Python, libc: cached by image id in the home, as for any base image)."""
+    import docker
+
+    want = config.python_tag()
+    found = []
+    try:
+        client = docker.from_env(timeout=API_TIMEOUT)
+    except Exception:
+        client = None
+    if client is not None:
+        try:
+            builder = _builder(workspace)
+            candidates = [
+                (tag, image)
+                for image in client.images.list()
+                for tag in image.tags
+                if "python" in tag.lower() and tag != name
+            ]
+            for tag, image in candidates[:MAX_CANDIDATES]:
+                try:
+                    facts = builder._base_facts(client, image, tag)
+                except Exception:
+                    continue
+                python = ".".join(str(facts.get("python", "")).split(".")[:2])
+                if python == want and (facts.get("libc") or [""])[0] == "glibc":
+                    found.append(tag)
+        except Exception:
+            pass
+        finally:
+            client.close()
+    if found:
+        return (
+            f"local images with Python {want} that could serve: {', '.join(found)} "
+            f"(pick one: NBSERVE_BASE_IMAGE={found[0]}, or serve(..., base_image=...))"
+        )
+    return (
+        f"no local image with Python {want} was found: make one (.ci/setup-docker on Debian builds "
+        f"local/python:{want}-bookworm) and name it with NBSERVE_BASE_IMAGE"
+    )
 
 
 def _short(exc) -> str:
