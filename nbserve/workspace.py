@@ -276,35 +276,38 @@ class Workspace:
                     f"sample=, methods=, {'=, '.join(REGISTER_RULES)}= apply when registering a live object; "
                     f"{target!r} is already registered"
                 )
-            mv: ModelVersion | PendingVersion = self.get_model(target, version)
+            mv = self.get_model(target, version)
             runtime = self.choose_runtime(runtime, say, options.get("base_image"))
         else:
             name = self._name_for(target, name)
             runtime = self.choose_runtime(runtime, say, options.get("base_image"))
             if runtimes.spec(runtime).proves_registration and start:
-                # the server process doubles as the proof of the registration: one interpreter start, not two
-                from .capture import draft, requirements  # capture imports cloudpickle: not for listing
-
-                requirements.warm_up()
-                mv = PendingVersion(self.home, draft(target, name, sample, methods, **rules), name)
-            else:
-                mv = self.register(target, name=name, sample=sample, methods=methods, progress=say, **rules)
-        served_methods = mv.draft.names if isinstance(mv, PendingVersion) else mv.methods
-        if options.get("default_method") and options["default_method"] not in served_methods:
-            if isinstance(mv, PendingVersion):
-                mv.cleanup()
+                row = self._new_row(name, runtime, host, port, workers, options)
+                return self._started(row, self._serve_live(row, target, sample, methods, rules, say), say)
+            mv = self.register(target, name=name, sample=sample, methods=methods, progress=say, **rules)
+        if options.get("default_method") and options["default_method"] not in mv.methods:
             raise NbserveError(
-                f"default_method={options['default_method']!r} is not a method of {mv.name}; it has {served_methods}"
+                f"default_method={options['default_method']!r} is not a method of {mv.name}; it has {mv.methods}"
             )
         if not start:
-            assert isinstance(mv, ModelVersion)  # a pending version is made only to start it
             if runtimes.spec(runtime).builds_images:
                 self.runtime(runtime).build(mv, base_image=options.get("base_image"), progress=say)
             return mv
-        row = InstanceRow(
-            id=f"{mv.name}-{secrets.token_hex(3)}",
-            name=mv.name,
-            version=mv.version,
+        row = self._new_row(mv.name, runtime, host, port, workers, options)
+        rt = self.runtime(runtime)
+        say(f"starting {mv.id} on the {runtime} runtime")
+        try:
+            row.handle = rt.start(row, mv, say)
+        except BaseException:
+            _quietly(rt.remove, row)
+            raise
+        return self._started(row, mv, say)
+
+    def _new_row(self, name, runtime, host, port, workers, options) -> InstanceRow:
+        return InstanceRow(
+            id=f"{name}-{secrets.token_hex(3)}",
+            name=name,
+            version=0,
             runtime=runtime,
             host=host,
             port=port,
@@ -313,19 +316,38 @@ class Workspace:
             started=None,
             options={"workers": int(workers), "port": port, **options},
         )
-        rt = self.runtime(runtime)
-        say(f"starting {mv.id} on the {runtime} runtime")
+
+    def _serve_live(self, row: InstanceRow, obj, sample, methods, rules, say) -> ModelVersion:
+        """Serve a live object on a runtime whose server is the proof of its registration, in a straight line:
+        the server starts (and imports its own modules) while the kernel captures; it imports the model's
+        libraries once and replays the sample in a forked child; the kernel checks the report, locks the
+        requirements and registers; the server serves the registered version. One interpreter, one import."""
+        from .capture import draft, requirements  # capture imports cloudpickle: not for listing
+
+        rt = self.runtime(row.runtime)
+        say(f"starting {row.name} (a new version) on the {row.runtime} runtime")
+        rt.start_early(row, say)
+        pending = None
         try:
-            if isinstance(mv, PendingVersion):
-                mv = self._prove_and_start(rt, row, mv, say)
-            else:
-                row.handle = rt.start(row, mv, say)
+            requirements.warm_up()
+            pending = PendingVersion(self.home, draft(obj, row.name, sample, methods, **rules), row.name)
+            method = row.options.get("default_method")
+            if method and method not in pending.draft.names:
+                raise NbserveError(
+                    f"default_method={method!r} is not a method of {row.name}; it has {pending.draft.names}"
+                )
+            report = rt.prove(row, pending, say)
+            mv = self._store(pending.draft.finish(report), row.name, say)
+            row.handle = rt.hand_over(row, pending, mv)
+            return mv
         except BaseException:
-            try:
-                rt.remove(row)
-            except Exception:
-                pass
+            _quietly(rt.remove, row)
             raise
+        finally:
+            if pending is not None:
+                pending.cleanup()
+
+    def _started(self, row: InstanceRow, mv: ModelVersion, say) -> Instance:
         row.version = mv.version
         row.started = time.time()
         self.registry.add_instance(row)
@@ -337,22 +359,6 @@ class Workspace:
                 f"{inst.id} requires the bearer token {mask(inst.auth_token)} (inst.auth_token); inst.client() sends it"
             )
         return inst
-
-    def _prove_and_start(self, rt, row, pending: PendingVersion, say) -> ModelVersion:
-        """The runtime starts the server on the staged draft and reports the server's replay; the core
-        checks the report, locks the requirements and registers the version; the runtime hands the server
-        its registered version. Returns that version."""
-        try:
-            report = rt.start_proof(row, pending, say)
-            try:
-                mv = self._store(pending.draft.finish(report), pending.name, say)
-            except BaseException as exc:
-                rt.abort_proof(row, pending, str(exc))
-                raise
-            row.handle = rt.hand_over(row, pending, mv)
-            return mv
-        finally:
-            pending.cleanup()
 
     def check_options(self, options: dict) -> dict:
         """serve()'s server options (timeout, batching, auth...) checked as serve checks them, for a face that
@@ -588,7 +594,7 @@ class Workspace:
 
 class PendingVersion:
     """A live object on its way into the registry, staged for the server process that proves and then
-    serves it (runtimes whose spec declares ``proves_registration``; see ``Workspace._prove_and_start``).
+    serves it (runtimes whose spec declares ``proves_registration``; see ``Workspace._serve_live``).
     Looks enough like a ModelVersion for a runtime to start a server on it."""
 
     version = 0
@@ -615,6 +621,14 @@ class PendingVersion:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.stage_dir, ignore_errors=True)
+
+
+def _quietly(fn, *args) -> None:
+    """Clean-up after a failure: its own errors must not hide the failure's."""
+    try:
+        fn(*args)
+    except Exception:
+        pass
 
 
 def _check_host(host: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import NbserveError
 from ..runtimes.dockerfile import PORT, UID
-from ..runtimes.limits import hard_timeout, request_timeout
+from ..runtimes.limits import server_settings
 from ..server.auth import ENV_SHA256, token_sha256
 
 DEFAULTS = {"cpus": "1", "memory": "1Gi", "cpu_request": "250m", "memory_request": "256Mi", "target_cpu": 70}
@@ -64,15 +64,9 @@ def _probe(path: str, period: int, failures: int, delay: int = 0) -> dict:
 
 
 def _container(name: str, image: str, options: dict, secret: str | None) -> dict:
-    env: list[dict] = [
-        {
-            "name": "GUNICORN_CMD_ARGS",
-            "value": f"--workers {int(options.get('workers', 1))} --timeout {hard_timeout(options)}",
-        },
-        {"name": "NBSERVE_TIMEOUT", "value": f"{request_timeout(options):g}"},
-    ]
-    if options.get("max_body"):
-        env.append({"name": "NBSERVE_MAX_BODY", "value": str(int(options["max_body"]))})
+    # the settings every runtime gives a server (runtimes/limits.py); the token's digest comes from a Secret
+    settings = server_settings({k: v for k, v in options.items() if k != "auth_token"})
+    env: list[dict] = [{"name": k, "value": v} for k, v in settings.to_env().items()]
     if secret:
         env.append({"name": ENV_SHA256, "valueFrom": {"secretKeyRef": {"name": secret, "key": "token-sha256"}}})
     return {

@@ -24,7 +24,7 @@ import os
 import time
 
 from ..errors import NbserveError
-from ..runtimes.limits import hard_timeout, server_limits_env
+from ..runtimes.limits import server_settings
 from .engine import docker_client, short_error
 
 TARGET_PORT = 8080
@@ -150,10 +150,7 @@ class SwarmTarget:
         return {"Test": test, "Interval": interval, "Timeout": 3 * SECOND, "Retries": 3, "StartPeriod": 60 * SECOND}
 
     def _task_template(self, name, mv, image, options) -> dict:
-        env = {
-            "GUNICORN_CMD_ARGS": f"--workers {int(options.get('workers', 1))} --timeout {hard_timeout(options)}",
-            **server_limits_env(options),
-        }
+        env = server_settings(options).to_env()  # the settings every runtime gives a server (runtimes/limits.py)
         container = {
             "Image": image,
             "Labels": self._labels(name, mv),

@@ -57,19 +57,23 @@ class Runtime:
 
     # -- for runtimes whose server doubles as the proof of a new registration (proves_registration) --
 
-    def start_proof(self, row, staged, progress) -> dict:
-        """Start the server on a staged draft (``staged.stage_dir``, see server/replay.py), wait for its
-        replay report and return it. The core then registers the version and calls ``hand_over``, or
-        ``abort_proof`` when it refuses the report."""
+    def start_early(self, row, progress) -> None:
+        """Start a server with nothing to serve yet (sets ``row.port`` and ``row.handle``): it gets ready while
+        the kernel captures the object; then ``prove`` and ``hand_over`` (or ``abort_proof``)."""
+        raise NotImplementedError
+
+    def prove(self, row, staged, progress) -> dict:
+        """The server started by ``start_early`` replays the staged draft (``staged.stage_dir``, see
+        server/replay.py) and reports; the report is returned. The core then registers the version and calls
+        ``hand_over``, or ``abort_proof`` when it refuses the report."""
         raise NotImplementedError
 
     def hand_over(self, row, staged, version) -> dict:
-        """Tell the server started by ``start_proof`` which registered version it serves; wait until it
-        is healthy; return the handle (as ``start`` does)."""
+        """Tell the server which registered version it serves; wait until it answers as it; return the handle."""
         raise NotImplementedError
 
     def abort_proof(self, row, staged, reason: str) -> None:
-        """The core refused the report: tell the server why, and stop it."""
+        """The core refused the report: stop the server."""
         raise NotImplementedError
 
 
@@ -129,12 +133,16 @@ def pick_port(row) -> int:
     return free_port(row.host)
 
 
-def wait_healthy(url: str, alive, timeout: float, failure, on_failure=lambda: None, max_delay: float = 0.2) -> None:
-    """Poll url/health until it answers 200; raise failure(reason) if the server dies or time runs out.
-    The pause between polls grows to ``max_delay``: whatever of it is left when the server comes up is
-    added to the start as the caller sees it."""
+def wait_healthy(
+    url: str, alive, timeout: float, failure, on_failure=lambda: None, max_delay: float = 0.2, model=None
+) -> None:
+    """Poll url/health until it answers 200 (as ``model``, when given: another server answering on that port
+    is not ours); raise failure(reason) if the server dies or time runs out. The pause between polls grows
+    to ``max_delay``: whatever of it is left when the server comes up is added to the start as the caller
+    sees it."""
     deadline = time.monotonic() + timeout
     delay = 0.01
+    other = None
     while True:
         if not alive():
             on_failure()
@@ -142,14 +150,28 @@ def wait_healthy(url: str, alive, timeout: float, failure, on_failure=lambda: No
         try:
             with urllib.request.urlopen(url + "/health", timeout=2) as resp:
                 if resp.status == 200:
-                    return
+                    answered = _model_of(resp.read())
+                    if model is None or answered == model:
+                        return
+                    other = answered
         except (urllib.error.URLError, ConnectionError, OSError):
             pass
         if time.monotonic() > deadline:
             on_failure()
+            if other is not None:
+                raise failure(f"{url} answers as {other!r}, not {model!r}: another server has this address")
             raise failure(f"/health did not answer within {timeout:.0f} s")
         time.sleep(delay)
         delay = min(delay * 1.5, max_delay)
+
+
+def _model_of(body: bytes):
+    import json
+
+    try:
+        return json.loads(body).get("model")
+    except (ValueError, AttributeError):
+        return None
 
 
 def log_tail(path: Path, lines: int = 200) -> str:

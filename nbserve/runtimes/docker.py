@@ -18,10 +18,11 @@ from typing import Any
 
 from ..errors import InstanceStartError, NbserveError, PortInUseError
 from ..resources import Image
+from ..server.settings import Settings
 from .base import Runtime, pick_port, wait_healthy
 from .docker_engine import Engine, engine_available, remove_labelled, short
 from .images import CONTAINER_PORT, ImageBuilder, container_logs, container_state, published_port
-from .limits import server_limits_env, worker_options
+from .limits import server_settings
 
 __all__ = ["DockerRuntime", "engine_available", "remove_labelled", "restart_policy"]
 
@@ -108,7 +109,7 @@ class DockerRuntime(Runtime):
             return None
         requested = row.options.get("port")
         port = _binding(container)
-        settled = _env_matches(container, server_limits_env(row.options))  # e.g. batching changed on this start
+        settled = _env_matches(container, server_settings(row.options))  # e.g. batching changed on this start
         if container.image.id == image.id and port and settled and (not requested or int(requested) == port):
             progress(f"starting the existing container {container.name} on port {port}")
             for _ in range(3):
@@ -132,11 +133,7 @@ class DockerRuntime(Runtime):
         import docker.errors
 
         opts = row.options
-        # the same settings the process runtime gives its server: workers, timeouts, body limit, auth digest
-        env = {
-            "GUNICORN_CMD_ARGS": " ".join(worker_options(opts)),
-            **server_limits_env(opts),
-        }
+        env = server_settings(opts).to_env()  # the settings the process runtime gives its server too
         labels = self.engine.labels(
             **{
                 "nbserve.instance": row.id,
@@ -233,12 +230,14 @@ def _binding(container) -> int | None:
     return None
 
 
-def _env_matches(container, expected: dict) -> bool:
-    """The container runs with the server settings of ``expected`` (and batches only if they say so)."""
+def _env_matches(container, expected: Settings) -> bool:
+    """The container runs with the server settings ``expected`` (what the image itself names aside)."""
     env = dict(e.split("=", 1) for e in container.attrs.get("Config", {}).get("Env") or [] if "=" in e)
-    return all(env.get(k) == v for k, v in expected.items()) and ("NBSERVE_BATCH" in env) == (
-        "NBSERVE_BATCH" in expected
-    )
+    try:
+        running = Settings.from_env(env)
+    except ValueError:
+        return False
+    return running.replace(artifact=None, model_id=None, control=None) == expected
 
 
 def _quietly(fn, **kwargs):

@@ -12,7 +12,7 @@ Two images per model, built from two small contexts:
 
 The server package is copied from this source tree (never resolved from PyPI, where an unrelated
 ``nbserve`` lives) with an empty ``nbserve/__init__.py`` beside it, so the image runs the same
-``gunicorn nbserve.server.wsgi:app`` entry point as the process runtime.
+``python -m nbserve.server`` entry point as the process runtime.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from ..capture.requirements import lock
-from .limits import gunicorn_command
+from .limits import server_command
 from .wheelhouse import link_or_copy, wheel_key
 
 SERVER_PACKAGE = Path(__file__).resolve().parents[1] / "server"
@@ -39,10 +39,8 @@ VENV = "/opt/venv"
 APP = "/opt/nbserve"
 FIXED_MTIME = 946684800  # 2000-01-01
 PRUNE_SCRIPT = Path(__file__).with_name("prune_venv.py")  # runs inside the dependency image
-# the same gunicorn command as the process runtime's; a tmpfs for the workers' heartbeat files
-SERVER_CMD = gunicorn_command(
-    f"{VENV}/bin/python", f"0.0.0.0:{PORT}", "--worker-tmp-dir", "/dev/shm", "--log-level", "info"
-)
+# the same command as the process runtime's (settings arrive in the environment: Settings.to_env())
+SERVER_CMD = server_command(f"{VENV}/bin/python")
 HEALTHCHECK = [
     f"{VENV}/bin/python",
     "-c",
@@ -82,7 +80,7 @@ MODEL_DOCKERFILE = """\
 FROM {deps_image} AS deps
 
 FROM {base}
-# a user of its own with a writable home (gunicorn keeps its control socket there), and nothing else writable
+# a user of its own with a writable home, and nothing else writable
 RUN (useradd --system --uid {uid} --user-group --create-home --home-dir /home/nbserve --shell /usr/sbin/nologin \\
         nbserve 2>/dev/null \\
      || (echo 'nbserve:x:{uid}:{uid}::/home/nbserve:/usr/sbin/nologin' >> /etc/passwd \\
@@ -97,12 +95,12 @@ EXPOSE {port}
 # no curl in the image: the server's own Python asks /health
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\
     CMD {healthcheck}
-# worker count and timeout arrive at run time in GUNICORN_CMD_ARGS
+# the server's settings arrive at run time in its environment (nbserve/server/settings.py)
 CMD {cmd}
 USER {uid}:{uid}
 COPY server {app}/server
 COPY artifacts {app}/artifacts
-ENV NBSERVE_ARTIFACT={app}/artifacts/{sha256} NBSERVE_MODEL_ID={model_id}{environment}
+ENV NBSERVE_ARTIFACT={app}/artifacts/{sha256} NBSERVE_MODEL_ID={model_id} NBSERVE_CONTROL=container{environment}
 LABEL {labels}
 """
 

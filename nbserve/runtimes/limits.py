@@ -1,12 +1,10 @@
-"""How every runtime runs the server: the gunicorn command, and the per-instance settings (request
-timeout, body limit, auth, URL prefix, adaptive batching) passed the same way.
+"""How serve's options become the server's settings, the same for every runtime and deploy target.
 
 ``serve(..., timeout=SECONDS, max_body=BYTES, auth_token=..., url_prefix=PATH, batch=True, max_batch=ROWS,
-max_latency_ms=MS, default_method=NAME)`` land in ``row.options``; a runtime turns them into the server's
-environment (read by nbserve/server/guards.py, app.py, batching.py and gunicorn_conf.py) with
-``server_limits_env``, and gives gunicorn ``hard_timeout`` as its own --timeout: a little longer than
-the request timeout, so the server answers a JSON 504 first, and gunicorn kills a worker stuck in C
-code only when that could not happen.
+max_latency_ms=MS, default_method=NAME, metrics=..., request_log=..., drift=..., workers=N, threads=N)`` land
+in ``row.options`` (checked by ``check_options``); ``server_settings`` turns them into the one
+``nbserve.server.settings.Settings`` object that the process runtime, the Docker image, Swarm and Kubernetes
+all hand to ``python -m nbserve.server`` (as ``Settings.to_env()``), so a model behaves the same wherever it runs.
 """
 
 from __future__ import annotations
@@ -14,65 +12,40 @@ from __future__ import annotations
 import secrets
 
 from ..errors import NbserveError
-from ..server.auth import token_env
-from ..server.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS
-from ..server.dispatch import EXTRA_COLUMNS_ENV
-from ..server.guards import DEFAULT_TIMEOUT  # seconds per request; 0 turns the limit off
-from ..server.prefix import ENV as URL_PREFIX_ENV
+from ..server.auth import token_sha256
 from ..server.prefix import clean as clean_prefix
 from ..server.schema import EXTRA_COLUMNS
-
-GRACE = 5.0
-WSGI_APP = "nbserve.server.wsgi:app"
-GUNICORN_CONF = "python:nbserve.server.gunicorn_conf"
+from ..server.settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS, Settings
 
 
-def gunicorn_command(python: str, binds: list[str] | str, *options: str) -> list[str]:
-    """The one command that runs a model's server, in a process and in an image: gunicorn with the model
-    preloaded in the master (a worker replaced after a timeout is forked ready in milliseconds) and
-    nbserve's gunicorn settings (``server/gunicorn_conf.py``)."""
-    bind_args = [a for b in ([binds] if isinstance(binds, str) else binds) for a in ("--bind", b)]
-    return [python, "-m", "gunicorn", *bind_args, "--preload", *options, "--config", GUNICORN_CONF, WSGI_APP]
+def server_command(python: str) -> list[str]:
+    """The one command that runs a model's server, in a process and in an image (server/master.py)."""
+    return [python, "-m", "nbserve.server"]
 
 
-def worker_options(options: dict) -> list[str]:
-    """gunicorn's worker count and --timeout for an instance's options (on the command line, or in
-    GUNICORN_CMD_ARGS where the command is fixed in an image)."""
-    return ["--workers", str(int(options.get("workers", 1))), "--timeout", str(hard_timeout(options))]
-
-
-def request_timeout(options: dict) -> float:
-    value = options.get("timeout")
-    return DEFAULT_TIMEOUT if value is None else float(value)
-
-
-def hard_timeout(options: dict) -> int:
-    """gunicorn's --timeout (0: none) for the given options."""
-    timeout = request_timeout(options)
-    return 0 if timeout == 0 else int(timeout + GRACE + 0.999)
-
-
-def server_limits_env(options: dict) -> dict:
-    env = {"NBSERVE_TIMEOUT": f"{request_timeout(options):g}"}
-    if options.get("max_body"):
-        env["NBSERVE_MAX_BODY"] = str(int(options["max_body"]))
-    if options.get("default_method"):  # what /invocations, /v1 and /v2 infer call (server/protocols)
-        env["NBSERVE_DEFAULT_METHOD"] = options["default_method"]
-    env.update(token_env(options.get("auth_token")))
-    if options.get("metrics") is False:  # see nbserve/server/metrics.py
-        env["NBSERVE_METRICS"] = "0"
-    if options.get("request_log") is not None:  # True, False or "bodies"
-        env["NBSERVE_REQUEST_LOG"] = {True: "1", False: "0"}.get(options["request_log"], str(options["request_log"]))
-    if options.get("url_prefix"):
-        env[URL_PREFIX_ENV] = options["url_prefix"]
-    if options.get("extra_columns"):  # a table's columns the model does not take: refused (400) or dropped
-        env[EXTRA_COLUMNS_ENV] = options["extra_columns"]
+def server_settings(options: dict, **where) -> Settings:
+    """The server's settings for an instance's (checked) options; ``where``: what the runtime adds (artifact,
+    model_id, bind or listen_fd, metrics_dir, control)."""
+    values: dict = dict(where)
+    if options.get("timeout") is not None:
+        values["timeout"] = float(options["timeout"])
+    for key in ("max_body", "default_method", "url_prefix", "threads", "extra_columns"):
+        if options.get(key) is not None:
+            values[key] = options[key]
+    if options.get("workers") is not None:
+        values["workers"] = int(options["workers"])
+    if options.get("auth_token"):
+        values["auth_sha256"] = token_sha256(options["auth_token"])
+    if options.get("metrics") is False:
+        values["metrics"] = False
+    if options.get("drift") is False:
+        values["drift"] = False
+    if options.get("request_log") is not None:
+        values["request_log"] = {True: "on", False: "off"}.get(options["request_log"], options["request_log"])
     batching = batch_settings(options)
-    if batching:  # adaptive batching: server/batching.py, and gunicorn_conf's threaded worker
-        env["NBSERVE_BATCH"] = "1"
-        env["NBSERVE_MAX_BATCH"] = str(batching["max_batch"])
-        env["NBSERVE_MAX_LATENCY_MS"] = f"{batching['max_latency_ms']:g}"
-    return env
+    if batching:
+        values.update(batch=True, **batching)
+    return Settings(**values)
 
 
 BATCH_OPTIONS = ("batch", "max_batch", "max_latency_ms")
@@ -111,14 +84,15 @@ def check_options(options: dict) -> dict:
 
     auth_token: True (generate one), a string of at least 16 characters, or None/False (no auth).
     timeout: seconds per request, > 0, or 0 for none. max_body: bytes, at least 1024.
-    metrics: False turns /metrics, /drift and the request log off. request_log: False (no log lines),
-    True (the default) or "bodies" (request bodies logged too).
+    metrics: False turns /metrics off; drift: False turns /drift off; request_log: False (no log lines),
+    True (the default) or "bodies" (request bodies logged too): three switches, each on its own.
+    threads: native (OpenMP/BLAS) threads per worker, >= 1 (default: the cores divided by the workers).
+    extra_columns: what a DataFrame input's columns the model does not take get: "refuse" (the default, a
+    400 naming them) or "ignore" (dropped before the model sees the frame).
     url_prefix: the path a proxy serves the model under when it sends no prefix header ("/models/x").
     batch: adaptive batching on (max_batch rows per model call, >= 1; max_latency_ms a request waits, >= 0).
     default_method: the method MLflow's /invocations and KServe's V1/V2 routes call (checked against the
     model's methods by Workspace.serve).
-    extra_columns: what a DataFrame input's columns the model does not take get: "refuse" (the default, a
-    400 naming them) or "ignore" (dropped before the model sees the table).
     """
     options = dict(options)
     token = options.pop("auth_token", None)
@@ -139,8 +113,14 @@ def check_options(options: dict) -> dict:
             ok = False
         if not ok:
             raise NbserveError(f"timeout must be a number of seconds >= 0 (0: no limit), got {options['timeout']!r}")
-    if options.get("metrics") not in (None, True, False):
-        raise NbserveError(f"metrics must be True or False, got {options['metrics']!r}")
+    for switch in ("metrics", "drift"):
+        if options.get(switch) not in (None, True, False):
+            raise NbserveError(f"{switch} must be True or False, got {options[switch]!r}")
+    if options.get("extra_columns") not in (None, *EXTRA_COLUMNS):
+        raise NbserveError(f"extra_columns must be one of {EXTRA_COLUMNS}, got {options['extra_columns']!r}")
+    threads = options.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise NbserveError(f"threads must be a number of threads per worker >= 1, got {threads!r}")
     if options.get("request_log") not in (None, True, False, "bodies"):
         raise NbserveError(f"request_log must be True, False or 'bodies', got {options['request_log']!r}")
     for key, low, what in (("max_batch", 1, "rows per model call"), ("max_latency_ms", 0, "milliseconds")):
@@ -162,6 +142,4 @@ def check_options(options: dict) -> dict:
     method = options.get("default_method")
     if method is not None and (not isinstance(method, str) or not method.isidentifier()):
         raise NbserveError(f"default_method must be the name of one of the model's methods, got {method!r}")
-    if options.get("extra_columns") not in (None, *EXTRA_COLUMNS):
-        raise NbserveError(f"extra_columns must be one of {EXTRA_COLUMNS}, got {options['extra_columns']!r}")
     return options

@@ -1,28 +1,33 @@
-"""The process runtime: the model server as a local gunicorn subprocess on 127.0.0.1.
+"""The process runtime: the model server (``python -m nbserve.server``) as a local subprocess on 127.0.0.1.
 
-The subprocess runs under the interpreter that registered the model (the kernel's), in a session of
-its own, so it outlives the kernel and is found again from its pid (checked against the pid's start
-time, so a reused pid is not mistaken for ours).
+The subprocess runs under the interpreter that registered the model (the kernel's), in a session of its own,
+so it outlives the kernel and is found again from its pid (checked against the pid's start time, so a reused
+pid is not mistaken for ours). The kernel binds the port itself, once, and hands the bound socket to the
+server: a port in use is refused at once, and two servers can never share one. The kernel then talks to the
+server over its control socket (server/control.py): prove a draft, serve a registered version, update in
+place.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from ..errors import InstanceStartError
-from ..server import replay
-from .base import Runtime, free_port, kernel_python, log_tail, pick_port, wait_healthy
-from .limits import gunicorn_command, server_limits_env, worker_options
+from ..errors import InstanceStartError, PortInUseError
+from ..server import control, replay
+from .base import Runtime, free_port, kernel_python, log_tail, wait_healthy
+from .limits import server_command, server_settings
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
-DRAIN_PAUSE = 0.5  # seconds between the new server taking the port's new connections and the old one's stop
+BACKLOG = 2048
 
 
 def _proc_stat(pid: int):
@@ -62,127 +67,172 @@ def _reap(pid: int) -> None:
         pass
 
 
+def bind(host: str, port: int | None) -> socket.socket:
+    """A listening socket on host:port (any free port when None): bound here, once, and handed to the server."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT after a stop is free
+    try:
+        sock.bind((host, int(port or 0)))
+    except OSError as exc:
+        sock.close()
+        raise PortInUseError(
+            f"port {port} on {host} is in use ({exc.strerror}); pass another port, or none to get a free one"
+        ) from None
+    sock.listen(BACKLOG)
+    return sock
+
+
 class ProcessRuntime(Runtime):
     name = "process"
 
     def __init__(self, workspace):
         super().__init__(workspace)
-        self._proving: dict[str, subprocess.Popen] = {}  # row id -> a server started by start_proof
+        self._procs: dict[str, subprocess.Popen] = {}  # row id -> a server this runtime object started
+
+    # -- starting -------------------------------------------------------------------------------------
 
     def start(self, row, version, progress):
-        """Start gunicorn for a registered ``version`` and wait until it answers /health."""
-        row.port = pick_port(row)
-        proc, row.handle = self._launch(row, version, progress, {"NBSERVE_MODEL_ID": version.id})
-        self._wait_healthy(row, version, proc, row.handle)
+        """Start the server for a registered ``version`` and wait until it answers /health as that version."""
+        proc = self._launch(row, version, progress, artifact=version)
+        self._wait_healthy(row, version, proc)
         return row.handle
 
-    def update(self, row, version, progress):
-        """Serve ``version`` on the instance's port without dropping a request, and return the new handle.
+    def start_early(self, row, progress, python: str | None = None) -> None:
+        """Start a server that has nothing to serve yet (a live ``serve(obj)``): it imports its own modules
+        while the kernel pickles and drafts, then is told what to prove (``prove``) and serve (``hand_over``)."""
+        self._launch(row, None, progress, python=python)
 
-        Every server binds its port with SO_REUSEPORT (gunicorn --reuse-port), so a second server can bind
-        the same port beside the running one: the kernel then spreads new connections over both. The new
-        server also binds a private port, where it is checked (/health names the new version) before the old
-        one is told to stop; gunicorn stops gracefully (closes its listener, finishes the requests it has).
-        """
-        old = dict(row.handle)
-        if not old.get("reuse_port"):
-            raise InstanceStartError(
-                f"{row.id} was started by an nbserve without in-place updates (its port is not shared): "
-                f"restart it once (inst.stop(); inst.start()), then update it"
+    def prove(self, row, staged, progress) -> dict:
+        """The server imports the draft's modules, replays the staged sample in a forked child and reports."""
+        timeout = float(row.options.get("start_timeout", 120))
+        try:
+            reply = self._controller(row).call(
+                "prove", timeout=timeout, stage=str(staged.stage_dir), modules=sorted(staged.draft.modules)
             )
-        private = free_port(row.host)
-        progress(f"starting {version.id} beside {row.model} on port {row.port} (checked on port {private})")
-        proc, handle = self._launch(
-            row,
-            version,
-            progress,
-            {"NBSERVE_MODEL_ID": version.id, "NBSERVE_TAKE_OVER_PORT": str(row.port)},
-            binds=[f"{row.host}:{row.port}", f"{row.host}:{private}"],
-        )
-        check = f"http://{row.host}:{private}"
-        self._wait_healthy(row, version, proc, handle, url=check)
-        served = _served_model(check)
-        if served != version.id:
-            self._kill(proc.pid, handle["start_ticks"])
-            raise self._failure(row, version, f"the new server on port {private} says it serves {served!r}")
-        progress(f"{version.id} is healthy on port {row.port}: draining {row.model} (pid {old.get('pid')})")
-        time.sleep(DRAIN_PAUSE)  # connections the old server was handed before the new one took over
-        self._kill(old.get("pid"), old.get("start_ticks"), timeout=float(row.options.get("drain_timeout", 30)))
-        return handle
-
-    def start_proof(self, row, staged, progress) -> dict:
-        """Start gunicorn on a staged draft: the server replays the staged sample and writes its report
-        (read and returned here), then waits for the core's handoff (``hand_over``)."""
-        row.port = pick_port(row)
-        proc, row.handle = self._launch(row, staged, progress, {"NBSERVE_REPLAY": str(staged.stage_dir)})
-        self._proving[row.id] = proc
-        report_path = staged.stage_dir / replay.REPORT
-        timeout = row.options.get("start_timeout", 120)
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while not report_path.exists():
-            if proc.poll() is not None:
-                raise self._failure(row, staged, "the server exited while loading the model")
-            if time.monotonic() > deadline:
-                self._kill(proc.pid, row.handle["start_ticks"])
-                raise self._failure(row, staged, f"the model did not load within {timeout:.0f} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
-        return replay.read_report(report_path)
+        except control.ControlError as exc:
+            raise self._failure(row, staged, str(exc)) from None
+        return replay.read_report(reply["report"])
 
     def hand_over(self, row, staged, version) -> dict:
-        replay.write_handoff(staged.stage_dir, version.artifact_dir, version.id)
+        """Tell the server which registered version it serves (it checks it is the artifact it proved)."""
+        self._serve(row, version, staged=str(staged.artifact_dir))
         with open(self.instance_dir(row) / "server.log", "ab") as log:
             log.write(f"--- the server's replay proved the artifact: registered as {version.id}\n".encode())
-        self._wait_healthy(row, version, self._proving.pop(row.id), row.handle)
+        self._wait_healthy(row, version, self._procs.get(row.id))
         return row.handle
 
     def abort_proof(self, row, staged, reason: str) -> None:
-        replay.write_handoff(staged.stage_dir, abort=reason)
-        self._proving.pop(row.id, None)
         self._kill(row.handle.get("pid"), row.handle.get("start_ticks"))
 
-    def _launch(self, row, version, progress, env_extra: dict, binds=None) -> tuple[subprocess.Popen, dict]:
-        """Start the server process for ``version`` (registered or staged) on ``binds`` (default: the row's
-        host and port); (process, handle). ``NBSERVE_TAKE_OVER_PORT`` in ``env_extra``: a port shared with a
-        running server, whose new connections this one takes (server/gunicorn_conf.py)."""
-        binds = binds or [f"{row.host}:{row.port}"]
+    def update(self, row, version, progress):
+        """Serve ``version`` at the instance's URL without dropping a request.
+
+        Same interpreter: the running server verifies and loads the new artifact and forks a new generation of
+        workers on the same listening socket; the old generation finishes its requests and exits. Another
+        interpreter (the version was registered elsewhere): a new server takes the listening socket over from
+        the old one (passed along the control socket), then the old one stops accepting and finishes."""
+        handle = dict(row.handle)
         python = kernel_python(version)
-        if python != version.python_executable:
-            progress(
-                f"the interpreter that registered {version.id} ({version.python_executable}) is gone; using {python}"
+        if not handle.get("control"):
+            raise InstanceStartError(
+                f"{row.id} was started by an nbserve without in-place updates: restart it once "
+                f"(inst.stop(); inst.start()), then update it"
             )
+        if python == handle.get("python"):
+            progress(f"{row.id}: the server loads {version.id} and replaces its workers")
+            self._serve(row, version)
+            self._wait_model(row, version)
+            return row.handle
+        progress(f"{row.id}: starting {version.id} under {python}, taking over port {row.port}")
+        try:
+            _, fds = self._controller(row).call_with_fds("listener", want_fds=1)
+        except control.ControlError as exc:
+            raise self._failure(row, version, f"the running server did not hand its socket over: {exc}") from None
+        listener = socket.socket(fileno=fds[0])
+        old = handle
+        proc = self._launch(row, version, progress, artifact=version, listener=listener)
+        self._wait_healthy(row, version, proc)
+        self._kill(old.get("pid"), old.get("start_ticks"), timeout=float(row.options.get("drain_timeout", 30)))
+        return row.handle
+
+    def _serve(self, row, version, staged=None):
+        try:
+            self._controller(row).call(
+                "serve",
+                timeout=float(row.options.get("start_timeout", 120)),
+                artifact=str(version.artifact_dir),
+                model_id=version.id,
+                staged=staged,
+            )
+        except control.ControlError as exc:
+            raise self._failure(row, version, str(exc)) from None
+
+    def _controller(self, row) -> control.Controller:
+        h = row.handle
+        return control.Controller(
+            control.address(h["control"]), alive=lambda: _alive(h.get("pid"), h.get("start_ticks"))
+        )
+
+    def _launch(self, row, version, progress, artifact=None, python=None, listener=None) -> subprocess.Popen:
+        """Start ``python -m nbserve.server`` for the row (serving ``artifact`` when given, else waiting to be
+        told) on the row's port, bound here; sets ``row.port`` and ``row.handle`` and returns the process."""
+        if python is None:
+            python = kernel_python(version) if version is not None else kernel_python(None)
+            if version is not None and python != version.python_executable:
+                progress(
+                    f"the interpreter that registered {version.id} ({version.python_executable}) is gone; "
+                    f"using {python}"
+                )
+        if listener is None:
+            requested = row.options.get("port")
+            try:
+                listener = bind(row.host, requested or row.port)
+            except PortInUseError:
+                if requested:
+                    raise
+                listener = bind(row.host, None)  # the previous port was taken meanwhile: any free one
+        row.port = listener.getsockname()[1]
+        control_name = f"{row.id}-{secrets.token_hex(4)}"
+        where = dict(
+            listen_fd=listener.fileno(), control=control_name, metrics_dir=str(self.instance_dir(row) / "metrics")
+        )
+        if artifact is not None:
+            where.update(artifact=str(artifact.artifact_dir), model_id=artifact.id)
+        settings = server_settings(row.options, **where)
         log_path = self.instance_dir(row) / "server.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN"))}
-        env.update(getattr(version, "environment", None) or {})  # captured with the version: KERAS_BACKEND...
-        env.update(PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1", NBSERVE_ARTIFACT=str(version.artifact_dir))
-        env.update(env_extra)
-        env.update(server_limits_env(row.options))  # NBSERVE_TIMEOUT, NBSERVE_MAX_BODY, auth digest
-        env["NBSERVE_METRICS_DIR"] = str(self.instance_dir(row) / "metrics")  # wiped by gunicorn_conf at start
-        # --reuse-port (SO_REUSEPORT): a later version can bind the same port beside this server (see update)
-        options = ["--reuse-port", "--log-level", "warning", *worker_options(row.options)]
-        cmd = gunicorn_command(python, binds, *options)
-        with open(log_path, "ab") as log:
-            log.write(f"--- starting {version.id} on {', '.join(binds)} at {time.ctime()}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                cmd,
-                cwd=self.instance_dir(row),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN", "NBSERVE_"))}
+        env.update(getattr(artifact, "environment", None) or {})  # captured with the version: KERAS_BACKEND...
+        env.update(settings.to_env(), PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1")
+        if "NBSERVE_HOME" in os.environ:
+            env["NBSERVE_HOME"] = os.environ["NBSERVE_HOME"]
+        label = artifact.id if artifact is not None else f"{row.name} (new version)"
+        try:
+            with open(log_path, "ab") as log:
+                log.write(f"--- starting {label} on {row.host}:{row.port} at {time.ctime()}\n".encode())
+                log.flush()
+                proc = subprocess.Popen(
+                    server_command(python),
+                    cwd=self.instance_dir(row),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=(listener.fileno(),),
+                )
+        finally:
+            listener.close()  # the server holds it now
         stat = _proc_stat(proc.pid)
-        handle = {
+        row.handle = {
             "pid": proc.pid,
             "start_ticks": stat[1] if stat else None,
             "python": python,
             "log": str(log_path),
-            "reuse_port": True,
+            "control": control_name,
         }
-        return proc, handle
+        self._procs[row.id] = proc
+        return proc
 
     def _failure(self, row, version, why: str) -> InstanceStartError:
         log_path = self.instance_dir(row) / "server.log"
@@ -191,17 +241,38 @@ class ProcessRuntime(Runtime):
             f"--- log tail ({log_path}) ---\n{log_tail(log_path, 30)}"
         )
 
-    def _wait_healthy(self, row, version, proc, handle, url=None) -> None:
-        # polls every 20 ms at most: a refused connection on 127.0.0.1 costs microseconds, and the 0.2 s
-        # default pause added up to 0.2 s to every start (measured with benchmarks/first_prediction.py)
+    def _wait_healthy(self, row, version, proc) -> None:
+        # polls every 20 ms at most: a refused connection on 127.0.0.1 costs microseconds
+        handle = row.handle
+        alive = (lambda: proc.poll() is None) if proc is not None else (lambda: _alive(handle["pid"], None))
         wait_healthy(
-            url or f"http://{row.host}:{row.port}",
-            alive=lambda: proc.poll() is None,
+            f"http://{row.host}:{row.port}",
+            alive=alive,
             timeout=row.options.get("start_timeout", 120),
             failure=lambda why: self._failure(row, version, why),
-            on_failure=lambda: self._kill(proc.pid, handle["start_ticks"]),
+            on_failure=lambda: self._kill(handle["pid"], handle["start_ticks"]),
             max_delay=0.02,
+            model=version.id,
         )
+
+    def _wait_model(self, row, version, timeout: float = 60.0) -> None:
+        """After an in-place update: wait until the new version answers and the old workers have finished
+        (they answer what arrives on their open connections for a second, then exit), so that every request
+        sent after the update returns gets the new version."""
+        deadline = time.monotonic() + timeout
+        controller = self._controller(row)
+        while True:
+            if _served_model(f"http://{row.host}:{row.port}") == version.id:
+                try:
+                    if not controller.call("status", timeout=5)["retiring"]:
+                        return
+                except control.ControlError:
+                    pass
+            if time.monotonic() > deadline:
+                raise self._failure(row, version, f"the server did not answer as {version.id} within {timeout:g} s")
+            time.sleep(0.01)
+
+    # -- observing and stopping -------------------------------------------------------------------------
 
     def status(self, row) -> str:
         h = row.handle
@@ -231,7 +302,7 @@ class ProcessRuntime(Runtime):
         return log_tail(self.instance_dir(row) / "server.log", tail)
 
     def remove(self, row) -> None:
-        self._proving.pop(row.id, None)
+        self._procs.pop(row.id, None)
         self.stop(row)
         shutil.rmtree(self.instance_dir(row), ignore_errors=True)
 
@@ -242,3 +313,6 @@ def _served_model(url: str) -> str | None:
             return json.loads(resp.read()).get("model")
     except (OSError, ValueError):
         return None
+
+
+__all__ = ["ProcessRuntime", "bind", "free_port"]

@@ -6,18 +6,17 @@ conversion to the model's input type, the call, and one JSON write.
 """
 
 import gc
-import os
 from pathlib import Path
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from . import artifact, batching, errors, guards, jsonio, metrics, prefix, protocols
-from .dispatch import EXTRA_COLUMNS_ENV, Dispatch
+from .dispatch import Dispatch
 from .errors import CallError
 from .openapi import interface_document, openapi_document
+from .settings import DEFAULT_MAX_BODY, Settings  # noqa: F401 - DEFAULT_MAX_BODY: the app's name for it
 
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
 STATIC = Path(__file__).parent / "static"
 
 
@@ -40,39 +39,32 @@ def _read_body(max_body):
     return request.get_data(cache=False)
 
 
-def create_app(artifact_dir, model_id=None, max_body=None, timeout=None, auth_sha256=None):
+def create_app(artifact_dir, model_id=None, settings: Settings | None = None):
     obj, manifest = artifact.load(artifact_dir)
-    return make_app(obj, manifest, model_id=model_id, max_body=max_body, timeout=timeout, auth_sha256=auth_sha256)
+    return make_app(obj, manifest, model_id=model_id, settings=settings)
 
 
-def make_app(
-    obj,
-    manifest,
-    model_id=None,
-    max_body=None,
-    timeout=None,
-    auth_sha256=None,
-    default_method=None,
-    extra_columns=None,
-):
-    # timeout: seconds per request (NBSERVE_TIMEOUT, 0 = none); auth_sha256: sha256 of the bearer token
-    # (NBSERVE_AUTH_TOKEN_SHA256, None = no auth). See guards.py.
-    timeout, auth_sha256 = guards.settings(timeout, auth_sha256)
-    model_id = model_id or manifest.get("pickle_sha256", "model")[:12]
+def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **overrides):
+    """The app for a loaded model. ``settings``: the server's (default: from the environment, as the master
+    has them); ``overrides``: fields of it to change (timeout, max_body, auth_sha256, default_method, ...)."""
+    settings = settings or Settings.from_env()
+    if overrides:
+        settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
+    timeout, auth_sha256 = settings.timeout, settings.auth_sha256
+    model_id = model_id or settings.model_id or manifest.get("pickle_sha256", "model")[:12]
     methods = guards.contain_exits(artifact.bind_methods(obj, manifest))
     signature = manifest.get("signature", {})
     health_bytes = jsonio.dumps({"status": "ok", "model": model_id})
 
     app = Flask("nbserve_server", static_folder=str(STATIC), static_url_path="/static")
-    app.config["MAX_CONTENT_LENGTH"] = int(max_body or os.environ.get("NBSERVE_MAX_BODY") or DEFAULT_MAX_BODY)
-    app.json.sort_keys = False
-    guards.install(app, request, timeout=timeout, auth_sha256=auth_sha256)
-    max_body = app.config["MAX_CONTENT_LENGTH"]  # read once, not per request
-    methods = batching.install(app, methods, signature, timeout)  # off unless NBSERVE_BATCH (batching.py)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    deadline = guards.install(app, request, timeout=timeout, auth_sha256=auth_sha256)
+    max_body = settings.max_body  # read once, not per request
+    methods = batching.install(app, methods, signature, settings, deadline)  # off unless settings.batch
     methods = metrics.install(app, methods, manifest, model_id, timeout, _error)  # /metrics, /drift, request log
 
-    extra_columns = extra_columns or os.environ.get(EXTRA_COLUMNS_ENV) or "refuse"
-    dispatch = Dispatch(methods, signature, app.logger, extra_columns)
+    dispatch = Dispatch(methods, signature, app.logger, settings.extra_columns)
 
     def predict_view(method):
         def view():
@@ -92,7 +84,7 @@ def make_app(
     for method in methods:
         app.add_url_rule(f"/{method}", f"call_{method}", predict_view(method), methods=["POST"])
 
-    default_method = default_method or os.environ.get(protocols.DEFAULT_METHOD_ENV)
+    default_method = settings.default_method
     interface = interface_document(manifest, model_id, default_method, dispatch.extra_columns)
     openapi = openapi_document(interface)
     # MLflow's /invocations, the Open Inference Protocol (V2) and KServe V1, over the same dispatch
@@ -144,7 +136,8 @@ def make_app(
     # (a full collection over them in the middle of a request stalls it for tens of ms). Only the
     # young generations are collected first: the imports' garbage is long gone by now (a full collect
     # found none), and scanning the ~130k old objects of sklearn/scipy/pandas cost ~0.1 s of cold start.
-    prefix.install(app)  # behind a proxy (jupyter-server-proxy): links and "servers" carry its prefix
+    # behind a proxy (jupyter-server-proxy): links and "servers" carry its prefix
+    prefix.install(app, settings.url_prefix or "")
     gc.collect(1)
     gc.freeze()
     return app

@@ -20,6 +20,19 @@ def read_manifest(artifact_dir) -> dict:
     return json.loads(data)
 
 
+def verify(artifact_dir, manifest=None) -> None:
+    """Check model.pkl against the manifest's hash without unpickling it (a master that leaves the loading
+    to its workers still refuses a tampered artifact before it forks them)."""
+    artifact_dir = Path(artifact_dir)
+    manifest = read_manifest(artifact_dir) if manifest is None else manifest
+    digest = hashlib.sha256()
+    with open(artifact_dir / "model.pkl", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != manifest["pickle_sha256"]:
+        raise ArtifactError(f"{artifact_dir / 'model.pkl'} does not match its recorded sha256; refusing to unpickle it")
+
+
 def load(artifact_dir, expected_sha256=None, loads=None):
     """Return (model object, manifest) after checking model.pkl against the manifest's hash.
     ``loads``: the unpickling function (default cloudpickle.loads; replay counts threads with its own)."""

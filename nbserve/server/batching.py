@@ -1,53 +1,42 @@
 """Adaptive batching: many small concurrent requests to one model, run as few model calls.
 
-Opt-in per instance (``serve(..., batch=True, max_batch=64, max_latency_ms=10)``, which the runtimes pass
-as NBSERVE_BATCH, NBSERVE_MAX_BATCH, NBSERVE_MAX_LATENCY_MS; gunicorn_conf then picks the threaded worker
-so that one worker holds many requests at once). Imports nothing else from nbserve but guards.
+Opt-in per instance (``serve(..., batch=True, max_batch=64, max_latency_ms=10)``: Settings.batch, max_batch,
+max_latency_ms). Imports nothing else from nbserve.
 
-Each request is parsed and validated in its own thread, as without batching, so a bad request gets its own
-400 and never reaches its neighbours. Valid inputs go into a queue that one model thread per worker
-drains: it takes what is queued (up to ``max_batch`` rows), concatenates it, makes one model call and
-splits the answer back by each request's rows.
+The worker (worker.py) reads whole requests without blocking; when it has several ready for batchable methods
+(arrays with an open first dimension, DataFrames) it hands them to ``Batcher.run_together`` at once, which
+runs each request's app on a helper thread, **one thread at a time** (the main thread waits while one runs):
+each request is parsed and validated as without batching, so a bad request gets its own 400 and never
+reaches its neighbours, until its model call, where the thread parks. Once every request has either answered
+or parked, the main thread makes one model call per group of parked inputs that can be joined (same columns
+and dtypes, or same dtype and row shape; up to ``max_batch`` rows), cuts the answer back by each request's
+rows, and resumes the parked threads one by one to write their answers.
 
-When to release a batch: BentoML's CorkDispatcher fits the batch cost as a line and waits while waiting
-pays; Ray Serve's ``@serve.batch`` waits for a full batch or a timeout. Both guess at arrivals. The server
-knows them: it counts the requests that were accepted and are being parsed (``incoming``), which will
-reach the queue within a parse time. So the model thread runs what is queued as soon as nothing more is
-on its way, waits only for requests that are (never longer than ``max_latency_ms`` after the oldest
-queued one arrived), and never waits for a full batch. A lone request is not delayed at all; under load,
-the requests that arrive while a batch computes form the next one.
+One thread runs Python at any time, so the model call never waits for the interpreter lock behind request
+threads (what kept the threaded design of earlier versions below 2x), and the model is called from the main
+thread only, one call at a time, as without batching: models need not be thread-safe, and the request
+deadline (deadline.py) interrupts a batched call like any other.
 
-Every model call of a worker runs on that one thread, batchable or not, as the sync worker ran them one
-at a time: models need not be thread-safe. A request waits for its answer no longer than the request
-deadline (guards): past it, it is answered 504 and the worker is replaced, as without batching.
+When to run: the worker runs what is ready; if fewer than ``max_batch`` rows are ready and more requests are
+being received right now, it reads on for at most ``max_latency_ms`` after the oldest ready one arrived (never
+for a full batch: a lone request is not delayed). Under load, the requests that arrive while a batch computes
+form the next one.
 
 ``GET /batching`` tells what batching did in the worker that answers: model calls, requests per call, and
-p50/p99/max of each request's wait in the queue and of the model calls (``?reset=1`` starts a new window).
+p50/p99/max of each request's wait and of the model calls (``?reset=1`` starts a new window).
 """
+
+from __future__ import annotations
 
 import collections
 import os
 import threading
 import time
 
-from .guards import RequestTimeout
+from .deadline import RequestTimeout
+from .settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS  # noqa: F401 - the panel's defaults
 
-DEFAULT_MAX_BATCH = 64
-DEFAULT_MAX_LATENCY_MS = 10.0
 WINDOW = 10000  # requests (and model calls) that GET /batching summarizes
-
-
-def settings(batch=None, max_batch=None, max_latency_ms=None):
-    """(on, max rows per model call, max wait in ms), from the arguments, else the environment."""
-    if batch is None:
-        batch = os.environ.get("NBSERVE_BATCH", "") not in ("", "0")
-    max_batch = int(max_batch or os.environ.get("NBSERVE_MAX_BATCH") or DEFAULT_MAX_BATCH)
-    if max_latency_ms is None:
-        max_latency_ms = os.environ.get("NBSERVE_MAX_LATENCY_MS") or DEFAULT_MAX_LATENCY_MS
-    max_latency_ms = float(max_latency_ms)
-    if max_batch < 1 or max_latency_ms < 0:
-        raise ValueError(f"max_batch must be >= 1 and max_latency_ms >= 0, got {max_batch}, {max_latency_ms}")
-    return bool(batch), max_batch, max_latency_ms
 
 
 def batchable(input_schema) -> bool:
@@ -59,15 +48,14 @@ def batchable(input_schema) -> bool:
     return schema.get("type") == "dataframe"
 
 
-def install(app, methods: dict, signature: dict, timeout: float, batch=None, max_batch=None, max_latency_ms=None):
-    """When batching is on, the methods routed through one batcher per worker (else ``methods`` as is)."""
-    on, max_batch, max_latency_ms = settings(batch, max_batch, max_latency_ms)
-    if not on:
+def install(app, methods: dict, signature: dict, settings, deadline=None) -> dict:
+    """When batching is on, the methods routed through one batcher per app (else ``methods`` as they are)."""
+    if not settings.batch:
         return methods
-    batcher = Batcher(max_batch, max_latency_ms / 1000.0, timeout)
     paths = {f"/{name}" for name in methods if batchable(signature.get(name, {}).get("input"))}
-    app.wsgi_app = _CountIncoming(app.wsgi_app, batcher, paths)
-    app.config["NBSERVE_BATCH"] = {"max_batch": max_batch, "max_latency_ms": max_latency_ms}
+    batcher = Batcher(settings.max_batch, settings.max_latency_ms / 1000.0, paths, deadline)
+    app.nbserve_batching = batcher  # the worker looks for it
+    app.config["NBSERVE_BATCH"] = {"max_batch": settings.max_batch, "max_latency_ms": settings.max_latency_ms}
 
     @app.get("/batching")
     def batching_report():
@@ -82,31 +70,88 @@ def install(app, methods: dict, signature: dict, timeout: float, batch=None, max
 
 
 class _Item:
-    __slots__ = ("fn", "data", "rows", "key", "done", "result", "error", "abandoned", "arrived")
+    __slots__ = ("fn", "data", "rows", "key", "result", "error", "arrived")
 
     def __init__(self, fn, data, rows, key):
         self.fn, self.data, self.rows, self.key = fn, data, rows, key
-        self.done = threading.Event()
         self.result = self.error = None
-        self.abandoned = False
         self.arrived = time.monotonic()
 
 
+class _Helper:
+    """A thread that runs one request's app at a time, handing control back and forth with the main thread."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.go = threading.Semaphore(0)
+        self.task = None
+        self.item: _Item | None = None  # set while parked at a model call
+        self.thread = threading.Thread(target=self._loop, name="nbserve-batch", daemon=True)
+        self.thread.nbserve_helper = self
+        self.thread.start()
+
+    def _loop(self):
+        while True:
+            self.go.acquire()
+            task, self.task = self.task, None
+            try:
+                task()
+            except BaseException:
+                pass
+            self.item = None
+            self.runner.back.release()
+
+    def park(self, item: _Item):
+        """Called on this helper's thread at a model call: wait for the main thread's batched call."""
+        self.item = item
+        self.runner.back.release()
+        self.go.acquire()
+
+
 class Batcher:
-    def __init__(self, max_batch: int, max_wait: float, timeout: float):
+    def __init__(self, max_batch: int, max_wait: float, paths: set, deadline=None):
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self.timeout = timeout or None
-        self.cond = threading.Condition(threading.Lock())
-        self.queue: list = []
-        self.incoming = 0  # requests to a batchable method accepted and not yet queued (or refused)
-        self.pid = None  # the process whose model thread runs (threads do not survive gunicorn's fork)
+        self.paths = frozenset(paths)
+        self.deadline = deadline
+        self.back = threading.Semaphore(0)  # a helper gives control back to the main thread
+        self.idle: list[_Helper] = []
+        self.pid: int | None = None
         self.calls = self.requests = 0
-        # ms from a request's queueing to its model call
-        self.waits: collections.deque = collections.deque(maxlen=WINDOW)
+        self.waits: collections.deque = collections.deque(maxlen=WINDOW)  # ms from arrival to the model call
         self.computes: collections.deque = collections.deque(maxlen=WINDOW)  # ms per model call
 
-    # -- request threads ----------------------------------------------------------------------------
+    # -- the worker's side ------------------------------------------------------------------------------
+
+    def wants(self, head) -> bool:
+        """Whether a request (its parsed head) goes to a batchable method."""
+        return head.method == "POST" and head.target.partition("?")[0] in self.paths
+
+    def run_together(self, tasks) -> None:
+        """Run ``tasks`` (each answers one request: the app and the writing of its answer) so that their model
+        calls are made together. Returns when every task has finished."""
+        if self.pid != os.getpid():  # helper threads do not survive gunicorn's fork
+            self.pid, self.idle = os.getpid(), []
+        parked: list[_Helper] = []
+        for task in tasks:
+            helper = self.idle.pop() if self.idle else _Helper(self)
+            helper.task = task
+            self._resume(helper, parked)
+        while parked:
+            self._call_batched([h.item for h in parked])
+            resumed, parked = parked, []
+            for helper in resumed:
+                self._resume(helper, parked)
+
+    def _resume(self, helper: _Helper, parked: list) -> None:
+        helper.go.release()
+        self.back.acquire()  # until it finishes or parks
+        if helper.item is not None:
+            parked.append(helper)
+        else:
+            self.idle.append(helper)
+
+    # -- a request's model call -----------------------------------------------------------------------
 
     def method(self, fn, batched: bool, name: str):
         def call(data):
@@ -115,85 +160,77 @@ class Batcher:
         call.__name__ = getattr(fn, "__name__", name)
         return call
 
-    def arriving(self):
-        with self.cond:
-            self.incoming += 1
-
-    def gone(self):
-        """A counted request leaves without being queued (refused, or failed before its model call)."""
-        with self.cond:
-            self.incoming -= 1
-            self.cond.notify()
-
     def submit(self, fn, data, batched):
-        rows, key = _shape_key(data) if batched else (0, None)
+        helper = getattr(threading.current_thread(), "nbserve_helper", None)
+        if not batched or helper is None or helper.runner is not self:
+            self.calls += 1  # alone: a request not run by run_together (a lone one, a test client's)
+            self.requests += 1
+            return fn(data)
+        rows, key = _shape_key(data)
         item = _Item(fn, data, rows, key)
-        from flask import request
-
-        counted = request.environ.pop("nbserve.incoming", False)
-        with self.cond:
-            if self.pid != os.getpid():
-                self._start()
-            if counted:
-                self.incoming -= 1
-            self.queue.append(item)
-            self.cond.notify()
-        if not item.done.wait(self.timeout):
-            item.abandoned = True
-            raise RequestTimeout
+        helper.park(item)
         if item.error is not None:
             raise item.error
         return item.result
 
-    # -- the model thread ---------------------------------------------------------------------------
+    def _call_batched(self, items) -> None:
+        """On the main thread: one model call per group of items that can be joined, up to max_batch rows."""
+        groups: dict = {}
+        for item in items:
+            groups.setdefault(item.key, []).append(item)
+        for group in groups.values():
+            start = 0
+            while start < len(group):
+                taken, rows = [group[start]], group[start].rows
+                start += 1
+                while start < len(group) and rows + group[start].rows <= self.max_batch:
+                    taken.append(group[start])
+                    rows += group[start].rows
+                    start += 1
+                self._call(taken)
 
-    def _start(self):
-        self.pid = os.getpid()
-        self.queue = [item for item in self.queue if not item.abandoned]
-        threading.Thread(target=self._run, name="nbserve-batcher", daemon=True).start()
-
-    def _take(self):
-        with self.cond:
-            while not self.queue:
-                self.cond.wait()
-            first = self.queue[0]
-            if first.key is not None:
-                release = first.arrived + self.max_wait
-                while self.incoming > 0 and _rows(self.queue) < self.max_batch:
-                    left = release - time.monotonic()
-                    if left <= 0:
-                        break
-                    self.cond.wait(left)
-            if first.key is None:  # not batchable: alone
-                return [self.queue.pop(0)]
-            taken, rows, rest = [], 0, []
-            for item in self.queue:
-                if item.key == first.key and (not taken or rows + item.rows <= self.max_batch):
-                    taken.append(item)
-                    rows += item.rows
-                else:
-                    rest.append(item)
-            self.queue = rest
-            return taken
-
-    def _run(self):
-        while True:
-            items = [item for item in self._take() if not item.abandoned]
-            if not items:
-                continue
-            began = time.monotonic()
-            self.calls += 1
-            self.requests += len(items)
-            self.waits.extend((began - item.arrived) * 1e3 for item in items)
+    def _call(self, items) -> None:
+        began = time.monotonic()
+        self.calls += 1
+        self.requests += len(items)
+        self.waits.extend((began - item.arrived) * 1e3 for item in items)
+        deadline = self.deadline
+        armed = deadline is not None and deadline.usable()
+        try:
+            if armed:
+                deadline.begin(f"a batch of {len(items)} requests")
             if len(items) == 1:
                 _call_one(items[0])
             else:
-                self._call_batch(items)
-            self.computes.append((time.monotonic() - began) * 1e3)
+                self._call_joined(items)
+        except RequestTimeout as exc:
+            for item in items:
+                item.error = exc
+        finally:
+            if armed:
+                deadline.end()
+        self.computes.append((time.monotonic() - began) * 1e3)
+
+    @staticmethod
+    def _call_joined(items):
+        fn = items[0].fn
+        try:
+            result = fn(_concat([item.data for item in items]))
+            parts = _split(result, [item.rows for item in items])
+        except RequestTimeout:
+            raise
+        except BaseException:
+            parts = None
+        if parts is None:
+            for item in items:
+                _call_one(item)
+            return
+        for item, part in zip(items, parts):
+            item.result = part
 
     def report(self, reset=False) -> dict:
-        """What batching did in this worker: model calls, requests, and percentiles of the wait in the
-        queue and of the model calls over the last WINDOW of them (``reset``: start a new window)."""
+        """What batching did in this worker: model calls, requests, and percentiles of the wait before the
+        model call and of the model calls over the last WINDOW of them (``reset``: start a new window)."""
         waits, computes = sorted(self.waits), sorted(self.computes)
         report = {
             "pid": os.getpid(),
@@ -214,22 +251,6 @@ class Batcher:
             self.computes.clear()
         return report
 
-    @staticmethod
-    def _call_batch(items):
-        fn = items[0].fn
-        try:
-            result = fn(_concat([item.data for item in items]))
-            parts = _split(result, [item.rows for item in items])
-        except BaseException:
-            parts = None
-        if parts is None:
-            for item in items:
-                _call_one(item)
-            return
-        for item, part in zip(items, parts):
-            item.result = part
-            item.done.set()
-
 
 def _percentiles(values):
     """p50, p99 and max of sorted ``values``, or None for none."""
@@ -246,13 +267,10 @@ def _percentiles(values):
 def _call_one(item):
     try:
         item.result = item.fn(item.data)
+    except RequestTimeout:
+        raise
     except BaseException as exc:
         item.error = exc
-    item.done.set()
-
-
-def _rows(queue):
-    return sum(item.rows for item in queue)
 
 
 def _shape_key(data):
@@ -287,22 +305,3 @@ def _split(result, rows):
         parts.append(take(slice(start, start + n)))
         start += n
     return parts
-
-
-class _CountIncoming:
-    """WSGI middleware: counts requests to batchable methods from the moment they are accepted, so the
-    model thread knows what is about to join the queue."""
-
-    def __init__(self, wsgi_app, batcher: Batcher, paths: set):
-        self.wsgi_app, self.batcher, self.paths = wsgi_app, batcher, paths
-
-    def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") not in self.paths or environ.get("REQUEST_METHOD") != "POST":
-            return self.wsgi_app(environ, start_response)
-        self.batcher.arriving()
-        environ["nbserve.incoming"] = True
-        try:
-            return self.wsgi_app(environ, start_response)
-        finally:
-            if environ.pop("nbserve.incoming", False):  # never queued: a 4xx, or it failed on the way
-                self.batcher.gone()

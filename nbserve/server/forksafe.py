@@ -10,11 +10,10 @@ So the master never *calls* a model (the live replay runs in a forked child, see
 *loads* (unpickles) one only when the registration's proof saw that loading starts no thread
 (``load_starts_threads`` in the manifest: xgboost and lightgbm start their pool while unpickling,
 scikit-learn models do not). Otherwise each worker loads the model itself, right after the fork and
-before it accepts a request (``post_worker_init`` in gunicorn_conf), with the library's normal threading.
+before it accepts a request (``_post_worker_init`` in master.py), with the thread budget of a worker.
 """
 
 import os
-import sys
 
 
 def thread_count():
@@ -84,19 +83,3 @@ class DeferredApp:
 
     def __call__(self, environ, start_response):
         return self.load()(environ, start_response)
-
-
-def app_for(artifact_dir, model_id=None):
-    """The app gunicorn serves: loaded now when that is safe before a fork, else in each worker."""
-    from . import artifact
-
-    manifest = artifact.read_manifest(artifact_dir)
-    if preload_is_safe(manifest):
-        from .app import create_app
-
-        return create_app(artifact_dir, model_id=model_id)
-    sys.stderr.write(
-        "nbserve: loading this model may start native threads (OpenMP), which do not survive a fork: "
-        "each worker loads it after the fork\n"
-    )
-    return DeferredApp(artifact_dir, model_id)

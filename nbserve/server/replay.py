@@ -1,17 +1,17 @@
 """Replay a sample through an artifact in a clean interpreter and report what that needed.
 
-Run as ``python -I -c "...replay.main()" ARTIFACT_DIR SAMPLE_PICKLE REPORT_PICKLE``. The report holds
-the top-level modules that loading and calling the model imported, each with the module that
-imported it (the proof behind the requirement list), and each method's output, so the caller can
-compare them with the answers in the kernel.
+Two ways: in a forked child of a server's master (``replay_in_child``, master.py's ``prove``: the master
+imported the modules the pickle names first, recording who imported what, and the child only unpickles and
+calls), or as ``python -I -c "...replay.main()" ARTIFACT_DIR SAMPLE_PICKLE REPORT_PICKLE`` (capture.prove,
+for registrations that start no server). The report holds the top-level modules that importing, loading and
+calling the model imported, each with the module that imported it (the proof behind the requirement list),
+and each method's output, so the caller can compare them with the answers in the kernel.
 """
 
 import builtins
-import json
 import os
 import pickle
 import sys
-import time
 import traceback
 
 # The staging directory of a new registration, as the kernel writes it (capture's Draft.stage and the
@@ -19,7 +19,6 @@ import traceback
 STAGED_ARTIFACT = "artifact"  # model.pkl + manifest.json of the draft
 SAMPLE = "sample.pkl"  # the first rows of the registration sample
 REPORT = "report.pkl"  # what the replay found (written by the proof)
-HANDOFF = "handoff.json"  # the registered artifact and model id, or why not (written by the kernel)
 
 
 def read_report(path) -> dict:
@@ -27,20 +26,7 @@ def read_report(path) -> dict:
         return pickle.load(f)
 
 
-def write_handoff(stage, artifact_dir=None, model_id=None, abort=None) -> None:
-    """The kernel's answer to a server that is also the proof: serve this registered artifact as
-    ``model_id``, or ``abort`` (why the registration was refused). Written atomically: the server polls."""
-    if abort is not None:
-        info = {"abort": str(abort)[:2000]}
-    else:
-        info = {"artifact": str(artifact_dir), "model_id": model_id}
-    path = os.path.join(os.fspath(stage), HANDOFF)
-    with open(path + ".tmp", "w") as f:
-        json.dump(info, f)
-    os.replace(path + ".tmp", path)
-
-
-class _ImportRecorder:
+class ImportRecorder:
     """Notes, for each top-level module, which modules imported it: a meta-path finder (finding
     nothing) sees first imports, including importlib.import_module; a wrapper of __import__ sees
     every import statement, also of modules already loaded. The caller can then tell a library's
@@ -99,7 +85,7 @@ def replay(artifact_dir, sample_path):
 
     # the sample's own modules (numpy, pandas) count: the server builds the same types from JSON
     outputs, errors = {}, {}
-    with _ImportRecorder() as recorder:
+    with ImportRecorder() as recorder:
         with open(sample_path, "rb") as f:
             sample = pickle.load(f)
         loads = ThreadCountingLoads()
@@ -129,10 +115,13 @@ def _write_report(report, path):
     os.replace(tmp, path)
 
 
-def _replay_in_child(stage):
-    """Replay in a forked child, so that whatever the model starts (an OpenMP pool) never lives in the
-    gunicorn master that forks the workers; write the report (also when the child dies)."""
+def replay_in_child(stage, imported=None) -> str:
+    """Replay the staged draft in a forked child, so that whatever the model starts (an OpenMP pool) never
+    lives in the master that forks the workers; write the report (also when the child dies) and return its
+    path. ``imported``: {module: importers} the master recorded while importing the pickle's modules before
+    the fork (the child sees those imports done): merged into the report as if the child had made them."""
 
+    stage = os.fspath(stage)
     report_path = os.path.join(stage, REPORT)
     pid = os.fork()
     if pid == 0:  # the child: replay, report, and leave without running the parent's cleanup
@@ -140,6 +129,8 @@ def _replay_in_child(stage):
         try:
             try:
                 report, _ = replay(os.path.join(stage, STAGED_ARTIFACT), os.path.join(stage, SAMPLE))
+                for name, importers in (imported or {}).items():
+                    report["imports"].setdefault(name, set()).update(importers)
             except Exception as exc:
                 report = {"load_error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-5)}"}
             _write_report(report, report_path)
@@ -153,45 +144,7 @@ def _replay_in_child(stage):
     if not os.path.exists(report_path):
         how = f"signal {-os.waitstatus_to_exitcode(status)}" if os.WIFSIGNALED(status) else f"exit {status >> 8}"
         _write_report({"load_error": f"loading and calling the model crashed the interpreter ({how})"}, report_path)
-    return read_report(report_path)
-
-
-def replay_then_serve(stage, timeout=600.0):
-    """For a server that is also the proof: replay the staged sample (in a forked child), report, wait
-    for the kernel to register the version (it writes handoff.json naming the stored artifact and the
-    model id), then return the app for the registered artifact, loaded here only where forksafe.py allows.
-    Saves a second interpreter's start-up."""
-    from . import artifact
-
-    stage = os.fspath(stage)
-    report = _replay_in_child(stage)
-    if "load_error" in report:
-        raise SystemExit(f"nbserve: the model did not load: {report['load_error']}")
-    # while the kernel locks the requirements: load the model here too when that is safe before a fork
-    from .app import make_app
-    from .forksafe import DeferredApp
-
-    obj = None
-    if report.get("load_starts_threads") is False:
-        obj, _ = artifact.load(os.path.join(stage, STAGED_ARTIFACT))
-
-    handoff = os.path.join(stage, HANDOFF)
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(handoff):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"nbserve: no handoff from the kernel within {timeout:.0f} s")
-        time.sleep(0.005)
-    with open(handoff) as f:
-        info = json.load(f)
-    if info.get("abort"):
-        raise SystemExit(f"nbserve: registration failed: {info['abort']}")
-    staged = artifact.read_manifest(os.path.join(stage, STAGED_ARTIFACT))
-    manifest = artifact.read_manifest(info["artifact"])
-    if manifest["pickle_sha256"] != staged["pickle_sha256"]:
-        raise SystemExit("nbserve: the registered artifact is not the one this server loaded")
-    if obj is None:
-        return DeferredApp(info["artifact"], model_id=info["model_id"])
-    return make_app(obj, manifest, model_id=info["model_id"])
+    return report_path
 
 
 def main(argv=None):

@@ -1,0 +1,3 @@
+from .master import main
+
+main()

@@ -1,0 +1,340 @@
+"""The served process: ``python -m nbserve.server``, gunicorn's arbiter with nbserve's worker and a control socket.
+
+One master per instance, the same in a local process and in an image. It reads its ``Settings`` from the
+environment and serves ``NBSERVE_ARTIFACT`` when one is named (an image, a restart). A server started for a
+live ``serve(obj)`` starts without one, while the kernel is still pickling, and is told over its control
+socket (control.py) what to do:
+
+1. ``prove``: import the modules the pickle names, once, here; then replay the staged sample in a forked
+   child (replay.py), which inherits those imports and only unpickles and calls. The model never runs in this
+   process: an OpenMP pool started by a call (or by unpickling xgboost and lightgbm) must not live in a
+   process that forks workers afterwards (forksafe.py).
+2. ``serve``: the kernel registered the proven artifact; verify it, load it here when loading starts no
+   thread (else each worker loads it after its fork), and fork the workers, which inherit the imports.
+   ``serve`` on a running server is an in-place update: a new generation of workers gets the new app and the
+   same listening socket, and the old generation finishes the requests it holds, then exits. No port changes
+   hands, so no connection is refused or reset.
+3. ``adopt`` (a warm master): a master started ahead of time with the kernel's usual libraries imported
+   becomes this instance's server when handed its settings and listening socket.
+
+The listening socket is bound once, by whoever starts the server (the process runtime binds it in the kernel
+and passes it as ``NBSERVE_LISTEN_FD``): two servers can never share a port.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+
+from . import control as ctl
+from .settings import Settings
+
+_RESERVED_EXIT_CODES = (3, 4)  # gunicorn's WORKER_BOOT_ERROR and APP_LOAD_ERROR halt the whole server
+
+
+class Master(BaseApplication):
+    """gunicorn's application object: the settings, the current app, and the hooks nbserve needs."""
+
+    def __init__(self, settings: Settings, control_sock=None):
+        self.settings = settings
+        self.control_sock = control_sock
+        self.served = None  # the WSGI app the next workers are forked with
+        self.model_id = settings.model_id
+        self.artifact: str | None = None
+        self.imports: dict = {}  # module -> importers, recorded while importing for a proof (replay.py)
+        self.metrics_dir, self._own_metrics_dir = _metrics_dir(settings)
+        super().__init__()
+
+    # -- gunicorn's application interface --------------------------------------------------------------
+
+    def load_config(self):
+        config = self.settings.gunicorn_config()
+        if self.settings.listen_fd is not None:
+            config["bind"] = [f"fd://{self.settings.listen_fd}"]
+        for key, value in config.items():
+            self.cfg.set(key, value)
+        self.cfg.set("control_socket_disable", True)  # gunicorn 27's own; ours is control.py's
+        if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+            self.cfg.set("worker_tmp_dir", "/dev/shm")  # the workers' heartbeat files: memory, not disk
+        self.cfg.set("post_worker_init", _post_worker_init)
+        self.cfg.set("child_exit", self._child_exit)
+        self.cfg.set("on_exit", self._on_exit)
+
+    def load(self):
+        return self.served
+
+    def wsgi(self):
+        return self.served  # never cached: each generation of workers gets the app current at its fork
+
+    def run(self):
+        try:
+            ServedArbiter(self).run()
+        except RuntimeError as exc:
+            sys.stderr.write(f"\nError: {exc}\n")
+            sys.stderr.flush()
+            sys.exit(1)
+
+    # -- what is served ---------------------------------------------------------------------------------
+
+    def build(self, artifact_dir: str, model_id: str | None, staged: str | None = None):
+        """The WSGI app for an artifact, verified; loaded here only where that is safe before a fork."""
+        from . import artifact, forksafe
+
+        manifest = artifact.read_manifest(artifact_dir)
+        if staged is not None:
+            proven = artifact.read_manifest(staged)
+            if proven.get("pickle_sha256") != manifest.get("pickle_sha256"):
+                raise ValueError("the registered artifact is not the one this server proved")
+        artifact.verify(artifact_dir, manifest)
+        artifact.apply_environment(manifest)  # before its libraries are imported (KERAS_BACKEND...)
+        self.import_modules(manifest.get("modules") or [])
+        if forksafe.preload_is_safe(manifest):
+            from .app import create_app
+
+            app = create_app(artifact_dir, model_id=model_id)
+        else:
+            sys.stderr.write(
+                "nbserve: loading this model may start native threads (OpenMP), which do not survive a fork: "
+                "each worker loads it after the fork\n"
+            )
+            app = forksafe.DeferredApp(artifact_dir, model_id)
+        return app
+
+    def import_modules(self, modules) -> None:
+        """Import what the artifact needs, once, before any fork; recorded (who imported what) for the proof."""
+        from .replay import ImportRecorder
+
+        wanted = [m for m in modules if m and m not in sys.modules and m not in ("__main__", "nbserve")]
+        if not wanted:
+            return
+        with ImportRecorder() as recorder:
+            for module in wanted:
+                try:
+                    importlib.import_module(module)  # as unpickling would: by name
+                except BaseException:
+                    pass
+        for name, importers in recorder.importers.items():
+            self.imports.setdefault(name, set()).update(importers)
+
+    # -- gunicorn hooks ------------------------------------------------------------------------------
+
+    def _child_exit(self, server, worker):
+        if not self.metrics_dir:
+            return
+        try:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.pid, self.metrics_dir)
+        except ImportError:
+            pass
+        from .drift import forget_worker
+
+        forget_worker(self.metrics_dir, worker.pid)
+
+    def _on_exit(self, server):
+        if self._own_metrics_dir:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+
+class ServedArbiter(Arbiter):
+    """gunicorn's arbiter, with no workers until there is an app, and nbserve's control socket."""
+
+    retired_age = 0  # workers of this age or older are finishing their last requests (an update)
+
+    def setup(self, app):
+        super().setup(app)
+        if app.served is None:
+            self.num_workers = 0
+
+    def start(self):
+        super().start()
+        if self.app.served is not None:
+            self._announce()
+
+    def _announce(self):
+        """One line in the log that says what answers where (what a user looks for in ``inst.logs()``)."""
+        where = ", ".join(f"http://{lnr}" if not str(lnr).startswith("unix:") else str(lnr) for lnr in self.LISTENERS)
+        n = self.app.settings.workers
+        sys.stderr.write(f"nbserve: Listening at {where} as {self.app.model_id} ({n} worker{'s' * (n != 1)})\n")
+        sys.stderr.flush()
+
+    def spawn_workers(self):
+        # gunicorn sleeps up to 0.1 s between forks (a thundering-herd guard for many workers): not needed here
+        for _ in range(self.num_workers - len(self.WORKERS)):
+            self.spawn_worker()
+
+    def wait_for_signals(self, timeout=1.0):
+        """Signals as gunicorn waits for them, and, meanwhile, the control socket's requests."""
+        sock = self.app.control_sock
+        if sock is None:
+            return super().wait_for_signals(timeout)
+        import select
+
+        deadline = time.monotonic() + timeout
+        while True:
+            signals = super().wait_for_signals(0) if not self.SIG_QUEUE.empty() else []
+            if signals:
+                return signals
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            ready, _, _ = select.select([sock], [], [], min(left, 0.02))
+            if ready:
+                self._control()
+
+    def _control(self):
+        try:
+            conn, _ = self.app.control_sock.accept()
+        except BlockingIOError:
+            return
+        with conn:
+            conn.setblocking(True)
+            conn.settimeout(30)
+            if not ctl.peer_allowed(conn):
+                return
+            try:
+                request, fds = ctl.receive(conn, want_fds=1)
+            except (OSError, ValueError, ConnectionError):
+                return
+            op = request.get("op")
+            try:
+                reply, send_fds = self._operate(op, request, fds)
+                reply["ok"] = True
+            except Exception as exc:
+                self.log.warning("nbserve: control %s failed: %s", op, exc)
+                reply, send_fds = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, ()
+            try:
+                conn.settimeout(600)
+                ctl.send(conn, reply, send_fds)
+            except OSError:
+                pass
+            finally:
+                for fd in fds:
+                    if op != "adopt":
+                        os.close(fd)
+
+    def _operate(self, op, request, fds):
+        app = self.app
+        if op == "status":
+            return {
+                "model_id": app.model_id,
+                "artifact": app.artifact,
+                "pid": self.pid,
+                "workers": sorted(self.WORKERS),
+                "retiring": sorted(pid for pid, w in self.WORKERS.items() if w.age <= self.retired_age),
+            }, ()
+        if op == "prove":
+            from . import artifact, replay
+
+            staged = artifact.read_manifest(os.path.join(request["stage"], replay.STAGED_ARTIFACT))
+            artifact.apply_environment(staged)  # before the model's libraries are imported (KERAS_BACKEND...)
+            app.import_modules(request.get("modules") or [])
+            report_path = replay.replay_in_child(request["stage"], app.imports)
+            return {"report": report_path}, ()
+        if op == "serve":
+            served = app.build(request["artifact"], request.get("model_id"), request.get("staged"))
+            self._swap(served, request.get("model_id"), request["artifact"])
+            return {"model_id": app.model_id, "workers": sorted(self.WORKERS)}, ()
+        if op == "listener":
+            return {}, [lnr.fileno() for lnr in self.LISTENERS][:1]
+        if op == "stop":
+            os.kill(self.pid, signal.SIGTERM)
+            return {}, ()
+        raise ValueError(f"unknown control operation {op!r}")
+
+    def _swap(self, served, model_id, artifact_dir):
+        """Serve ``served`` from now on: a new generation of workers, and the old one retired gracefully."""
+        app = self.app
+        first = app.served is None
+        app.served, app.model_id, app.artifact = served, model_id, artifact_dir
+        self.num_workers = app.settings.workers
+        old = list(self.WORKERS)
+        self.retired_age = self.worker_age
+        for _ in range(self.num_workers):
+            self.spawn_worker()
+        for pid in old:
+            self.kill_worker(pid, signal.SIGTERM)
+        if first:
+            self._announce()
+        else:
+            self.log.warning("nbserve: now serving %s (the previous workers finish their requests and exit)", model_id)
+
+
+# -- worker side -------------------------------------------------------------------------------------------
+
+
+def _post_worker_init(worker):
+    """In each worker, after its fork: load a model the master could not, size the native thread pools, and
+    keep a model's ``os._exit(3)`` from halting the server (gunicorn halts on a worker's exit code 3 or 4)."""
+    from . import forksafe, housekeeping
+    from .settings import thread_budget
+
+    if isinstance(worker.wsgi, forksafe.DeferredApp):
+        worker.wsgi.load()
+    housekeeping.limit_threads(thread_budget(worker.app.settings))
+    real_exit = os._exit
+
+    def _exit(code=0):
+        if code in _RESERVED_EXIT_CODES:
+            sys.stderr.write(
+                f"nbserve: worker {os.getpid()} called os._exit({code}); exiting with 1 so that gunicorn "
+                f"replaces the worker instead of halting the server\n"
+            )
+            sys.stderr.flush()
+            code = 1
+        real_exit(code)
+
+    os._exit = _exit
+
+
+def _metrics_dir(settings: Settings):
+    """(directory, made here) for prometheus_client's multiprocess files: set in the environment before
+    prometheus_client is first imported (it picks its value class then), empty at start."""
+    if not settings.metrics:
+        return None, False
+    if settings.metrics_dir:
+        shutil.rmtree(settings.metrics_dir, ignore_errors=True)  # counts of an earlier run are not this run's
+        os.makedirs(settings.metrics_dir, exist_ok=True)
+        path, own = settings.metrics_dir, False
+    else:
+        shm = "/dev/shm"
+        parent = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+        path, own = tempfile.mkdtemp(prefix="nbserve-metrics-", dir=parent), True
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path, own
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        sys.exit(f"nbserve: {exc}")
+    control_sock = (
+        ctl.listen(ctl.address(settings.control)) if settings.control else None
+    )  # first: the kernel connects early
+    from . import app  # noqa: F401 - flask and the served modules, while the kernel still captures the model
+
+    master = Master(settings, control_sock)
+    if settings.artifact:
+        try:
+            master.served = master.build(settings.artifact, settings.model_id)
+            master.artifact = settings.artifact
+        except Exception as exc:
+            sys.stderr.write(f"nbserve: cannot serve {settings.artifact}: {type(exc).__name__}: {exc}\n")
+            traceback.print_exc()
+            sys.exit(1)
+    elif control_sock is None:
+        sys.exit("nbserve: nothing to serve: set NBSERVE_ARTIFACT, or NBSERVE_CONTROL for a server told what to serve")
+    if "--warm" in argv:  # pragma: no cover - the warm start arrives with the warm server
+        pass
+    master.run()
