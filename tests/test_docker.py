@@ -192,7 +192,9 @@ def test_one_artifact_under_two_names_in_two_registries_each_image_names_what_it
     images = {mv.name: ws.build(mv, progress=False) for mv in (blue, green)}
     for name, image in images.items():
         assert image.tag == f"nbserve/{name}:1"
-        found = engine.images.list(filters={"label": [f"nbserve.model={name}", "nbserve.version=1"]})
+        found = engine.images.list(
+            filters={"label": [f"nbserve.model={name}", "nbserve.version=1", f"nbserve.home={ws.home}"]}
+        )
         assert [i.id for i in found] == [image.id]
         labels = found[0].labels
         assert labels["nbserve.home"] == str(ws.home) and labels["nbserve.sha256"] == built.mv.sha256
