@@ -8,7 +8,7 @@ import pytest
 from nbserve.browser_links import ENV_BASE_URL, ENV_BROWSER_FILE, ENV_PROXY, browser_url, note_browser, proxy_hint
 from nbserve.capture import capture
 from nbserve.errors import NbserveError
-from nbserve.runtimes.limits import check_options, server_limits_env
+from nbserve.runtimes.limits import check_options, server_settings
 from nbserve.server import jsonio
 from nbserve.server.app import make_app
 
@@ -99,7 +99,7 @@ def test_a_prefix_given_at_serve_time(diabetes):
 
 def test_url_prefix_option_is_checked_and_reaches_the_server():
     assert check_options({"url_prefix": "models/x/"})["url_prefix"] == "/models/x"
-    assert server_limits_env(check_options({"url_prefix": "/models/x"}))["NBSERVE_URL_PREFIX"] == "/models/x"
+    assert server_settings(check_options({"url_prefix": "/models/x"})).to_env()["NBSERVE_URL_PREFIX"] == "/models/x"
     for bad in ("/", "http://h/x", "/a/../b", 3):
         with pytest.raises(NbserveError, match="url_prefix must be a plain path"):
             check_options({"url_prefix": bad})

@@ -7,8 +7,6 @@ from . import guards, jsonio
 from .errors import CallError
 from .schema import EXTRA_COLUMNS, InputError, answer, compile_decoder, to_jsonable
 
-EXTRA_COLUMNS_ENV = "NBSERVE_EXTRA_COLUMNS"  # "refuse" (the default) or "ignore": serve(..., extra_columns=...)
-
 __all__ = ["CallError", "Dispatch"]
 
 
