@@ -85,6 +85,27 @@ def test_unknown_method_wrong_verb_and_oversized_body(lr_client):
     assert status == 413 and "NBSERVE_MAX_BODY" in body["error"]["message"]
 
 
+def test_the_default_body_limit_bounds_a_workers_memory_and_says_how_to_raise_it(diabetes, monkeypatch):
+    """16 MiB by default (a 64 MiB JSON body took a worker to 1.3 GB: benchmarks/body_memory.py); a 413 names
+    the limit and how to raise it, and serve(..., max_body=...) does raise it."""
+    import cloudpickle
+
+    X, _, lr = diabetes
+    monkeypatch.delenv("NBSERVE_MAX_BODY", raising=False)
+    cap = capture(lr, label="m", sample=X, proof=False)
+    row = b"[" + b",".join([b"0.5"] * 10) + b"]"
+    body = b'{"data": [' + b",".join([row] * 400_000) + b"]}"  # 17.2 MB
+    assert 16 * 2**20 < len(body) < 18 * 2**20
+    default = make_app(cloudpickle.loads(cap.pickle), cap.manifest, model_id="m:1").test_client()
+    status, answer = post(default, "/predict", raw=body)
+    assert status == 413, status
+    message = answer["error"]["message"]
+    assert f"limit of {16 * 2**20} bytes" in message and "max_body=BYTES" in message and "NBSERVE_MAX_BODY" in message
+    raised = make_app(cloudpickle.loads(cap.pickle), cap.manifest, model_id="m:1", max_body=32 * 2**20)
+    status, answer = post(raised.test_client(), "/predict", raw=body)
+    assert status == 200 and len(answer["data"]) == 400_000
+
+
 VERBS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 

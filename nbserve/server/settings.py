@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 
 MiB = 1024 * 1024
 DEFAULT_TIMEOUT = 60.0  # seconds per request (per item, for a stream); 0: no limit
-DEFAULT_MAX_BODY = 64 * MiB
+# A JSON body becomes Python objects before numpy arrays: a worker grows by 5x a body of typical floats and by
+# up to 17x one of one-character numbers (benchmarks/body_memory.py: 64 MiB took a worker to 1.3 GB). 16 MiB
+# keeps that peak near 500 MB, and bounds what one connection buffers; max_body raises it for a model that needs it.
+DEFAULT_MAX_BODY = 16 * MiB
 GRACE = 5.0  # gunicorn's own timeout is the request's plus this: the server answers its JSON 504 first
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_LATENCY_MS = 10.0
