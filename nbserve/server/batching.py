@@ -284,7 +284,9 @@ def _concat(parts):
     if hasattr(parts[0], "columns"):
         import pandas as pd
 
-        return pd.concat(parts, ignore_index=True)
+        # each request's rows keep their own index: an answer keyed by it (pd.Series(p, index=df.index)) is cut
+        # back with each request's labels, as the model alone would have answered it
+        return pd.concat(parts)
     import numpy as np
 
     return np.concatenate(parts)

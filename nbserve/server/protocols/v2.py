@@ -13,6 +13,7 @@ from flask import Response, request
 from .. import errors, jsonio
 from ..dtypes import NUMPY_OF_V2, column_kind, v2_datatype
 from ..errors import CallError
+from ..schema import to_jsonable
 from . import blueprint as protocol_blueprint
 from . import columns, loads
 
@@ -225,6 +226,15 @@ def _model_input(schema, tensors):
     return out
 
 
+def _tensor_result(dispatch, method, value):
+    """The method's answer for a tensor: a numpy array as the model returned it (its infinities stay numbers:
+    NaN and inf in binary tensors, null in JSON ones), anything else as nbserve's JSON makes it."""
+    import numpy as np
+
+    result = dispatch.result(method, value)
+    return result if isinstance(result, np.ndarray) else to_jsonable(result)
+
+
 def _output(method, result, binary: bool, chunks: list) -> dict:
     import numpy as np
 
@@ -326,7 +336,7 @@ def blueprint(served):
         chunks, outputs = [], []
         for out in wanted:
             binary_out = all_binary or bool(_parameters(out, f"output {out['name']!r}").get("binary_data"))
-            outputs.append(_output(out["name"], dispatch.call(out["name"], value), binary_out, chunks))
+            outputs.append(_output(out["name"], _tensor_result(dispatch, out["name"], value), binary_out, chunks))
         reply = {"model_name": served.name, "model_version": served.version, "outputs": outputs}
         if "id" in payload:
             reply["id"] = payload["id"]
