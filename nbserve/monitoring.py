@@ -247,7 +247,11 @@ def prometheus_config(instances, token_dir, interval: str = "15s") -> str:
 
 # -- the request log (server/metrics.py writes one JSON line per request into the instance's log) -------------
 
-_SERVER_ERROR = re.compile(r"\[(ERROR|CRITICAL)\]|Traceback \(most recent call last\)|WORKER TIMEOUT|did not start")
+# the server's own failures: gunicorn's errors, tracebacks, a worker killed, a model that raised (dispatch.py)
+_SERVER_ERROR = re.compile(
+    r"\[(ERROR|CRITICAL)\]|Traceback \(most recent call last\)|WORKER TIMEOUT|did not start"
+    r"|\braised \w*(Error|Exception)\b"
+)
 
 
 def log_entries(text: str) -> list[dict]:

@@ -20,7 +20,7 @@ STATUS_COLOURS = {
     "ok": "#2e7d32",
     "warn": "#f9a825",
     "alert": "#c62828",
-    "collecting": "#9e9e9e",
+    "collecting": "#5c6bc0",  # live rows still too few to judge: not the sample's grey
     "not_computed": "#9e9e9e",
 }
 REFERENCE_COLOUR = "#90a4ae"
@@ -53,6 +53,7 @@ def _figure(width, height):
 def _finish(fig, what: str) -> Plot:
     """The PNG of ``fig`` and what it shows, read from the figure itself (titles, labels, legends, notes)."""
     axes = []
+    shared = [t.get_text() for legend in fig.legends for t in legend.get_texts()]  # one legend for all
     for ax in fig.axes:
         if not ax.get_visible():
             continue
@@ -66,7 +67,7 @@ def _finish(fig, what: str) -> Plot:
                 "note": " ".join(t.get_text() for t in ax.texts),
             }
         )
-    parts = [what]
+    parts = [what + (f" (legend: {' / '.join(shared)})" if shared else "")]
     for a in axes:
         text = f"{a['title']}: x {a['xlabel'] or '-'}, y {a['ylabel'] or '-'}"
         if a["legend"]:
@@ -120,14 +121,19 @@ def traffic(points: list[dict]) -> Plot:
     errors = any(p.get("error_rate") for p in points)
     line(axes[2], "error_rate", ERROR_COLOUR if errors else QUIET_COLOUR, scale=100.0)
     _style(axes[2], "errors" if errors else "errors (none)", "time", "% of requests")
+    span = (times[0] - datetime.timedelta(seconds=1), times[-1] + datetime.timedelta(seconds=1)) if times else None
     for ax in axes:
         ax.set_ylim(bottom=0)
         ax.xaxis.set_major_formatter(DateFormatter("%H:%M:%S"))
         ax.xaxis.set_major_locator(MaxNLocator(3))
-        if not points:
+        if span:
+            ax.set_xlim(*span)  # every plot over the same minutes, also one with no line to draw
+        else:
             ax.set_xticks([])
             _note(ax, "no requests yet")
-    if not points:
+    if points and not any(p.get("p50_ms") is not None for p in points):
+        _note(axes[1], "no requests in these minutes")
+    if not errors:
         axes[2].set_ylim(0, 1)
     return _finish(fig, "traffic of the instance")
 
@@ -163,7 +169,7 @@ def drift(report: dict, max_features: int = 12, columns: int = 3) -> Plot:
     with no live rows yet shows its reference with a note saying so."""
     feats = sorted(report.get("features", []), key=lambda f: (f["role"] != "input", f["method"] or ""))[:max_features]
     rows = max(1, -(-len(feats) // columns))
-    fig = _figure(7.5, 1.75 * rows + 0.35)
+    fig = _figure(7.5, 1.9 * rows + 0.4)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, f in zip(axes, feats):
         ref = [100 * s for s in f["reference"]["shares"]]
@@ -186,11 +192,22 @@ def drift(report: dict, max_features: int = 12, columns: int = 3) -> Plot:
         labels = bin_labels(f)
         ax.set_xticks(list(xs)[: len(labels)])
         ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=6)
-        ax.legend(fontsize=6, frameon=False, loc="upper right")
     for ax in axes[len(feats) :]:
         ax.set_visible(False)
     if not feats:
         axes[0].set_visible(True)
         axes[0].axis("off")
         axes[0].text(0, 0.5, report.get("reason", "no features"), fontsize=8, wrap=True)
+    else:
+        from matplotlib.patches import Patch
+
+        live = STATUS_COLOURS["ok"]
+        fig.legend(
+            handles=[Patch(color=REFERENCE_COLOUR), Patch(color=live)],
+            labels=["registration sample", "live requests (coloured by status: ok, warn, alert, collecting)"],
+            loc="outside upper left",
+            ncols=2,
+            fontsize=7,
+            frameon=False,
+        )
     return _finish(fig, "drift of each feature: share of rows per bin, registration sample against live requests")

@@ -328,3 +328,34 @@ def test_a_panel_start_without_the_box_ticked_does_not_batch(make_panel, registe
     assert panel.last_error is None and inst.batching is None
     assert requests.get(inst.url + "/batching", timeout=10).status_code == 404
     assert "off" in panel.instance_row(inst.id).batching.value
+
+
+def picky(xs):
+    if xs == [13]:
+        raise ValueError("unlucky number")
+    return xs
+
+
+def test_the_request_log_is_a_table_with_server_errors_highlighted(make_panel, workspace):
+    inst = workspace.serve(picky, sample=[1, 2], runtime="process", progress=False)
+    assert requests.post(inst.url + "/picky", json={"data": [1]}, timeout=10).status_code == 200
+    assert requests.post(inst.url + "/picky", json={"data": "x"}, timeout=10).status_code in (400, 500)
+    assert requests.post(inst.url + "/picky", json={"data": [13]}, timeout=10).status_code == 500
+    panel = make_panel()
+    log = panel.request_log
+    assert wait_for(lambda: len([e for e in (panel.show_logs(inst.id) and log.entries) if e["kind"] == "request"]) >= 3)
+    requests_seen = [e for e in log.entries if e["kind"] == "request"]
+    first, *_, last = requests_seen
+    assert (first["status"], first["rows"], first["error"]) == (200, 1, False)
+    assert (last["status"], last["error"]) == (500, True) and last["request_id"] and last["latency_ms"] > 0
+    html = log.body.value
+    # one row per request: time, status, latency, rows, request id, and the raw line behind "raw"
+    assert html.count("class='nbserve-log-request'") == len(requests_seen)
+    assert f"<code>{last['request_id']}</code>" in html and "<summary" in html and "&quot;status&quot;:500" in html
+    assert "data-status='500'" in html and "rgba(198, 40, 40" in html.split("data-status='500'")[0].rsplit("<tr", 1)[1]
+    assert "server error" in log.title.value
+    assert "starting picky" in html  # the runtime's own lines stay, between the requests
+    raised = next(e for e in log.entries if e["kind"] == "server" and "raised ValueError" in e["text"])
+    assert raised["error"]  # the model's failure, as the server logged it, is highlighted too
+    # the panel's own polls of /drift (every refresh) are not requests to the model: not in the log
+    assert all(e["path"] == "/picky" for e in requests_seen)

@@ -16,7 +16,7 @@ const STATUS_COLOURS: { [status: string]: string } = {
   ok: '#2e7d32',
   warn: '#f9a825',
   alert: '#c62828',
-  collecting: '#9e9e9e'
+  collecting: '#5c6bc0' // live rows still too few to judge: not the sample's grey
 };
 const SAMPLE_COLOUR = '#90a4ae';
 const ERROR_COLOUR = '#c62828';
@@ -117,6 +117,10 @@ function lineChart(title: string, unit: string, times: number[], lines: ISeries[
       chart.appendChild(
         svg('polyline', { points: pts, fill: 'none', stroke: s.colour, 'stroke-width': 1.5 })
       );
+      for (const p of pts.split(' ')) {
+        const [cx, cy] = p.split(',');
+        chart.appendChild(svg('circle', { cx, cy, r: 1.6, fill: s.colour })); // a lone point shows too
+      }
     }
   }
   const last = lines
@@ -299,7 +303,7 @@ export class MonitorView {
         { label: 'p50', values: points.map(p => p.p50), colour: '#1976d2' },
         { label: 'p99', values: points.map(p => p.p99), colour: '#7b1fa2' }
       ]),
-      lineChart(errors ? 'errors' : 'errors (none)', '% of requests', times, [
+      lineChart(errors ? 'errors' : 'errors, none so far', '% of requests', times, [
         {
           label: 'errors',
           values: points.map(p => p.errors),

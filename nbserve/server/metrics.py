@@ -28,7 +28,8 @@ The request log line: ``{"time", "request_id", "http", "path", "method", "status
 "rows"}``; the request id is the client's ``X-Request-ID`` when it sends one (up to 128 printable
 characters), else a fresh one, and is echoed back in the response's ``X-Request-ID``. Request bodies are
 never logged unless ``NBSERVE_REQUEST_LOG=bodies`` (``serve(..., request_log="bodies")``); the polls
-of /health and /metrics are not logged. Lines are written in batches, at the latest a second later.
+of /health, /metrics, /drift and /batching (a panel or a sidebar asks every few seconds) are not logged.
+Lines are written in batches, at the latest a second later.
 ``NBSERVE_METRICS=0`` turns metrics, drift and the log off.
 
 With a bearer token set, /metrics and /drift need it like every route but /health (guards.py).
@@ -47,7 +48,7 @@ from . import jsonio
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SWITCH_ENV = "NBSERVE_METRICS"
 LOG_ENV = "NBSERVE_REQUEST_LOG"
-QUIET_PATHS = frozenset({"/health", "/metrics"})
+QUIET_PATHS = frozenset({"/health", "/metrics", "/drift", "/batching"})  # polls: not requests to the model
 STEPS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000)
 ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 100000)
 MAX_REQUEST_ID = 128

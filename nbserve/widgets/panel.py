@@ -87,6 +87,7 @@ class Panel(widgets.VBox):
             layout=widgets.Layout(width="100%"),
             **kwargs,
         )
+        self.add_class("nbserve-notebook-panel")  # for the browser tests, and for a user's own CSS
         # Ask the frontend to count the views showing this panel, so the refresh thread can stop
         # once none does (ipywidgets' experimental _view_count; None means "not tracked").
         self._view_count = 0
