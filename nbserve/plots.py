@@ -201,9 +201,8 @@ def drift(report: dict, max_features: int = 12, columns: int = 3) -> Plot:
     else:
         from matplotlib.patches import Patch
 
-        live = STATUS_COLOURS["ok"]
         fig.legend(
-            handles=[Patch(color=REFERENCE_COLOUR), Patch(color=live)],
+            handles=[Patch(color=REFERENCE_COLOUR), Patch(color=STATUS_COLOURS["ok"])],
             labels=["registration sample", "live requests (coloured by status: ok, warn, alert, collecting)"],
             loc="outside upper left",
             ncols=2,
