@@ -406,18 +406,29 @@ def test_buckets_run_from_one_millisecond_to_the_timeout():
     assert max(server_metrics.buckets(0)) == 600  # no timeout: up to ten minutes
 
 
-def test_bodies_are_logged_only_when_asked_and_metrics_can_be_off(diabetes, monkeypatch, capfd):
+def test_bodies_are_logged_only_when_asked_and_each_of_the_three_has_its_own_switch(diabetes, monkeypatch, capfd):
     X, _, lr = diabetes
     client, _ = _app(lr, X, monkeypatch, NBSERVE_REQUEST_LOG="bodies")
     client.post("/predict", json={"data": X[:1].tolist()}, headers={"X-Request-ID": "with-body"})
     time.sleep(1.5)  # lines are written in batches, at the latest a second later
     line = next(ln for ln in capfd.readouterr().err.splitlines() if "with-body" in ln)
     assert json.loads(json.loads(line)["body"])["data"] == X[:1].tolist()
+    # metrics off: /metrics is a 404 saying how to turn them on; the log and drift go on
     client, _ = _app(lr, X, monkeypatch, NBSERVE_REQUEST_LOG="1", NBSERVE_METRICS="0")
     resp = client.get("/metrics")
-    assert resp.status_code == 404 and "NBSERVE_METRICS=0" in resp.get_json()["error"]["message"]
-    assert client.post("/predict", json={"data": X[:1].tolist()}).status_code == 200
-    assert "request_id" not in capfd.readouterr().err
+    assert resp.status_code == 404 and "metrics=True" in resp.get_json()["error"]["message"]
+    client.post("/predict", json={"data": X[:1].tolist()}, headers={"X-Request-ID": "metrics-off"})
+    assert client.get("/drift").status_code == 200
+    time.sleep(1.5)
+    assert "metrics-off" in capfd.readouterr().err
+    # the log off: no line; drift off: /drift is a 404; metrics go on
+    client, _ = _app(lr, X, monkeypatch, NBSERVE_REQUEST_LOG="0", NBSERVE_METRICS="1", NBSERVE_DRIFT="0")
+    client.post("/predict", json={"data": X[:1].tolist()}, headers={"X-Request-ID": "log-off"})
+    resp = client.get("/drift")
+    assert resp.status_code == 404 and "drift=True" in resp.get_json()["error"]["message"]
+    assert 'method="predict"' in client.get("/metrics").get_data(as_text=True)
+    time.sleep(1.5)
+    assert "log-off" not in capfd.readouterr().err
 
 
 # -- faces: the panel, the CLI; a real Prometheus ----------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import artifact, batching, errors, guards, jsonio, metrics, prefix, protocols
+from . import artifact, batching, errors, guards, jsonio, observe, prefix, protocols
 from .dispatch import Dispatch
 from .errors import CallError
 from .openapi import interface_document, openapi_document
@@ -62,7 +62,7 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     deadline = guards.install(app, request, timeout=timeout, auth_sha256=auth_sha256)
     max_body = settings.max_body  # read once, not per request
     methods = batching.install(app, methods, signature, settings, deadline)  # off unless settings.batch
-    methods = metrics.install(app, methods, manifest, model_id, timeout, _error)  # /metrics, /drift, request log
+    methods = observe.install(app, methods, manifest, model_id, settings)  # /metrics, /drift, request log
 
     dispatch = Dispatch(methods, signature, app.logger, settings.extra_columns)
 

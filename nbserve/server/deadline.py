@@ -49,22 +49,22 @@ class Deadline:
         self.socks: list = []
         self.what = ""
         self.lock = threading.Lock()
-        self.pid: int | None = None
-        self.main = None
+        self.main: int | None = None
+        if SIGNAL is not None and self.seconds > 0:
+            # the handler in each worker, on its main thread (gunicorn resets signals after the fork); the watch
+            # on the worker's housekeeping thread
+            housekeeping.on_start(self._install)
+            housekeeping.every(min(0.25, self.seconds / 4), self._watch, "deadline")
 
     def _install(self):
-        # once per process, on the main thread: threads and signal handlers do not survive gunicorn's fork
-        self.pid = os.getpid()
-        self.main = threading.get_ident()
-        signal.signal(SIGNAL, self._interrupt)
-        housekeeping.every(min(0.25, self.seconds / 4), self._watch, "deadline")
+        if threading.current_thread() is threading.main_thread():
+            self.main = threading.get_ident()
+            signal.signal(SIGNAL, self._interrupt)
 
     def usable(self) -> bool:
-        return SIGNAL is not None and self.seconds > 0 and threading.current_thread() is threading.main_thread()
+        return self.main is not None and threading.get_ident() == self.main
 
     def begin(self, what: str, socks=()) -> int:
-        if self.pid != os.getpid():
-            self._install()
         self.seq += 1
         self.socks = list(socks)
         self.what = what

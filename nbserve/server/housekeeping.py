@@ -14,25 +14,59 @@ import sys
 import threading
 import time
 
-_tasks: list = []  # [period, next due, fn, name]
+_tasks: list = []  # [period, next due, fn, name], registered by the served modules as an app is made
+_starters: list = []  # run once in each process that starts (a worker, after its fork), on its main thread
 _lock = threading.Lock()
-_thread: threading.Thread | None = None
-_pid: int | None = None
+_thread_pid: int | None = None  # the process whose thread runs (threads do not survive a fork)
+_held = False  # in gunicorn's master: no thread there (a fork must not copy one holding a lock)
 _wake = threading.Event()
 
 
 def every(seconds: float, fn, name: str | None = None) -> None:
-    """Run ``fn()`` every ``seconds`` on this process's housekeeping thread (started on first use)."""
-    global _thread, _pid
+    """Run ``fn()`` every ``seconds`` on the process's housekeeping thread. Registered where an app is made:
+    in gunicorn's master (held: the thread starts in each worker after its fork, ``start``), in a worker, or
+    in a plain process (a test client's), where the thread starts at once."""
     with _lock:
-        if _pid != os.getpid():  # a fork (gunicorn's worker) inherits the list but not the thread
-            _tasks.clear()
-            _thread, _pid = None, os.getpid()
         _tasks.append([float(seconds), time.monotonic() + float(seconds), fn, name or getattr(fn, "__name__", "task")])
-        if _thread is None:
-            _thread = threading.Thread(target=_run, name="nbserve-housekeeping", daemon=True)
-            _thread.start()
+    if not _held:
+        start()
     _wake.set()
+
+
+def on_start(fn) -> None:
+    """Run ``fn()`` on the main thread of each process that starts serving (a worker after its fork; at once
+    in a plain process): what must be set up per process, such as a signal handler."""
+    with _lock:
+        _starters.append(fn)
+    if not _held and _thread_pid == os.getpid():
+        fn()
+
+
+def hold() -> None:
+    """The master: register tasks, start no thread (each worker starts its own after the fork)."""
+    global _held
+    _held = True
+
+
+def reset() -> None:
+    """The master, before it makes the app of a new artifact: the old app's tasks are not the new workers'."""
+    with _lock:
+        _tasks.clear()
+        _starters.clear()
+
+
+def start() -> None:
+    """Start this process's housekeeping thread (a worker calls it after its fork; idempotent)."""
+    global _thread_pid, _held
+    _held = False
+    with _lock:
+        if _thread_pid == os.getpid():
+            return
+        _thread_pid = os.getpid()
+        starters = list(_starters)
+    for fn in starters:
+        fn()
+    threading.Thread(target=_run, name="nbserve-housekeeping", daemon=True).start()
 
 
 def _run() -> None:

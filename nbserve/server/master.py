@@ -87,8 +87,9 @@ class Master(BaseApplication):
 
     def build(self, artifact_dir: str, model_id: str | None, staged: str | None = None):
         """The WSGI app for an artifact, verified; loaded here only where that is safe before a fork."""
-        from . import artifact, forksafe
+        from . import artifact, forksafe, housekeeping
 
+        housekeeping.reset()  # the periodic work of the previous app is not the new workers'
         manifest = artifact.read_manifest(artifact_dir)
         if staged is not None:
             proven = artifact.read_manifest(staged)
@@ -162,7 +163,7 @@ class ServedArbiter(Arbiter):
 
     def _announce(self):
         """One line in the log that says what answers where (what a user looks for in ``inst.logs()``)."""
-        where = ", ".join(f"http://{lnr}" if not str(lnr).startswith("unix:") else str(lnr) for lnr in self.LISTENERS)
+        where = ", ".join(str(lnr) for lnr in self.LISTENERS)
         n = self.app.settings.workers
         sys.stderr.write(f"nbserve: Listening at {where} as {self.app.model_id} ({n} worker{'s' * (n != 1)})\n")
         sys.stderr.flush()
@@ -281,6 +282,7 @@ def _post_worker_init(worker):
     if isinstance(worker.wsgi, forksafe.DeferredApp):
         worker.wsgi.load()
     housekeeping.limit_threads(thread_budget(worker.app.settings))
+    housekeeping.start()  # the thread of the periodic work the app registered (metrics, drift, deadline)
     real_exit = os._exit
 
     def _exit(code=0):
@@ -297,9 +299,9 @@ def _post_worker_init(worker):
 
 
 def _metrics_dir(settings: Settings):
-    """(directory, made here) for prometheus_client's multiprocess files: set in the environment before
-    prometheus_client is first imported (it picks its value class then), empty at start."""
-    if not settings.metrics:
+    """(directory, made here) for prometheus_client's multiprocess files and the workers' drift windows: set in
+    the environment before prometheus_client is first imported (it picks its value class then), empty at start."""
+    if not settings.metrics and not settings.drift:
         return None, False
     if settings.metrics_dir:
         shutil.rmtree(settings.metrics_dir, ignore_errors=True)  # counts of an earlier run are not this run's
@@ -319,9 +321,11 @@ def main(argv=None) -> None:
         settings = Settings.from_env()
     except ValueError as exc:
         sys.exit(f"nbserve: {exc}")
-    control_sock = (
-        ctl.listen(ctl.address(settings.control)) if settings.control else None
-    )  # first: the kernel connects early
+    from . import housekeeping
+
+    housekeeping.hold()  # no thread in the master: each worker starts its own after the fork
+    # the control socket first: the kernel connects early and waits in its backlog while we import
+    control_sock = ctl.listen(ctl.address(settings.control)) if settings.control else None
     from . import app  # noqa: F401 - flask and the served modules, while the kernel still captures the model
 
     master = Master(settings, control_sock)
@@ -330,8 +334,11 @@ def main(argv=None) -> None:
             master.served = master.build(settings.artifact, settings.model_id)
             master.artifact = settings.artifact
         except Exception as exc:
+            from .artifact import ArtifactError
+
             sys.stderr.write(f"nbserve: cannot serve {settings.artifact}: {type(exc).__name__}: {exc}\n")
-            traceback.print_exc()
+            if not isinstance(exc, ArtifactError):
+                traceback.print_exc()
             sys.exit(1)
     elif control_sock is None:
         sys.exit("nbserve: nothing to serve: set NBSERVE_ARTIFACT, or NBSERVE_CONTROL for a server told what to serve")
