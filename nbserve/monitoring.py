@@ -91,6 +91,12 @@ def batching(url: str, token: str | None = None, timeout: float = TIMEOUT) -> di
     return _get(url.rstrip("/") + "/batching", token, timeout).json()
 
 
+def serving(url: str, token: str | None = None, timeout: float = TIMEOUT) -> dict:
+    """How the instance is served, as its server says (the ``serving`` part of /interface.json: settings,
+    workers, native threads per worker)."""
+    return _get(url.rstrip("/") + "/interface.json", token, timeout).json().get("serving") or {}
+
+
 def drift(url: str, token: str | None = None, timeout: float = 30.0) -> dict:
     """The instance's /drift answer (see nbserve/server/drift.py)."""
     return _get(url.rstrip("/") + "/drift", token, timeout).json()

@@ -169,6 +169,12 @@ class Instance:
         """{"max_batch", "max_latency_ms"} when the instance batches concurrent requests (batch=True), else None."""
         return batch_settings(self._row.options)
 
+    def serving(self) -> dict:
+        """How the running server serves this instance, as it says itself: its settings (timeout, max_body,
+        batching, metrics/request_log/drift switches, workers, threads) and ``threads_per_worker``, the native
+        (OpenMP/BLAS) threads each worker's pools were sized to."""
+        return self._workspace.serving(self.id)
+
     def batching_report(self) -> dict:
         """What batching did so far (the instance's GET /batching): model calls, requests per call, waits."""
         return self._workspace.batching(self.id)

@@ -484,6 +484,14 @@ class Workspace:
             raise NbserveError(f"{id} does not batch requests: serve it with batch=True (or start it with batch=True)")
         return monitoring.batching(inst.url, inst.auth_token)
 
+    def serving(self, id: str) -> dict:
+        """How a running instance is served, as its server says: its settings (timeout, body limit, batching,
+        metrics, log and drift switches...), workers and native threads per worker."""
+        from . import monitoring
+
+        inst = self._running(id)
+        return monitoring.serving(inst.url, inst.auth_token)
+
     def drift(self, id: str) -> dict:
         """The instance's /drift report: each feature against the registration sample."""
         from . import monitoring

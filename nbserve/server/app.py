@@ -85,7 +85,7 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
         app.add_url_rule(f"/{method}", f"call_{method}", predict_view(method), methods=["POST"])
 
     default_method = settings.default_method
-    interface = interface_document(manifest, model_id, default_method, dispatch.extra_columns)
+    interface = interface_document(manifest, model_id, default_method, dispatch.extra_columns, settings.public())
     openapi = openapi_document(interface)
     # MLflow's /invocations, the Open Inference Protocol (V2) and KServe V1, over the same dispatch
     protocols.install(app, dispatch, model_id, openapi, lambda: _read_body(max_body), default_method, max_body)

@@ -8,11 +8,16 @@ from .protocols import spoken
 
 
 def interface_document(
-    manifest: dict, model_id: str, default_method: str | None = None, extra_columns: str = "refuse"
+    manifest: dict,
+    model_id: str,
+    default_method: str | None = None,
+    extra_columns: str = "refuse",
+    serving: dict | None = None,
 ) -> dict:
     """What GET /interface.json answers: the model id, each method with its schemas, the requirements,
     the protocols spoken (default_method: the one MLflow's and KServe's routes call), what a table's other
-    columns get (extra_columns: "refuse" or "ignore")."""
+    columns get (extra_columns: "refuse" or "ignore"), and (served) how it is served: the server's settings
+    (Settings.public(): timeouts, limits, batching, workers, native threads per worker)."""
     signature = manifest.get("signature", {})
     examples = manifest.get("examples", {})  # a row of the registration sample and the kernel's answer
     return {
@@ -29,6 +34,7 @@ def interface_document(
         "python": manifest.get("python"),
         "protocols": spoken(model_id, manifest["methods"], default_method),
         "extra_columns": extra_columns,
+        **({"serving": serving} if serving is not None else {}),
     }
 
 

@@ -148,9 +148,10 @@ class Settings:
 
     def public(self) -> dict:
         """What a served model may tell about how it is served (GET /interface.json): no paths, no digest."""
-        hidden = {"artifact", "listen_fd", "metrics_dir", "control", "auth_sha256", "bind"}
+        hidden = {"artifact", "model_id", "listen_fd", "metrics_dir", "control", "auth_sha256", "bind"}
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in hidden}
         out["auth"] = self.auth_sha256 is not None
+        out["threads_per_worker"] = thread_budget(self)  # what the setting comes to on this machine
         return out
 
 
