@@ -356,19 +356,15 @@ async def test_a_start_that_fails_later_is_a_failed_job_until_dismissed(api, wor
 
 @pytest.fixture
 def docker_base_image(request, monkeypatch, home):
+    """The base image's name in the environment; the test's containers go with its home (the ``home``
+    fixture), its images with the session's (tests/conftest.py), so a dependency image it built stays for
+    the other tests of the same lock."""
     from nbserve_testing import base_image, need_docker
-
-    from nbserve.runtimes.docker import remove_labelled
 
     need_docker().close()
     base = base_image()
     monkeypatch.setenv("NBSERVE_BASE_IMAGE", base)
-    yield base
-    from nbserve.workspace import Workspace
-
-    for inst in Workspace(home).instances():
-        inst.remove()
-    remove_labelled(str(home))
+    return base
 
 
 @pytest.mark.docker

@@ -51,14 +51,16 @@ def engine():
 
 @pytest.fixture(scope="module")
 def docker_home(engine, tmp_path_factory):
-    """One registry for the module, so the model's image is built once; removed with its images at the end."""
+    """One registry for the module, so the model's image is built once; its containers are removed at the
+    end of the module, its images with the session's (tests/conftest.py): the dependency image of a lock
+    is shared by every registry that needs it, and later modules reuse it."""
+    from nbserve_testing import remove_instances
+
     old = os.environ.get("NBSERVE_BASE_IMAGE")
     os.environ["NBSERVE_BASE_IMAGE"] = BASE_IMAGE
     home = tmp_path_factory.mktemp("docker-faults-home")
     yield home
-    from nbserve.runtimes.docker import remove_labelled
-
-    remove_labelled(str(home))
+    remove_instances(Workspace(home))
     if old is None:
         os.environ.pop("NBSERVE_BASE_IMAGE", None)
 
