@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from nbserve_testing import need
@@ -52,7 +53,7 @@ def test_serve_bench_runs_and_reports_every_server(tmp_path):
     assert len(result["first_prediction"]["nbserve"]) == 1
     # the benchmark's temporary registry is gone, and no process it started is left
     workdir = proc.stdout.split("workdir ", 1)[1].split()[0].rstrip(";")
-    assert workdir.startswith("/tmp") and not Path(workdir).exists()
+    assert workdir.startswith(tempfile.gettempdir()) and not Path(workdir).exists()
     assert not [pid for pid in _pids() if workdir.encode() in _environ(pid)]
 
 
@@ -114,7 +115,7 @@ def test_batch_bench_runs_and_reports_every_server(tmp_path):
     assert set(paced) == {"nbserve batch"} and paced["nbserve batch"]["errors"] == 0
     assert "client p99" in proc.stdout
     workdir = proc.stdout.split("workdir ", 1)[1].split()[0]
-    assert workdir.startswith("/tmp") and not Path(workdir).exists()
+    assert workdir.startswith(tempfile.gettempdir()) and not Path(workdir).exists()
 
 
 def test_protocols_benchmark_runs():
