@@ -1,10 +1,29 @@
 """Shared fixtures. Every test gets its own registry ($NBSERVE_HOME in a temp dir) and leaves no
 running instance behind."""
 
+import collections
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+_WORKER_TALLIES = collections.Counter()  # the reliability suite's tallies, added up from the xdist workers
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    _WORKER_TALLIES.update(getattr(node, "workeroutput", {}).get("nbserve_tally", {}))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reliability suite's closing line: its inputs, 5xx, faults (summed over the workers)."""
+    sys.path.insert(0, str(Path(__file__).parent / "reliability"))  # the controller loads no test module
+    from reliability_tools import TALLY, summary
+
+    tally = _WORKER_TALLIES + TALLY
+    if tally:
+        terminalreporter.write_sep("-", summary(collections.Counter(tally)))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,6 +49,19 @@ def home(tmp_path, monkeypatch):
     from nbserve.workspace import Workspace
 
     remove_instances(Workspace(path))
+
+
+@pytest.fixture(scope="module")
+def module_workspace(tmp_path_factory):
+    """A registry of the module's own, for models and instances a whole module shares (a registration or
+    a process-runtime start costs seconds); every instance in it is removed when the module is done."""
+    from nbserve_testing import remove_instances
+
+    from nbserve.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("nbserve-home"))
+    yield ws
+    remove_instances(ws)
 
 
 @pytest.fixture

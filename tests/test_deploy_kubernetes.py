@@ -53,9 +53,15 @@ def validate_all(docs):
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
-@pytest.fixture
-def models(workspace, diabetes):
-    """Both families: a linear model on a float array, a boosted model on a DataFrame of mixed columns."""
+@pytest.fixture(scope="module")
+def k8s_ws(module_workspace):
+    return module_workspace
+
+
+@pytest.fixture(scope="module")
+def models(k8s_ws, diabetes):
+    """Both families: a linear model on a float array, a boosted model on a DataFrame of mixed columns,
+    registered once for the module (every test reads them; the deploy test writes its records beside)."""
     import numpy as np
     import pandas as pd
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -71,8 +77,8 @@ def models(workspace, diabetes):
     )
     gbm = HistGradientBoostingRegressor(max_iter=10, categorical_features="from_dtype").fit(frame, frame["income"])
     return [
-        workspace.register(lr, name="diabetes", sample=X, progress=False),
-        workspace.register(gbm, name="houses_v2", sample=frame, progress=False),
+        k8s_ws.register(lr, name="diabetes", sample=X, progress=False),
+        k8s_ws.register(gbm, name="houses_v2", sample=frame, progress=False),
     ]
 
 
@@ -134,11 +140,13 @@ def test_invalid_manifests_are_caught_by_the_validation(models):
 
 
 def test_deploy_to_kubernetes_writes_manifests_by_digest_and_rolls_them(
-    workspace, models, container_registry, tmp_path, capsys
+    k8s_ws, models, container_registry, tmp_path, capsys, monkeypatch
 ):
     """Through the workspace: pushed to a real registry, manifests written, updated, rolled back."""
     from nbserve_testing import base_image, need_docker
 
+    workspace = k8s_ws
+    monkeypatch.setenv("NBSERVE_HOME", str(workspace.home))  # the CLI below reads the same registry
     need_docker()
     os.environ.setdefault("NBSERVE_BASE_IMAGE", base_image())
     mv = models[0]
