@@ -43,12 +43,12 @@ def fault(survived: bool) -> None:
     TALLY["survived"] += bool(survived)
 
 
-def summary() -> str:
+def summary(tally=TALLY) -> str:
     return (
-        f"nbserve reliability: {TALLY['inputs']} inputs tried ({TALLY['in-process']} in-process, "
-        f"{TALLY['http']} over HTTP to gunicorn, of which {TALLY['schemathesis']} from schemathesis); "
-        f"{TALLY['5xx']} 5xx seen; {TALLY['faults']} faults injected, {TALLY['survived']} survived; "
-        f"{TALLY['concurrent_registers']} concurrent registers"
+        f"nbserve reliability: {tally['inputs']} inputs tried ({tally['in-process']} in-process, "
+        f"{tally['http']} over HTTP to gunicorn, of which {tally['schemathesis']} from schemathesis); "
+        f"{tally['5xx']} 5xx seen; {tally['faults']} faults injected, {tally['survived']} survived; "
+        f"{tally['concurrent_registers']} concurrent registers"
     )
 
 

@@ -12,14 +12,15 @@ import pytest
 import requests
 import schemathesis
 from fuzz_strategies import CONTENT_TYPES, bodies
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from reliability_tools import PROTOCOL_PATHS, TALLY, assert_error_form, record
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 MAX_BODY = 100_000
-SCHEMATHESIS_EXAMPLES = 150  # per method and generation mode
-HTTP_EXAMPLES = 150  # hypothesis bodies per model
+# from the hypothesis profile (conftest.py: "ci" by default, "long" with --hypothesis-profile=long)
+SCHEMATHESIS_EXAMPLES = settings.default.max_examples // 2  # per method and generation mode
+HTTP_EXAMPLES = settings.default.max_examples  # hypothesis bodies per model
 TIMEOUT = 10  # seconds: an answer slower than this is a hang
 
 
@@ -58,13 +59,7 @@ def test_schemathesis_against_the_servers_own_openapi(served, name):
         modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if op.method.upper() == "POST" else [])
         for mode in modes:
 
-            @settings(
-                max_examples=SCHEMATHESIS_EXAMPLES,
-                deadline=None,
-                database=None,
-                derandomize=True,
-                suppress_health_check=list(HealthCheck),
-            )
+            @settings(max_examples=SCHEMATHESIS_EXAMPLES)  # the rest from the profile
             @given(case=op.as_strategy(generation_mode=mode))
             def run(case):
                 resp = case.call(base_url=inst.url, timeout=TIMEOUT)
@@ -87,13 +82,7 @@ def test_hypothesis_bodies_over_http(served, name):
     inst, still_serving = served[name]
     method = "predict"
 
-    @settings(
-        max_examples=HTTP_EXAMPLES,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
+    @settings(max_examples=HTTP_EXAMPLES)  # the rest from the profile
     @given(body=bodies(name), ctype=CONTENT_TYPES)
     def run(body, ctype):
         raw = body.encode(errors="surrogatepass") if isinstance(body, str) else body

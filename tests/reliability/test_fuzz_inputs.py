@@ -11,15 +11,15 @@ import json
 
 import pytest
 from fuzz_strategies import CONTENT_TYPES, bodies
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from reliability_tools import TALLY, assert_error_form, record
 from served_models import build
 
-EXAMPLES = 250  # per model and test: bounded, so the suite stays within its time budget on 2 cores
-FUZZ = settings(
-    max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
-)
+# per model and test: twice the hypothesis profile's budget (conftest.py: "ci" by default, "long" with
+# --hypothesis-profile=long), as an input in process costs a fraction of one over HTTP
+EXAMPLES = 2 * settings.default.max_examples
+FUZZ = settings(max_examples=EXAMPLES)  # deadline, database, derandomize, health checks: from the profile
 
 
 @pytest.fixture(scope="module")
