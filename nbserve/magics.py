@@ -369,6 +369,9 @@ def _fail(say, text: str) -> None:
 
 
 def load_ipython_extension(ipython) -> None:
+    from .workspace import warm_up
+
+    warm_up()  # the first %serve adopts a server whose interpreter has started already
     magics = NbserveMagics(ipython)
     ipython.register_magics(magics)
     # Custom completers match on the text before the cursor, so `inst = %serve l<TAB>` works too.

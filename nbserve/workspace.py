@@ -653,6 +653,14 @@ def _check_host(host: str) -> None:
     )
 
 
+def warm_up() -> None:
+    """Start a warm server for this kernel's next serve ahead of time (runtimes/warm.py), when warm servers
+    are on: at ``%load_ext nbserve``."""
+    from .runtimes import warm
+
+    warm.prepare_for_kernel()
+
+
 _default: dict = {}
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import InstanceStartError, PortInUseError
 from ..server import control, replay
+from . import warm
 from .base import Runtime, free_port, kernel_python, log_tail, wait_healthy
 from .limits import server_command, server_settings
 
@@ -115,11 +116,13 @@ class ProcessRuntime(Runtime):
         return replay.read_report(reply["report"])
 
     def hand_over(self, row, staged, version) -> dict:
-        """Tell the server which registered version it serves (it checks it is the artifact it proved)."""
+        """Tell the server which registered version it serves (it checks it is the artifact it proved); then have
+        a warm server ready for the next serve, with this model's libraries imported."""
         self._serve(row, version, staged=str(staged.artifact_dir))
         with open(self.instance_dir(row) / "server.log", "ab") as log:
             log.write(f"--- the server's replay proved the artifact: registered as {version.id}\n".encode())
         self._wait_healthy(row, version, self._procs.get(row.id))
+        warm.prepare(row.handle["python"], staged.draft.modules)
         return row.handle
 
     def abort_proof(self, row, staged, reason: str) -> None:
@@ -193,20 +196,21 @@ class ProcessRuntime(Runtime):
                     raise
                 listener = bind(row.host, None)  # the previous port was taken meanwhile: any free one
         row.port = listener.getsockname()[1]
-        control_name = f"{row.id}-{secrets.token_hex(4)}"
-        where = dict(
-            listen_fd=listener.fileno(), control=control_name, metrics_dir=str(self.instance_dir(row) / "metrics")
-        )
+        where = dict(metrics_dir=str(self.instance_dir(row) / "metrics"))
         if artifact is not None:
             where.update(artifact=str(artifact.artifact_dir), model_id=artifact.id)
-        settings = server_settings(row.options, **where)
         log_path = self.instance_dir(row) / "server.log"
+        label = artifact.id if artifact is not None else f"{row.name} (new version)"
+        proc = self._adopt_warm(row, python, artifact, where, listener, log_path, label)
+        if proc is not None:
+            return proc
+        control_name = f"{row.id}-{secrets.token_hex(4)}"
+        settings = server_settings(row.options, listen_fd=listener.fileno(), control=control_name, **where)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN", "NBSERVE_"))}
         env.update(getattr(artifact, "environment", None) or {})  # captured with the version: KERAS_BACKEND...
         env.update(settings.to_env(), PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1")
         if "NBSERVE_HOME" in os.environ:
             env["NBSERVE_HOME"] = os.environ["NBSERVE_HOME"]
-        label = artifact.id if artifact is not None else f"{row.name} (new version)"
         try:
             with open(log_path, "ab") as log:
                 log.write(f"--- starting {label} on {row.host}:{row.port} at {time.ctime()}\n".encode())
@@ -223,6 +227,33 @@ class ProcessRuntime(Runtime):
                 )
         finally:
             listener.close()  # the server holds it now
+        self._record(row, proc, python, log_path, control_name)
+        return proc
+
+    def _adopt_warm(self, row, python, artifact, where, listener, log_path, label) -> subprocess.Popen | None:
+        """Hand the instance to this kernel's idle warm server of ``python`` (runtimes/warm.py), if there is one:
+        its interpreter has started and imported flask and the model libraries already. None when there is none
+        (or it could not be adopted): the caller starts a server."""
+        server = warm.take(python)
+        if server is None:
+            return None
+        settings = server_settings(row.options, control=server.name, **where)
+        env = {**(getattr(artifact, "environment", None) or {}), **settings.to_env()}
+        if "NBSERVE_HOME" in os.environ:
+            env["NBSERVE_HOME"] = os.environ["NBSERVE_HOME"]
+        try:
+            with open(log_path, "ab") as log:
+                log.write(f"--- starting {label} on {row.host}:{row.port} at {time.ctime()} (warm)\n".encode())
+                log.flush()
+                server.adopt(env, str(self.instance_dir(row)), listener.fileno(), log.fileno())
+        except control.ControlError:
+            server.stop()
+            return None
+        listener.close()  # the server holds it now
+        self._record(row, server.proc, python, log_path, server.name)
+        return server.proc
+
+    def _record(self, row, proc, python, log_path, control_name) -> None:
         stat = _proc_stat(proc.pid)
         row.handle = {
             "pid": proc.pid,
@@ -232,7 +263,6 @@ class ProcessRuntime(Runtime):
             "control": control_name,
         }
         self._procs[row.id] = proc
-        return proc
 
     def _failure(self, row, version, why: str) -> InstanceStartError:
         log_path = self.instance_dir(row) / "server.log"

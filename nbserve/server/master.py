@@ -112,19 +112,7 @@ class Master(BaseApplication):
 
     def import_modules(self, modules) -> None:
         """Import what the artifact needs, once, before any fork; recorded (who imported what) for the proof."""
-        from .replay import ImportRecorder
-
-        wanted = [m for m in modules if m and m not in sys.modules and m not in ("__main__", "nbserve")]
-        if not wanted:
-            return
-        with ImportRecorder() as recorder:
-            for module in wanted:
-                try:
-                    importlib.import_module(module)  # as unpickling would: by name
-                except BaseException:
-                    pass
-        for name, importers in recorder.importers.items():
-            self.imports.setdefault(name, set()).update(importers)
+        import_recorded(modules, self.imports)
 
     # -- gunicorn hooks ------------------------------------------------------------------------------
 
@@ -270,6 +258,87 @@ class ServedArbiter(Arbiter):
             self.log.warning("nbserve: now serving %s (the previous workers finish their requests and exit)", model_id)
 
 
+def import_recorded(modules, imports: dict) -> None:
+    """Import ``modules`` as unpickling would (by name), recording in ``imports`` who imported each module
+    (replay.py merges it into the proof's report: the child it forks sees these imports already done)."""
+    from .replay import ImportRecorder
+
+    wanted = [m for m in modules if m and m not in sys.modules and m not in ("__main__", "nbserve")]
+    if not wanted:
+        return
+    with ImportRecorder() as recorder:
+        for module in wanted:
+            try:
+                importlib.import_module(module)
+            except BaseException:
+                pass
+    for name, importers in recorder.importers.items():
+        imports.setdefault(name, set()).update(importers)
+
+
+# -- a warm master: started ahead of time, adopted by the next serve ------------------------------------------
+
+
+def wait_for_adoption(control_sock, parent_fd: int | None, imports: dict):
+    """A warm master's life before it serves: answer ``status`` and ``import`` (more modules), and exit when the
+    kernel that started it is gone (its pipe closes); on ``adopt`` (the instance's settings, working directory,
+    listening socket and log), become that instance's server. Returns (env, cwd, listen_fd, log_fd)."""
+    import select
+
+    watched = [control_sock] + ([parent_fd] if parent_fd is not None else [])
+    while True:
+        ready, _, _ = select.select(watched, [], [])
+        if parent_fd is not None and parent_fd in ready:
+            if not os.read(parent_fd, 1):  # the kernel is gone and nobody adopted us
+                log = os.environ.get("NBSERVE_WARM_LOG")
+                if log:
+                    try:
+                        os.unlink(log)
+                    except OSError:
+                        pass
+                os._exit(0)
+            continue
+        try:
+            conn, _ = control_sock.accept()
+        except BlockingIOError:
+            continue
+        with conn:
+            conn.setblocking(True)
+            conn.settimeout(30)
+            if not ctl.peer_allowed(conn):
+                continue
+            try:
+                request, fds = ctl.receive(conn, want_fds=2)
+            except (OSError, ValueError, ConnectionError):
+                continue
+            op = request.get("op")
+            if op == "adopt" and len(fds) == 2:
+                ctl.send(conn, {"ok": True, "pid": os.getpid()})
+                if parent_fd is not None:
+                    os.close(parent_fd)
+                return request.get("env") or {}, request.get("cwd"), fds[0], fds[1]
+            for fd in fds:
+                os.close(fd)
+            if op == "import":
+                import_recorded(request.get("modules") or [], imports)
+            if op in ("import", "status"):
+                ctl.send(conn, {"ok": True, "pid": os.getpid(), "modules": sorted(imports)})
+            else:
+                ctl.send(conn, {"ok": False, "error": f"a warm server answers status, import and adopt, not {op!r}"})
+
+
+def adopt(env: dict, cwd: str | None, log_fd: int) -> None:
+    """Become an instance's server: its environment (the settings), working directory and log."""
+    os.environ.update(env)
+    if cwd:
+        os.chdir(cwd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
+
 # -- worker side -------------------------------------------------------------------------------------------
 
 
@@ -316,19 +385,34 @@ def _metrics_dir(settings: Settings):
 
 
 def main(argv=None) -> None:
+    """``python -m nbserve.server [--warm MODULE ...]``: serve what the environment's settings say; with
+    ``--warm``, import the modules named and wait to be adopted by a serve (see wait_for_adoption)."""
     argv = sys.argv[1:] if argv is None else argv
+    from . import housekeeping
+
+    housekeeping.hold()  # no thread in the master: each worker starts its own after the fork
     try:
         settings = Settings.from_env()
     except ValueError as exc:
         sys.exit(f"nbserve: {exc}")
-    from . import housekeeping
-
-    housekeeping.hold()  # no thread in the master: each worker starts its own after the fork
     # the control socket first: the kernel connects early and waits in its backlog while we import
     control_sock = ctl.listen(ctl.address(settings.control)) if settings.control else None
     from . import app  # noqa: F401 - flask and the served modules, while the kernel still captures the model
 
+    imports: dict = {}
+    if argv[:1] == ["--warm"]:
+        if control_sock is None:
+            sys.exit("nbserve: a warm server needs NBSERVE_CONTROL")
+        import_recorded(argv[1:], imports)
+        parent = os.environ.get("NBSERVE_WARM_PARENT_FD")
+        env, cwd, listen_fd, log_fd = wait_for_adoption(control_sock, int(parent) if parent else None, imports)
+        adopt({**env, "NBSERVE_LISTEN_FD": str(listen_fd), "NBSERVE_CONTROL": settings.control}, cwd, log_fd)
+        try:
+            settings = Settings.from_env()
+        except ValueError as exc:
+            sys.exit(f"nbserve: {exc}")
     master = Master(settings, control_sock)
+    master.imports = imports
     if settings.artifact:
         try:
             master.served = master.build(settings.artifact, settings.model_id)
@@ -342,6 +426,4 @@ def main(argv=None) -> None:
             sys.exit(1)
     elif control_sock is None:
         sys.exit("nbserve: nothing to serve: set NBSERVE_ARTIFACT, or NBSERVE_CONTROL for a server told what to serve")
-    if "--warm" in argv:  # pragma: no cover - the warm start arrives with the warm server
-        pass
     master.run()
