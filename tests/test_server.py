@@ -106,6 +106,42 @@ def test_the_default_body_limit_bounds_a_workers_memory_and_says_how_to_raise_it
     assert status == 200 and len(answer["data"]) == 400_000
 
 
+def test_the_openapi_document_says_what_the_server_does(diabetes):
+    """/metrics and /drift listed, a 400 and a 413 on every POST; with a token, the bearer scheme on every
+    operation but the health probes' GETs, each with a 401 (schemathesis --checks all: tests/reliability)."""
+    import cloudpickle
+
+    from nbserve.server.auth import token_sha256
+
+    X, _, lr = diabetes
+    cap = capture(lr, label="m", sample=X, proof=False)
+    for token in (None, "a-token-of-sixteen-chars"):
+        digest = token_sha256(token) if token else None
+        client = make_app(cloudpickle.loads(cap.pickle), cap.manifest, model_id="m:1", auth_sha256=digest).test_client()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        doc = client.get("/openapi.json", headers=headers).get_json()
+        assert {"/metrics", "/drift", "/health", "/predict", "/invocations"} <= set(doc["paths"])
+        for path, item in doc["paths"].items():
+            for verb, op in item.items():
+                if verb == "post":
+                    assert {"400", "413"} <= set(op["responses"]), (path, op["responses"].keys())
+                probe = verb == "get" and path in ("/health", "/ping", "/v2/health/live", "/v2/health/ready")
+                if token and not probe:
+                    assert "401" in op["responses"] and "security" not in op, (path, verb)
+                    assert client.open(path, method=verb.upper()).status_code == 401, (path, verb)
+                elif token:
+                    assert op["security"] == [] and client.get(path).status_code == 200, path
+        if token:
+            assert doc["components"]["securitySchemes"]["bearer"] == {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "Instance.auth_token",
+            }
+            assert doc["security"] == [{"bearer": []}]
+        else:
+            assert "security" not in doc and "securitySchemes" not in doc["components"]
+
+
 VERBS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 

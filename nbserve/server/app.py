@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from . import artifact, batching, errors, guards, jsonio, observe, prefix, protocols
 from .dispatch import Dispatch
 from .errors import CallError
+from .openapi import complete as complete_openapi
 from .openapi import interface_document, openapi_document
 from .settings import DEFAULT_MAX_BODY, Settings  # noqa: F401 - DEFAULT_MAX_BODY: the app's name for it
 
@@ -75,12 +76,18 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
                 raise errors.invalid_json(exc, '{"data": ...}') from None
             if not isinstance(payload, dict) or "data" not in payload:
                 raise CallError(400, "BadRequest", 'expected a JSON object {"data": ...} holding the model input')
+            if method in numeric_arrays and (b"true" in body or b"false" in body):
+                _refuse_booleans(method, payload["data"])  # numpy would read them as 1 and 0
             out = dispatch.dumps(method, dispatch.answer(method, payload["data"]))
             return Response(out, mimetype="application/json")
 
         view.__name__ = f"call_{method}"
         return view
 
+    # methods whose input is an array of numbers: JSON's true and false are not numbers (OpenAPI says so)
+    numeric_arrays = {
+        m for m, s in dispatch.inputs.items() if s.get("type") == "ndarray" and str(s.get("dtype"))[:1] in "fiu"
+    }
     for method in methods:
         app.add_url_rule(f"/{method}", f"call_{method}", predict_view(method), methods=["POST"])
 
@@ -89,6 +96,7 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     openapi = openapi_document(interface)
     # MLflow's /invocations, the Open Inference Protocol (V2) and KServe V1, over the same dispatch
     protocols.install(app, dispatch, model_id, openapi, lambda: _read_body(max_body), default_method, max_body)
+    complete_openapi(openapi, auth=bool(auth_sha256))
     interface_bytes = jsonio.dumps(interface)
     openapi_for_prefix = prefix.documents_by_prefix(openapi, jsonio.dumps)
 
@@ -125,7 +133,8 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
-        return errors.response(_http_call_error(exc, methods, max_body))
+        form = errors.protocol_of(request.path)[0] if exc.code == 404 else errors.NBSERVE
+        return errors.response(_http_call_error(exc, methods, max_body), form)
 
     @app.errorhandler(Exception)
     def server_error(exc):
@@ -143,10 +152,24 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     return app
 
 
+def _refuse_booleans(method: str, data) -> None:
+    """A 400 when the nested lists ``data`` hold a JSON boolean (looked for only when the body has one)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, bool):
+            raise CallError(400, "InvalidInput", f"{method}: expected numbers, got the boolean {str(value).lower()}")
+        if isinstance(value, list):
+            stack.extend(value)
+
+
 def _http_call_error(exc: HTTPException, methods, max_body: int) -> CallError:
     """Werkzeug's own refusals (routing, size) as nbserve's errors, saying what the server takes."""
     if exc.code == 404:
         path = request.path.strip("/")
+        form, protocol = errors.protocol_of(request.path)
+        if form != errors.NBSERVE:
+            return CallError(404, "NotFound", f"no route {request.path} in {protocol}; see /openapi.json")
         if request.method == "POST":
             message = f"no method {path!r}; this model serves {list(methods)}"
         else:

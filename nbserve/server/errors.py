@@ -28,6 +28,22 @@ class CallError(Exception):
         self.headers = dict(headers or {})
 
 
+# the protocols by the paths they own: where the app answers for them (an unknown route), it speaks their form
+PROTOCOL_PREFIXES = (
+    ("/invocations", MLFLOW, "MLflow's scoring protocol"),
+    ("/v1/", KSERVE, "KServe V1"),
+    ("/v2", KSERVE, "the Open Inference Protocol"),
+)
+
+
+def protocol_of(path: str) -> tuple[str, str]:
+    """(error form, protocol name) of the protocol that owns ``path``; nbserve's own otherwise."""
+    for prefix, form, name in PROTOCOL_PREFIXES:
+        if path == prefix.rstrip("/") or path.startswith(prefix.rstrip("/") + "/"):
+            return form, name
+    return NBSERVE, "nbserve"
+
+
 def payload(exc: CallError, form: str = NBSERVE) -> dict:
     """The JSON error body of ``exc`` in a protocol's form."""
     if form == MLFLOW:

@@ -196,3 +196,57 @@ def openapi_document(interface: dict) -> dict:
         "paths": paths,
         "components": {"schemas": {"Error": _ERROR}},
     }
+
+
+_OPEN_GETS = {"/health", "/ping", "/v2/health/live", "/v2/health/ready"}  # auth.OPEN_PATHS: open for GET only
+
+
+def complete(document: dict, auth: bool) -> dict:
+    """Finish the document once every route is in it, so that it says what the server does: /metrics and
+    /drift; a 400 for every POST (an empty or malformed body) and a 413 (the body limit); with a token, the
+    bearer scheme on every operation but the health probes' GETs, each with its 401."""
+    paths = document["paths"]
+    error = {"$ref": "#/components/schemas/Error"}
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    off = {"description": "Metrics are off for this instance", "content": {"application/json": {"schema": error}}}
+    paths["/metrics"] = {
+        "get": {
+            "summary": "Prometheus metrics (text exposition format)",
+            "responses": {"200": {"description": "The metrics", "content": text}, "404": off},
+        }
+    }
+    paths["/drift"] = {
+        "get": {
+            "summary": "Drift of the live inputs and outputs against the registration sample",
+            "responses": {
+                "200": {
+                    "description": "The drift report",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "404": off,
+            },
+        }
+    }
+    for item in paths.values():
+        for verb, operation in item.items():
+            responses = operation.setdefault("responses", {})
+            if verb == "post":
+                responses.setdefault("400", {"description": "The body is empty, not JSON, or does not fit the model"})
+                responses.setdefault("413", {"description": "The body is over the size limit (max_body)"})
+    if auth:
+        document.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "Instance.auth_token"}
+        }
+        document["security"] = [{"bearer": []}]
+        unauthorized = {
+            "description": "No bearer token, or the wrong one",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": error}},
+        }
+        for path, item in paths.items():
+            for verb, operation in item.items():
+                if verb == "get" and path in _OPEN_GETS:
+                    operation["security"] = []  # the probes stay open
+                else:
+                    operation["responses"]["401"] = unauthorized
+    return document

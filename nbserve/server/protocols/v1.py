@@ -5,6 +5,7 @@ Errors are ``{"error": "..."}``; a name other than the model's registered name i
 """
 
 from flask import Response
+from werkzeug.routing import BaseConverter
 
 from .. import errors, jsonio
 from ..errors import CallError
@@ -14,9 +15,16 @@ from . import from_rows, loads
 PROTOCOL = "kserve-v1"
 
 
+class _ModelName(BaseConverter):
+    """A model name in a V1 URL: no ':' (``/v1/models/NAME:predict`` is the predict route, not a name)."""
+
+    regex = "[^/:]+"
+
+
 def blueprint(served):
     bp = protocol_blueprint("kserve_v1", errors.KSERVE)
     dispatch = served.dispatch
+    bp.record_once(lambda state: state.app.url_map.converters.setdefault("model_name", _ModelName))
 
     def check(name):
         if name != served.name:
@@ -26,12 +34,12 @@ def blueprint(served):
     def v1_models():
         return Response(jsonio.dumps({"models": [served.name]}), mimetype="application/json")
 
-    @bp.get("/v1/models/<name>")
+    @bp.get("/v1/models/<model_name:name>")
     def v1_model(name):
         check(name)
         return Response(jsonio.dumps({"name": served.name, "ready": True}), mimetype="application/json")
 
-    @bp.post("/v1/models/<name>:predict")
+    @bp.post("/v1/models/<model_name:name>:predict")
     def v1_predict(name):
         check(name)
         method = served.method()

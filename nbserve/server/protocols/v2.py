@@ -111,7 +111,7 @@ def _typed(name, datatype, flat):
     """``flat`` read as the tensor's declared ``datatype``: a 400 naming the input and the first value
     that is not of it (null passes: a column's decoder judges missing values); numbers as a numpy array of
     that datatype when none is missing (an FP32 tensor is float32, as Triton reads it), else the list."""
-    if datatype not in _FROM_V2 and datatype != "BYTES":
+    if not isinstance(datatype, str) or (datatype not in _FROM_V2 and datatype != "BYTES"):
         raise _bad(f"input {name!r}: unknown datatype {datatype!r}; expected one of {sorted(_FROM_V2)} or BYTES")
     family = datatype if datatype in ("BOOL", "BYTES") else datatype.rstrip("0123456789").removeprefix("U")
     ok, words = _PYTHON_CHECKS[family]
@@ -178,7 +178,7 @@ def _from_bytes(name, dtype, raw) -> list:
             out.append(bytes(raw[i + 4 : i + 4 + length]).decode("utf-8", "replace"))
             i += 4 + length
         return out
-    if dtype not in _FROM_V2:
+    if not isinstance(dtype, str) or dtype not in _FROM_V2:
         raise _bad(f"input {name!r}: unknown datatype {dtype!r}; expected one of {sorted(_FROM_V2)} or BYTES")
     import numpy as np
 
@@ -347,11 +347,7 @@ def blueprint(served):
         resp.headers[HEADER_LENGTH] = str(len(head))
         return resp
 
-    @bp.route("/v2/<path:rest>", methods=["GET", "POST"])
-    def v2_unknown(rest):
-        raise CallError(404, "NotFound", f"no route /v2/{rest} in the Open Inference Protocol; see /openapi.json")
-
-    return bp
+    return bp  # an unknown /v2 route is the app's 404, in this protocol's form (errors.form_of)
 
 
 def outputs_of(dispatch, method):
