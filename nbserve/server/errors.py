@@ -78,6 +78,12 @@ def wsgi_answer(start_response, exc: CallError, extra_headers=(), exc_info=None)
 
 
 _REASONS = {401: "Unauthorized", 405: "Method Not Allowed", 413: "Request Entity Too Large", 504: "Gateway Timeout"}
+_TYPES = {400: "BadRequest", 413: "PayloadTooLarge", 500: "ServerError", 504: "Timeout"}
+
+
+def by_status(status: int, message: str, reason: str = "") -> CallError:
+    """A refusal known only by its status (the worker's own, before the app runs), with nbserve's type."""
+    return CallError(status, _TYPES.get(status) or reason.replace(" ", "") or "Error", message)
 
 
 # -- the refusals several places make, worded once ----------------------------------------------------

@@ -173,7 +173,9 @@ class ChunkedReader:
                     continue
                 self.size += size
                 if self.size > self.limit:
-                    raise ProtocolError(413, f"the body is larger than the limit of {self.limit} bytes")
+                    from . import errors
+
+                    raise ProtocolError(413, errors.too_large(self.limit).message)
                 self.left = size
                 self.state = "data"
             else:  # trailer fields, ignored, up to the empty line
@@ -268,10 +270,9 @@ def response_head(status: str, headers, version: str, close: bool, length: int |
 
 def simple_response(status: int, message: str, close: bool = True) -> bytes:
     """A whole JSON error answer written by the worker itself (before or outside the app)."""
-    import json
+    from . import errors
 
-    body = json.dumps({"error": {"type": _REASONS.get(status, "Error").replace(" ", ""), "message": message}})
-    data = body.encode()
+    data = errors.body(errors.by_status(status, message, _REASONS.get(status, "")))
     head = (
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(data)}\r\n"

@@ -33,7 +33,7 @@ from collections import deque
 
 from gunicorn.workers import base
 
-from . import http11
+from . import errors, http11
 from .http11 import ProtocolError
 
 READ_SIZE = 262144
@@ -309,11 +309,7 @@ class LoopWorker(base.Worker):
                 if head.chunked:
                     conn.chunks = http11.ChunkedReader(self.max_body)
                 elif head.length is not None and head.length > self.max_body:
-                    raise ProtocolError(
-                        413,
-                        f"the body is larger than the limit of {self.max_body} bytes "
-                        f"(serve(..., max_body=BYTES) or NBSERVE_MAX_BODY)",
-                    )
+                    raise ProtocolError(413, errors.too_large(self.max_body).message)
                 if head.expect_continue and (head.chunked or head.length):
                     self._send(conn, http11.CONTINUE)
             head = conn.head

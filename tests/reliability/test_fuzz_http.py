@@ -86,7 +86,7 @@ PROTOCOL_REGEX = "^/(v1/|v2|invocations)"
 
 
 @pytest.mark.parametrize("name, token", [("diabetes", False), ("diabetes", True), ("iris", False)])
-def test_schemathesis_cli_checks_all_with_and_without_a_token(served, module_workspace, name, token):
+def test_schemathesis_cli_checks_all_with_and_without_a_token(served, module_workspace, name, token, tmp_path):
     """`schemathesis run --checks all`, as a user runs it against /openapi.json: every check passes on
     nbserve's own routes; on the protocol adapters all but positive_data_acceptance, since their documents
     describe each protocol's envelope, not the model's tensors (a V2 shape must match its data: no JSON Schema
@@ -124,6 +124,7 @@ def test_schemathesis_cli_checks_all_with_and_without_a_token(served, module_wor
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # its cache directory (.schemathesis/) goes there, not into the checkout
         )
         tail = done.stdout[-4000:]
         assert done.returncode == 0, tail
