@@ -1,143 +1,230 @@
-"""Time to first prediction with nbserve, in a fresh interpreter (run by serve_bench.py, or alone):
+"""Time to first prediction: nbserve against the floor, cold and warm, the API and the magic, in fresh processes.
 
-    NBSERVE_HOME=$(mktemp -d) python benchmarks/first_prediction.py [NAME] [--magic]
-    python benchmarks/first_prediction.py --compare 5      # %serve lr beside nbserve.serve(lr), 5 rounds each
+    python benchmarks/first_prediction.py [--rounds 5] [--models linear,pipeline]
+    NBSERVE_HOME=$(mktemp -d) python benchmarks/first_prediction.py NAME [--magic]    # one cold run (serve_bench)
 
-Like a notebook: the model is fitted and nbserve imported before the clock starts; the clock runs from
-``nbserve.serve(lr, name=..., sample=X, runtime="process")`` on a model not yet registered (capture,
-requirement inference and its proof included) to the first answer of the instance's client. With
-``--magic`` the clock runs from ``inst = %serve lr --sample X --runtime process`` in a real IPython
-shell (an ``InteractiveShell`` with the extension loaded) instead. Prints one ``RESULT {json}`` line
-with the total and a timeline of nbserve's own progress messages.
+For each model (the diabetes linear regression on an array; the HistGradientBoosting pipeline over the mixed
+rentals frame of tests/models/frames.py), rounds interleaved, each measurement in a fresh process:
 
-``--compare N`` runs N rounds, each a fresh process per face with a fresh registry, the two faces
-alternating, and prints both medians and their ratio (the magic may not be slower than the API).
+* **floor**: a fresh interpreter imports the model's libraries, unpickles the model and predicts one row,
+  timed from its launch to its answer: what no server can beat;
+* **cold**: ``nbserve.serve(model, name=..., sample=X, runtime="process")`` on a model not yet registered
+  (capture, requirements, the proof, registration, the server's start) to the first answer of its client, in a
+  process where the model was fitted and nbserve imported before the clock started, as in a notebook;
+* **warm**: in that same process, once the warm server the first serve left behind is ready (the time a
+  person takes to refit; the wait is reported), a second serve of another new model;
+* **%serve** and **API**: ``inst = %serve model --sample X`` in a real IPython shell against ``nbserve.serve``,
+  both cold with warm servers off (NBSERVE_WARM=0), so that only the faces differ; and **notebook**: %serve
+  once ``%load_ext nbserve`` has had its warm server ready, as in a notebook whose first cell loads nbserve.
+
+Targets (issue 21): cold <= 1.3 x floor, warm <= 0.3 x cold, %serve <= 1.1 x API. Prints one table per model
+and a RESULT line with every run.
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "models"))  # frames.py: the rentals frame and its pipeline
 
-def compare(rounds: int) -> None:
-    import statistics
-    import subprocess
-    import tempfile
 
-    totals = {"api": [], "magic": []}
-    before = {"api": [], "magic": []}
-    for i in range(rounds):
-        for face in ("api", "magic") if i % 2 == 0 else ("magic", "api"):
-            with tempfile.TemporaryDirectory(prefix="nbserve-bench-") as home:
-                args = [sys.executable, __file__, f"first{i}"] + (["--magic"] if face == "magic" else [])
-                proc = subprocess.run(
-                    args, env={**os.environ, "NBSERVE_HOME": home}, capture_output=True, text=True, timeout=300
-                )
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if proc.returncode or line is None:
-                sys.exit(f"{face} run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-            result = json.loads(line[7:])
-            totals[face].append(result["total_s"])
-            # the face's own work before the server process is launched (capture, checks): where a face
-            # could add time; the rest (the server starting, importing the model's libraries) is shared
-            launch = next((t for t, m in result["timeline"] if m.startswith("starting ")), None)
-            before[face].append(launch)
-            print(f"round {i + 1}: {face:5s} {totals[face][-1]:.3f} s (server launched at {launch:.3f} s)", flush=True)
-    api, magic = statistics.median(totals["api"]), statistics.median(totals["magic"])
-    print(
-        f"median time to first prediction over {rounds} rounds: nbserve.serve(lr) {api:.3f} s, %serve lr {magic:.3f} s"
+def build(model: str, variant: int = 0):
+    """(fitted model, sample, one row to predict) for a model family; ``variant`` fits another model of it."""
+    if model == "linear":
+        from sklearn.datasets import load_diabetes
+        from sklearn.linear_model import LinearRegression
+
+        X, y = load_diabetes(return_X_y=True)
+        n = len(X) if variant == 0 else len(X) // 2
+        return LinearRegression().fit(X[:n], y[:n]), X, X[:1]
+    from frames import mixed_pipeline, rentals
+
+    frame, target = rentals(seed=variant)
+    return mixed_pipeline(frame, target), frame, frame.head(1)
+
+
+# -- children (one measurement each, in a fresh process) ---------------------------------------------------
+
+
+def child_floor(model: str, workdir: Path) -> dict:
+    import cloudpickle
+
+    fitted, _, row = build(model)
+    import frames
+
+    cloudpickle.register_pickle_by_value(frames)  # the floor's interpreter need not find tests/models
+    (workdir / "model.pkl").write_bytes(cloudpickle.dumps((fitted, row)))
+    script = (
+        "import sys, pickle; m, row = pickle.load(open(sys.argv[1], 'rb')); m.predict(row); print('DONE', flush=True)"
     )
-    print(f"%serve / nbserve.serve = {magic / api:.3f} (target <= 1.10: {'met' if magic / api <= 1.10 else 'NOT met'})")
-    b_api, b_magic = statistics.median(before["api"]), statistics.median(before["magic"])
-    print(f"median time until the server process is launched: nbserve.serve {b_api:.3f} s, %serve {b_magic:.3f} s")
-    print(
-        "RESULT "
-        + json.dumps({"api_s": totals["api"], "magic_s": totals["magic"], "ratio": magic / api, "launch_s": before})
-    )
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", script, str(workdir / "model.pkl")], capture_output=True, text=True)
+    took = time.perf_counter() - started
+    if "DONE" not in out.stdout:
+        sys.exit(f"the floor's interpreter failed:\n{out.stderr[-3000:]}")
+    return {"floor_s": took}
 
 
-if "--compare" in sys.argv:
-    compare(int(sys.argv[sys.argv.index("--compare") + 1]))
-    sys.exit(0)
-if not os.environ.get("NBSERVE_HOME"):
-    sys.exit("set NBSERVE_HOME to an empty temporary directory (never ~/.nbserve for a benchmark)")
-MAGIC = "--magic" in sys.argv
+def _serve_and_predict(serve, fitted, row) -> float:
+    started = time.perf_counter()
+    inst = serve()
+    answer = inst.client(timeout=60).predict(row)
+    took = time.perf_counter() - started
+    expected = fitted.predict(row)
+    assert list(map(float, answer)) == list(map(float, expected)), (answer, expected)
+    return took
 
-t_import = time.perf_counter()
-from sklearn.datasets import load_diabetes  # noqa: E402
-from sklearn.linear_model import LinearRegression  # noqa: E402
 
-import nbserve  # noqa: E402
+def child_api(model: str, warm_too: bool) -> dict:
+    import nbserve
 
-if MAGIC:
+    fitted, sample, row = build(model)
+    result = {
+        "cold_s": _serve_and_predict(
+            lambda: nbserve.serve(fitted, name="first", sample=sample, runtime="process", progress=False), fitted, row
+        )
+    }
+    if warm_too:
+        from nbserve.runtimes import warm
+
+        started = time.perf_counter()
+        warm._idle[sys.executable].controller().call("status", timeout=300)  # ready: its imports are done
+        result["warm_ready_after_s"] = time.perf_counter() - started
+        second, _, _ = build(model, variant=1)
+        result["warm_s"] = _serve_and_predict(
+            lambda: nbserve.serve(second, name="second", sample=sample, runtime="process", progress=False), second, row
+        )
+    return result
+
+
+def child_magic(model: str, wait_for_warm: bool) -> dict:
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
     config = Config()
     config.HistoryManager.enabled = False
     shell = InteractiveShell.instance(config=config)
+    fitted, sample, row = build(model)
+    shell.user_ns.update(model=fitted, X=sample)
     shell.extension_manager.load_extension("nbserve")
-import_s = time.perf_counter() - t_import
-X, y = load_diabetes(return_X_y=True)
-lr = LinearRegression().fit(X, y)
-args = [a for a in sys.argv[1:] if not a.startswith("--")]
-name = args[0] if args else "first"
+    waited = 0.0
+    if wait_for_warm:
+        from nbserve.runtimes import warm
 
-timeline = []
-started = time.perf_counter()
+        started = time.perf_counter()
+        warm._idle[sys.executable].controller().call("status", timeout=300)
+        waited = time.perf_counter() - started
 
+    def serve():
+        result = shell.run_cell("inst = %serve model --name first --sample X --runtime process", silent=True)
+        if not result.success:
+            sys.exit(f"%serve failed: {result.error_in_exec or result.error_before_exec}")
+        return shell.user_ns["inst"]
 
-def progress(message, fraction=None):
-    timeline.append([round(time.perf_counter() - started, 4), message])
-
-
-def watch_staging():
-    """Note when the server's replay report and the kernel's handoff appear (see nbserve/workspace.py,
-    PendingVersion): they split the wait into the server's start and the kernel's registration."""
-    staging = Path(os.environ["NBSERVE_HOME"]) / "staging"
-    seen = set()
-    while len(seen) < 2 and not stop.is_set():
-        for what in ("report.pkl", "handoff.json"):
-            if what not in seen and any(staging.glob(f"*/{what}")):
-                seen.add(what)
-                timeline.append([round(time.perf_counter() - started, 4), f"({what} appeared)"])
-        time.sleep(0.002)
+    return {"magic_s": _serve_and_predict(serve, fitted, row), "warm_ready_after_s": waited}
 
 
-stop = threading.Event()
-watcher = threading.Thread(target=watch_staging, daemon=True)
-watcher.start()
-if MAGIC:
-    import nbserve.magics
+# -- the parent ------------------------------------------------------------------------------------------------
 
-    nbserve.magics.console_progress = progress  # the magic's progress lines (a terminal shell), timed
-    shell.user_ns.update(lr=lr, X=X)
-    result = shell.run_cell(f"inst = %serve lr --name {name} --sample X --runtime process", silent=True)
-    if not result.success:
-        sys.exit(f"%serve failed: {result.error_in_exec or result.error_before_exec}")
-    inst = shell.user_ns["inst"]
-else:
-    inst = nbserve.serve(lr, name=name, sample=X, runtime="process", progress=progress)
-stop.set()
-served = time.perf_counter()
-answer = inst.client().predict(X[:1])
-done = time.perf_counter()
-try:
-    assert abs(float(answer[0]) - float(lr.predict(X[:1])[0])) < 1e-9, (answer, lr.predict(X[:1]))
-finally:
-    inst.remove()
-print(
-    "RESULT "
-    + json.dumps(
-        {
-            "total_s": done - started,
-            "serve_s": served - started,
-            "client_s": done - served,
-            "import_s": import_s,
-            "timeline": timeline,
-        }
-    )
-)
+
+def run_child(mode: str, model: str, warm: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="nbserve-bench-") as home:
+        env = {**os.environ, "NBSERVE_HOME": home, "NBSERVE_WARM": "1" if warm else "0"}
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", mode, "--model", model],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        sys.exit(f"{mode} run of {model} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(line[7:])
+
+
+def main_table(rounds: int, models: list[str]) -> None:
+    runs: dict = {m: [] for m in models}
+    for i in range(rounds):
+        for model in models:
+            order = ["floor", "api-warm", "magic", "api", "notebook"]
+            if i % 2:
+                order.reverse()
+            got: dict = {}
+            for mode in order:
+                if mode == "floor":
+                    got.update(run_child("floor", model, warm=False))
+                elif mode == "api-warm":
+                    got.update(run_child("api-warm", model, warm=True))
+                elif mode == "api":
+                    got["api_s"] = run_child("api", model, warm=False)["cold_s"]
+                elif mode == "magic":
+                    got["magic_s"] = run_child("magic", model, warm=False)["magic_s"]
+                else:
+                    got["notebook_s"] = run_child("notebook", model, warm=True)["magic_s"]
+            runs[model].append(got)
+            print(f"round {i + 1} {model}: " + ", ".join(f"{k} {v:.3f}" for k, v in got.items()), flush=True)
+    print()
+    for model in models:
+        med = {k: statistics.median(r[k] for r in runs[model]) for k in runs[model][0]}
+        print(f"## {model} (medians of {rounds} rounds, seconds)\n")
+        print(
+            "| floor | cold serve | warm serve | warm server ready after | API (warm off) | %serve (warm off) "
+            "| %serve after %load_ext |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        print(
+            f"| {med['floor_s']:.2f} | {med['cold_s']:.2f} | {med['warm_s']:.2f} | {med['warm_ready_after_s']:.2f} "
+            f"| {med['api_s']:.2f} | {med['magic_s']:.2f} | {med['notebook_s']:.2f} |\n"
+        )
+        for what, ratio, target in (
+            ("cold serve / floor", med["cold_s"] / med["floor_s"], 1.3),
+            ("warm serve / cold serve", med["warm_s"] / med["cold_s"], 0.3),
+            ("%serve / nbserve.serve", med["magic_s"] / med["api_s"], 1.1),
+        ):
+            print(f"- {what}: {ratio:.2f} (target <= {target}: {'met' if ratio <= target else 'NOT met'})")
+        print()
+    print("RESULT " + json.dumps(runs))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", nargs="?", help="one cold run of the linear model under this name (serve_bench's)")
+    ap.add_argument("--magic", action="store_true", help="with NAME: through %%serve")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--models", default="linear,pipeline")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="linear", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        if args.child == "floor":
+            with tempfile.TemporaryDirectory() as tmp:
+                result = child_floor(args.model, Path(tmp))
+        elif args.child in ("api", "api-warm"):
+            result = child_api(args.model, warm_too=args.child == "api-warm")
+        else:
+            result = child_magic(args.model, wait_for_warm=args.child == "notebook")
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    if args.name:  # one cold run, as serve_bench.py times it
+        if not os.environ.get("NBSERVE_HOME"):
+            sys.exit("set NBSERVE_HOME to an empty temporary directory (never ~/.nbserve for a benchmark)")
+        os.environ["NBSERVE_WARM"] = "0"
+        result = child_magic("linear", False) if args.magic else child_api("linear", warm_too=False)
+        total = result.get("magic_s", result.get("cold_s"))
+        print("RESULT " + json.dumps({"total_s": total, **result}), flush=True)
+        return
+    main_table(args.rounds, [m for m in args.models.split(",") if m])
+
+
+if __name__ == "__main__":
+    main()
