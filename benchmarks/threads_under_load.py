@@ -41,8 +41,9 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("NBSERVE_HOME", tempfile.mkdtemp(prefix="nbserve-bench-"))
     os.environ["NBSERVE_WARM"] = "0"
-    import nbserve
     from frames import mixed_pipeline, rentals
+
+    import nbserve
 
     frame, target = rentals()
     pipe = mixed_pipeline(frame, target)
