@@ -20,7 +20,8 @@ deadline (deadline.py) interrupts a batched call like any other.
 When to run: the worker runs what is ready; if fewer than ``max_batch`` rows are ready and more requests are
 being received right now, it reads on for at most ``max_latency_ms`` after the oldest ready one arrived (never
 for a full batch: a lone request is not delayed). Under load, the requests that arrive while a batch computes
-form the next one.
+form the next one. The first parked request of a batch waits at most ``max_latency_ms`` while the others are
+parsed: past it, the batch is called with what has parked so far and the rest form the next one.
 
 ``GET /batching`` tells what batching did in the worker that answers: model calls, requests per call, and
 p50/p99/max of each request's wait and of the model calls (``?reset=1`` starts a new window).
@@ -134,9 +135,17 @@ class Batcher:
             self.pid, self.idle = os.getpid(), []
         parked: list[_Helper] = []
         for task in tasks:
+            if parked and time.monotonic() - parked[0].item.arrived >= self.max_wait:
+                self._finish(parked)  # the first parked request has waited long enough: its batch goes now
+                parked = []
             helper = self.idle.pop() if self.idle else _Helper(self)
             helper.task = task
             self._resume(helper, parked)
+        self._finish(parked)
+
+    def _finish(self, parked: list) -> None:
+        """Make the parked requests' model calls, and let each write its answer (a request that parks again,
+        at a second model call, joins the next round)."""
         while parked:
             self._call_batched([h.item for h in parked])
             resumed, parked = parked, []
