@@ -8,7 +8,7 @@ import sys
 import requests
 
 from .errors import MethodNotFoundError, NbserveError, ServerError
-from .server import jsonio, schema
+from .server.shared import column_values, frame_split, index_values, json_dumps, json_loads, rebuild, to_jsonable
 
 
 def encode(value):
@@ -20,20 +20,20 @@ def encode(value):
     np = sys.modules.get("numpy")
     torch = sys.modules.get("torch")
     if pd is not None and isinstance(value, pd.DataFrame):
-        return schema.frame_split(value)
+        return frame_split(value)
     if pd is not None and isinstance(value, pd.Series):
-        index = schema.index_values(value.index)
-        values = schema.column_values(value)
+        index = index_values(value.index)
+        values = column_values(value)
         return values if index is None else {"data": values, "index": index}
     if torch is not None and isinstance(value, torch.Tensor):
         return encode(value.detach().cpu().numpy())
     if np is not None and isinstance(value, np.ndarray):
-        return schema.to_jsonable(value)
+        return to_jsonable(value)
     if isinstance(value, dict):
         return {k: encode(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [encode(v) for v in value]
-    return schema.to_jsonable(value)
+    return to_jsonable(value)
 
 
 def error_from_response(status: int, body, where: str = "") -> ServerError:
@@ -50,7 +50,7 @@ def error_from_response(status: int, body, where: str = "") -> ServerError:
 def error_text(body) -> tuple[str | None, str | None]:
     """(type, message) of an error body in any of the served model's forms; (None, None) for another body."""
     try:
-        found = jsonio.loads(body)
+        found = json_loads(body)
     except (ValueError, TypeError):
         return None, None
     if isinstance(found, dict):
@@ -67,7 +67,7 @@ def error_text(body) -> tuple[str | None, str | None]:
 def decode(spec: dict | None, body: dict):
     """The JSON body of an answer (``data``, and ``index`` for pandas) as the value the method returned in the
     kernel: a DataFrame or Series where it returned one, with its dtypes, column labels and index."""
-    return schema.rebuild(spec, body["data"], body.get("index"))
+    return rebuild(spec, body["data"], body.get("index"))
 
 
 class Client:
@@ -125,9 +125,9 @@ class Client:
         spec = next((m for m in self.interface["methods"] if m["name"] == method), None)
         if spec is None:
             raise MethodNotFoundError(f"the model at {self.url} has no method {method!r}; it serves {self.methods}")
-        body = jsonio.dumps({"data": encode(data)})
+        body = json_dumps({"data": encode(data)})
         resp = self._request("POST", f"/{method}", data=body, headers={"Content-Type": "application/json"})
-        return decode(spec.get("output"), jsonio.loads(resp.content))
+        return decode(spec.get("output"), json_loads(resp.content))
 
     def __getattr__(self, name):
         """``client.predict``: the served method, without a request. A name the known interface lacks is

@@ -10,8 +10,7 @@ from typing import Any
 from .browser_links import browser_url, proxy_hint
 from .errors import NbserveError
 from .runtimes.limits import batch_settings
-from .server.auth import mask
-from .server.openapi import interface_document
+from .server.shared import interface_document, mask
 
 
 @dataclass(eq=False)

@@ -22,7 +22,9 @@ from .registry import InstanceRow, Registry, parse_ref, require_name, whoami
 from .resources import Image, Instance, ModelVersion, Overview
 from .runtimes.base import choose_port
 from .runtimes.limits import check_options, with_batching
-from .server.auth import mask
+from .server.shared import DEFAULT_MAX_BATCH as DEFAULT_MAX_BATCH  # the batching defaults the faces offer
+from .server.shared import DEFAULT_MAX_LATENCY_MS as DEFAULT_MAX_LATENCY_MS
+from .server.shared import mask
 from .store import scratch
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -16,8 +16,7 @@ from pathlib import Path
 import cloudpickle
 
 from ..errors import CaptureError, RequirementsError, SampleError
-from ..server.artifact import bind_methods
-from ..server.replay import REPORT, SAMPLE, STAGED_ARTIFACT, read_report
+from ..server.shared import REPORT, SAMPLE, STAGED_ARTIFACT, bind_methods, read_report
 from ..store import scratch
 from . import pickling, reference, requirements
 from .compare import answers_differ

@@ -13,7 +13,8 @@ reference stays a few kilobytes and registration a model call of at most that ma
 
 from __future__ import annotations
 
-from ..server.drift import features, reference_spec, unsupported_spec
+from ..server.shared import drift_features as features
+from ..server.shared import reference_spec, unsupported_spec
 
 MAX_ROWS = 10_000
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from ..server.dtypes import OBJECT, dtype_is_nullable, kind_of_dtype
-from ..server.schema import _cell as json_value
+from ..server.shared import OBJECT, dtype_is_nullable, kind_of_dtype
+from ..server.shared import json_cell as json_value
 
 
 def describe(value, batch: int | None = None, top: bool = True):
@@ -171,18 +171,18 @@ def example(value):
     dates in ISO 8601, missing values as null): what /docs offers in "Try it out". None where it does not
     fit in a few kilobytes or cannot be written as JSON."""
     from ..client import encode  # the client's own encoding: the example is what a client would send
-    from ..server import jsonio, schema
+    from ..server.shared import column_values, frame_records, json_dumps, json_loads
 
     row = batch_slice(value, 1)
     try:
         # a table as records, the form its JSON schema in /openapi.json describes (the server takes both)
         if hasattr(row, "columns"):
-            value = schema.frame_records(row)
+            value = frame_records(row)
         elif hasattr(row, "index") and hasattr(row, "dtype"):  # a Series: its values (the index travels beside)
-            value = schema.column_values(row)
+            value = column_values(row)
         else:
             value = encode(row)
-        text = jsonio.dumps(value)
+        text = json_dumps(value)
     except (TypeError, ValueError):
         return None
-    return jsonio.loads(text) if len(text) <= EXAMPLE_LIMIT else None
+    return json_loads(text) if len(text) <= EXAMPLE_LIMIT else None

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import NbserveError
 from ..runtimes.dockerfile import PORT, UID
 from ..runtimes.limits import server_settings
-from ..server.auth import ENV_SHA256, token_sha256
+from ..server.shared import ENV_SHA256, token_sha256
 
 DEFAULTS = {"cpus": "1", "memory": "1Gi", "cpu_request": "250m", "memory_request": "256Mi", "target_cpu": 70}
 WRITABLE = {"tmp": "/tmp", "home": "/home/nbserve", "shm": "/dev/shm"}  # emptyDirs on a read-only root

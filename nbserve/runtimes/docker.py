@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import InstanceStartError, NbserveError, PortInUseError
 from ..resources import Image
-from ..server.settings import Settings
+from ..server.shared import Settings
 from .base import Runtime, pick_port, wait_healthy
 from .docker_engine import Engine, engine_available, remove_labelled, short
 from .images import CONTAINER_PORT, ImageBuilder, container_logs, container_state, published_port

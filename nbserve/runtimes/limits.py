@@ -12,10 +12,14 @@ from __future__ import annotations
 import secrets
 
 from ..errors import NbserveError
-from ..server.auth import token_sha256
-from ..server.prefix import clean as clean_prefix
-from ..server.schema import EXTRA_COLUMNS
-from ..server.settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS, Settings
+from ..server.shared import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_LATENCY_MS,
+    EXTRA_COLUMNS,
+    Settings,
+    clean_prefix,
+    token_sha256,
+)
 
 
 def server_command(python: str) -> list[str]:

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import InstanceStartError, PortInUseError
-from ..server import control, replay
+from ..server.shared import ControlError, Controller, control_address, read_report
 from . import warm
 from .base import Runtime, free_port, kernel_python, log_tail, wait_healthy
 from .limits import server_command, server_settings
@@ -111,9 +111,9 @@ class ProcessRuntime(Runtime):
             reply = self._controller(row).call(
                 "prove", timeout=timeout, stage=str(staged.stage_dir), modules=sorted(staged.draft.modules)
             )
-        except control.ControlError as exc:
+        except ControlError as exc:
             raise self._failure(row, staged, str(exc)) from None
-        return replay.read_report(reply["report"])
+        return read_report(reply["report"])
 
     def hand_over(self, row, staged, version) -> dict:
         """Tell the server which registered version it serves (it checks it is the artifact it proved); then have
@@ -150,7 +150,7 @@ class ProcessRuntime(Runtime):
         progress(f"{row.id}: starting {version.id} under {python}, taking over port {row.port}")
         try:
             _, fds = self._controller(row).call_with_fds("listener", want_fds=1)
-        except control.ControlError as exc:
+        except ControlError as exc:
             raise self._failure(row, version, f"the running server did not hand its socket over: {exc}") from None
         listener = socket.socket(fileno=fds[0])
         old = handle
@@ -168,14 +168,12 @@ class ProcessRuntime(Runtime):
                 model_id=version.id,
                 staged=staged,
             )
-        except control.ControlError as exc:
+        except ControlError as exc:
             raise self._failure(row, version, str(exc)) from None
 
-    def _controller(self, row) -> control.Controller:
+    def _controller(self, row) -> Controller:
         h = row.handle
-        return control.Controller(
-            control.address(h["control"]), alive=lambda: _alive(h.get("pid"), h.get("start_ticks"))
-        )
+        return Controller(control_address(h["control"]), alive=lambda: _alive(h.get("pid"), h.get("start_ticks")))
 
     def _launch(self, row, version, progress, artifact=None, python=None, listener=None) -> subprocess.Popen:
         """Start ``python -m nbserve.server`` for the row (serving ``artifact`` when given, else waiting to be
@@ -246,7 +244,7 @@ class ProcessRuntime(Runtime):
                 log.write(f"--- starting {label} on {row.host}:{row.port} at {time.ctime()} (warm)\n".encode())
                 log.flush()
                 server.adopt(env, str(self.instance_dir(row)), listener.fileno(), log.fileno())
-        except control.ControlError:
+        except ControlError:
             server.stop()
             return None
         listener.close()  # the server holds it now
@@ -296,7 +294,7 @@ class ProcessRuntime(Runtime):
                 try:
                     if not controller.call("status", timeout=5)["retiring"]:
                         return
-                except control.ControlError:
+                except ControlError:
                     pass
             if time.monotonic() > deadline:
                 raise self._failure(row, version, f"the server did not answer as {version.id} within {timeout:g} s")

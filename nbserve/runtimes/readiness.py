@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..capture.compare import answers_differ
 from ..errors import BuildError
-from ..server.dtypes import KINDS, column_kind
+from ..server.shared import KINDS, column_kind
 
 ROWS = 3
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])

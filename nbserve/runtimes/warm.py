@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 
 from .. import config
-from ..server import control
+from ..server.shared import ControlError, Controller, control_address
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 # libraries worth having imported in a warm server when the kernel has them loaded (at %load_ext nbserve)
@@ -88,11 +88,11 @@ class WarmServer:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def controller(self) -> control.Controller:
-        return control.Controller(control.address(self.name), alive=self.alive, connect_timeout=120)
+    def controller(self) -> Controller:
+        return Controller(control_address(self.name), alive=self.alive, connect_timeout=120)
 
     def adopt(self, env: dict, cwd: str, listen_fd: int, log_fd: int) -> None:
-        """Make it the server of an instance (raises control.ControlError if it cannot be)."""
+        """Make it the server of an instance (raises ControlError if it cannot be)."""
         self.controller().call("adopt", timeout=30, env=env, cwd=cwd, fds=(listen_fd, log_fd))
         os.close(self._parent)  # adopted: it no longer watches the kernel
         try:
@@ -157,7 +157,7 @@ def prepare_for_kernel() -> None:
 def _import_more(warm: WarmServer, modules) -> None:
     try:
         warm.controller().call("import", timeout=300, modules=sorted(modules))
-    except control.ControlError:
+    except ControlError:
         pass
 
 

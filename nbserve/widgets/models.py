@@ -8,7 +8,7 @@ import ipywidgets as widgets
 
 from .. import runtimes
 from ..notebook_text import when
-from ..server.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS
+from ..workspace import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS
 from .base import MUTED, Section, close_widget, grid, heading, put
 
 HEADERS = ("model", "methods", "registered", "start an instance")
