@@ -268,7 +268,7 @@ def run(ws, args) -> int:
         pushed = ws.push(args.model, registry=args.registry)
         print(pushed.reference)
     elif cmd in ("deploy", "deployments"):
-        from .deploy import commands
+        from . import deploy_commands as commands
 
         if cmd == "deployments" and args.json:
             print(json.dumps([d.to_dict() for d in ws.deployments()], indent=2))

@@ -221,7 +221,7 @@ class NbserveMagics(Magics):
                 pushed = ws.push(args.model, registry=args.registry, progress=self._progress(f"pushing {args.model}"))
                 print(pushed.reference)
             elif cmd == "deploy":
-                from .deploy import commands
+                from . import deploy_commands as commands
 
                 reads = not args.words or args.words[0] in ("list", "logs")
                 say = None if reads else self._progress(f"deploy {' '.join(args.words)}")

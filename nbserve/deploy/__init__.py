@@ -6,6 +6,8 @@ swarm.py       Docker Swarm services, live on the local engine
 kubernetes.py  Kubernetes manifests (Deployment, Service, HPA, PDB, Secret, KServe InferenceService)
 records.py     what was asked for each deployment
 engine.py      the seam to the Docker runtime's engine client
+
+The words of `nbserve deploy` and `%nbserve deploy` (a face) are nbserve/deploy_commands.py.
 """
 
 import sys
@@ -17,9 +19,9 @@ class _CallableModule(types.ModuleType):
     is imported, Python binds the attribute ``nbserve.deploy`` to it, so the package answers the call."""
 
     def __call__(self, ref, target="swarm", replicas=1, **kwargs):
-        from ..api import deploy
+        from ..workspace import default_workspace  # the core, as nbserve.deploy() in api.py calls it
 
-        return deploy(ref, target=target, replicas=replicas, **kwargs)
+        return default_workspace().deploy(ref, target=target, replicas=replicas, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -53,7 +53,7 @@ class DeploymentsSection(Section):
             return
         if not self.widgets:
             self._build()
-        from ..deploy.commands import rows
+        from ..deploy_commands import rows
 
         put(self.box.layout, display="" if deployments else "none")
         put(self.table, value=f"<pre style='margin: 0; white-space: pre-wrap'>{html.escape(rows(deployments))}</pre>")

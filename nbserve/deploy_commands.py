@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import NbserveError
-from ..notebook_text import table
+from .errors import NbserveError
+from .notebook_text import table
 
 VERBS = ("list", "scale", "update", "rollback", "remove", "logs")
 USAGE = (
