@@ -53,3 +53,12 @@ def test_versions_of_an_unknown_model_names_it_and_fails(workspace, diabetes):
     assert code == 1 and "version 100000000000000000000 is out of range" in err, (code, out, err)
     code, out, err = nbserve(home, "serve", "diabetes", "--runtime", "process", "--port", "70000")
     assert code == 1 and "port 70000 is out of range: a TCP port is from 1 to 65535" in err, (code, out, err)
+
+
+def test_the_live_window_reads_without_contradiction():
+    from nbserve.cli import live_window
+
+    assert live_window({"rows": 1014, "size": 1000, "workers": 1}) == (
+        "1014 live rows (the worker keeps about its last 1000)"
+    )
+    assert "each of 2 workers keeps about its last 1000" in live_window({"rows": 1890, "size": 1000, "workers": 2})

@@ -359,3 +359,87 @@ def test_the_request_log_is_a_table_with_server_errors_highlighted(make_panel, w
     assert raised["error"]  # the model's failure, as the server logged it, is highlighted too
     # the panel's own polls of /drift (every refresh) are not requests to the model: not in the log
     assert all(e["path"] == "/picky" for e in requests_seen)
+
+
+def test_plots_label_their_axes_and_say_when_there_is_nothing_to_draw():
+    import io
+
+    from PIL import Image
+
+    from nbserve import plots
+
+    empty = plots.traffic([])
+    assert [a["note"] for a in empty.axes] == ["no requests yet"] * 3
+    assert [(a["xlabel"], a["ylabel"]) for a in empty.axes] == [
+        ("time", "requests / s"),
+        ("time", "ms"),
+        ("time", "% of requests"),
+    ]
+    now = time.time()
+    calm = [{"time": now + i, "rate": 2.0, "p50_ms": 3.0, "p99_ms": 9.0, "error_rate": 0.0} for i in range(3)]
+    figure = plots.traffic(calm)
+    assert figure.axes[1]["legend"] == ["p50", "p99"] and figure.axes[2]["title"] == "errors (none)"
+    assert "requests / s" in Image.open(io.BytesIO(figure.png)).info["Description"]  # the PNG says it too
+    failing = [dict(p, error_rate=0.5) for p in calm]
+    assert plots.traffic(failing).axes[2]["title"] == "errors"  # red only when there are errors
+
+    day = {
+        "name": "day",
+        "role": "input",
+        "method": None,
+        "kind": "numeric",
+        "rows": 150,
+        "unit": plots.DATE_UNIT,
+        "psi": 0.3,
+        "status": "alert",
+        "reference": {"shares": [0.5, 0.5, 0.0], "edges": [19723.5]},
+        "live": {"shares": [0.2, 0.8, 0.0]},
+    }
+    proba = dict(day, name="predict_proba", role="output", method="predict_proba", rows=0, unit=None, psi=None)
+    proba["status"] = "collecting"
+    assert plots.bin_labels(day) == ["< 2024-01-01", "≥ 2024-01-01", "null"]
+    drawn = plots.drift({"features": [day, proba], "window": {"rows": 150}})
+    assert [a["xlabel"] for a in drawn.axes] == ["bins of day (date)", "bins of predict_proba"]
+    assert all(a["ylabel"] == "% of rows" for a in drawn.axes)
+    assert drawn.axes[1]["note"] == "predict_proba not called yet"
+    assert "registration sample / live requests" in drawn.description
+
+
+def test_the_remote_access_hint_is_for_a_browser_elsewhere_and_dismissible(
+    make_panel, registered, workspace, monkeypatch
+):
+    import importlib
+
+    from nbserve import browser_links
+
+    panel_module = importlib.import_module("nbserve.widgets.panel")  # the module, not nbserve.widgets.panel()
+
+    monkeypatch.setattr(panel_module, "_dismissed_hints", set())
+    monkeypatch.setenv(browser_links.ENV_BASE_URL, "/user/alice/")
+    monkeypatch.setenv(browser_links.ENV_PROXY, "0")  # no jupyter-server-proxy: only the direct address
+    monkeypatch.setenv(browser_links.ENV_BROWSER_FILE, str(workspace.home / "browser.json"))
+    workspace.serve("double", runtime="process", progress=False)
+    browser_links.note_browser("127.0.0.1:8888")  # the Jupyter server was asked from this machine
+    panel = make_panel()
+    assert panel.hint_box.layout.display == "none"
+    browser_links.note_browser("hub.example.org")  # ... and now from another one
+    panel.refresh()
+    assert panel.hint_box.layout.display != "none" and "jupyter-server-proxy" in panel.hint.value
+    assert panel.hint.value.count("jupyter-server-proxy") == 1  # once for the panel, not per instance
+    panel.dismiss_hint.click()
+    assert panel.hint_box.layout.display == "none"
+    panel.refresh()
+    assert make_panel().hint_box.layout.display == "none"  # dismissed for the kernel, not one panel
+
+
+def test_a_refresh_writes_the_registry_only_when_an_instance_changed(make_panel, registered, workspace):
+    inst = workspace.serve("double", runtime="process", progress=False)
+    reported = lambda: [(p["instance"], p["status"], p["reported"]) for p in workspace.registry.placements()]  # noqa: E731
+    panel = make_panel()
+    before = reported()
+    for _ in range(3):
+        panel.refresh()  # one reading each, nothing changed: nothing written
+    assert reported() == before
+    os.killpg(workspace.registry.get_instance(inst.id).handle["pid"], signal.SIGKILL)
+    assert wait_for(lambda: panel.refresh() and reported()[0][1] == "exited")
+    assert reported()[0][2] > before[0][2]  # the change was told

@@ -37,7 +37,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       app.shell.activateById(widget.id);
     };
 
-    const panel = new ServingPanel({ openLogs });
+    // the log view of an instance that is removed goes with it (it would ask for logs that are gone)
+    const closeLogs = (id: string) => logViews.get(id)?.dispose();
+    const panel = new ServingPanel({ openLogs, closeLogs });
     panel.id = PANEL_ID;
     panel.title.icon = servingIcon;
     panel.title.caption = 'Model serving';

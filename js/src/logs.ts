@@ -7,6 +7,7 @@ import { MainAreaWidget, ToolbarButton } from '@jupyterlab/apputils';
 import { refreshIcon } from '@jupyterlab/ui-components';
 
 import { ILogEntry, logs } from './api';
+import { NbserveAPIError } from './request';
 import { h, replaceChildren } from './dom';
 import { localTime, statusClass } from './format';
 import { servingIcon } from './icon';
@@ -115,6 +116,12 @@ export class LogView extends PollingWidget {
       }
       this._error.hidden = true;
     } catch (error) {
+      if (error instanceof NbserveAPIError && error.status === 404) {
+        this._error.textContent = `${this.instanceId} is gone (removed): its log is no longer kept.`;
+        this._error.hidden = false;
+        void this.poll.stop(); // nothing more to read
+        return;
+      }
       this._error.textContent = `Could not read the logs: ${messageOf(error)}`;
       this._error.hidden = false;
       throw error;

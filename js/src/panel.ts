@@ -33,12 +33,15 @@ export function messageOf(error: unknown): string {
 export interface IServingPanelOptions {
   /** Open the logs of an instance (or of a start in flight) in the main area. */
   openLogs: (id: string, label: string) => void;
+  /** Close them (the instance is being removed). */
+  closeLogs: (id: string) => void;
 }
 
 export class ServingPanel extends PollingWidget {
   constructor(options: IServingPanelOptions) {
     super(IDLE_REFRESH_MS, 'nbserve:sidebar');
     this._openLogs = options.openLogs;
+    this._closeLogs = options.closeLogs;
     this.addClass('nbserve-panel');
     this.title.caption = 'Model serving';
 
@@ -229,6 +232,7 @@ export class ServingPanel extends PollingWidget {
     row.showError(null);
     try {
       if (what === 'remove' || what === 'dismiss') {
+        this._closeLogs(row.id);
         await remove(row.id);
       } else {
         await act(row.id, what);
@@ -242,6 +246,7 @@ export class ServingPanel extends PollingWidget {
   }
 
   private _openLogs: (id: string, label: string) => void;
+  private _closeLogs: (id: string) => void;
   private _deployments: DeploymentsSection;
   private _error: HTMLElement;
   private _loading: HTMLElement;

@@ -197,6 +197,18 @@ def test_panel_and_sidebar_fit_plots_say_their_axes_and_the_console_stays_clean(
         page.wait_for_timeout(300)
         fits(sidebar, f"sidebar at {width}x{height}")
         page.screenshot(path=str(OUT / f"sidebar-{width}x{height}.png"))
+    # collapsed, the sidebar asks the server nothing (its poll stands by); shown again, it reads at once
+    asked: list[str] = []
+    page.on("request", lambda r: "/nbserve/api/overview" in r.url and asked.append(r.url))
+    page.locator(".lm-TabBar-tab[data-id='nbserve-sidebar']").click()
+    expect(sidebar).to_be_hidden()
+    asked.clear()
+    page.wait_for_timeout(7_000)  # more than one interval of the poll
+    assert asked == []
+    page.locator(".lm-TabBar-tab[data-id='nbserve-sidebar']").click()
+    expect(sidebar).to_be_visible()
+    page.wait_for_timeout(1_500)
+    assert len(asked) >= 1
     labels = [el.get_attribute("aria-label") for el in sidebar.locator("svg[role='img']").all()]
     assert len(labels) >= 3 + 10, labels  # three traffic charts, a drift chart per feature
     for label in labels:
@@ -227,11 +239,23 @@ def test_panel_and_sidebar_fit_plots_say_their_axes_and_the_console_stays_clean(
     page.wait_for_timeout(300)
     item.screenshot(path=str(OUT / "sidebar.png"))
     page.set_viewport_size({"width": 1280, "height": 800})
+    # its request log as a table: a row per request (status, latency, rows, request id), the raw line on demand
+    item.get_by_role("button", name="Logs").click()
+    log = page.get_by_role("log", name=f"Logs of {new}")
+    expect(log.locator("tr.nbserve-log-request")).to_have_count(40, timeout=20_000)
+    first = log.locator("tr.nbserve-log-request").first
+    expect(first.locator("td").nth(1)).to_contain_text("200 /predict")
+    expect(first.locator("td").nth(3)).to_have_text("1")
+    first.locator("summary").click()
+    expect(first.locator("details code")).to_contain_text('"status":200')
+    expect(log.locator("tr.nbserve-log-server", has_text="starting diabetes:1")).to_have_count(1)
+    page.screenshot(path=str(OUT / "sidebar-logs.png"))
     item.get_by_role("button", name="Stop").click()
     expect(item.get_by_text("stopped", exact=True)).to_be_visible(timeout=30_000)
     page.wait_for_timeout(6_000)  # a poll or two after the stop: nothing asks the stopped instance for metrics
     item.get_by_role("button", name="Remove").click()
     expect(item).to_have_count(0, timeout=30_000)
+    expect(log).to_have_count(0)  # its log view went with it (it would ask for a log that is gone)
     assert new not in {i.id for i in workspace.instances()}
     page.wait_for_timeout(2_500)
     assert console.errors == [], console.errors
