@@ -413,3 +413,18 @@ async def test_a_docker_start_runs_off_the_event_loop_and_reports_its_progress(
     assert (status, body["instance"]["status"]) == (200, "stopped")
     status, body = await api("DELETE", "instances", inst["id"])
     assert status == 200
+
+
+def test_a_start_whose_instance_is_already_listed_is_listed_once():
+    from nbserve.jupyter.handlers import _unlisted
+    from nbserve.jupyter.jobs import Job
+
+    older = {"id": "diabetes-aaaaaa", "model": "diabetes:1", "created": 100.0}
+    job = Job(id="job-1", model="diabetes:1", runtime="process", port=None, created=200.0)
+    other = Job(id="job-2", model="iris:1", runtime="process", port=None, created=200.0)
+    assert _unlisted([job, other], [older]) == [job, other]  # its instance is not in the registry yet
+    mine = {"id": "diabetes-bbbbbb", "model": "diabetes:1", "created": 201.0}
+    # recorded a moment before its job says "running": listed once, as the instance
+    assert _unlisted([job, other], [older, mine]) == [other]
+    job.state, job.error = "failed", {"type": "X", "message": "m", "status": 500}
+    assert _unlisted([job], [older, mine]) == [job]  # a failure is shown until dismissed

@@ -135,7 +135,8 @@ class OverviewHandler(NbserveHandler):
         self.reply(
             {
                 "models": reading["models"],
-                "instances": [j.to_dict() for j in self.jobs.visible()] + reading["instances"],
+                "instances": [j.to_dict() for j in _unlisted(self.jobs.visible(), reading["instances"])]
+                + reading["instances"],
                 "runtimes": _runtimes(),
                 "hint": hint,
                 "time": reading["time"],
@@ -171,7 +172,7 @@ class InstancesHandler(NbserveHandler):
     async def get(self):
         # the registry gets an instance's row only once it runs: a start in flight shows as its job
         instances = await self.call(_instance_dicts, self.workspace)
-        self.reply({"instances": [j.to_dict() for j in self.jobs.visible()] + instances})
+        self.reply({"instances": [j.to_dict() for j in _unlisted(self.jobs.visible(), instances)] + instances})
 
     @tornado.web.authenticated
     async def post(self):
@@ -273,6 +274,27 @@ class ObserveHandler(NbserveHandler):
             self.reply({"id": id, "drift": await self.call(ws.drift, id)})
         else:
             self.reply(await self.call(_monitor, ws, id))
+
+
+def _unlisted(jobs, instances: list[dict]) -> list:
+    """The jobs to list beside ``instances``: a start whose instance the registry already holds (it is
+    recorded a moment before its job says "running") is listed once, as the instance."""
+    taken: set[str] = set()
+    shown = []
+    for job in sorted(jobs, key=lambda j: j.created):
+        mine = job.pending and next(
+            (
+                i["id"]
+                for i in instances
+                if i["model"] == job.model and (i.get("created") or 0) >= job.created and i["id"] not in taken
+            ),
+            None,
+        )
+        if mine:
+            taken.add(mine)
+        else:
+            shown.append(job)
+    return shown
 
 
 def _json_snapshot(snap: dict) -> dict:
