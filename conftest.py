@@ -91,6 +91,7 @@ LONGEST_FIRST = [
     "tests/test_instance_update.py",
     "tests/test_tooling.py",
     "tests/test_panel.py",
+    "tests/ui/test_faces_fit.py",
     "tests/test_process_runtime.py",
     "tests/ui/test_sidebar.py",
     "tests/test_jupyter_routes.py",
@@ -100,6 +101,7 @@ LONGEST_FIRST = [
     "tests/test_observability.py",
     "tests/test_team_registry.py",
     "tests/ui/test_panel_ui.py",
+    "tests/test_example.py",
     "tests/test_magics.py",
     "tests/test_protocols.py",
 ]
