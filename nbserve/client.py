@@ -121,13 +121,54 @@ class Client:
     def health(self) -> dict:
         return self._request("GET", "/health").json()
 
-    def call(self, method: str, data):
+    def _spec(self, method: str) -> dict:
         spec = next((m for m in self.interface["methods"] if m["name"] == method), None)
         if spec is None:
             raise MethodNotFoundError(f"the model at {self.url} has no method {method!r}; it serves {self.methods}")
+        return spec
+
+    def call(self, method: str, data):
+        """The method's answer (a method that streams: the list of its items)."""
+        spec = self._spec(method)
+        if spec.get("stream"):
+            return list(self.stream(method, data))
         body = json_dumps({"data": encode(data)})
         resp = self._request("POST", f"/{method}", data=body, headers={"Content-Type": "application/json"})
         return decode(spec.get("output"), json_loads(resp.content))
+
+    def stream(self, method: str, data):
+        """The items of a streaming method as the server makes them (a generator; the request is sent now, so a
+        refused input raises here). ``timeout`` applies between items. Closing the generator (or leaving a ``for``
+        loop early) closes the connection, and the server stops the method."""
+        spec = self._spec(method)
+        body = json_dumps({"data": encode(data)})
+        resp = self._request(
+            "POST",
+            f"/{method}",
+            data=body,
+            headers={"Content-Type": "application/json", "Accept": "application/x-ndjson"},
+            stream=True,
+        )
+        return _items(resp, spec.get("output"), self.url + f"/{method}")
+
+    def submit(self, method: str, data) -> Job:
+        """Queue a call as a job on the server (``POST /<method>?async=1``) and return at once: a ``Job``, which
+        answers like a ``concurrent.futures.Future`` (``result()``, ``done()``, ``cancel()``, ...)."""
+        spec = self._spec(method)
+        body = json_dumps({"data": encode(data)})
+        resp = self._request(
+            "POST", f"/{method}", params={"async": "1"}, data=body, headers={"Content-Type": "application/json"}
+        )
+        return Job(self, resp.json(), spec)
+
+    def job(self, job_id: str) -> Job:
+        """A job submitted earlier (by this client or another), by its id."""
+        doc = self._request("GET", f"/jobs/{job_id}").json()
+        return Job(self, doc, self._spec(doc["method"]))
+
+    def jobs(self) -> list[dict]:
+        """Every job the server keeps: queued, running, and finished ones within their retention."""
+        return self._request("GET", "/jobs").json()["jobs"]
 
     def __getattr__(self, name):
         """``client.predict``: the served method, without a request. A name the known interface lacks is
@@ -146,3 +187,111 @@ class Client:
         except NbserveError:
             pass
         return names
+
+
+def _items(resp, spec, where: str):
+    """The decoded items of a streamed answer (NDJSON lines); a line ``{"error": ...}`` raises it."""
+    try:
+        if "ndjson" not in resp.headers.get("Content-Type", ""):  # not a stream: the one answer
+            yield decode(spec, json_loads(resp.content))
+            return
+        for line in resp.iter_lines():
+            if not line:
+                continue
+            item = json_loads(line)
+            if "error" in item and "data" not in item:
+                raise error_from_response(500, line, where)
+            yield decode(spec, item)
+    except requests.RequestException as exc:
+        raise NbserveError(f"the stream from {where} broke off: {exc}") from exc
+    finally:
+        resp.close()
+
+
+JOB_FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class Job:
+    """A call queued on a served model (``Client.submit``), answered later. Like ``concurrent.futures.Future``:
+    ``result(timeout)``, ``exception(timeout)``, ``done()``, ``running()``, ``cancel()``, ``cancelled()``; and
+    ``status``, ``progress`` (what the method reported) and ``refresh()``, which asks the server again."""
+
+    def __init__(self, client: Client, doc: dict, spec: dict):
+        self.client, self.spec = client, spec
+        self.id, self.method = doc["id"], doc["method"]
+        self.doc = doc
+
+    def __repr__(self):
+        return f"<Job {self.id} {self.method} {self.doc.get('status')}>"
+
+    def refresh(self) -> dict:
+        """The job's status document, asked now."""
+        self.doc = self.client._request("GET", f"/jobs/{self.id}").json()
+        return self.doc
+
+    def _doc(self) -> dict:
+        return self.doc if self.doc.get("status") in JOB_FINISHED else self.refresh()
+
+    @property
+    def status(self) -> str:
+        return self._doc()["status"]
+
+    @property
+    def progress(self) -> dict | None:
+        return self._doc().get("progress")
+
+    def done(self) -> bool:
+        return self.status in JOB_FINISHED
+
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def cancelled(self) -> bool:
+        return self.status == "cancelled"
+
+    def cancel(self) -> bool:
+        """Cancel the job: a queued one at once, a running one within a second (its call is interrupted). False
+        when it had finished already."""
+        if self._doc()["status"] in JOB_FINISHED:
+            return self.doc["status"] == "cancelled"
+        self.doc = self.client._request("DELETE", f"/jobs/{self.id}").json()
+        return True
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """Wait until the job has finished (polling its status); its document. TimeoutError after ``timeout`` s."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            doc = self._doc()
+            if doc["status"] in JOB_FINISHED:
+                return doc
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.id} ({self.method}) is still {doc['status']} after {timeout:g} s")
+            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 1.0)
+
+    def exception(self, timeout: float | None = None):
+        """The error the job ended with (a ServerError), or None when it succeeded."""
+        import concurrent.futures
+
+        doc = self.wait(timeout)
+        if doc["status"] == "cancelled":
+            raise concurrent.futures.CancelledError(f"job {self.id} was cancelled")
+        if doc["status"] == "failed":
+            error = doc.get("error") or {}
+            status = error.get("status") or 500
+            return ServerError(f"{status} {error.get('type')}: {error.get('message')}", status, error.get("type"))
+        return None
+
+    def result(self, timeout: float | None = None):
+        """The method's answer, as ``client.<method>(data)`` gives it; raises the job's error, or
+        ``concurrent.futures.CancelledError``."""
+        error = self.exception(timeout)
+        if error is not None:
+            raise error
+        found = self.doc.get("result") or {}
+        if "items" in found:
+            return [decode(self.spec.get("output"), item) for item in found["items"]]
+        return decode(self.spec.get("output"), found)

@@ -16,7 +16,7 @@ from pathlib import Path
 import cloudpickle
 
 from ..errors import CaptureError, RequirementsError, SampleError
-from ..server.shared import REPORT, SAMPLE, STAGED_ARTIFACT, bind_methods, read_report
+from ..server.shared import REPORT, SAMPLE, STAGED_ARTIFACT, bind_methods, is_stream, read_report
 from ..store import scratch
 from . import pickling, reference, requirements
 from .compare import answers_differ
@@ -225,8 +225,11 @@ def draft(
     for name in names:
         signature[name] = {"input": describe(sample) if sample is not None else {"type": "any"}}
         signature[name]["output"] = {"type": "any"}
-    # the methods as the server binds them (a torch module's in eval mode, numpy in and out)
-    bound = bind_methods(obj, {"kind": kind, "methods": names, "signature": signature})
+    # the methods as the server binds them (a torch module's in eval mode, numpy in and out); a method that
+    # returns a generator streams its items when served: here its items are collected, to be described and proven
+    raw = bind_methods(obj, {"kind": kind, "methods": names, "signature": signature})
+    streams = {name for name in names if _is_generator_function(obj if kind == "function" else raw[name])}
+    bound = {name: _collecting(fn, name, streams) for name, fn in raw.items()}
     if sample is not None:
         for name in names:
             try:
@@ -238,12 +241,17 @@ def draft(
                 ) from exc
             signature[name]["output"] = describe(outputs[name])
             check_deterministic(label, name, bound[name], sample_slice, outputs[name], rule)
+    for name in streams:  # the schema of one item; the answer is their stream
+        items = outputs.get(name) or []
+        signature[name]["output"] = describe(items[0], top=False) if items else {"type": "any"}
+        signature[name]["stream"] = True
 
     modules = requirements.modules_in_pickle(pkl) | requirements.modules_used_by_functions(obj)
     ref = None
     if sample is not None:
         modules |= {type(sample).__module__.partition(".")[0]}
-        ref = reference.compute(bound.__getitem__, sample, names)
+        # drift: a streaming method's input counts, its items do not (reference.py bins whole answers)
+        ref = reference.compute(bound.__getitem__, sample, [n for n in names if n not in streams])
     return Draft(
         label,
         pkl,
@@ -259,6 +267,26 @@ def draft(
         rule,
         packages,
     )
+
+
+def _is_generator_function(fn) -> bool:
+    if not inspect.isroutine(fn):  # a callable object: its __call__
+        fn = type(fn).__call__ if callable(fn) else fn
+    return inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(getattr(fn, "__func__", None))
+
+
+def _collecting(fn, name, streams: set):
+    """``fn``, with a streamed answer (a generator or other iterator) collected into the list of its items;
+    a method seen to stream joins ``streams``."""
+
+    def call(data):
+        result = fn(data)
+        if is_stream(result):
+            streams.add(name)
+            return list(result)
+        return result
+
+    return call
 
 
 def check_deterministic(label, name, method, rows, first, rule) -> None:

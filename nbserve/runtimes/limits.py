@@ -1,7 +1,8 @@
 """How serve's options become the server's settings, the same for every runtime and deploy target.
 
 ``serve(..., timeout=SECONDS, max_body=BYTES, auth_token=..., url_prefix=PATH, batch=True, max_batch=ROWS,
-max_latency_ms=MS, default_method=NAME, metrics=..., request_log=..., drift=..., workers=N, threads=N)`` land
+max_latency_ms=MS, default_method=NAME, metrics=..., request_log=..., drift=..., workers=N, threads=N, jobs=...,
+job_queue=N, job_retention=SECONDS, job_timeout=SECONDS)`` land
 in ``row.options`` (checked by ``check_options``); ``server_settings`` turns them into the one
 ``nbserve.server.settings.Settings`` object that the process runtime, the Docker image, Swarm and Kubernetes
 all hand to ``python -m nbserve.server`` (as ``Settings.to_env()``), so a model behaves the same wherever it runs.
@@ -38,6 +39,11 @@ def server_settings(options: dict, **where) -> Settings:
             values[key] = options[key]
     if options.get("workers") is not None:
         values["workers"] = int(options["workers"])
+    if options.get("jobs") is False:
+        values["jobs"] = False
+    for key in ("job_queue", "job_retention", "job_timeout"):
+        if options.get(key) is not None:
+            values[key] = options[key]
     if options.get("auth_token"):
         values["auth_sha256"] = token_sha256(options["auth_token"])
     if options.get("metrics") is False:
@@ -97,6 +103,8 @@ def check_options(options: dict) -> dict:
     batch: adaptive batching on (max_batch rows per model call, >= 1; max_latency_ms a request waits, >= 0).
     default_method: the method MLflow's /invocations and KServe's V1/V2 routes call (checked against the
     model's methods by Workspace.serve).
+    jobs: False turns jobs (POST /<method>?async=1) off; job_queue: jobs that may wait, >= 1; job_retention:
+    seconds a finished job's result is kept, >= 0; job_timeout: seconds a job may run, >= 0 (0: no limit).
     """
     options = dict(options)
     token = options.pop("auth_token", None)
@@ -117,7 +125,7 @@ def check_options(options: dict) -> dict:
             ok = False
         if not ok:
             raise NbserveError(f"timeout must be a number of seconds >= 0 (0: no limit), got {options['timeout']!r}")
-    for switch in ("metrics", "drift"):
+    for switch in ("metrics", "drift", "jobs"):
         if options.get(switch) not in (None, True, False):
             raise NbserveError(f"{switch} must be True or False, got {options[switch]!r}")
     if options.get("extra_columns") not in (None, *EXTRA_COLUMNS):
@@ -128,6 +136,10 @@ def check_options(options: dict) -> dict:
     if options.get("request_log") not in (None, True, False, "bodies"):
         raise NbserveError(f"request_log must be True, False or 'bodies', got {options['request_log']!r}")
     for key, low, what in (("max_batch", 1, "rows per model call"), ("max_latency_ms", 0, "milliseconds")):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < low):
+            raise NbserveError(f"{key} must be a number of {what} >= {low}, got {value!r}")
+    for key, low, what in (("job_queue", 1, "jobs"), ("job_retention", 0, "seconds"), ("job_timeout", 0, "seconds")):
         value = options.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < low):
             raise NbserveError(f"{key} must be a number of {what} >= {low}, got {value!r}")

@@ -194,7 +194,10 @@ class ProcessRuntime(Runtime):
                     raise
                 listener = bind(row.host, None)  # the previous port was taken meanwhile: any free one
         row.port = listener.getsockname()[1]
-        where = dict(metrics_dir=str(self.instance_dir(row) / "metrics"))
+        where = dict(
+            metrics_dir=str(self.instance_dir(row) / "metrics"),
+            jobs_dir=str(self.instance_dir(row) / "jobs"),  # kept across stop and start: queued jobs wait there
+        )
         if artifact is not None:
             where.update(artifact=str(artifact.artifact_dir), model_id=artifact.id)
         log_path = self.instance_dir(row) / "server.log"

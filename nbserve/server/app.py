@@ -5,20 +5,38 @@ documents) is worked out in ``create_app``; a prediction request does one JSON p
 conversion to the model's input type, the call, and one JSON write.
 """
 
+import functools
 import gc
+import time
 from pathlib import Path
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import artifact, batching, errors, guards, jsonio, observe, prefix, protocols
+from . import artifact, batching, errors, guards, jobs, jsonio, observe, prefix, protocols, streaming
 from .dispatch import Dispatch
 from .errors import CallError
 from .openapi import complete as complete_openapi
 from .openapi import interface_document, openapi_document
+from .schema import answer
 from .settings import DEFAULT_MAX_BODY, Settings  # noqa: F401 - DEFAULT_MAX_BODY: the app's name for it
 
 STATIC = Path(__file__).parent / "static"
+
+
+def _data(body: bytes):
+    """The model input of a ``{"data": ...}`` body."""
+    try:
+        payload = jsonio.loads(body)
+    except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise errors.invalid_json(exc, '{"data": ...}') from None
+    if not isinstance(payload, dict) or "data" not in payload:
+        raise CallError(400, "BadRequest", 'expected a JSON object {"data": ...} holding the model input')
+    return payload["data"]
+
+
+def _encode_item(dispatch, method, item) -> bytes:
+    return dispatch.dumps(method, answer(item))
 
 
 def _json(payload, status=200):
@@ -53,7 +71,7 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
         settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
     timeout, auth_sha256 = settings.timeout, settings.auth_sha256
     model_id = model_id or settings.model_id or manifest.get("pickle_sha256", "model")[:12]
-    methods = guards.contain_exits(artifact.bind_methods(obj, manifest))
+    methods = guards.contain_exits(jobs.pass_progress(artifact.bind_methods(obj, manifest)))
     signature = manifest.get("signature", {})
     health_bytes = jsonio.dumps({"status": "ok", "model": model_id})
 
@@ -66,20 +84,27 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     methods = observe.install(app, methods, manifest, model_id, settings)  # /metrics, /drift, request log
 
     dispatch = Dispatch(methods, signature, app.logger, settings.extra_columns)
+    observer = app.extensions.get("nbserve.observer")
+    job_queue = jobs.install(app, settings, dispatch, model_id)  # POST /<method>?async=1, /jobs
+
+    def call(method, data):
+        """The answer to ``method`` on ``data``: one JSON body, or a stream of items (streaming.py)."""
+        started = time.perf_counter()
+        result = dispatch.result(method, data)
+        if streaming.is_stream(result):
+            encode = functools.partial(_encode_item, dispatch, method)
+            return streaming.respond(result, method, encode, request.environ, observer, started)
+        return Response(dispatch.dumps(method, answer(result)), mimetype="application/json")
 
     def predict_view(method):
         def view():
             body = _read_body(max_body)
-            try:
-                payload = jsonio.loads(body)
-            except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise errors.invalid_json(exc, '{"data": ...}') from None
-            if not isinstance(payload, dict) or "data" not in payload:
-                raise CallError(400, "BadRequest", 'expected a JSON object {"data": ...} holding the model input')
+            if job_queue.asked(request):
+                return job_queue.submit(method, body)
+            data = _data(body)
             if method in numeric_arrays and (b"true" in body or b"false" in body):
-                _refuse_booleans(method, payload["data"])  # numpy would read them as 1 and 0
-            out = dispatch.dumps(method, dispatch.answer(method, payload["data"]))
-            return Response(out, mimetype="application/json")
+                _refuse_booleans(method, data)  # numpy would read them as 1 and 0
+            return call(method, data)
 
         view.__name__ = f"call_{method}"
         return view
@@ -88,8 +113,27 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     numeric_arrays = {
         m for m, s in dispatch.inputs.items() if s.get("type") == "ndarray" and str(s.get("dtype"))[:1] in "fiu"
     }
+
+    def stream_view(method):
+        def view():  # a browser's EventSource can only GET: the input comes as ?data=<JSON>
+            raw = request.args.get("data")
+            if raw is None:
+                raise CallError(
+                    400, "BadRequest", f"GET /{method} takes its input as ?data=<the JSON of the input>; or POST it"
+                )
+            try:
+                data = jsonio.loads(raw)
+            except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise errors.invalid_json(exc, "?data=<JSON>") from None
+            return call(method, data)
+
+        view.__name__ = f"stream_{method}"
+        return view
+
     for method in methods:
         app.add_url_rule(f"/{method}", f"call_{method}", predict_view(method), methods=["POST"])
+        if (signature.get(method) or {}).get("stream"):
+            app.add_url_rule(f"/{method}", f"stream_{method}", stream_view(method), methods=["GET"])
 
     default_method = settings.default_method
     interface = interface_document(manifest, model_id, default_method, dispatch.extra_columns, settings.public())

@@ -53,7 +53,11 @@ def install(app, methods: dict, signature: dict, settings, deadline=None) -> dic
     """When batching is on, the methods routed through one batcher per app (else ``methods`` as they are)."""
     if not settings.batch:
         return methods
-    paths = {f"/{name}" for name in methods if batchable(signature.get(name, {}).get("input"))}
+    paths = {  # a streaming method answers item by item: its calls are not shared
+        f"/{name}"
+        for name in methods
+        if batchable(signature.get(name, {}).get("input")) and not signature.get(name, {}).get("stream")
+    }
     batcher = Batcher(settings.max_batch, settings.max_latency_ms / 1000.0, paths, deadline)
     app.nbserve_batching = batcher  # the worker looks for it
     app.config["NBSERVE_BATCH"] = {"max_batch": settings.max_batch, "max_latency_ms": settings.max_latency_ms}

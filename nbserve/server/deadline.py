@@ -45,8 +45,11 @@ class Deadline:
         self.started: float | None = None  # monotonic start of the work in progress, None between
         self.seq = 0
         self.fired = 0  # the last work the watch interrupted
+        self.fired_at = 0.0
         self.claimed = 0  # the work the watch answered itself (then the worker ends)
         self.socks: list = []
+        self.answer = None  # what the watch writes for work stuck in native code (default: a 504 answer)
+        self.limit = self.seconds  # this work's limit (a job's is longer than a request's)
         self.what = ""
         self.lock = threading.Lock()
         self.main: int | None = None
@@ -64,9 +67,14 @@ class Deadline:
     def usable(self) -> bool:
         return self.main is not None and threading.get_ident() == self.main
 
-    def begin(self, what: str, socks=()) -> int:
+    def begin(self, what: str, socks=(), answer=None, seconds: float | None = None) -> int:
+        """Work starts. ``answer(exc)``: the bytes the watch writes to ``socks`` should the work be stuck in native
+        code past its deadline (default: an HTTP 504 answer; a stream in progress writes its own ending);
+        ``seconds``: this work's limit (default the deadline's)."""
         self.seq += 1
         self.socks = list(socks)
+        self.answer = answer
+        self.limit = self.seconds if seconds is None else float(seconds)
         self.what = what
         self.started = time.monotonic()
         return self.seq
@@ -83,15 +91,29 @@ class Deadline:
         if self.started is not None and self.seq == self.fired:  # not work that finished meanwhile
             raise RequestTimeout
 
+    def interrupt(self) -> bool:
+        """Stop the work in progress now, as if its deadline had passed (a cancelled job); False when none runs."""
+        started, seq = self.started, self.seq  # no lock: this may run in a signal handler of the main thread
+        if started is None or self.main is None:
+            return False
+        if seq != self.fired:
+            self._fire(seq)
+        return True
+
+    def _fire(self, seq):
+        self.fired, self.fired_at = seq, time.monotonic()
+        if self.main is not None:
+            signal.pthread_kill(self.main, SIGNAL)
+
     def _watch(self):
         started, seq = self.started, self.seq
         if started is None:
             return
-        late = time.monotonic() - started - self.seconds
-        if late > 0 and seq != self.fired:
-            self.fired = seq
-            signal.pthread_kill(self.main, SIGNAL)
-        elif late > self.grace and seq == self.fired and self.socks:
+        now = time.monotonic()
+        if seq != self.fired:
+            if now - started > self.limit:
+                self._fire(seq)
+        elif now - self.fired_at > self.grace and (self.socks or self.answer is not None):
             self._answer_stuck(seq)
 
     def _answer_stuck(self, seq):
@@ -99,20 +121,25 @@ class Deadline:
             if self.started is None or self.seq != seq:
                 return  # it finished meanwhile
             self.claimed = seq
-        body = self.body(self.what)
-        head = (
-            "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
+        exc = errors.timed_out(self.what, self.limit)
+        if self.answer is not None:
+            data = self.answer(exc)
+        else:
+            body = errors.body(exc)
+            head = (
+                "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            data = head.encode() + body
         sys.stderr.write(
-            f"nbserve: {self.what} is stuck in native code past its deadline of {self.seconds:g} s: answered 504 "
-            f"and ending worker {os.getpid()}, which gunicorn replaces\n"
+            f"nbserve: {self.what} is stuck in native code past its deadline of {self.limit:g} s: answered and "
+            f"ending worker {os.getpid()}, which gunicorn replaces\n"
         )
         sys.stderr.flush()
         for sock in self.socks:
             try:
                 sock.settimeout(2.0)
-                sock.sendall(head.encode() + body)
+                sock.sendall(data)
             except OSError:
                 pass
         os._exit(1)
@@ -137,6 +164,8 @@ class DeadlineMiddleware:
         self.deadline = deadline
 
     def __call__(self, environ, start_response):
+        if environ.get("nbserve.job") is not None:  # a job's call: the job runner (jobs.py) holds its own deadline
+            return self.wsgi_app(environ, start_response)
         deadline = self.deadline
         environ["nbserve.deadline"] = deadline
         if not deadline.usable():

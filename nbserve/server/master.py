@@ -52,6 +52,7 @@ class Master(BaseApplication):
         self.artifact: str | None = None
         self.imports: dict = {}  # module -> importers, recorded while importing for a proof (replay.py)
         self.metrics_dir, self._own_metrics_dir = _metrics_dir(settings)
+        self.job_store = _job_store(settings)  # the queue the job runner works through (jobs.py)
         super().__init__()
 
     # -- gunicorn's application interface --------------------------------------------------------------
@@ -158,8 +159,42 @@ class ServedArbiter(Arbiter):
 
     def spawn_workers(self):
         # gunicorn sleeps up to 0.1 s between forks (a thundering-herd guard for many workers): not needed here
-        for _ in range(self.num_workers - len(self.WORKERS)):
+        for _ in range(self.num_workers - len(self._http_workers())):
             self.spawn_worker()
+
+    def _http_workers(self) -> list:
+        return [(pid, w) for pid, w in self.WORKERS.items() if not getattr(w, "runs_jobs", False)]
+
+    def manage_workers(self):
+        """gunicorn's, counting the HTTP workers only; and a job runner while jobs wait and none runs."""
+        if len(self._http_workers()) < self.num_workers:
+            self.spawn_workers()
+        workers = sorted(self._http_workers(), key=lambda w: w[1].age)
+        while len(workers) > self.num_workers:
+            pid, _ = workers.pop(0)
+            self.kill_worker(pid, signal.SIGTERM)
+        store = self.app.job_store
+        if store is None or self.app.served is None or not self.num_workers:
+            return
+        current = [w for w in self.WORKERS.values() if getattr(w, "runs_jobs", False) and w.age > self.retired_age]
+        if not current and store.has_queued():
+            self.spawn_job_runner()
+
+    def spawn_job_runner(self):
+        from .jobworker import JobWorker
+
+        http_class, self.worker_class = self.worker_class, JobWorker
+        try:
+            self.spawn_worker()
+        finally:
+            self.worker_class = http_class
+
+    def stop(self, graceful=True):
+        # the instance stops: a job runner interrupts its job now and records it (an update's SIGTERM lets it finish)
+        for pid, worker in list(self.WORKERS.items()):
+            if getattr(worker, "runs_jobs", False):
+                self.kill_worker(pid, signal.SIGQUIT)
+        super().stop(graceful)
 
     def wait_for_signals(self, timeout=1.0):
         """Signals as gunicorn waits for them, and, meanwhile, the control socket's requests."""
@@ -218,8 +253,9 @@ class ServedArbiter(Arbiter):
                 "model_id": app.model_id,
                 "artifact": app.artifact,
                 "pid": self.pid,
-                "workers": sorted(self.WORKERS),
-                "retiring": sorted(pid for pid, w in self.WORKERS.items() if w.age <= self.retired_age),
+                "workers": sorted(pid for pid, _ in self._http_workers()),
+                "retiring": sorted(pid for pid, w in self._http_workers() if w.age <= self.retired_age),
+                "job_runners": sorted(pid for pid, w in self.WORKERS.items() if getattr(w, "runs_jobs", False)),
             }, ()
         if op == "prove":
             from . import artifact, replay
@@ -382,6 +418,22 @@ def _metrics_dir(settings: Settings):
         path, own = tempfile.mkdtemp(prefix="nbserve-metrics-", dir=parent), True
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path, own
+
+
+def _job_store(settings: Settings):
+    """The jobs directory's store (None with jobs off), its path in the environment for the workers' settings."""
+    if not settings.jobs:
+        return None
+    from .jobs import JobStore, default_dir
+
+    path = settings.jobs_dir or default_dir(settings)
+    try:
+        store = JobStore(path, settings.job_queue, settings.job_retention)
+    except OSError as exc:
+        sys.stderr.write(f"nbserve: jobs are off: the jobs directory {path} cannot be used ({exc})\n")
+        return None
+    os.environ["NBSERVE_JOBS_DIR"] = path  # read by Settings.from_env in the app and the workers
+    return store
 
 
 def main(argv=None) -> None:

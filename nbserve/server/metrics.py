@@ -7,6 +7,9 @@ other route, so that odd paths cannot grow the label set):
 * ``nbserve_requests_total`` (+ ``status``), ``nbserve_requests_in_progress`` (live sum over workers);
 * ``nbserve_request_rows`` histogram: rows per model call;
 * ``nbserve_model_errors_total`` (+ ``exception``): calls where the model raised;
+* streamed answers (streaming.py): ``nbserve_stream_items_total``, ``nbserve_stream_first_item_seconds`` (time
+  from the call to its first item), ``nbserve_stream_seconds`` (the whole stream) and ``nbserve_streams_total``
+  (+ ``outcome``: complete, disconnected, timeout, error); items per second = items / stream seconds;
 * ``nbserve_drift_psi``, ``nbserve_drift_status`` (0 ok, 1 warn, 2 alert, -1 collecting, -2 not computed)
   per feature (+ ``role`` input/output, ``method``, ``feature``), ``nbserve_drift_detected`` (the overall flag) and
   ``nbserve_drift_window_rows``: computed from the merged worker windows when scraped.
@@ -88,6 +91,23 @@ class Metrics:
         self.errors = Counter(
             "nbserve_model_errors", "Model calls that raised, by exception type", base + ["exception"], registry=reg
         )
+        self.stream_items = Counter("nbserve_stream_items", "Items sent by streamed answers", base, registry=reg)
+        self.stream_first = Histogram(
+            "nbserve_stream_first_item_seconds",
+            "Time from a streaming call to its first item",
+            base,
+            registry=reg,
+            buckets=buckets(timeout),
+        )
+        self.stream_seconds = Histogram(
+            "nbserve_stream_seconds", "Duration of streamed answers", base, registry=reg, buckets=buckets(0)
+        )
+        self.streams = Counter(
+            "nbserve_streams",
+            "Streamed answers, by how they ended (complete, disconnected, timeout, error)",
+            base + ["outcome"],
+            registry=reg,
+        )
         self._gauge = self.in_progress.labels(self.model, self.version)
         self._bounds = [float(b) for b in buckets(timeout)]
         self._row_bounds = [float(b) for b in ROW_BUCKETS]
@@ -115,6 +135,16 @@ class Metrics:
         if in_progress != self._published:
             self._gauge.set(in_progress)
             self._published = in_progress
+
+    def record_streams(self, streams) -> None:
+        """Add ended streams' records (method, seconds to the first item, items, seconds, outcome)."""
+        for method, to_first, items, seconds, outcome in streams:
+            labels = (self.model, self.version, method)
+            if items:
+                self.stream_items.labels(*labels).inc(items)
+                self.stream_first.labels(*labels).observe(to_first)
+            self.stream_seconds.labels(*labels).observe(seconds)
+            self.streams.labels(*labels, outcome).inc()
 
     def exposition(self, monitor=None):
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest

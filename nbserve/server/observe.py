@@ -21,6 +21,7 @@ from collections import deque
 
 from . import housekeeping, jsonio
 from .errors import CallError
+from .streaming import is_stream
 
 QUIET_PATHS = frozenset({"/health", "/metrics", "/drift", "/batching"})  # polls (a panel's): not requests to the model
 PUSH_SECONDS = 1.0
@@ -47,6 +48,7 @@ def install(app, methods: dict, manifest: dict, model_id: str, settings) -> dict
         return methods
     obs = Observer(list(methods), prom, log, monitor)
     app.wsgi_app = obs.middleware(app.wsgi_app)
+    app.extensions["nbserve.observer"] = obs  # streamed answers report how they went (streaming.py)
     housekeeping.every(PUSH_SECONDS, obs.push, "metrics and request log")
 
     if prom is not None:
@@ -101,6 +103,7 @@ class Observer:
         self.prom, self.log, self.monitor = prom, log, monitor
         # one record per request: (method, status, seconds, request id, rows, model error, time, verb, path, body)
         self.pending: deque = deque(maxlen=MAX_PENDING)
+        self.streams: deque = deque(maxlen=MAX_PENDING)  # ended streams: (method, to first item, items, s, outcome)
         self.in_progress = 0
         self.local = threading.local()
         self.prefix = ""
@@ -167,12 +170,16 @@ class Observer:
             except Exception as exc:
                 local.error = type(exc).__name__
                 raise
-            if monitor is not None:
-                monitor.add(name, data, result)
+            if monitor is not None:  # a stream's items are not binned (the reference has no output for it)
+                monitor.add(name, data, None if is_stream(result) else result)
             return result
 
         call.__name__ = getattr(fn, "__name__", name)
         return call
+
+    def stream_ended(self, method: str, to_first: float, items: int, seconds: float, outcome: str) -> None:
+        """A streamed answer ended (noted once per stream, never per item)."""
+        self.streams.append((method if method in self.methods else "other", to_first, items, seconds, outcome))
 
     # -- off the request's way ----------------------------------------------------------------------------
 
@@ -188,6 +195,15 @@ class Observer:
                     break
             if self.prom is not None:
                 self.prom.record(records, self.in_progress)
+                streams = self.streams
+                ended = []
+                while streams:
+                    try:
+                        ended.append(streams.popleft())
+                    except IndexError:
+                        break
+                if ended:
+                    self.prom.record_streams(ended)
             if self.log is not None and records:
                 self.log.write(records)
 

@@ -161,10 +161,24 @@ def openapi_document(interface: dict) -> dict:
         example = m.get("example") or {}
         request_example = {"example": {"data": example["input"]}} if "input" in example else {}
         answer_example = {"example": {"data": example["output"]}} if example.get("output") is not None else {}
-        paths["/" + m["name"]] = {
+        streams = bool(m.get("stream"))
+        if streams:
+            answer = _stream_answer(m.get("output"))
+            summary = f"Call {m['name']} on the model: its items stream as they are made"
+        else:
+            answer = {
+                "description": "The method's result",
+                "content": {"application/json": {"schema": _answer_schema(m.get("output")), **answer_example}},
+            }
+            summary = f"Call {m['name']} on the model"
+        operation: dict = {
             "post": {
-                "summary": f"Call {m['name']} on the model",
+                "summary": summary,
+                "description": "With `?async=1` (or the header `Prefer: respond-async`) the call is queued as a job: "
+                "a 202 answers at once with the job's URL (GET /jobs/{id}).",
                 "operationId": m["name"],
+                **({"x-nbserve-stream": True} if streams else {}),
+                "parameters": [_ASYNC],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -179,22 +193,127 @@ def openapi_document(interface: dict) -> dict:
                     },
                 },
                 "responses": {
-                    "200": {
-                        "description": "The method's result",
-                        "content": {"application/json": {"schema": _answer_schema(m.get("output")), **answer_example}},
+                    "200": answer,
+                    "202": {
+                        "description": "Queued as a job (?async=1)",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}},
                     },
                     "400": error_response("The input does not fit the model's input schema"),
                     "404": error_response("Unknown method"),
                     "413": error_response("The body is over the size limit"),
                     "500": error_response("The model raised an exception"),
+                    "503": error_response("The job queue is full"),
                 },
             }
         }
+        paths["/" + m["name"]] = operation
+        if streams:  # a browser's EventSource can only GET
+            operation["get"] = {
+                "summary": f"Stream {m['name']} (for EventSource): the input as ?data=<JSON>",
+                "operationId": f"{m['name']}_stream",
+                "x-nbserve-stream": True,
+                "parameters": [
+                    {
+                        "name": "data",
+                        "in": "query",
+                        "required": True,
+                        "description": "The JSON of the input",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {"200": answer, "400": error_response("The input does not fit the model's input schema")},
+            }
+    paths.update(_jobs_paths(error_response))
     return {
         "openapi": "3.0.3",
         "info": {"title": f"nbserve model {interface['model']}", "version": str(interface["model"])},
         "paths": paths,
-        "components": {"schemas": {"Error": _ERROR}},
+        "components": {"schemas": {"Error": _ERROR, "Job": _JOB}},
+    }
+
+
+_ASYNC: dict = {
+    "name": "async",
+    "in": "query",
+    "required": False,
+    "description": "1: queue the call as a job and answer 202 at once",
+    "schema": {"type": "string", "enum": ["1", "true"]},
+}
+
+_JOB = {
+    "type": "object",
+    "required": ["id", "status", "method", "url"],
+    "properties": {
+        "id": {"type": "string"},
+        "method": {"type": "string"},
+        "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+        "url": {"type": "string", "description": "GET it for the status, DELETE it to cancel"},
+        "model": {"type": "string"},
+        "created": {"type": "number"},
+        "started": {"type": "number"},
+        "finished": {"type": "number"},
+        "position": {"type": "integer", "nullable": True, "description": "jobs ahead of it, while queued"},
+        "progress": {"type": "object", "description": "what the method reported: fraction, message, ..."},
+        "result": {"type": "object", "description": "the method's answer, once it succeeded"},
+        "error": {"type": "object", "properties": {"type": {"type": "string"}, "message": {"type": "string"}}},
+    },
+}
+
+
+def _stream_answer(item: dict | None) -> dict:
+    props = {"data": json_schema(item, out=True)}
+    if (item or {}).get("type") in ("dataframe", "series"):
+        props["index"] = _index(item or {})
+    line = {"type": "object", "properties": props}
+    return {
+        "description": 'The items, as they are made: newline-delimited JSON, one `{"data": item}` per line (a '
+        'last `{"error": ...}` line if the method fails midway); with `Accept: text/event-stream`, server-sent '
+        'events (`data: {"data": item}`, then `event: end`, or `event: error`)',
+        "content": {
+            "application/x-ndjson": {"schema": line},
+            "text/event-stream": {"schema": {"type": "string", "description": "data: <one line of the NDJSON form>"}},
+        },
+    }
+
+
+def _jobs_paths(error_response) -> dict:
+    job = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}
+    return {
+        "/jobs": {
+            "get": {
+                "summary": "The jobs kept (queued, running, finished within the retention)",
+                "responses": {
+                    "200": {
+                        "description": "The jobs",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}
+                                    },
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
+        "/jobs/{id}": {
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {
+                "summary": "A job's status, progress, and its result or error",
+                "responses": {"200": {"description": "The job", **job}, "404": error_response("No such job")},
+            },
+            "delete": {
+                "summary": "Cancel a queued or running job; forget a finished one",
+                "responses": {
+                    "200": {"description": "Cancelled (or forgotten)", **job},
+                    "202": {"description": "Running: it stops within a second", **job},
+                    "404": error_response("No such job"),
+                },
+            },
+        },
     }
 
 

@@ -82,6 +82,7 @@ def replay(artifact_dir, sample_path):
     and whether loading alone started threads (forksafe.py: then no server master may load it)."""
     from . import artifact
     from .forksafe import ThreadCountingLoads
+    from .streaming import is_stream
 
     # the sample's own modules (numpy, pandas) count: the server builds the same types from JSON
     outputs, errors = {}, {}
@@ -94,6 +95,8 @@ def replay(artifact_dir, sample_path):
         for name, fn in methods.items():
             try:
                 outputs[name] = fn(sample)
+                if is_stream(outputs[name]):  # a streaming method: its items, as the kernel collected them
+                    outputs[name] = list(outputs[name])
             except Exception as exc:
                 errors[name] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}"
     report = {"imports": recorder.importers, "outputs": outputs, "errors": errors}

@@ -6,8 +6,8 @@ master built with ``Settings.from_env()``: a deployed model behaves exactly as t
 locally, and a setting is parsed in one place, one way ("0", "false", "no", "off" and "" are off).
 
 The fields are the public knobs of ``serve(...)`` (timeout, max_body, auth, url_prefix, default_method,
-metrics, request_log, drift, batching, workers, threads) and the few the runtimes add (what to serve, where
-to listen, the metrics directory, the control socket). Imports nothing else from nbserve.
+metrics, request_log, drift, batching, workers, threads, jobs) and the few the runtimes add (what to serve,
+where to listen, the metrics and jobs directories, the control socket). Imports nothing else from nbserve.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ GRACE = 5.0  # gunicorn's own timeout is the request's plus this: the server ans
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_LATENCY_MS = 10.0
 REQUEST_LOG_MODES = ("on", "off", "bodies")
+DEFAULT_JOB_QUEUE = 100  # jobs waiting at most
+DEFAULT_JOB_RETENTION = 3600.0  # seconds a finished job's result is kept
+DEFAULT_JOB_TIMEOUT = 3600.0  # seconds a job may run (0: no limit)
 
 _OFF = ("0", "false", "no", "off", "")
 _ON = ("1", "true", "yes", "on")
@@ -74,6 +77,15 @@ class Settings:
     max_connections: int = field(default=1000, metadata={"env": "NBSERVE_MAX_CONNECTIONS"})
     # the name of the master's control socket (control.address makes the address; master.py answers it)
     control: str | None = field(default=None, metadata={"env": "NBSERVE_CONTROL"})
+    # jobs (jobs.py): POST /<method>?async=1 queues a call in a directory (jobs_dir; default a directory of the
+    # temp dir named after the server) that a job runner process works through, one call at a time; at most
+    # job_queue jobs wait, a finished job's result is kept job_retention seconds, a job runs at most
+    # job_timeout seconds (0: no limit)
+    jobs: bool = field(default=True, metadata={"env": "NBSERVE_JOBS"})
+    jobs_dir: str | None = field(default=None, metadata={"env": "NBSERVE_JOBS_DIR"})
+    job_queue: int = field(default=DEFAULT_JOB_QUEUE, metadata={"env": "NBSERVE_JOB_QUEUE"})
+    job_retention: float = field(default=DEFAULT_JOB_RETENTION, metadata={"env": "NBSERVE_JOB_RETENTION"})
+    job_timeout: float = field(default=DEFAULT_JOB_TIMEOUT, metadata={"env": "NBSERVE_JOB_TIMEOUT"})
 
     def __post_init__(self):
         problems = []
@@ -91,6 +103,8 @@ class Settings:
             problems.append("workers and threads must be at least 1")
         if self.keepalive < 0 or self.read_timeout <= 0 or self.max_connections < 1:
             problems.append("keepalive must be >= 0, read_timeout > 0 and max_connections >= 1")
+        if self.job_queue < 1 or self.job_retention < 0 or self.job_timeout < 0:
+            problems.append("job_queue must be >= 1, job_retention >= 0 seconds and job_timeout >= 0 (0: none)")
         if self.auth_sha256 is not None and not _is_sha256(self.auth_sha256):
             problems.append("auth_sha256 must be a sha256 hex digest (64 hex digits)")
         if problems:
@@ -148,7 +162,7 @@ class Settings:
 
     def public(self) -> dict:
         """What a served model may tell about how it is served (GET /interface.json): no paths, no digest."""
-        hidden = {"artifact", "model_id", "listen_fd", "metrics_dir", "control", "auth_sha256", "bind"}
+        hidden = {"artifact", "model_id", "listen_fd", "metrics_dir", "control", "auth_sha256", "bind", "jobs_dir"}
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in hidden}
         out["auth"] = self.auth_sha256 is not None
         out["threads_per_worker"] = thread_budget(self)  # what the setting comes to on this machine

@@ -5,7 +5,7 @@ here and no other module of ``server/`` (the ``core-through-one-door`` contract 
 import nothing of ``server/`` at all. What crosses is what both sides of the seam must agree on:
 
 - the staging protocol with the kernel: the replay's files and report, the control socket of a running
-  server, the methods bound on an unpickled artifact;
+  server, the methods bound on an unpickled artifact, what counts as a streamed answer;
 - the schema vocabulary: the dtype kinds, and how columns and values are written as JSON (the client
   encodes by it, the signature and the readiness check describe by it);
 - the settings every runtime writes and the served side reads, the token and URL prefix rules, the
@@ -30,6 +30,7 @@ from .replay import REPORT, SAMPLE, STAGED_ARTIFACT, read_report
 from .schema import EXTRA_COLUMNS, column_values, frame_records, frame_split, index_values, rebuild, to_jsonable
 from .schema import _cell as json_cell  # one value as the JSON the server writes (NaN, dates, numpy scalars)
 from .settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS, Settings
+from .streaming import is_stream
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -55,6 +56,7 @@ __all__ = [
     "frame_split",
     "index_values",
     "interface_document",
+    "is_stream",
     "json_cell",
     "json_dumps",
     "json_loads",

@@ -34,6 +34,7 @@ from collections import deque
 from gunicorn.workers import base
 
 from . import errors, http11
+from .deadline import RequestTimeout, retire_worker
 from .http11 import ProtocolError
 
 READ_SIZE = 262144
@@ -75,7 +76,7 @@ class Conn:
         self.deadline = 0.0  # when this connection times out (reading a request, or idle)
         self.busy = False  # a request of this connection is waiting or being answered
         self.close_after = False
-        self.stream = None  # an answer being streamed: [iterator, chunked, close_callable]
+        self.stream = None  # an answer being streamed: [iterator, chunked, close_callable, environ]
         self.gone = False  # the client closed its side
         self.events = 0
 
@@ -446,7 +447,8 @@ class LoopWorker(base.Worker):
             # the app did not say how long its answer is: stream it (chunked, or until close for HTTP/1.0)
             chunked = head.version == "HTTP/1.1"
             iterator = iter(result)
-            first = self._next_item(iterator)  # the first item decides the status line for most apps
+            conn.stream = [iterator, chunked, getattr(result, "close", None), environ]
+            first = self._next_item(conn)  # the first item decides the status line for most apps
             if not started:
                 raise RuntimeError("the app returned without calling start_response")
             conn.close_after = close or not chunked
@@ -454,7 +456,6 @@ class LoopWorker(base.Worker):
                 conn, http11.response_head(started[0], started[1], head.version, conn.close_after, None, chunked)
             )
             started[2] = True
-            conn.stream = [iterator, chunked, getattr(result, "close", None)]
             self.streams.append(conn)
             for piece in written:
                 self._send_item(conn, piece)
@@ -466,21 +467,44 @@ class LoopWorker(base.Worker):
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 raise
             self.log.exception("nbserve: error while answering %s %s", head.method, head.target[:200])
-            if conn.stream is not None or (started and started[2]):
+            if started and started[2]:  # the head is out: the stream ends short
                 self._end_stream(conn)
                 conn.close_after = True
                 self._finish(conn)
             else:
+                if conn.stream is not None:
+                    self._end_stream(conn)
                 conn.close_after = True
                 self._send(conn, http11.simple_response(500, "the server failed to answer this request"))
                 self._finish(conn)
 
-    def _next_item(self, iterator):
-        """The next piece of a streamed answer (None at its end); the app's deadline covers each piece."""
+    def _next_item(self, conn: Conn):
+        """The next piece of a streamed answer (None at its end), with the request's deadline armed around it: the
+        deadline applies to each item, not to the whole stream. Stuck in native code past it, the watch writes
+        what was not sent yet, then the stream's own ending (the app's ``nbserve.stream_failure``), and ends
+        this worker."""
+        iterator, chunked, _close, environ = conn.stream
+        deadline = environ.get("nbserve.deadline")
+        if deadline is None or not deadline.usable():
+            try:
+                return next(iterator)
+            except StopIteration:
+                return None
+        fail = environ.get("nbserve.stream_failure")
+
+        def stuck(exc):
+            tail = fail(exc) if fail is not None else b""
+            if chunked:
+                tail = (b"%x\r\n" % len(tail) + tail + b"\r\n" if tail else b"") + b"0\r\n\r\n"
+            return bytes(conn.out) + tail
+
+        deadline.begin(environ.get("PATH_INFO", ""), (conn.sock,), answer=stuck)
         try:
             return next(iterator)
         except StopIteration:
             return None
+        finally:
+            deadline.end()
 
     def _advance(self, conn: Conn):
         """One more piece of a streamed answer (a turn of the loop per piece, so others are answered between)."""
@@ -489,11 +513,14 @@ class LoopWorker(base.Worker):
             self._close(conn)
             return
         try:
-            piece = self._next_item(conn.stream[0])
+            piece = self._next_item(conn)
         except BaseException as exc:
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 raise
-            self.log.exception("nbserve: a streamed answer failed")
+            if isinstance(exc, RequestTimeout):  # past the deadline, outside the app's own handling of it
+                retire_worker(conn.stream[3])
+            else:
+                self.log.exception("nbserve: a streamed answer failed")
             self._end_stream(conn)
             conn.close_after = True
             self._finish(conn)
