@@ -15,6 +15,7 @@ def register(
     compare="values",
     tolerance=None,
     system_packages=None,
+    kind=None,
 ):
     """Capture ``obj`` (a model or a function) and record it as the next version of ``name``.
 
@@ -22,7 +23,10 @@ def register(
     settings: see ModelVersion.environment). ``compare="shapes"`` or ``tolerance=0.05``: for a model that is not
     deterministic (registering one says so), prove only its answers' shapes and dtypes, or its values within 5%.
     ``system_packages=["libfoo1"]``: Debian packages its Docker image installs, besides those nbserve finds the
-    locked wheels need (libgomp1 for LightGBM's OpenMP).
+    locked wheels need (libgomp1 for LightGBM's OpenMP). ``kind="chat"``: a function from a list of
+    ``{"role", "content"}`` messages to the reply's text (a str, or a generator of its pieces), served on OpenAI's
+    ``/v1/chat/completions`` too; ``kind="embeddings"``: a function from a list of texts to one vector per text,
+    on ``/v1/embeddings`` (neither needs a sample).
     """
     return default_workspace().register(
         obj,
@@ -34,6 +38,7 @@ def register(
         compare=compare,
         tolerance=tolerance,
         system_packages=system_packages,
+        kind=kind,
     )
 
 
@@ -48,7 +53,12 @@ def get_model(ref, version=None):
 
 
 def serve(target, name=None, sample=None, runtime="auto", port=None, workers=1, **kwargs):
-    """Serve a registered model (by name) or a live object (registered first); wait until it is healthy."""
+    """Serve a registered model (by name) or a live object (registered first); wait until it is healthy.
+
+    A method that returns a generator streams its items (``inst.client().stream(...)``); any call can run as a
+    job (``inst.client().submit(...)``). ``kind="chat"`` or ``"embeddings"`` (with a live text function) adds
+    OpenAI's routes; ``jobs=False``, ``job_queue=N``, ``job_retention=SECONDS``, ``job_timeout=SECONDS`` set
+    the jobs' limits. The other options: see ``runtimes.limits.check_options``."""
     return default_workspace().serve(
         target, name=name, sample=sample, runtime=runtime, port=port, workers=workers, **kwargs
     )

@@ -71,6 +71,16 @@ class ModelVersion:
         return list(self.manifest.get("system_packages") or ())
 
     @property
+    def text_kind(self) -> str | None:
+        """ "chat" or "embeddings" when it was registered as a text function (served on OpenAI's routes too)."""
+        return self.manifest.get("openai")
+
+    @property
+    def streams(self) -> list[str]:
+        """The methods that stream their items (they return a generator)."""
+        return [m for m in self.methods if (self.signature.get(m) or {}).get("stream")]
+
+    @property
     def proof(self) -> dict:
         """How its answers were proven: {"compare": "values"}, with "rtol" for a tolerance, or "shapes"."""
         return dict(self.manifest.get("proof") or {"compare": "values"})
@@ -97,6 +107,8 @@ class ModelVersion:
             "proof": self.proof,
             "system_packages": self.system_packages,
             "kind": self.manifest.get("kind"),
+            "text_kind": self.text_kind,
+            "streams": self.streams,
             "object_type": self.manifest.get("object_type"),
             "registered_by": self.registered_by,
             "registered_host": self.registered_host,

@@ -28,7 +28,7 @@ from .server.shared import mask
 from .store import scratch
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-REGISTER_RULES = ("env", "compare", "tolerance", "system_packages")  # serve(obj, ...) hands them to register
+REGISTER_RULES = ("env", "compare", "tolerance", "system_packages", "kind")  # serve(obj, ...) hands them to register
 
 
 def console_progress(message: str, fraction: float | None = None) -> None:
@@ -159,15 +159,23 @@ class Workspace:
         compare: str = "values",
         tolerance: float | None = None,
         system_packages: list[str] | None = None,
+        kind: str | None = None,
     ) -> ModelVersion:
         """Capture, prove and store a live object. ``env``: environment variables the model needs, beside
         those captured by themselves (capture.CAPTURED_ENV: KERAS_BACKEND, thread settings...). ``compare``
         and ``tolerance``: how the proof compares answers, for a model that is not deterministic (it says so).
-        ``system_packages``: Debian packages its image installs besides those nbserve finds the wheels need."""
+        ``system_packages``: Debian packages its image installs besides those nbserve finds the wheels need.
+        ``kind``: "chat" or "embeddings" for a text function, served on OpenAI's routes too."""
         from .capture import capture  # cloudpickle and the proof machinery: loaded on a first register
 
         name = self._name_for(obj, name)
-        rules = {"env": env, "compare": compare, "tolerance": tolerance, "system_packages": system_packages}
+        rules = {
+            "env": env,
+            "compare": compare,
+            "tolerance": tolerance,
+            "system_packages": system_packages,
+            "text_kind": kind,
+        }
         captured = capture(obj, label=name, sample=sample, methods=methods, **rules)
         return self._store(captured, name, _progress(progress))
 
@@ -332,7 +340,11 @@ class Workspace:
         pending = None
         try:
             requirements.warm_up()
-            pending = PendingVersion(self.home, draft(obj, row.name, sample, methods, **rules), row.name)
+            rules = dict(rules)
+            text_kind = rules.pop("kind", None)
+            pending = PendingVersion(
+                self.home, draft(obj, row.name, sample, methods, text_kind=text_kind, **rules), row.name
+            )
             method = row.options.get("default_method")
             if method and method not in pending.draft.names:
                 raise NbserveError(

@@ -204,8 +204,11 @@ def test_v1_errors_and_unknown_model(lr_app):
     assert status == 400 and "shape [N, 10]" in body["error"]
     status, body = post(lr_app, "/v1/models/diabetes:predict", {"rows": []})
     assert status == 400 and "instances" in body["error"]
-    assert lr_app.get("/v1/models/diabetes").get_json() == {"name": "diabetes", "ready": True}
-    assert lr_app.get("/v1/models").get_json() == {"models": ["diabetes"]}
+    # KServe V1's fields, beside OpenAI's (the two share these routes: tests/test_openai_routes.py)
+    model = lr_app.get("/v1/models/diabetes").get_json()
+    assert (model["name"], model["ready"], model["id"], model["object"]) == ("diabetes", True, "diabetes", "model")
+    listing = lr_app.get("/v1/models").get_json()
+    assert listing["models"] == ["diabetes"] and [m["id"] for m in listing["data"]] == ["diabetes"]
 
 
 def test_a_failing_model_is_a_500_in_each_protocols_form(diabetes):
@@ -726,7 +729,8 @@ def test_kserve_v1_on_both_models(served, diabetes, churn):
     X, _, lr = diabetes
     frame, model = churn
     base = served.lr.url + "/v1/models/diabetes"
-    assert requests.get(base, timeout=TIMEOUT).json() == {"name": "diabetes", "ready": True}
+    ready = requests.get(base, timeout=TIMEOUT).json()
+    assert (ready["name"], ready["ready"]) == ("diabetes", True)  # KServe V1's fields (OpenAI's beside them)
     resp = requests.post(base + ":predict", json={"instances": X[:30].tolist()}, timeout=TIMEOUT)
     np.testing.assert_array_equal(resp.json()["predictions"], lr.predict(X[:30]))
     records = json.loads(frame.iloc[:30].to_json(orient="records"))

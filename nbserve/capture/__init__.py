@@ -156,6 +156,7 @@ class Draft:
     environment: dict | None = None  # the CAPTURED_ENV variables, set wherever the version is served
     proof: dict | None = None  # how answers are compared (proof_rule): {"compare": "values"} unless told
     system_packages: list | None = None  # Debian packages an image installs (system_packages_of)
+    text_kind: str | None = None  # "chat" or "embeddings": served on OpenAI's routes too (check_text_function)
 
     def stage(self, directory: Path) -> Path:
         """Write what a clean interpreter needs to replay this draft: the artifact and the sample."""
@@ -204,6 +205,8 @@ class Draft:
             manifest["environment"] = self.environment
         if self.system_packages:
             manifest["system_packages"] = self.system_packages
+        if self.text_kind:
+            manifest["openai"] = self.text_kind  # the server adds OpenAI's routes (server/protocols/openai.py)
         if self.proof and self.proof != {"compare": "values"}:
             manifest["proof"] = self.proof  # the image's readiness check compares by the same rule
         if report is not None:  # whether a server master may load it before forking (server/forksafe.py)
@@ -212,9 +215,26 @@ class Draft:
 
 
 def draft(
-    obj, label="model", sample=None, methods=None, env=None, compare="values", tolerance=None, system_packages=None
+    obj,
+    label="model",
+    sample=None,
+    methods=None,
+    env=None,
+    compare="values",
+    tolerance=None,
+    system_packages=None,
+    text_kind=None,
 ) -> Draft:
     kind, names = resolve_methods(obj, methods)
+    if text_kind is not None:
+        if text_kind not in TEXT_KINDS:
+            raise CaptureError(
+                f"kind must be one of {TEXT_KINDS} (OpenAI's routes for text functions), got {text_kind!r}"
+            )
+        if len(names) != 1:
+            raise CaptureError(f"kind={text_kind!r} serves one method; name it with methods=[...] (got {names})")
+        if sample is None:  # a text function's input is known: the proof needs no sample from the user
+            sample = TEXT_SAMPLES[text_kind]
     rule = proof_rule(compare, tolerance)
     packages = system_packages_of(system_packages)
     environment = captured_environment(env)
@@ -245,6 +265,8 @@ def draft(
         items = outputs.get(name) or []
         signature[name]["output"] = describe(items[0], top=False) if items else {"type": "any"}
         signature[name]["stream"] = True
+    if text_kind is not None:
+        check_text_function(label, names[0], text_kind, sample_slice, outputs[names[0]])
 
     modules = requirements.modules_in_pickle(pkl) | requirements.modules_used_by_functions(obj)
     ref = None
@@ -266,7 +288,35 @@ def draft(
         environment,
         rule,
         packages,
+        text_kind,
     )
+
+
+TEXT_KINDS = ("chat", "embeddings")
+TEXT_SAMPLES: dict = {"chat": [{"role": "user", "content": "Hello"}], "embeddings": ["Hello", "world"]}
+
+
+def check_text_function(label: str, name: str, text_kind: str, sample, output) -> None:
+    """A function served on OpenAI's routes must answer as they need: a chat function text (a str, or pieces of
+    it: str, or dicts with "content"), an embeddings function one vector per text."""
+    if text_kind == "chat":
+        pieces = output if isinstance(output, list) else [output]
+        ok = all(isinstance(p, str) or (isinstance(p, dict) and isinstance(p.get("content", ""), str)) for p in pieces)
+        if not ok:
+            raise SampleError(
+                f"{label}.{name} answered {type(output).__name__} to the messages {sample!r}; a function served with "
+                f"kind='chat' takes a list of {{'role', 'content'}} messages and returns the reply's text (a str), or "
+                f"yields its pieces (str, or dicts with 'content' and, once, 'usage')"
+            )
+        return
+    vectors: object = output.get("embeddings") if isinstance(output, dict) else output
+    tolist = getattr(vectors, "tolist", None)
+    rows = tolist() if tolist is not None else vectors
+    if not isinstance(rows, list) or len(rows) != len(sample) or not all(isinstance(r, list) and r for r in rows):
+        raise SampleError(
+            f"{label}.{name} answered {type(output).__name__} to the texts {sample!r}; a function served with "
+            f"kind='embeddings' takes a list of texts and returns one vector per text (a 2-D array or a list of lists)"
+        )
 
 
 def _is_generator_function(fn) -> bool:

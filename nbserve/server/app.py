@@ -13,7 +13,7 @@ from pathlib import Path
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import artifact, batching, errors, guards, jobs, jsonio, observe, prefix, protocols, streaming
+from . import artifact, batching, errors, guards, jobs, jsonio, keywords, observe, prefix, protocols, streaming
 from .dispatch import Dispatch
 from .errors import CallError
 from .openapi import complete as complete_openapi
@@ -71,7 +71,9 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
         settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
     timeout, auth_sha256 = settings.timeout, settings.auth_sha256
     model_id = model_id or settings.model_id or manifest.get("pickle_sha256", "model")[:12]
-    methods = guards.contain_exits(jobs.pass_progress(artifact.bind_methods(obj, manifest)))
+    raw = artifact.bind_methods(obj, manifest)
+    takes = {name: keywords.accepted(fn) for name, fn in raw.items()}  # progress, sampling parameters
+    methods = guards.contain_exits(keywords.bind(raw))
     signature = manifest.get("signature", {})
     health_bytes = jsonio.dumps({"status": "ok", "model": model_id})
 
@@ -139,7 +141,17 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     interface = interface_document(manifest, model_id, default_method, dispatch.extra_columns, settings.public())
     openapi = openapi_document(interface)
     # MLflow's /invocations, the Open Inference Protocol (V2) and KServe V1, over the same dispatch
-    protocols.install(app, dispatch, model_id, openapi, lambda: _read_body(max_body), default_method, max_body)
+    protocols.install(
+        app,
+        dispatch,
+        model_id,
+        openapi,
+        lambda: _read_body(max_body),
+        default_method,
+        max_body,
+        text_kind=manifest.get("openai"),
+        takes=takes,
+    )
     complete_openapi(openapi, auth=bool(auth_sha256))
     interface_bytes = jsonio.dumps(interface)
     openapi_for_prefix = prefix.documents_by_prefix(openapi, jsonio.dumps)

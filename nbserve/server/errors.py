@@ -2,10 +2,10 @@
 
 A refusal is a ``CallError`` (status, type, message and any headers it needs, such as ``Allow`` or
 ``WWW-Authenticate``). ``body`` writes it in the error form of the protocol that was spoken: nbserve's own
-``{"error": {"type", "message"}}``, MLflow's ``{"error_code", "message"}`` or KServe's (V1 and the Open
-Inference Protocol) ``{"error": "..."}``. The app, each protocol's blueprint and the WSGI middlewares
-(deadline, chunked body limit) all answer through it; the client turns any of these forms back into
-its exception (``nbserve.client.error_from_response``).
+``{"error": {"type", "message"}}``, MLflow's ``{"error_code", "message"}``, KServe's (V1 and the Open
+Inference Protocol) ``{"error": "..."}`` or OpenAI's ``{"error": {"message", "type", "param", "code"}}``. The
+app, each protocol's blueprint and the WSGI middlewares (deadline, chunked body limit) all answer through it;
+the client turns any of these forms back into its exception (``nbserve.client.error_from_response``).
 
 Imports nothing else from nbserve.
 """
@@ -14,18 +14,20 @@ from __future__ import annotations
 
 from . import jsonio
 
-NBSERVE, MLFLOW, KSERVE = "nbserve", "mlflow", "kserve"
+NBSERVE, MLFLOW, KSERVE, OPENAI = "nbserve", "mlflow", "kserve", "openai"
 _MLFLOW_CODES = {404: "ENDPOINT_NOT_FOUND", 500: "INTERNAL_ERROR"}
+_OPENAI_CODES = {"ModelNotFound": "model_not_found", "InvalidInput": "invalid_value", "InvalidJSON": "invalid_json"}
 
 
 class CallError(Exception):
     """A request that cannot be answered: ``status`` (4xx: the client's fault; 500: the model's), ``type``,
     ``message`` and extra response ``headers``."""
 
-    def __init__(self, status: int, type_: str, message: str, headers: dict | None = None):
+    def __init__(self, status: int, type_: str, message: str, headers: dict | None = None, param: str | None = None):
         super().__init__(message)
         self.status, self.type, self.message = status, type_, message
         self.headers = dict(headers or {})
+        self.param = param  # the request field at fault, where a protocol names it (OpenAI's)
 
 
 # the protocols by the paths they own: where the app answers for them (an unknown route), it speaks their form
@@ -51,6 +53,10 @@ def payload(exc: CallError, form: str = NBSERVE) -> dict:
         return {"error_code": code, "message": exc.message}
     if form == KSERVE:
         return {"error": exc.message}
+    if form == OPENAI:  # what the openai client reads into its APIError (message, type, param, code)
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        code = _OPENAI_CODES.get(exc.type, exc.type)
+        return {"error": {"message": exc.message, "type": kind, "param": exc.param, "code": code}}
     return {"error": {"type": exc.type, "message": exc.message}}
 
 

@@ -25,7 +25,7 @@ job removes the ticket first. A running job whose lock is free has lost its runn
 instance stopped hard): whoever reads it first marks it failed. Finished jobs are removed ``job_retention``
 seconds after they finished; at most ``job_queue`` jobs wait (a 503 beyond).
 
-A method reports progress by taking a ``progress`` keyword argument: the server passes a callable,
+A method reports progress by taking a ``progress`` keyword argument (keywords.py): the server passes a callable,
 ``progress(fraction=None, message=None, **info)``, which a job records (and a plain call ignores); called in
 the notebook the function gets its own default. A streaming method's items count as its progress.
 
@@ -35,7 +35,6 @@ Imports nothing else of nbserve.
 from __future__ import annotations
 
 import fcntl
-import inspect
 import os
 import re
 import secrets
@@ -310,44 +309,6 @@ class JobStore:
 
 def _cancelled() -> dict:
     return {"type": "Cancelled", "message": "the job was cancelled (DELETE /jobs/<id>)"}
-
-
-# -- what a served method sees --------------------------------------------------------------------------------
-
-_current = None  # the job the job runner of this process is running (jobworker.py sets it)
-
-
-def set_current(job) -> None:
-    global _current
-    _current = job
-
-
-def report_progress(fraction=None, message=None, **info) -> None:
-    """What a method's ``progress`` argument is: recorded while it runs as a job, ignored otherwise."""
-    job = _current
-    if job is not None:
-        job.progress(fraction=fraction, message=message, **info)
-
-
-def _takes_progress(fn) -> bool:
-    try:
-        param = inspect.signature(fn).parameters.get("progress")
-    except (TypeError, ValueError):
-        return False
-    return param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
-
-
-def pass_progress(methods: dict) -> dict:
-    """Each method that takes a ``progress`` keyword gets ``report_progress`` (the rest as they are)."""
-
-    def with_progress(fn):
-        def call(data):
-            return fn(data, progress=report_progress)
-
-        call.__name__ = getattr(fn, "__name__", "method")
-        return call
-
-    return {name: with_progress(fn) if _takes_progress(fn) else fn for name, fn in methods.items()}
 
 
 # -- the routes --------------------------------------------------------------------------------------------

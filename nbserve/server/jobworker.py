@@ -34,7 +34,7 @@ import time
 
 from gunicorn.workers import base
 
-from . import housekeeping, jobs, jsonio
+from . import housekeeping, jobs, jsonio, keywords
 from .deadline import Deadline, RequestTimeout
 
 IDLE_WAIT = 0.2  # seconds between two looks at the queue
@@ -118,7 +118,7 @@ class JobWorker(base.Worker):
                 return
             self.job = RunningJob(self.store, job_id)
             self.why = None
-            jobs.set_current(self.job)
+            keywords.set_job(self.job)
             status, body = None, b""
             try:
                 self.deadline.begin(f"job {job_id}", answer=lambda exc: self._stuck(job_id, exc))
@@ -131,7 +131,7 @@ class JobWorker(base.Worker):
                 self.alive = False  # the interrupted code may hold a library's lock: a fresh runner takes over
                 return
             finally:
-                jobs.set_current(None)
+                keywords.set_job(None)
             self._finished(job_id, status, body)
         finally:
             self.job = None

@@ -32,7 +32,7 @@ def interface_document(
         ],
         "requirements": manifest.get("requirements", []),
         "python": manifest.get("python"),
-        "protocols": spoken(model_id, manifest["methods"], default_method),
+        "protocols": spoken(model_id, manifest["methods"], default_method, manifest.get("openai")),
         "extra_columns": extra_columns,
         **({"serving": serving} if serving is not None else {}),
     }
@@ -278,6 +278,7 @@ def _stream_answer(item: dict | None) -> dict:
 
 def _jobs_paths(error_response) -> dict:
     job = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}
+    job_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
         "/jobs": {
             "get": {
@@ -300,13 +301,14 @@ def _jobs_paths(error_response) -> dict:
             }
         },
         "/jobs/{id}": {
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "get": {
                 "summary": "A job's status, progress, and its result or error",
+                "parameters": [job_id],
                 "responses": {"200": {"description": "The job", **job}, "404": error_response("No such job")},
             },
             "delete": {
                 "summary": "Cancel a queued or running job; forget a finished one",
+                "parameters": [job_id],
                 "responses": {
                     "200": {"description": "Cancelled (or forgotten)", **job},
                     "202": {"description": "Running: it stops within a second", **job},

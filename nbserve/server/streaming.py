@@ -85,6 +85,9 @@ def first_item(items, method: str):
         return next(items)
     except StopIteration:
         return _END
+    except CallError:
+        _close(items)
+        raise
     except (Exception, SystemExit) as exc:
         _close(items)
         raise model_error(method, exc) from None

@@ -8,7 +8,7 @@ protocol's error form (``errors.payload``). Imports nothing outside nbserve/serv
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Blueprint
 
@@ -30,6 +30,10 @@ class Served:
     default_method: str | None  # what /invocations, /v1 and /v2 infer call (None: several, none chosen)
     read_body: Callable[[], bytes]
     max_body: int = 0  # bytes (what a 413 names)
+    text_kind: str | None = None  # "chat" or "embeddings": the OpenAI routes serve text_method (openai.py)
+    text_method: str | None = None
+    takes: dict = field(default_factory=dict)  # method -> the keywords it takes (keywords.py)
+    created: int = 0  # when the server loaded the model (OpenAI's model "created")
 
     def body(self) -> bytes:
         from werkzeug.exceptions import RequestEntityTooLarge
@@ -87,7 +91,7 @@ def _name_version(model_id: str):
     return name, version or "1"
 
 
-def spoken(model_id: str, methods, default_method=None) -> list:
+def spoken(model_id: str, methods, default_method=None, text_kind=None) -> list:
     """What /interface.json says about the protocols: each with its routes and the method it calls.
     No Flask here: the client side builds the interface from the registry too (openapi.interface_document)."""
     name, version = _name_version(model_id)
@@ -97,6 +101,9 @@ def spoken(model_id: str, methods, default_method=None) -> list:
         out.append(
             {"name": protocol, "routes": [r.format(name=name, version=version) for r in routes], "method": method}
         )
+    if text_kind:
+        text_routes = ["/v1/models", "/v1/chat/completions" if text_kind == "chat" else "/v1/embeddings"]
+        out.append({"name": "openai", "kind": text_kind, "routes": text_routes, "method": method or methods[0]})
     return out
 
 
@@ -107,15 +114,41 @@ def blueprint(name: str, form: str) -> Blueprint:
     return bp
 
 
-def install(app, dispatch, model_id, openapi: dict, read_body, default_method=None, max_body: int = 0) -> None:
+def install(
+    app,
+    dispatch,
+    model_id,
+    openapi: dict,
+    read_body,
+    default_method=None,
+    max_body: int = 0,
+    text_kind=None,
+    takes=None,
+) -> None:
     """Register every adapter's blueprint on ``app`` and add their paths to ``openapi``. ``default_method``
-    is checked against the methods: a typo fails at load, not per request."""
-    from . import mlflow, v1, v2
+    is checked against the methods: a typo fails at load, not per request. ``text_kind``: "chat" or
+    "embeddings" for a text function (the OpenAI routes); ``takes``: method -> the keywords it takes."""
+    import time
+
+    from . import mlflow, openai, v1, v2
 
     name, version = _name_version(model_id)
     default = choose_default(dispatch.methods, default_method)
-    served = Served(dispatch, model_id, name, version, default, read_body, max_body)
-    for module in (mlflow, v2, v1):
+    text_method = default or next(iter(dispatch.methods), None) if text_kind else None
+    served = Served(
+        dispatch,
+        model_id,
+        name,
+        version,
+        default,
+        read_body,
+        max_body,
+        text_kind,
+        text_method,
+        dict(takes or {}),
+        int(time.time()),
+    )
+    for module in (mlflow, v2, v1, openai):
         app.register_blueprint(module.blueprint(served))
         openapi["paths"].update(module.openapi_paths(served))
 

@@ -1,5 +1,6 @@
 """KServe's V1 protocol: ``GET /v1/models``, ``GET /v1/models/{name}``, ``POST /v1/models/{name}:predict``
-with ``{"instances": [...]}`` or ``{"inputs": ...}``, answering ``{"predictions": [...]}``. For a DataFrame
+with ``{"instances": [...]}`` or ``{"inputs": ...}``, answering ``{"predictions": [...]}``. The two GETs are
+OpenAI's routes too (openai.py): their answers carry both shapes. For a DataFrame
 model an instance is a record (an object keyed by column) or a row in the schema's column order.
 Errors are ``{"error": "..."}``; a name other than the model's registered name is a 404.
 """
@@ -11,6 +12,7 @@ from .. import errors, jsonio
 from ..errors import CallError
 from . import blueprint as protocol_blueprint
 from . import from_rows, loads
+from .openai import model_entry
 
 PROTOCOL = "kserve-v1"
 
@@ -30,14 +32,18 @@ def blueprint(served):
         if name != served.name:
             raise CallError(404, "NotFound", f"no model {name!r}; this server serves {served.name!r}")
 
+    # KServe V1 and OpenAI share these two routes: one answer holds both shapes (V1 reads "models", "name" and
+    # "ready"; OpenAI's clients read "data", and "id" and "object")
     @bp.get("/v1/models")
     def v1_models():
-        return Response(jsonio.dumps({"models": [served.name]}), mimetype="application/json")
+        body = {"models": [served.name], "object": "list", "data": [model_entry(served)]}
+        return Response(jsonio.dumps(body), mimetype="application/json")
 
     @bp.get("/v1/models/<model_name:name>")
     def v1_model(name):
         check(name)
-        return Response(jsonio.dumps({"name": served.name, "ready": True}), mimetype="application/json")
+        body = {"name": served.name, "ready": True, **model_entry(served)}
+        return Response(jsonio.dumps(body), mimetype="application/json")
 
     @bp.post("/v1/models/<model_name:name>:predict")
     def v1_predict(name):
