@@ -139,7 +139,8 @@ class Batcher:
             self.pid, self.idle = os.getpid(), []
         parked: list[_Helper] = []
         for task in tasks:
-            if parked and time.monotonic() - parked[0].item.arrived >= self.max_wait:
+            first = parked[0].item if parked else None
+            if first is not None and time.monotonic() - first.arrived >= self.max_wait:
                 self._finish(parked)  # the first parked request has waited long enough: its batch goes now
                 parked = []
             helper = self.idle.pop() if self.idle else _Helper(self)
