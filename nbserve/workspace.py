@@ -335,7 +335,8 @@ class Workspace:
         from .capture import draft, requirements  # capture imports cloudpickle: not for listing
 
         rt = self.runtime(row.runtime)
-        say(f"starting {row.name} (a new version) on the {row.runtime} runtime")
+        # no version number yet: the proof may find it is the same artifact as a registered version
+        say(f"starting {row.name} on the {row.runtime} runtime")
         rt.start_early(row, say)
         pending = None
         try:

@@ -38,7 +38,7 @@ def test_the_example_twice_then_kept_leaves_one_server_and_a_stop_command_that_w
     [removed] = re.findall(r"^stopped and removed (diabetes-\w+) \(--keep leaves it running\)$", lines[1])
     assert instances(home) == [] and run_cli(home, "instances")[1].strip() == "no instances"
     assert err.count("no Docker engine answered") == 1  # the fallback explained once, in full
-    assert "(new version)" not in err
+    assert "new version)" not in err  # no "(a new version)" before "unchanged since diabetes:1"
 
     # 2. again, keeping it: the same version (no diabetes:2), one server left running, and how to stop it
     lines, err = run_example(home, tmp_path, "--keep")

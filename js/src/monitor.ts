@@ -33,6 +33,23 @@ function svg(tag: string, attrs: { [k: string]: string | number }, text?: string
   return el;
 }
 
+/** A line of text in the middle of a chart's plotting area: why there is nothing (or little) to draw. */
+function noteText(x: number, y: number, text: string): SVGElement {
+  return svg('text', { x, y, class: 'nbserve-note-text', 'text-anchor': 'middle' }, text);
+}
+
+/** An <svg> chart whose aria-label says what it draws and what each axis shows. */
+function chartSvg(width: number, height: number, description: string): SVGElement {
+  return svg('svg', {
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: 'img',
+    'aria-label': description,
+    class: 'nbserve-chart'
+  });
+}
+
 function clock(seconds: number): string {
   return new Date(seconds * 1000).toTimeString().slice(0, 8);
 }
@@ -57,14 +74,7 @@ function lineChart(title: string, unit: string, times: number[], lines: ISeries[
     `${title}: x time (${times.length ? `${clock(times[0])} to ${clock(times[times.length - 1])}` : 'no points yet'})` +
     `, y ${unit} from 0 to ${tickLabel(top)}` +
     (lines.length > 1 ? `, lines ${lines.map(s => s.label).join(' and ')}` : '');
-  const chart = svg('svg', {
-    width,
-    height,
-    viewBox: `0 0 ${width} ${height}`,
-    role: 'img',
-    'aria-label': description,
-    class: 'nbserve-chart'
-  });
+  const chart = chartSvg(width, height, description);
   const y = (v: number) => 4 + plotH - (v / top) * plotH;
   chart.appendChild(
     svg('line', { x1: left, y1: y(0), x2: width - 4, y2: y(0), class: 'nbserve-axis-line' })
@@ -94,18 +104,7 @@ function lineChart(title: string, unit: string, times: number[], lines: ISeries[
       )
     );
   } else {
-    chart.appendChild(
-      svg(
-        'text',
-        {
-          x: left + plotW / 2,
-          y: 4 + plotH / 2,
-          class: 'nbserve-note-text',
-          'text-anchor': 'middle'
-        },
-        'no requests yet'
-      )
-    );
+    chart.appendChild(noteText(left + plotW / 2, 4 + plotH / 2, 'no requests yet'));
   }
   for (const s of lines) {
     const n = s.values.length;
@@ -167,14 +166,7 @@ function driftChart(feature: IDriftFeature): HTMLElement {
     `${name}: ${feature.status}${psi}; x bins of ${feature.name} (${first} … ${lastBin}, null), ` +
     `y % of rows from 0 to ${tickLabel(top)}; grey the registration sample, ` +
     (note ? `no live bars: ${note}` : 'coloured the live requests');
-  const chart = svg('svg', {
-    width,
-    height,
-    viewBox: `0 0 ${width} ${height}`,
-    role: 'img',
-    'aria-label': description,
-    class: 'nbserve-chart'
-  });
+  const chart = chartSvg(width, height, description);
   const plotW = width - left - 2;
   const plotH = height - bottom - 4;
   const n = Math.max(ref.length, 1);
@@ -235,18 +227,7 @@ function driftChart(feature: IDriftFeature): HTMLElement {
     )
   );
   if (note) {
-    chart.appendChild(
-      svg(
-        'text',
-        {
-          x: left + plotW / 2,
-          y: 4 + plotH / 2,
-          class: 'nbserve-note-text',
-          'text-anchor': 'middle'
-        },
-        note
-      )
-    );
+    chart.appendChild(noteText(left + plotW / 2, 4 + plotH / 2, note));
   }
   return h(
     'div',

@@ -201,7 +201,7 @@ class ProcessRuntime(Runtime):
         if artifact is not None:
             where.update(artifact=str(artifact.artifact_dir), model_id=artifact.id)
         log_path = self.instance_dir(row) / "server.log"
-        label = artifact.id if artifact is not None else f"{row.name} (new version)"
+        label = artifact.id if artifact is not None else row.name  # its version is known once registered
         proc = self._adopt_warm(row, python, artifact, where, listener, log_path, label)
         if proc is not None:
             return proc

@@ -114,3 +114,49 @@ class Section:
 
     def close(self) -> None:
         """Close every widget the section made (shared layouts and styles are the panel's)."""
+
+
+class TableSection(Section):
+    """A section that is a table: a title, a header row, one row object per item (kept across refreshes, so a
+    refresh sends only what changed), and a line shown when there is nothing. A row has ``widgets`` (its
+    cells, in the order of the headers) and ``close()``."""
+
+    TITLE = ""
+    HEADERS: tuple[str, ...] = ()
+    COLUMNS = ""  # CSS grid-template-columns
+    EMPTY = ""
+
+    def __init__(self, panel: Panel):
+        super().__init__(panel)
+        shared = self.shared
+        self.rows: dict = {}
+        self.headers = [shared.cell(f"<b>{h}</b>") for h in self.HEADERS]
+        self.grid = grid(self.COLUMNS)
+        self.empty = widgets.HTML(f"<i>{self.EMPTY}</i>")
+        self.title = heading(shared, self.TITLE)
+        self.box = widgets.VBox([self.title, self.grid, self.empty])
+        self._own = [self.box, self.title, self.grid, self.empty, *self.headers]
+
+    def sync_rows(self, items, key, make, update) -> None:
+        """Rows for ``items`` in their order: ``key(item)`` names a row, ``make(key)`` makes a new one,
+        ``update(row, item)`` fills it; rows of items gone are closed."""
+        rows = {}
+        for item in items:
+            k = key(item)
+            row = self.rows.pop(k, None) or make(k)
+            update(row, item)
+            rows[k] = row
+        for gone in self.rows.values():
+            gone.close()
+        self.rows = rows
+        children = tuple(self.headers + [w for r in rows.values() for w in r.widgets]) if rows else ()
+        if self.grid.children != children:
+            self.grid.children = children
+        put(self.empty.layout, display="none" if rows else "")
+
+    def close(self) -> None:
+        for row in self.rows.values():
+            row.close()
+        self.rows = {}
+        for w in self._own:
+            close_widget(w)

@@ -8,7 +8,7 @@ import ipywidgets as widgets
 
 from ..errors import NbserveError
 from ..notebook_text import duration
-from .base import ERROR_COLOUR, LINK_STYLE, MUTED, OK_COLOUR, Section, close_widget, grid, heading, put
+from .base import ERROR_COLOUR, LINK_STYLE, MUTED, OK_COLOUR, TableSection, put
 
 HEADERS = ("instance", "status", "address", "uptime", "batching", "")
 COLUMNS = (
@@ -98,31 +98,19 @@ class InstanceRow:
             w.close()  # layouts and styles are the panel's, shared
 
 
-class InstancesSection(Section):
-    def __init__(self, panel):
-        super().__init__(panel)
-        shared = self.shared
-        self.rows: dict[str, InstanceRow] = {}
-        self.headers = [shared.cell(f"<b>{h}</b>") for h in HEADERS]
-        self.grid = grid(COLUMNS)
-        self.empty = widgets.HTML("<i>No instances: the Start button of a model starts one.</i>")
-        self.title = heading(shared, "Instances")
-        self.box = widgets.VBox([self.title, self.grid, self.empty])
-        self._own = [self.box, self.title, self.grid, self.empty, *self.headers]
+class InstancesSection(TableSection):
+    TITLE = "Instances"
+    HEADERS = HEADERS
+    COLUMNS = COLUMNS
+    EMPTY = "No instances: the Start button of a model starts one."
 
     def sync(self, overview) -> None:
-        rows = {}
-        for inst in sorted(overview.instances, key=lambda i: (i.created, i.id)):
-            row = self.rows.pop(inst.id, None) or InstanceRow(self, inst.id)
-            row.update(inst, self._batching_report(inst))
-            rows[inst.id] = row
-        for gone in self.rows.values():
-            gone.close()
-        self.rows = rows
-        children = tuple(self.headers + [w for r in rows.values() for w in r.widgets]) if rows else ()
-        if self.grid.children != children:
-            self.grid.children = children
-        put(self.empty.layout, display="none" if rows else "")
+        self.sync_rows(
+            sorted(overview.instances, key=lambda i: (i.created, i.id)),
+            key=lambda inst: inst.id,
+            make=lambda id: InstanceRow(self, id),
+            update=lambda row, inst: row.update(inst, self._batching_report(inst)),
+        )
 
     def _batching_report(self, inst) -> dict | None:
         if inst.status != "running" or inst.batching is None:
@@ -135,10 +123,3 @@ class InstancesSection(Section):
     def enable(self, busy: bool) -> None:
         for row in self.rows.values():
             row.enable(None if busy else row.status)
-
-    def close(self) -> None:
-        for row in self.rows.values():
-            row.close()
-        self.rows = {}
-        for w in self._own:
-            close_widget(w)

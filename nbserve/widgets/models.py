@@ -9,7 +9,7 @@ import ipywidgets as widgets
 from .. import runtimes
 from ..notebook_text import when
 from ..workspace import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS
-from .base import MUTED, Section, close_widget, grid, heading, put
+from .base import MUTED, TableSection, put
 
 HEADERS = ("model", "methods", "registered", "start an instance")
 # the start form takes what is left and wraps inside its cell; the other columns wrap their text
@@ -106,41 +106,20 @@ class ModelRow:
             w.close()  # layouts and styles are the panel's, shared
 
 
-class ModelsSection(Section):
-    def __init__(self, panel):
-        super().__init__(panel)
-        shared = self.shared
-        self.rows: dict[str, ModelRow] = {}
-        self.headers = [shared.cell(f"<b>{h}</b>") for h in HEADERS]
-        self.grid = grid(COLUMNS)
-        self.empty = widgets.HTML(
-            "<i>No models registered yet: <code>%serve VARIABLE</code> registers and serves one.</i>"
-        )
-        self.title = heading(shared, "Models")
-        self.box = widgets.VBox([self.title, self.grid, self.empty])
-        self._own = [self.box, self.title, self.grid, self.empty, *self.headers]
+class ModelsSection(TableSection):
+    TITLE = "Models"
+    HEADERS = HEADERS
+    COLUMNS = COLUMNS
+    EMPTY = "No models registered yet: <code>%serve VARIABLE</code> registers and serves one."
 
     def sync(self, overview) -> None:
-        rows = {}
-        for mv in overview.models:
-            row = self.rows.pop(mv.name, None) or ModelRow(self, mv.name)
-            row.update(mv, overview.versions.get(mv.name, [mv.version]))
-            rows[mv.name] = row
-        for gone in self.rows.values():
-            gone.close()
-        self.rows = rows
-        children = tuple(self.headers + [w for r in rows.values() for w in r.widgets]) if rows else ()
-        if self.grid.children != children:
-            self.grid.children = children
-        put(self.empty.layout, display="none" if rows else "")
+        self.sync_rows(
+            overview.models,
+            key=lambda mv: mv.name,
+            make=lambda name: ModelRow(self, name),
+            update=lambda row, mv: row.update(mv, overview.versions.get(mv.name, [mv.version])),
+        )
 
     def enable(self, busy: bool) -> None:
         for row in self.rows.values():
             put(row.start, disabled=busy)
-
-    def close(self) -> None:
-        for row in self.rows.values():
-            row.close()
-        self.rows = {}
-        for w in self._own:
-            close_widget(w)
