@@ -1,9 +1,11 @@
 """The process runtime, for real: gunicorn subprocesses answering over HTTP on 127.0.0.1."""
 
+import json
 import os
 import signal
 import socket
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -72,6 +74,46 @@ def test_fixed_port_and_port_in_use(workspace, diabetes):
     assert workspace.instances() == []
     inst = workspace.serve("diabetes", runtime="process", port=port, progress=False)
     assert inst.url == f"http://127.0.0.1:{port}"
+
+
+def test_two_concurrent_starts_on_one_port_one_wins_the_other_is_refused(workspace, diabetes, iris):
+    """The port is bound once, by the kernel, and handed to the server: of two starts racing for one port (two
+    different models, two threads, live and registered) exactly one serves there, the other is refused with
+    PortInUseError (a 409 from the Jupyter routes) and leaves no instance; the one that serves answers as itself."""
+    import threading
+
+    X, _, lr = diabetes
+    Xi, _, clf = iris
+    workspace.register(lr, name="diabetes", sample=X, progress=False)
+    from nbserve.runtimes.base import free_port
+
+    port = free_port()
+    barrier = threading.Barrier(2)
+    outcome: dict = {}
+
+    def start(who, target, **kw):
+        barrier.wait(60)
+        try:
+            outcome[who] = workspace.serve(target, runtime="process", port=port, progress=False, **kw)
+        except nbserve.PortInUseError as exc:
+            outcome[who] = exc
+
+    threads = [
+        threading.Thread(target=start, args=("diabetes", "diabetes")),
+        threading.Thread(target=start, args=("iris", clf), kwargs={"name": "iris", "sample": Xi}),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    won = [name for name, got in outcome.items() if isinstance(got, nbserve.Instance)]
+    lost = [name for name, got in outcome.items() if isinstance(got, nbserve.PortInUseError)]
+    assert len(won) == 1 and len(lost) == 1, outcome
+    assert f"port {port}" in str(outcome[lost[0]])
+    winner = outcome[won[0]]
+    assert [i.id for i in workspace.instances()] == [winner.id]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
+        assert json.loads(resp.read())["model"] == winner.model
 
 
 def test_a_model_that_fails_to_load_reports_its_log(workspace, diabetes):
