@@ -208,10 +208,7 @@ class ProcessRuntime(Runtime):
         control_name = f"{row.id}-{secrets.token_hex(4)}"
         settings = server_settings(row.options, listen_fd=listener.fileno(), control=control_name, **where)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN", "NBSERVE_"))}
-        env.update(getattr(artifact, "environment", None) or {})  # captured with the version: KERAS_BACKEND...
-        env.update(settings.to_env(), PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1")
-        if "NBSERVE_HOME" in os.environ:
-            env["NBSERVE_HOME"] = os.environ["NBSERVE_HOME"]
+        env.update(_server_env(artifact, settings), PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1")
         try:
             with open(log_path, "ab") as log:
                 log.write(f"--- starting {label} on {row.host}:{row.port} at {time.ctime()}\n".encode())
@@ -238,10 +235,7 @@ class ProcessRuntime(Runtime):
         server = warm.take(python)
         if server is None:
             return None
-        settings = server_settings(row.options, control=server.name, **where)
-        env = {**(getattr(artifact, "environment", None) or {}), **settings.to_env()}
-        if "NBSERVE_HOME" in os.environ:
-            env["NBSERVE_HOME"] = os.environ["NBSERVE_HOME"]
+        env = _server_env(artifact, server_settings(row.options, control=server.name, **where))
         try:
             with open(log_path, "ab") as log:
                 log.write(f"--- starting {label} on {row.host}:{row.port} at {time.ctime()} (warm)\n".encode())
@@ -336,6 +330,15 @@ class ProcessRuntime(Runtime):
         self._procs.pop(row.id, None)
         self.stop(row)
         shutil.rmtree(self.instance_dir(row), ignore_errors=True)
+
+
+def _server_env(artifact, settings) -> dict:
+    """What a server is told in its environment: the version's captured variables (KERAS_BACKEND...), its
+    settings, and the registry it belongs to."""
+    env = {**(getattr(artifact, "environment", None) or {}), **settings.to_env()}
+    if "NBSERVE_HOME" in os.environ:
+        env["NBSERVE_HOME"] = os.environ["NBSERVE_HOME"]
+    return env
 
 
 def _served_model(url: str) -> str | None:

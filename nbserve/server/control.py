@@ -94,6 +94,27 @@ def receive(conn: socket.socket, want_fds: int = 0) -> tuple[dict, list[int]]:
     return json.loads(buf), fds
 
 
+def accept(sock: socket.socket, want_fds: int = 0):
+    """The server's end: (connection, message, file descriptors) of the next peer on ``sock`` that may control
+    the server and sends a whole message; None when there is none (or it may not, or it sent nonsense).
+    The caller answers with ``send`` and closes the connection."""
+    try:
+        conn, _ = sock.accept()
+    except BlockingIOError:
+        return None
+    conn.setblocking(True)
+    conn.settimeout(30)
+    if not peer_allowed(conn):
+        conn.close()
+        return None
+    try:
+        request, fds = receive(conn, want_fds)
+    except (OSError, ValueError, ConnectionError):
+        conn.close()
+        return None
+    return conn, request, fds
+
+
 class ControlError(Exception):
     """The server refused or failed an operation; the message says why."""
 

@@ -216,19 +216,11 @@ class ServedArbiter(Arbiter):
                 self._control()
 
     def _control(self):
-        try:
-            conn, _ = self.app.control_sock.accept()
-        except BlockingIOError:
+        accepted = ctl.accept(self.app.control_sock, want_fds=1)
+        if accepted is None:
             return
+        conn, request, fds = accepted
         with conn:
-            conn.setblocking(True)
-            conn.settimeout(30)
-            if not ctl.peer_allowed(conn):
-                return
-            try:
-                request, fds = ctl.receive(conn, want_fds=1)
-            except (OSError, ValueError, ConnectionError):
-                return
             op = request.get("op")
             try:
                 reply, send_fds = self._operate(op, request, fds)
@@ -334,19 +326,11 @@ def wait_for_adoption(control_sock, parent_fd: int | None, imports: dict):
                         pass
                 os._exit(0)
             continue
-        try:
-            conn, _ = control_sock.accept()
-        except BlockingIOError:
+        accepted = ctl.accept(control_sock, want_fds=2)
+        if accepted is None:
             continue
+        conn, request, fds = accepted
         with conn:
-            conn.setblocking(True)
-            conn.settimeout(30)
-            if not ctl.peer_allowed(conn):
-                continue
-            try:
-                request, fds = ctl.receive(conn, want_fds=2)
-            except (OSError, ValueError, ConnectionError):
-                continue
             op = request.get("op")
             if op == "adopt" and len(fds) == 2:
                 ctl.send(conn, {"ok": True, "pid": os.getpid()})
