@@ -17,6 +17,7 @@ _API = {
     "models",
     "get_model",
     "serve",
+    "prepare",
     "instances",
     "get_instance",
     "build",

@@ -64,6 +64,11 @@ def serve(target, name=None, sample=None, runtime="auto", port=None, workers=1, 
     )
 
 
+def prepare(target, name=None, sample=None, runtime="auto", **kwargs):
+    """Everything serve() does but the start: register (a live object), and build the image on Docker."""
+    return default_workspace().prepare(target, name=name, sample=sample, runtime=runtime, **kwargs)
+
+
 def instances(model=None):
     """Every instance, with the status its runtime reports now."""
     return default_workspace().instances(model)

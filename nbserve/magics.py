@@ -20,6 +20,7 @@ from IPython.utils.text import dedent
 from . import cli, runtimes
 from .errors import NbserveError, RuntimeUnavailableError
 from .notebook_text import duration, error_text, table, when
+from .resources import Instance, ModelVersion
 from .workspace import console_progress, default_workspace, explain_once
 
 
@@ -93,12 +94,14 @@ class NbserveMagics(Magics):
         if cell is not None:
             # The nested run_cell resets the display hook's record of the outer cell's result; put it
             # back so the Instance this magic returns is the cell's result (Out[n], `_`).
-            outer = getattr(self.shell.displayhook, "exec_result", None)
-            result = self.shell.run_cell(cell)
-            self.shell.displayhook.exec_result = outer
-            if not result.success:
+            shell = self.shell
+            assert shell is not None  # a magic runs in a shell
+            outer = getattr(shell.displayhook, "exec_result", None)
+            ran = shell.run_cell(cell)
+            shell.displayhook.exec_result = outer
+            if not ran.success:
                 raise CellFailed(args.target)  # its traceback is on screen; serve nothing
-            if args.target not in self.shell.user_ns:
+            if args.target not in shell.user_ns:
                 raise UsageError(
                     f"the cell ran but did not define {args.target!r}; %%serve NAME serves the "
                     f"object the cell assigns to NAME (def NAME(...) or NAME = ...)"
@@ -115,19 +118,24 @@ class NbserveMagics(Magics):
         runtime, began = None, time.time()
         try:
             runtime, why = ws.runtime_choice(args.runtime)
+            keywords = cli.serve_keywords(args)
             # the one serve path of every face: on the process runtime the server doubles as the proof
-            result = ws.serve(
-                obj,
-                name=name,
-                sample=sample,
-                methods=methods,
-                runtime=runtime,
-                port=args.port,
-                workers=args.workers,
-                start=not args.no_start,
-                progress=say,
-                **cli.serve_keywords(args),
-            )
+            if args.no_start:
+                result: Instance | ModelVersion = ws.prepare(
+                    obj, name=name, sample=sample, methods=methods, runtime=runtime, progress=say, **keywords
+                )
+            else:
+                result = ws.serve(
+                    obj,
+                    name=name,
+                    sample=sample,
+                    methods=methods,
+                    runtime=runtime,
+                    port=args.port,
+                    workers=args.workers,
+                    progress=say,
+                    **keywords,
+                )
         except NbserveError as exc:
             text = error_text(exc)
             fallback = runtimes.fallback()
@@ -139,15 +147,15 @@ class NbserveMagics(Magics):
             _fail(say, text)
             raise UsageError(text) from None
 
-        mv = result if args.no_start else ws.get_model(result.model)
+        mv = result if isinstance(result, ModelVersion) else ws.get_model(result.model)
         n = len(mv.requirements)
         print(f"registered {mv.id} (methods: {', '.join(mv.methods)}; {n} pinned requirement{'s' * (n != 1)})")
         print(
             f"runtime: {runtime}" + (f" (auto: {explain_once(why)})" if args.runtime in (None, runtimes.AUTO) else "")
         )
-        if args.no_start:
+        if isinstance(result, ModelVersion):  # --no-start
             if runtimes.spec(runtime).builds_images:
-                image = ws.build(mv, progress=False)  # built by serve(start=False): found again, not rebuilt
+                image = ws.build(mv, progress=False)  # built by prepare(): found again, not rebuilt
                 print(f"built image {image.tag} ({image.size / 1e6:.0f} MB)")
             print(f"not started (--no-start): nbserve.serve({mv.id!r}) or the Start button of %nbserve panel starts it")
             _done(say, f"registered {mv.id}")

@@ -262,16 +262,48 @@ class Workspace:
         version: int | None = None,
         methods=None,
         progress=None,
-        start: bool = True,
         **options,
-    ) -> Instance | ModelVersion:
-        """The one serve path of every face (API, magics, panel, sidebar, CLI).
+    ) -> Instance:
+        """The one serve path of every face (API, magics, panel, sidebar, CLI): a started, healthy Instance.
 
         ``target`` is a registered model (name, NAME:VERSION or ModelVersion) or a live object, registered
         first; on the process runtime the server process doubles as the proof of the registration (one
-        interpreter start, not two). ``start=False`` stops after registering (and, on Docker, building the
-        image) and returns the ModelVersion instead of an Instance.
+        interpreter start, not two). ``prepare()`` does everything but the start.
         """
+        if "start" in options:
+            raise NbserveError(
+                "serve() always starts an instance; prepare() registers (and, on a runtime of images, builds the "
+                "image) without starting one"
+            )
+        inst = self._serve(
+            target, name, sample, runtime, port, workers, host, version, methods, progress, True, options
+        )
+        assert isinstance(inst, Instance)
+        return inst
+
+    def prepare(
+        self,
+        target,
+        name: str | None = None,
+        sample=None,
+        runtime: str = "auto",
+        version: int | None = None,
+        methods=None,
+        progress=None,
+        **options,
+    ) -> ModelVersion:
+        """Everything serve() does before a start: register a live object (or find a registered one), check
+        the options, and on a runtime that runs images build the image, so that a later serve() only starts.
+        ``%serve --no-start`` is this."""
+        mv = self._serve(
+            target, name, sample, runtime, None, 1, "127.0.0.1", version, methods, progress, False, options
+        )
+        assert isinstance(mv, ModelVersion)
+        return mv
+
+    def _serve(
+        self, target, name, sample, runtime, port, workers, host, version, methods, progress, start: bool, options: dict
+    ) -> Instance | ModelVersion:
         say = _progress(progress)
         rules = {k: options.pop(k) for k in REGISTER_RULES if k in options}  # register's, for a live object
         if int(workers) < 1:

@@ -135,5 +135,5 @@ def unavailable(name: str) -> RuntimeUnavailableError:
 
 
 def image_builder() -> str:
-    """The runtime that builds images (``nbserve.build``, ``serve(start=False)``)."""
+    """The runtime that builds images (``nbserve.build``, ``Workspace.prepare``)."""
     return next(s.name for s in RUNTIMES if s.builds_images)
