@@ -64,7 +64,7 @@ class NbserveHandler(APIHandler):
     def overview_cache(self) -> OverviewCache:
         return self.settings[OVERVIEW_SETTING]
 
-    async def prepare(self):
+    async def prepare(self) -> None:  # type: ignore[override]  # APIHandler's own prepare() is declared so
         done = super().prepare()  # jupyter_server's is a coroutine (it finds the current user)
         if done is not None:
             await done

@@ -84,8 +84,11 @@ class DockerRuntime(Runtime):
         container.reload()
         row.port = published_port(container) or row.port
         restarts = container.attrs.get("RestartCount", 0)
+        url = self.url(row)
+        if url is None:
+            raise InstanceStartError(f"the container of {row.id} publishes no port: `docker ps -a` shows it")
         wait_healthy(
-            self.url(row),
+            url,
             alive=lambda: (
                 container_state(container) in ("running", "created")
                 and container.attrs.get("RestartCount", 0) == restarts

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import InstanceNotFoundError, ModelNotFoundError, NbserveError
 from . import migrations
@@ -76,8 +77,8 @@ class PostgresDialect:
 
     def __init__(self, url: str):
         self.url = url.replace("postgresql+psycopg://", "postgresql://", 1)
-        self._conn = None
-        self._pid = None
+        self._conn: Any = None  # a psycopg connection (an optional dependency)
+        self._pid: int | None = None
         self._lock = threading.RLock()
 
     def describe(self) -> str:
@@ -273,7 +274,10 @@ class SQLMetadata:
 
     def _irow(self, r):
 
-        return InstanceRow(*r[:9], handle=json.loads(r[9]), options=json.loads(r[10]))
+        id, name, version, runtime, host, port, desired, created, started = r[:9]
+        return InstanceRow(
+            id, name, version, runtime, host, port, desired, created, started, json.loads(r[9]), json.loads(r[10])
+        )
 
     def add_instance(self, row) -> None:
         with self.tx() as db:
