@@ -39,7 +39,7 @@ def test_the_list_declares_each_runtime_once_with_a_loadable_class():
         cls = runtimes._load(spec.cls)
         assert cls.name == spec.name, f"{spec.cls} says its name is {cls.name!r}, the list says {spec.name!r}"
         if spec.proves_registration:
-            assert "start_proof" in vars(cls) and "hand_over" in vars(cls) and "abort_proof" in vars(cls)
+            assert all(verb in vars(cls) for verb in ("start_early", "prove", "hand_over", "abort_proof"))
         if spec.builds_images:
             assert callable(getattr(cls, "build", None))
     assert runtimes.fallback().check is None  # runtime="auto" never strands a user

@@ -24,7 +24,7 @@ class RuntimeSpec:
     """What a runtime declares about itself.
 
     ``proves_registration``: its server process can double as the proof of a new registration (one
-    interpreter start instead of two); the runtime then implements ``start_proof``/``hand_over``/
+    interpreter start instead of two); the runtime then implements ``start_early``/``prove``/``hand_over``/
     ``abort_proof`` (see ``base.Runtime``). ``builds_images``: it runs models from images it builds
     (``build`` makes one). ``replicas``: one instance can run several copies. ``auto``: a candidate for
     ``runtime="auto"``, in the order of ``RUNTIMES``, when its ``check`` says it can serve here (a runtime

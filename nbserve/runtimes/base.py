@@ -24,7 +24,7 @@ class Runtime:
     Runtimes report, the core decides: a runtime never writes the registry. What it learns about an
     instance (the port it really listens on, which can move) it sets on the row it was given, and the
     core stores it; a runtime whose spec declares ``proves_registration`` hands the server's replay
-    report back from ``start_proof`` and the core registers the version.
+    report back from ``prove`` and the core registers the version.
     """
 
     name = "runtime"
