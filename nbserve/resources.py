@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,38 @@ class ModelVersion:
         return f"<ModelVersion {self.id} methods={self.methods} requirements={len(self.requirements)}{env}>"
 
 
+class InstanceStatus(str, Enum):
+    """What an instance's runtime says of it now (``Instance.status``, ``Runtime.status``): the process
+    runtime's running / stopped / exited, Docker's container states, and the workspace's own unknown (the
+    runtime cannot be asked) and removed. A member equals its text (``inst.status == "running"``) and prints
+    as it, in messages and JSON alike."""
+
+    RUNNING = "running"
+    STARTING = "starting"  # Docker: created, or running before its first health check answered
+    UNHEALTHY = "unhealthy"  # Docker: the image's HEALTHCHECK fails
+    RESTARTING = "restarting"
+    PAUSED = "paused"
+    STOPPED = "stopped"  # stopped as asked
+    EXITED = "exited"  # gone without being asked to stop
+    MISSING = "missing"  # Docker: the container is gone
+    UNKNOWN = "unknown"  # the runtime cannot be asked (no engine answers)
+    REMOVED = "removed"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    @classmethod
+    def of(cls, text: str) -> InstanceStatus:
+        """The member for a runtime's word; one this list does not know is UNKNOWN."""
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.UNKNOWN
+
+
 class Instance:
     """A running (or stopped) server for one model version. Like docker-py's Container: call reload()
     to refresh ``status`` from the runtime; stop(), start(), remove(), logs() act on it."""
@@ -137,7 +170,7 @@ class Instance:
     def __init__(self, workspace, row, status: str):
         self._workspace = workspace
         self._row = row
-        self.status = status
+        self.status: InstanceStatus = InstanceStatus.of(status)
 
     id = property(lambda self: self._row.id)
     name = property(lambda self: self._row.name)
@@ -243,7 +276,7 @@ class Instance:
 
     def remove(self) -> None:
         self._workspace.remove(self.id)
-        self.status = "removed"
+        self.status = InstanceStatus.REMOVED
 
     def _take(self, other):
         self._row, self.status = other._row, other.status

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import config, runtimes
 from .errors import ArtifactIntegrityError, InstanceNotFoundError, NbserveError, RuntimeUnavailableError
 from .registry import InstanceRow, Registry, parse_ref, require_name, whoami
-from .resources import Image, Instance, ModelVersion, Overview
+from .resources import Image, Instance, InstanceStatus, ModelVersion, Overview
 from .runtimes.base import choose_port
 from .runtimes.limits import check_options, with_batching
 from .server.shared import DEFAULT_MAX_BATCH as DEFAULT_MAX_BATCH  # the batching defaults the faces offer
@@ -239,13 +239,13 @@ class Workspace:
             status = self._status(row)
         return Instance(self, row, status)
 
-    def _status(self, row: InstanceRow) -> str:
+    def _status(self, row: InstanceRow) -> InstanceStatus:
         """The status the runtime reports; a port it says moved (Docker's can, after a restart) is stored."""
         port = row.port
         try:
             status = self.runtime(row.runtime).status(row)
         except RuntimeUnavailableError:
-            return "unknown"
+            return InstanceStatus.UNKNOWN
         if row.port != port:
             self.registry.update_instance(row.id, port=row.port)
         return status

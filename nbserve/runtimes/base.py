@@ -9,8 +9,12 @@ import urllib.error
 import urllib.request
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import NbserveError, PortInUseError
+
+if TYPE_CHECKING:
+    from ..resources import InstanceStatus
 
 
 class Runtime:
@@ -40,7 +44,7 @@ class Runtime:
     def start(self, row, version, progress) -> dict:
         raise NotImplementedError
 
-    def status(self, row) -> str:
+    def status(self, row) -> InstanceStatus:
         raise NotImplementedError
 
     def url(self, row) -> str | None:

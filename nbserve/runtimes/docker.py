@@ -17,7 +17,7 @@ import urllib.request
 from typing import Any
 
 from ..errors import InstanceStartError, NbserveError, PortInUseError
-from ..resources import Image
+from ..resources import Image, InstanceStatus
 from ..server.shared import Settings
 from .base import Runtime, pick_port, wait_healthy
 from .docker_engine import Engine, engine_available, remove_labelled, short
@@ -172,13 +172,13 @@ class DockerRuntime(Runtime):
             )
         return InstanceStartError(f"Docker could not start the container for {row.model}: {text}")
 
-    def status(self, row) -> str:
+    def status(self, row) -> InstanceStatus:
         """running, starting, restarting, exited, stopped or missing, as Docker has it now; also "unhealthy"
         (HEALTHCHECK failing) and "paused". A port Docker moved (it can after a restart) is set on the row,
         for the core to store."""
         container = self._container(row)
         if container is None:
-            return "missing"
+            return InstanceStatus.MISSING
         state = container.attrs["State"]
         status = state.get("Status")
         if status == "running":
@@ -187,15 +187,15 @@ class DockerRuntime(Runtime):
                 row.port = port
             health = (state.get("Health") or {}).get("Status")
             if health == "unhealthy":
-                return "unhealthy"
+                return InstanceStatus.UNHEALTHY
             if health == "starting":  # Docker's first check comes only after its interval: ask ourselves
-                return "running" if _answers(self.url(row)) else "starting"
-            return "running"
+                return InstanceStatus.RUNNING if _answers(self.url(row)) else InstanceStatus.STARTING
+            return InstanceStatus.RUNNING
         if status in ("restarting", "paused"):
-            return status
+            return InstanceStatus(status)
         if status == "created":
-            return "starting"
-        return "stopped" if row.desired == "stopped" else "exited"
+            return InstanceStatus.STARTING
+        return InstanceStatus.STOPPED if row.desired == "stopped" else InstanceStatus.EXITED
 
     def stop(self, row) -> None:
         container = self._container(row)

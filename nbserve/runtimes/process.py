@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import InstanceStartError, PortInUseError
+from ..resources import InstanceStatus
 from ..server.shared import ControlError, Controller, control_address, read_report
 from . import warm
 from .base import Runtime, free_port, kernel_python, log_tail, wait_healthy
@@ -299,11 +300,11 @@ class ProcessRuntime(Runtime):
 
     # -- observing and stopping -------------------------------------------------------------------------
 
-    def status(self, row) -> str:
+    def status(self, row) -> InstanceStatus:
         h = row.handle
         if _alive(h.get("pid"), h.get("start_ticks")):
-            return "running"
-        return "stopped" if row.desired == "stopped" else "exited"
+            return InstanceStatus.RUNNING
+        return InstanceStatus.STOPPED if row.desired == "stopped" else InstanceStatus.EXITED
 
     def stop(self, row) -> None:
         self._kill(row.handle.get("pid"), row.handle.get("start_ticks"))
