@@ -53,6 +53,9 @@ class Master(BaseApplication):
         self.imports: dict = {}  # module -> importers, recorded while importing for a proof (replay.py)
         self.metrics_dir, self._own_metrics_dir = _metrics_dir(settings)
         self.job_store = _job_store(settings)  # the queue the job runner works through (jobs.py)
+        self.record_dir, self._own_record_dir = _record_dir(settings)
+        if self.record_dir != settings.record_dir:
+            self.settings = settings = settings.replace(record_dir=self.record_dir)
         super().__init__()
 
     # -- gunicorn's application interface --------------------------------------------------------------
@@ -88,9 +91,8 @@ class Master(BaseApplication):
 
     def build(self, artifact_dir: str, model_id: str | None, staged: str | None = None):
         """The WSGI app for an artifact, verified; loaded here only where that is safe before a fork."""
-        from . import artifact, forksafe, housekeeping
+        from . import artifact, forksafe
 
-        housekeeping.reset()  # the periodic work of the previous app is not the new workers'
         manifest = artifact.read_manifest(artifact_dir)
         if staged is not None:
             proven = artifact.read_manifest(staged)
@@ -110,6 +112,33 @@ class Master(BaseApplication):
             )
             app = forksafe.DeferredApp(artifact_dir, model_id)
         return app
+
+    def generation(self, versions: list[dict], shadow_to: dict | None = None, staged: str | None = None):
+        """The WSGI app of a new generation of workers: ``versions`` ([{"artifact", "model_id", "weight"}], one
+        for a plain serve, several for a split), each verified and loaded as ``build`` does, and a shadow
+        candidate to copy requests to (routing.py). Every version's app is made anew: the periodic work an app
+        registers (housekeeping.py) belongs to the generation of workers it is made for."""
+        from . import artifact, housekeeping
+        from .routing import Generation, Served
+
+        if not versions:
+            raise ValueError("nothing to serve: no version given")
+        ids = [spec.get("model_id") or os.path.basename(str(spec["artifact"]))[:12] for spec in versions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a split names each version once")
+        weights = [float(spec.get("weight", 100)) for spec in versions]
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"weights must be >= 0 and one of them above 0, got {weights}")
+        housekeeping.reset()  # the periodic work of the previous generation's apps is not the new workers'
+        served = []
+        for i, (spec, vid, weight) in enumerate(zip(versions, ids, weights)):
+            path = str(spec["artifact"])
+            app = self.build(path, spec.get("model_id"), staged if i == 0 else None)
+            methods = frozenset(artifact.read_manifest(path).get("methods") or ())
+            served.append(Served(vid, app, methods, weight))
+        generation = Generation(served, self.settings, shadow_to)
+        generation.artifacts = {vid: str(spec["artifact"]) for vid, spec in zip(ids, versions)}
+        return generation
 
     def import_modules(self, modules) -> None:
         """Import what the artifact needs, once, before any fork; recorded (who imported what) for the proof."""
@@ -133,6 +162,8 @@ class Master(BaseApplication):
     def _on_exit(self, server):
         if self._own_metrics_dir:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        if self._own_record_dir:  # what the ring kept (user data) goes with the server
+            shutil.rmtree(self.record_dir, ignore_errors=True)
 
 
 class ServedArbiter(Arbiter):
@@ -241,6 +272,7 @@ class ServedArbiter(Arbiter):
     def _operate(self, op, request, fds):
         app = self.app
         if op == "status":
+            served = app.served.describe() if hasattr(app.served, "describe") else {}
             return {
                 "model_id": app.model_id,
                 "artifact": app.artifact,
@@ -248,6 +280,7 @@ class ServedArbiter(Arbiter):
                 "workers": sorted(pid for pid, _ in self._http_workers()),
                 "retiring": sorted(pid for pid, w in self._http_workers() if w.age <= self.retired_age),
                 "job_runners": sorted(pid for pid, w in self.WORKERS.items() if getattr(w, "runs_jobs", False)),
+                **served,
             }, ()
         if op == "prove":
             from . import artifact, replay
@@ -258,9 +291,13 @@ class ServedArbiter(Arbiter):
             report_path = replay.replay_in_child(request["stage"], app.imports)
             return {"report": report_path}, ()
         if op == "serve":
-            served = app.build(request["artifact"], request.get("model_id"), request.get("staged"))
-            self._swap(served, request.get("model_id"), request["artifact"])
-            return {"model_id": app.model_id, "workers": sorted(self.WORKERS)}, ()
+            versions = request.get("versions") or [
+                {"artifact": request["artifact"], "model_id": request.get("model_id"), "weight": 100}
+            ]
+            served = app.generation(versions, request.get("shadow"), request.get("staged"))
+            self._swap(served, served.primary.id, served.artifacts[served.primary.id])
+            _note_state(app.settings.state_file, versions, request.get("shadow"))
+            return {"model_id": app.model_id, "workers": sorted(self.WORKERS), **served.describe()}, ()
         if op == "listener":
             return {}, [lnr.fileno() for lnr in self.LISTENERS][:1]
         if op == "stop":
@@ -370,6 +407,8 @@ def _post_worker_init(worker):
 
     if isinstance(worker.wsgi, forksafe.DeferredApp):
         worker.wsgi.load()
+    elif hasattr(worker.wsgi, "load_deferred"):  # a generation (routing.py): each of its versions
+        worker.wsgi.load_deferred()
     housekeeping.limit_threads(thread_budget(worker.app.settings))
     housekeeping.start()  # the thread of the periodic work the app registered (metrics, drift, deadline)
     real_exit = os._exit
@@ -420,6 +459,55 @@ def _job_store(settings: Settings):
     return store
 
 
+def _note_state(path: str | None, versions: list, shadow_to: dict | None) -> None:
+    """What this server serves now, for a restart in the same place (Settings.state_file)."""
+    if not path:
+        return
+    import json
+
+    try:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"versions": versions, "shadow": shadow_to}, f)
+        os.chmod(tmp, 0o600)  # a shadow's copies carry the candidate's token
+        os.replace(tmp, path)
+    except OSError as exc:
+        sys.stderr.write(f"nbserve: could not note what is served in {path}: {exc}\n")
+
+
+def _noted_state(path: str | None):
+    """(versions, shadow) noted by an earlier run of this server, when every artifact is still there."""
+    if not path or not os.path.exists(path):
+        return None
+    import json
+
+    try:
+        with open(path) as f:
+            state = json.load(f)
+        versions = state["versions"]
+        if all(os.path.isdir(v["artifact"]) for v in versions):
+            sys.stderr.write("nbserve: serving what this server served before its restart\n")
+            return versions, state.get("shadow")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _record_dir(settings: Settings):
+    """(directory, made here) of the traffic ring (traffic.py): the setting, else a new directory in memory
+    (/dev/shm) where there is one, removed when the server exits; None when recording is off."""
+    if not settings.record:
+        return None, False
+    if settings.record_dir:
+        os.makedirs(settings.record_dir, exist_ok=True)
+        return settings.record_dir, False
+    shm = "/dev/shm"
+    parent = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    path = tempfile.mkdtemp(prefix="nbserve-traffic-", dir=parent)
+    os.environ["NBSERVE_RECORD_DIR"] = path  # the workers read their settings from the environment
+    return path, True
+
+
 def main(argv=None) -> None:
     """``python -m nbserve.server [--warm MODULE ...]``: serve what the environment's settings say; with
     ``--warm``, import the modules named and wait to be adopted by a serve (see wait_for_adoption)."""
@@ -450,9 +538,15 @@ def main(argv=None) -> None:
     master = Master(settings, control_sock)
     master.imports = imports
     if settings.artifact:
+        versions, shadow_to = _noted_state(settings.state_file) or (
+            [{"artifact": settings.artifact, "model_id": settings.model_id}],
+            None,
+        )
         try:
-            master.served = master.build(settings.artifact, settings.model_id)
-            master.artifact = settings.artifact
+            generation = master.generation(versions, shadow_to)
+            master.served = generation
+            master.artifact = generation.artifacts[generation.primary.id]
+            master.model_id = generation.primary.id
         except Exception as exc:
             from .artifact import ArtifactError
 

@@ -42,7 +42,9 @@ def install(app, methods: dict, manifest: dict, model_id: str, settings) -> dict
     log = requestlog.RequestLog(bodies=settings.request_log == "bodies") if settings.request_log != "off" else None
     monitor = None
     if settings.drift:
-        monitor = drift.Monitor(manifest.get("reference"), _shared_dir(), settings.drift_window)
+        # each version's windows apart: a split serves several from the same worker (routing.py)
+        shared = drift.version_directory(_shared_dir(), model_id)
+        monitor = drift.Monitor(manifest.get("reference"), shared, settings.drift_window)
     if prom is None and log is None and monitor is None:
         _off_routes(app, why_metrics, "drift is off for this instance (serve(..., drift=True) turns it on)")
         return methods

@@ -6,8 +6,8 @@ master built with ``Settings.from_env()``: a deployed model behaves exactly as t
 locally, and a setting is parsed in one place, one way ("0", "false", "no", "off" and "" are off).
 
 The fields are the public knobs of ``serve(...)`` (timeout, max_body, auth, url_prefix, default_method,
-metrics, request_log, drift, batching, workers, threads, jobs) and the few the runtimes add (what to serve,
-where to listen, the metrics and jobs directories, the control socket). Imports nothing else from nbserve.
+metrics, request_log, drift, record, batching, workers, threads, jobs) and the few the runtimes add (what to
+serve, where to listen, the metrics and jobs directories, the control socket). Imports nothing else from nbserve.
 """
 
 from __future__ import annotations
@@ -75,6 +75,14 @@ class Settings:
     keepalive: float = field(default=15.0, metadata={"env": "NBSERVE_KEEPALIVE"})
     read_timeout: float = field(default=10.0, metadata={"env": "NBSERVE_READ_TIMEOUT"})
     max_connections: int = field(default=1000, metadata={"env": "NBSERVE_MAX_CONNECTIONS"})
+    # the traffic ring (traffic.py): the last record_size model calls with their answers, in record_dir (by
+    # default a directory the master makes in memory and removes when it exits); record=False keeps none
+    record: bool = field(default=True, metadata={"env": "NBSERVE_RECORD"})
+    record_size: int = field(default=1000, metadata={"env": "NBSERVE_RECORD_SIZE"})
+    record_dir: str | None = field(default=None, metadata={"env": "NBSERVE_RECORD_DIR"})
+    # where the master notes what it serves after an in-place change (the versions, a split, a shadow), so that
+    # a server restarted in the same place (a container's restart policy) serves it again, not what it began with
+    state_file: str | None = field(default=None, metadata={"env": "NBSERVE_STATE_FILE"})
     # the name of the master's control socket (control.address makes the address; master.py answers it)
     control: str | None = field(default=None, metadata={"env": "NBSERVE_CONTROL"})
     # jobs (jobs.py): POST /<method>?async=1 queues a call in a directory (jobs_dir; default a directory of the
@@ -101,6 +109,8 @@ class Settings:
             problems.append("max_batch must be >= 1 and max_latency_ms >= 0")
         if self.workers < 1 or (self.threads is not None and self.threads < 1):
             problems.append("workers and threads must be at least 1")
+        if self.record_size < 0:
+            problems.append(f"record_size must be >= 0 requests, got {self.record_size}")
         if self.keepalive < 0 or self.read_timeout <= 0 or self.max_connections < 1:
             problems.append("keepalive must be >= 0, read_timeout > 0 and max_connections >= 1")
         if self.job_queue < 1 or self.job_retention < 0 or self.job_timeout < 0:
@@ -162,7 +172,18 @@ class Settings:
 
     def public(self) -> dict:
         """What a served model may tell about how it is served (GET /interface.json): no paths, no digest."""
-        hidden = {"artifact", "model_id", "listen_fd", "metrics_dir", "control", "auth_sha256", "bind", "jobs_dir"}
+        hidden = {
+            "artifact",
+            "model_id",
+            "listen_fd",
+            "metrics_dir",
+            "record_dir",
+            "state_file",
+            "control",
+            "auth_sha256",
+            "bind",
+            "jobs_dir",
+        }
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in hidden}
         out["auth"] = self.auth_sha256 is not None
         out["threads_per_worker"] = thread_budget(self)  # what the setting comes to on this machine

@@ -27,7 +27,16 @@ from .jsonio import loads as json_loads
 from .openapi import interface_document
 from .prefix import clean as clean_prefix
 from .replay import REPORT, SAMPLE, STAGED_ARTIFACT, read_report
-from .schema import EXTRA_COLUMNS, column_values, frame_records, frame_split, index_values, rebuild, to_jsonable
+from .schema import (
+    EXTRA_COLUMNS,
+    column_values,
+    compile_decoder,
+    frame_records,
+    frame_split,
+    index_values,
+    rebuild,
+    to_jsonable,
+)
 from .schema import _cell as json_cell  # one value as the JSON the server writes (NaN, dates, numpy scalars)
 from .settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS, Settings
 from .streaming import is_stream
@@ -49,6 +58,7 @@ __all__ = [
     "clean_prefix",
     "column_kind",
     "column_values",
+    "compile_decoder",
     "control_address",
     "drift_features",
     "dtype_is_nullable",

@@ -41,7 +41,7 @@ than ``SAMPLE_REQUESTS`` arrive in a second); binning happens on the worker's ho
 """
 
 from .bins import DATE_UNIT, DURATION_UNIT, count, features, reference_spec, unsupported_spec
-from .monitor import FILE_PREFIX, WINDOW_ROWS, Monitor, forget_worker
+from .monitor import FILE_PREFIX, WINDOW_ROWS, Monitor, forget_worker, version_directory
 from .stats import MIN_ROWS, PSI_ALERT, PSI_WARN, STATUS_CODES, compare, psi
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "count",
     "features",
     "forget_worker",
+    "version_directory",
     "psi",
     "reference_spec",
     "unsupported_spec",

@@ -223,9 +223,20 @@ def _concat(items):
     return first
 
 
+def version_directory(directory: str | None, model_id: str) -> str | None:
+    """Where the workers' windows of one served version go: a split serves several from one worker (routing.py)."""
+    if not directory:
+        return None
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(model_id))[:100]
+    path = os.path.join(directory, f"drift-{safe}")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 def forget_worker(directory: str, pid: int) -> None:
-    """Drop a dead worker's window (gunicorn's child_exit), as prometheus_client drops its live gauges."""
-    try:
-        os.remove(os.path.join(directory, f"{FILE_PREFIX}{pid}.json"))
-    except OSError:
-        pass
+    """Drop a dead worker's windows (gunicorn's child_exit), as prometheus_client drops its live gauges."""
+    for path in [directory, *glob.glob(os.path.join(directory, "drift-*"))]:
+        try:
+            os.remove(os.path.join(path, f"{FILE_PREFIX}{pid}.json"))
+        except OSError:
+            pass
