@@ -68,3 +68,8 @@ class ServerError(NbserveError):
         super().__init__(message)
         self.status = status
         self.type = type
+
+
+class IncompatibleVersionError(NbserveError):
+    """A new version would break the callers of the one served (another input or output), so it was not
+    swapped in; the message says what differs."""

@@ -266,8 +266,71 @@ class Instance:
         return self._take(self._workspace.stop(self.id))
 
     def update(self, ref, progress=None) -> Instance:
-        """Serve ``ref`` (e.g. "diabetes:2") at the same URL without dropping a request (process runtime)."""
+        """Serve ``ref`` (e.g. "diabetes:2") at the same URL without dropping a request."""
         return self._take(self._workspace.update(self.id, ref, progress=progress))
+
+    # -- the notebook loop ------------------------------------------------------------------------
+
+    @property
+    def history(self) -> list[str]:
+        """The versions this instance served before, oldest first (``rollback()`` returns to the last)."""
+        return list(self._row.options.get("history") or [])
+
+    @property
+    def split_weights(self) -> dict | None:
+        """{"diabetes:1": 90, "diabetes:2": 10} while the instance splits its traffic, else None."""
+        return dict(self._row.options["split"]) if self._row.options.get("split") else None
+
+    @property
+    def shadowed_by(self) -> dict | None:
+        """{"instance", "model", "share"} of the candidate a share of the requests is copied to, else None."""
+        return dict(self._row.options["shadow"]) if self._row.options.get("shadow") else None
+
+    @property
+    def candidate_of(self) -> str | None:
+        """The instance this one shadows (it gets copies of its requests), else None."""
+        return self._row.options.get("candidate_of")
+
+    @property
+    def following(self) -> str | None:
+        """The notebook variable a kernel follows into this instance (``%serve lr --follow``), else None."""
+        follow = self._row.options.get("follow") or {}
+        return follow.get("variable") if _follower_alive(follow) else None
+
+    def rollback(self, to=None, progress=None) -> Instance:
+        """Serve the previous version again (or ``to``), in place: same URL, no request dropped."""
+        return self._take(self._workspace.rollback(self.id, to=to, progress=progress))
+
+    def split(self, weights: dict | None, progress=None) -> Instance:
+        """Share this URL between versions: ``inst.split({"diabetes:1": 90, "diabetes:2": 10})``; each answer's
+        ``X-Model-Version`` says which answered. ``inst.split(None)`` ends it."""
+        return self._take(self._workspace.split(self.id, weights, progress=progress))
+
+    def shadow(self, candidate, share: float = 1.0, sample=None, progress=None) -> Instance:
+        """Serve ``candidate`` (a live object or a registered version) beside this instance and copy ``share``
+        of its requests to it, off the response path; returns the candidate's Instance. Then
+        ``comparison()``, and ``promote()`` or ``discard()``."""
+        candidate_inst = self._workspace.shadow(self.id, candidate, share=share, sample=sample, progress=progress)
+        self.reload()
+        return candidate_inst
+
+    def comparison(self, summary: bool = False, n: int | None = None, tolerance: float | None = None):
+        """Each copied request's row: inputs, both answers, ``agree``, ``abs_error``, both latencies (a
+        DataFrame); ``summary=True``: agreement rate, error statistics and latency percentiles (a dict)."""
+        return self._workspace.comparison(self.id, summary=summary, n=n, tolerance=tolerance)
+
+    def promote(self, progress=None) -> Instance:
+        """Serve the shadow candidate's version here, in place, and remove the candidate."""
+        return self._take(self._workspace.promote(self.id, progress=progress))
+
+    def discard(self, progress=None) -> Instance:
+        """Remove the shadow candidate; this instance serves as before."""
+        return self._take(self._workspace.discard(self.id, progress=progress))
+
+    def traffic(self, n: int = 1000):
+        """The last ``n`` requests and answers as a DataFrame in the training schema's dtypes, ready to refit
+        on; each feature's drift status in ``.attrs["drift"]``. Kept by the server (``record=False``: none)."""
+        return self._workspace.traffic(self.id, n=n)
 
     def start(self, progress=None, **batching) -> Instance:
         """Start it again; ``batch=True, max_batch=..., max_latency_ms=...`` (or ``batch=False``) change how
@@ -300,6 +363,11 @@ class Instance:
             "batching": self.batching,
             "browser_url": self.browser_url,
             "browser_hint": proxy_hint(self.url) if self.status == "running" else None,
+            "history": self.history,
+            "split": self.split_weights,
+            "shadow": self.shadowed_by,
+            "candidate_of": self.candidate_of,
+            "following": self.following,
         }
 
     def __repr__(self):
@@ -307,6 +375,25 @@ class Instance:
         return f"<Instance {self.id} {self.model} {self.runtime} {self.status} {self.url}" + (
             f" (browser: {browser})>" if browser else ">"
         )
+
+
+def _follower_alive(follow: dict) -> bool:
+    """The kernel that follows a variable into an instance still runs (on this machine: else trusted)."""
+    import os
+    import socket
+
+    pid = follow.get("pid")
+    if not pid:
+        return False
+    if follow.get("host") not in (None, socket.gethostname()):
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
 
 
 @dataclass

@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from . import config, runtimes
 from .errors import ArtifactIntegrityError, InstanceNotFoundError, NbserveError, RuntimeUnavailableError
@@ -67,6 +68,7 @@ class Workspace:
         self.registry = Registry(self.home)
         self._runtimes = {}
         self._deployer = None
+        self._samples: dict = {}  # model name -> the sample it was last served with from this process
 
     def __repr__(self):
         return f"<Workspace {self.home}>"
@@ -262,6 +264,7 @@ class Workspace:
         version: int | None = None,
         methods=None,
         progress=None,
+        update: bool | None = None,
         **options,
     ) -> Instance:
         """The one serve path of every face (API, magics, panel, sidebar, CLI): a started, healthy Instance.
@@ -269,6 +272,10 @@ class Workspace:
         ``target`` is a registered model (name, NAME:VERSION or ModelVersion) or a live object, registered
         first; on the process runtime the server process doubles as the proof of the registration (one
         interpreter start, not two). ``prepare()`` does everything but the start.
+
+        A live object served under the name of a running instance (on the same runtime and port, when given)
+        updates that instance in place: the next version is registered and swapped in at the same URL without
+        dropping a request (``update=False``: a second instance instead, as before).
         """
         if "start" in options:
             raise NbserveError(
@@ -276,7 +283,7 @@ class Workspace:
                 "image) without starting one"
             )
         inst = self._serve(
-            target, name, sample, runtime, port, workers, host, version, methods, progress, True, options
+            target, name, sample, runtime, port, workers, host, version, methods, progress, True, options, update
         )
         assert isinstance(inst, Instance)
         return inst
@@ -302,7 +309,20 @@ class Workspace:
         return mv
 
     def _serve(
-        self, target, name, sample, runtime, port, workers, host, version, methods, progress, start: bool, options: dict
+        self,
+        target,
+        name,
+        sample,
+        runtime,
+        port,
+        workers,
+        host,
+        version,
+        methods,
+        progress,
+        start: bool,
+        options: dict,
+        update: bool | None = None,
     ) -> Instance | ModelVersion:
         say = _progress(progress)
         rules = {k: options.pop(k) for k in REGISTER_RULES if k in options}  # register's, for a live object
@@ -322,6 +342,11 @@ class Workspace:
             runtime = self.choose_runtime(runtime, say, options.get("base_image"))
         else:
             name = self._name_for(target, name)
+            if sample is not None:
+                self._samples[name] = sample  # a later re-serve (or follow) without a sample uses it again
+            running = self._updatable(name, runtime, port, host) if start and update is not False else None
+            if running is not None:
+                return self.reserve(running, target, sample=sample, methods=methods, progress=say, **rules)
             runtime = self.choose_runtime(runtime, say, options.get("base_image"))
             if runtimes.spec(runtime).proves_registration and start:
                 row = self._new_row(name, runtime, host, port, workers, options)
@@ -467,9 +492,10 @@ class Workspace:
 
     def stop(self, id: str) -> Instance:
         row = self.registry.get_instance(id)
+        self._end_loop(row)
         self.runtime(row.runtime).stop(row)
         row.desired = "stopped"
-        self.registry.update_instance(id, desired="stopped")
+        self.registry.update_instance(id, desired="stopped", options=row.options)
         inst = self._instance(row)
         self._report([inst])
         return inst
@@ -497,8 +523,25 @@ class Workspace:
         self._report([inst])
         return inst
 
+    def _end_loop(self, row: InstanceRow) -> None:
+        """Before an instance stops: its shadow candidate goes, and a split ends (a start serves its version
+        alone); a candidate that stops is no longer copied to."""
+        shadow = row.options.get("shadow")
+        row.options = {k: v for k, v in row.options.items() if k not in ("shadow", "split")}
+        if shadow:
+            _quietly(self.remove, shadow["instance"])
+        live_id = row.options.get("candidate_of")
+        if live_id:
+            try:
+                live = self.registry.get_instance(live_id)
+            except InstanceNotFoundError:
+                return
+            if (live.options.get("shadow") or {}).get("instance") == row.id:
+                _quietly(self._unshadow, live, quiet)
+
     def remove(self, id: str) -> None:
         row = self.registry.get_instance(id)
+        self._end_loop(row)
         self.runtime(row.runtime).remove(row)
         self.registry.delete_instance(id)
         self._report(gone=[id])
@@ -570,11 +613,364 @@ class Workspace:
         if rt.status(row) != "running":
             raise NbserveError(f"instance {id} is {rt.status(row)}: start it first, or serve {mv.id} anew")
         say(f"updating {id} from {row.model} to {mv.id} at {rt.url(row)}")
-        row.handle = rt.update(row, mv, say)
-        row.version, row.started = mv.version, time.time()
-        self.registry.update_instance(id, version=mv.version, handle=row.handle, started=row.started)
-        say(f"{id} serves {mv.id} at {rt.url(row)}")
-        return self._instance(row, "running")
+        old = row.model
+        inst = self._swapped(row, mv, say)
+        say(f"{mv.id} now answers at {inst.url}, was {old}")
+        return inst
+
+    # -- the notebook loop: re-serve in place, split, shadow and promote, roll back, traffic -----------------
+
+    def running_instance(self, name: str, runtime: str = "auto", port=None, host: str = "127.0.0.1"):
+        """The running instance of ``name`` that serving a live object of that name updates in place, or None."""
+        row = self._updatable(name, runtime, port, host)
+        return None if row is None else self._instance(row, "running")
+
+    def _updatable(self, name, runtime, port, host) -> InstanceRow | None:
+        """The running instance that a re-serve of ``name`` updates: on the runtime asked for (any, for
+        "auto") and the port asked for (any, when none); the latest started. Shadow candidates never count."""
+        wanted = None if runtime in (None, runtimes.AUTO) else runtimes.spec(runtime).name
+        found = []
+        for row in self.registry.list_instances():
+            if row.name != name or row.desired != "running" or row.options.get("candidate_of"):
+                continue
+            if (wanted and row.runtime != wanted) or (port is not None and row.port != int(port)) or row.host != host:
+                continue
+            if self._status(row) == "running":
+                found.append(row)
+        return max(found, key=lambda r: r.started or 0.0) if found else None
+
+    def reserve(self, id, obj, sample=None, methods=None, progress=None, **rules) -> Instance:
+        """Register ``obj`` as the next version of the instance's model and swap it in at the same URL, without
+        dropping a request. On the process runtime the running server proves the new version (it has the
+        model's libraries imported already): no new interpreter. A version whose callers would have to change
+        (another input or output) is refused with IncompatibleVersionError and the served one stays. Without
+        ``sample``, the one this process served the model with last is used, else the served version's
+        example row (its input schema kept)."""
+        from .capture import draft, prove, requirements
+
+        say = _progress(progress)
+        row = id if isinstance(id, InstanceRow) else self.registry.get_instance(id)
+        served = self.get_model(row.model)
+        rt = self.runtime(row.runtime)
+        schema_from = None
+        if sample is None:
+            sample = self._samples.get(row.name)
+        if sample is None:
+            sample, schema_from = _example_sample(served), served
+        here = (
+            runtimes.spec(row.runtime).proves_registration
+            and row.handle.get("control")
+            and row.handle.get("python") == sys.executable
+        )
+        say(f"{row.id}: registering the new {row.name} to replace {served.id}")
+        if here:
+            requirements.warm_up()
+        d = draft(obj, row.name, sample, methods, **rules)
+        if schema_from is not None:  # an example row says less than the sample did (nulls, categories)
+            for method, part in d.signature.items():
+                if method in schema_from.signature:
+                    part["input"] = schema_from.signature[method]["input"]
+            d.reference = d.reference and schema_from.manifest.get("reference")
+        self._check_compatible(row, served, d.signature)
+        if here:
+            pending = PendingVersion(self.home, d, row.name)
+            try:
+                mv = self._store(d.finish(rt.prove(row, pending, say)), row.name, say)
+                if mv.id != served.id:
+                    self._swapped(row, mv, say, staged=pending)
+            finally:
+                pending.cleanup()
+        else:
+            mv = self._store(d.finish(prove(d)), row.name, say)
+            if mv.id != served.id:
+                self._swapped(row, mv, say)
+        inst = self._instance(row, "running")
+        if mv.id != served.id:
+            say(f"{mv.id} now answers at {inst.url}, was {served.id}")
+        return inst
+
+    def _check_compatible(self, row, served: ModelVersion, signature: dict) -> None:
+        from .capture.signature import incompatibility
+        from .errors import IncompatibleVersionError
+
+        why = incompatibility(served.signature, signature, served.id, f"the new {row.name}")
+        if why:
+            raise IncompatibleVersionError(
+                f"{served.id} keeps serving at {self.runtime(row.runtime).url(row)}: {why}, so its callers would "
+                f"break. Serve it with update=False for an instance of its own beside, or under another name"
+            )
+
+    def _swapped(self, row: InstanceRow, mv: ModelVersion, say, staged=None, history=None) -> Instance:
+        """Serve ``mv`` alone at the instance's URL (a split and a shadow end with it), and record it: the
+        version it replaced goes on the instance's history (``history``: the new history, for a rollback)."""
+        rt = self.runtime(row.runtime)
+        old = row.model
+        row.handle = rt.update(row, mv, say, **({"staged": staged} if staged is not None else {}))
+        options = {k: v for k, v in row.options.items() if k not in ("split", "shadow")}
+        if history is None:
+            history = list(options.get("history") or [])
+            if old != mv.id and (not history or history[-1] != old):
+                history = [*history, old][-HISTORY:]
+        options["history"] = history
+        candidate = (row.options.get("shadow") or {}).get("instance")
+        row.options, row.version, row.started = options, mv.version, time.time()
+        self.registry.update_instance(
+            row.id, version=mv.version, handle=row.handle, started=row.started, options=options
+        )
+        if candidate:
+            _quietly(self.remove, candidate)
+        inst = self._instance(row, "running")
+        self._report([inst])
+        return inst
+
+    def _live(self, id: str) -> tuple[InstanceRow, Any]:
+        row = self.registry.get_instance(id)
+        rt = self.runtime(row.runtime)
+        if row.options.get("candidate_of"):
+            raise NbserveError(f"{id} is the shadow candidate of {row.options['candidate_of']}: act on that instance")
+        status = rt.status(row)
+        if status != "running":
+            raise NbserveError(f"instance {id} is {status}: start it first")
+        return row, rt
+
+    def rollback(self, id: str, to=None, progress=None) -> Instance:
+        """Serve the version the instance served before the last update (or ``to``) again, in place."""
+        say = _progress(progress)
+        row, _ = self._live(id)
+        history = list(row.options.get("history") or [])
+        if to is not None:
+            mv = self.get_model(to)
+            if mv.name != row.name:
+                raise NbserveError(f"instance {id} serves {row.name}; roll it back to a version of {row.name}")
+            history = [h for h in history if h != mv.id]
+        elif not history:
+            raise NbserveError(f"{id} has served only {row.model} since it started: there is nothing to roll back to")
+        else:
+            mv = self.get_model(history.pop())
+        old = row.model
+        say(f"rolling {id} back from {old} to {mv.id}")
+        inst = self._swapped(row, mv, say, history=history)
+        say(f"{mv.id} now answers at {inst.url} again, was {old}")
+        return inst
+
+    def split(self, id: str, weights: dict | None, progress=None) -> Instance:
+        """Share the instance's URL between versions of its model by weight (``{"diabetes:1": 90,
+        "diabetes:2": 10}``); every answer names its version in X-Model-Version, and the metrics are labelled
+        by version. ``None`` ends the split: the version of the largest weight stays."""
+        say = _progress(progress)
+        row, rt = self._live(id)
+        if not hasattr(rt, "route"):
+            raise NbserveError(f"{row.runtime} instances cannot split their traffic; use a deployment")
+        if weights is None:
+            versions = [(self.get_model(row.model), 100.0)]
+        else:
+            if not isinstance(weights, dict) or not weights:
+                raise NbserveError(
+                    'split takes {"NAME:VERSION": weight, ...}, e.g. {"diabetes:1": 90, "diabetes:2": 10}'
+                )
+            versions = []
+            for ref, weight in weights.items():
+                mv = self.get_model(ref)
+                if mv.name != row.name:
+                    raise NbserveError(f"instance {id} serves {row.name}; split it between versions of {row.name}")
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                    raise NbserveError(f"the weight of {mv.id} must be a number >= 0, got {weight!r}")
+                versions.append((mv, float(weight)))
+            if len({mv.id for mv, _ in versions}) != len(versions):
+                raise NbserveError("name each version once in a split")
+            if sum(w for _, w in versions) <= 0:
+                raise NbserveError("a split needs at least one weight above 0")
+        primary = max(versions, key=lambda vw: vw[1])[0]
+        row.handle = rt.route(row, versions, self._shadow_route(row), say)
+        options = {k: v for k, v in row.options.items() if k != "split"}
+        if len(versions) > 1:
+            options["split"] = {mv.id: w for mv, w in versions}
+        row.options, row.version = options, primary.version
+        self.registry.update_instance(row.id, version=row.version, handle=row.handle, options=options)
+        inst = self._instance(row, "running")
+        self._report([inst])
+        if len(versions) > 1:
+            total = sum(w for _, w in versions)
+            say(f"{inst.url} answers as " + ", ".join(f"{mv.id} {w / total:.0%}" for mv, w in versions))
+        else:
+            say(f"{inst.url} answers as {primary.id} alone")
+        return inst
+
+    def _versions(self, row) -> list:
+        split = row.options.get("split")
+        if split:
+            return [(self.get_model(ref), float(w)) for ref, w in split.items()]
+        return [(self.get_model(row.model), 100.0)]
+
+    def _shadow_route(self, row) -> dict | None:
+        """What the instance's server needs to copy requests to its candidate (its address, the token)."""
+        shadow = row.options.get("shadow")
+        if not shadow:
+            return None
+        candidate = self.registry.get_instance(shadow["instance"])
+        return {
+            "url": self.runtime(candidate.runtime).peer_url(candidate),
+            "share": shadow["share"],
+            "token": candidate.options.get("auth_token"),
+            "candidate": shadow["model"],
+        }
+
+    def shadow(self, id: str, candidate, share: float = 1.0, sample=None, progress=None) -> Instance:
+        """Serve ``candidate`` (a live object, registered as the next version, or a registered version) beside
+        the instance, on the same runtime, and copy ``share`` of the instance's requests to it, off the
+        response path: callers only ever get the live answer. Returns the candidate's Instance."""
+        say = _progress(progress)
+        row, rt = self._live(id)
+        if not hasattr(rt, "route"):
+            raise NbserveError(f"{row.runtime} instances cannot shadow; use the process or docker runtime")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+            raise NbserveError(f"share is the fraction of requests copied, above 0 and at most 1; got {share!r}")
+        served = self.get_model(row.model)
+        if isinstance(candidate, (str, ModelVersion)):
+            mv = self.get_model(candidate)
+            if mv.name != row.name:
+                raise NbserveError(f"instance {id} serves {row.name}; its candidate must be a version of {row.name}")
+        else:
+            from .capture import capture
+
+            sample = sample if sample is not None else self._samples.get(row.name)
+            captured = capture(candidate, label=row.name, sample=sample)
+            self._check_compatible(row, served, captured.manifest["signature"])
+            mv = self._store(captured, row.name, say)
+        if row.options.get("shadow"):
+            self.discard(id, progress=say)
+            row = self.registry.get_instance(id)
+        keep = (
+            "auth_token",
+            "timeout",
+            "max_body",
+            "default_method",
+            "extra_columns",
+            "url_prefix",
+            "threads",
+            "base_image",
+            "restart_policy",
+            "metrics",
+            "drift",
+            "start_timeout",
+        )
+        options = {k: row.options[k] for k in keep if k in row.options}
+        if options.get("auth_token"):  # a token of its own: the live server holds the candidate's, never its own
+            options["auth_token"] = secrets.token_urlsafe(32)
+        cand = self._new_row(row.name, row.runtime, row.host, None, 1, {**options, "candidate_of": row.id})
+        say(f"starting {mv.id} beside {row.id} as its shadow candidate")
+        try:
+            cand.handle = rt.start(cand, mv, say)
+        except BaseException:
+            _quietly(rt.remove, cand)
+            raise
+        self._started(cand, mv, quiet)
+        options = dict(row.options, shadow={"instance": cand.id, "model": mv.id, "share": float(share)})
+        row.options = options
+        try:
+            row.handle = rt.route(row, self._versions(row), self._shadow_route(row), say)
+        except BaseException:
+            _quietly(self.remove, cand.id)
+            raise
+        self.registry.update_instance(row.id, handle=row.handle, options=options)
+        self._report([self._instance(row, "running")])
+        say(f"{cand.id} ({mv.id}) shadows {row.id}: {share:.0%} of its requests are copied to it")
+        return self._instance(cand, "running")
+
+    def _shadowing(self, id: str) -> tuple[InstanceRow, dict]:
+        row = self.registry.get_instance(id)
+        shadow = row.options.get("shadow")
+        if not shadow:
+            raise NbserveError(f"no candidate shadows {id}: inst.shadow(candidate) starts one")
+        return row, shadow
+
+    def discard(self, id: str, progress=None) -> Instance:
+        """Stop copying requests to the candidate and remove it; the instance serves as before."""
+        say = _progress(progress)
+        row, shadow = self._shadowing(id)
+        self._unshadow(row, say)
+        _quietly(self.remove, shadow["instance"])
+        say(f"discarded {shadow['model']} ({shadow['instance']}): {row.id} serves {row.model}")
+        return self._instance(row)
+
+    def _unshadow(self, row: InstanceRow, say) -> None:
+        """The instance's server stops copying requests (its versions as they are)."""
+        rt = self.runtime(row.runtime)
+        row.options = {k: v for k, v in row.options.items() if k != "shadow"}
+        if rt.status(row) == "running":
+            row.handle = rt.route(row, self._versions(row), None, say)
+        self.registry.update_instance(row.id, handle=row.handle, options=row.options)
+
+    def promote(self, id: str, progress=None) -> Instance:
+        """Serve the shadow candidate's version at the instance's URL (in place) and remove the candidate."""
+        say = _progress(progress)
+        row, shadow = self._shadowing(id)
+        self._live(id)
+        mv = self.get_model(shadow["model"])
+        old = row.model
+        if mv.id == old:
+            self.discard(id, progress=say)
+            say(f"{mv.id} was already served at {self.runtime(row.runtime).url(row)}: the candidate is removed")
+            return self.get_instance(id)
+        say(f"promoting {mv.id} at {self.runtime(row.runtime).url(row)}")
+        inst = self._swapped(row, mv, say)
+        say(f"{mv.id} now answers at {inst.url}, was {old}")
+        return inst
+
+    def comparison(self, id: str, summary: bool = False, n: int | None = None, tolerance: float | None = None):
+        """The shadow's comparison: per request row, the input (as the training schema's dtypes), both answers,
+        whether they agree (within ``tolerance``, relative; default the candidate's proof rule) and both
+        latencies (a DataFrame); ``summary=True``: agreement rate, error statistics, latency percentiles."""
+        from . import comparison, monitoring
+
+        row, shadow = self._shadowing(id)
+        candidate = self.get_instance(shadow["instance"])
+        if candidate.status != "running" or not candidate.url:
+            raise NbserveError(f"the candidate {candidate.id} is {candidate.status}: discard it and shadow again")
+        query = f"?n={int(n)}" if n else ""
+        body = monitoring._get(candidate.url + "/shadow" + query, candidate.auth_token, timeout=60).json()
+        copying = None
+        url = self.runtime(row.runtime).url(row)
+        if url:
+            try:
+                copying = monitoring._get(url + "/shadow", row.options.get("auth_token")).json().get("copying")
+            except NbserveError:
+                pass
+        live = self.get_model(row.model)
+        frame = comparison.comparison_frame(body.get("records") or [], live, self.get_model(shadow["model"]), tolerance)
+        if summary:
+            return comparison.summary(frame, copying)
+        frame.attrs["copying"] = copying
+        return frame
+
+    def traffic(self, id: str, n: int = 1000):
+        """The instance's last ``n`` requests and answers (its traffic ring) as a DataFrame in the training
+        schema's dtypes, with each feature's drift status in ``.attrs["drift"]``."""
+        from . import comparison, monitoring
+
+        row = self.registry.get_instance(id)
+        inst = self._instance(row)
+        if inst.status != "running" or not inst.url:
+            raise NbserveError(f"{id} is {inst.status}: its traffic is kept by the running server only")
+        token = row.options.get("auth_token")
+        body = monitoring._get(f"{inst.url}/traffic?n={int(n)}", token, timeout=60).json()
+        try:
+            drift = monitoring.drift(inst.url, token)
+        except NbserveError:
+            drift = None
+        versions = {ref: self.get_model(ref) for ref in {r.get("v") for r in body.get("records") or []} if ref}
+        return comparison.traffic_frame(
+            body.get("records") or [], versions or {row.model: self.get_model(row.model)}, drift
+        )
+
+    def set_follow(self, id: str, variable: str | None) -> None:
+        """Record that this kernel follows ``variable`` into the instance (None: it stopped), for the panel and
+        the sidebar ("following lr"); the kernel's hook does the following (follow.py)."""
+        row = self.registry.get_instance(id)
+        options = {k: v for k, v in row.options.items() if k != "follow"}
+        if variable:
+            options["follow"] = {"variable": variable, "pid": os.getpid(), "host": whoami()[1]}
+        self.registry.update_instance(id, options=options)
 
     # -- the registry itself ---------------------------------------------------------------------
 
@@ -676,6 +1072,24 @@ class PendingVersion:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.stage_dir, ignore_errors=True)
+
+
+HISTORY = 20  # versions an instance remembers having served, for rollback
+
+
+def _example_sample(served: ModelVersion):
+    """A one-row sample rebuilt from the served version's example (its /docs "Try it out" row), for a re-serve
+    given no sample; None when the version has none."""
+    from .server.shared import compile_decoder
+
+    for method, example in (served.manifest.get("examples") or {}).items():
+        schema = (served.signature.get(method) or {}).get("input")
+        if example.get("input") is not None and schema:
+            try:
+                return compile_decoder(schema)(example["input"])
+            except Exception:
+                return None
+    return None
 
 
 def _quietly(fn, *args) -> None:

@@ -186,3 +186,58 @@ def example(value):
     except (TypeError, ValueError):
         return None
     return json_loads(text) if len(text) <= EXAMPLE_LIMIT else None
+
+
+def incompatibility(served: dict, new: dict, served_id: str, new_label: str) -> str | None:
+    """Why callers of the served version would break on the new one (a method gone, another input or output
+    shape, column or dtype kind), or None. Only what a caller sees counts: nullability and the categories seen
+    in a sample are the sample's, not the interface's."""
+    for method, old in served.items():
+        if method not in new:
+            return f"{new_label} has no method {method!r}, which {served_id} serves"
+        for part in ("input", "output"):
+            a, b = _interface(old.get(part)), _interface(new[method].get(part))
+            if a != b and "any" not in (a, b):
+                return f"{new_label}.{method} {part}s {_words(b)}; {served_id} {part}s {_words(a)}"
+    return None
+
+
+def _interface(schema):
+    """What callers depend on in a schema: types, kinds, shapes, column names (recursively)."""
+    if not isinstance(schema, dict):
+        return "any"
+    kind = schema.get("type")
+    if kind == "any":
+        return "any"
+    if kind == "ndarray":
+        return ("ndarray", _dtype_kind(schema.get("dtype")), tuple(schema.get("shape") or ()))
+    if kind == "dataframe":
+        return ("dataframe", tuple((c.get("name"), c.get("kind")) for c in schema.get("columns") or ()))
+    if kind == "series":
+        return ("series", schema.get("kind"))
+    if kind == "list":
+        return ("list", _interface(schema.get("items")))
+    if kind == "dict":
+        return ("dict", tuple(sorted((k, _interface(v)) for k, v in (schema.get("fields") or {}).items())))
+    return (kind,)
+
+
+def _dtype_kind(dtype) -> str:
+    try:
+        import numpy as np
+
+        return {"b": "bool", "i": "int", "u": "int", "f": "float", "c": "complex"}.get(np.dtype(dtype).kind, str(dtype))
+    except TypeError:
+        return str(dtype)
+
+
+def _words(interface) -> str:
+    if interface == "any":
+        return "anything"
+    kind = interface[0]
+    if kind == "ndarray":
+        shape = ", ".join("None" if d is None else str(d) for d in interface[2])
+        return f"{interface[1]} arrays of shape [{shape}]"
+    if kind == "dataframe":
+        return "a table of columns " + ", ".join(f"{n} ({k})" for n, k in interface[1])
+    return str(interface)

@@ -11,22 +11,47 @@ its exception types.
 from __future__ import annotations
 
 import contextlib
+import io
+import json
+import tarfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from ..errors import InstanceStartError, NbserveError, PortInUseError
 from ..resources import Image, InstanceStatus
 from ..server.shared import Settings
-from .base import Runtime, pick_port, wait_healthy
+from .base import Runtime, free_port, pick_port, wait_healthy
 from .docker_engine import Engine, engine_available, remove_labelled, short
+from .dockerfile import APP, PORT, VENV
 from .images import CONTAINER_PORT, ImageBuilder, container_logs, container_state, published_port
 from .limits import server_settings
 
 __all__ = ["DockerRuntime", "engine_available", "remove_labelled", "restart_policy"]
 
 DEFAULT_RESTART: dict[str, Any] = {"Name": "on-failure", "MaximumRetryCount": 5}
+# where a container's master notes what it serves after an in-place change, so that a restart by the restart
+# policy serves the same (its home: the one place the server's user may write)
+STATE_FILE = "/home/nbserve/serving.json"
+# the kernel's end of the control socket, run inside the container (docker exec, as the server's user): the
+# request comes in the environment, the reply is the last line printed
+CONTROL_SNIPPET = """\
+import json, os, sys, time
+from nbserve.server import control
+request = json.loads(os.environ["NBSERVE_CONTROL_REQUEST"])
+op, settle = request.pop("op"), request.pop("settle", 0)
+ctl = control.Controller(control.address("container"), connect_timeout=30)
+try:
+    reply = ctl.call(op, **request)
+    deadline = time.monotonic() + settle
+    while settle and ctl.call("status", timeout=10)["retiring"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+except control.ControlError as exc:
+    reply = {"ok": False, "error": str(exc)}
+print(json.dumps(reply))
+"""
 
 
 def restart_policy(value) -> dict:
@@ -58,6 +83,7 @@ class DockerRuntime(Runtime):
         super().__init__(workspace)
         self.engine = Engine(self.home)
         self.images = ImageBuilder(self.engine)
+        self.last_unavailable: float | None = None  # seconds the URL did not answer in the last update (take-over)
 
     @property
     def client(self):
@@ -112,7 +138,7 @@ class DockerRuntime(Runtime):
             return None
         requested = row.options.get("port")
         port = _binding(container)
-        settled = _env_matches(container, server_settings(row.options))  # e.g. batching changed on this start
+        settled = _env_matches(container, _settings(row.options))  # e.g. batching changed on this start
         if container.image.id == image.id and port and settled and (not requested or int(requested) == port):
             progress(f"starting the existing container {container.name} on port {port}")
             for _ in range(3):
@@ -132,23 +158,23 @@ class DockerRuntime(Runtime):
             container.remove(force=True)
         return None
 
-    def _run(self, row, version, image, port, policy):
+    def _run(self, row, version, image, port, policy, name=None, instance=None, create_only=False):
         import docker.errors
 
         opts = row.options
-        env = server_settings(opts).to_env()  # the settings the process runtime gives its server too
+        env = _settings(opts).to_env()  # the settings the process runtime gives its server too, and the state file
         labels = self.engine.labels(
             **{
-                "nbserve.instance": row.id,
+                "nbserve.instance": instance or row.id,
                 "nbserve.model": version.name,
                 "nbserve.version": version.version,
                 "nbserve.sha256": version.sha256,
             }
         )
-        name = f"nbserve-{row.id}"
+        name = name or f"nbserve-{row.id}"
         with self.engine.session() as client:
             try:
-                return client.containers.run(
+                return (client.containers.create if create_only else client.containers.run)(
                     image.id,
                     detach=True,
                     name=name,
@@ -171,6 +197,168 @@ class DockerRuntime(Runtime):
                 f"port {port} on {row.host} is in use (Docker: {text}); pass another port, or none to get a free one"
             )
         return InstanceStartError(f"Docker could not start the container for {row.model}: {text}")
+
+    # -- in place: a new version, a split, a shadow, in the running container -------------------------
+
+    def update(self, row, version, progress):
+        """Serve ``version`` at the instance's URL. When its image would have the running container's
+        dependencies (the same lock, base, server code and system packages), the container loads it in place:
+        the artifact is copied in and its master verifies it as at start and forks new workers on the same
+        socket, no request dropped. Otherwise a new image is built; a container of it must answer (on a port of
+        its own) before the old container stops; then a container of it takes the instance's port. Between
+        the old one's stop and that one's first answer the URL is unavailable: that time is said."""
+        container = self._running(row)
+        if self._same_dependencies(container, version, row):
+            progress(f"{row.id}: {version.id} has the container's requirements: loading it in place, no rebuild")
+            self.route(row, [(version, 100.0)], None, progress)
+            return row.handle
+        return self._take_over(row, container, version, progress)
+
+    def route(self, row, versions, shadow, progress) -> dict:
+        """Serve ``versions`` ([(ModelVersion, weight)]) in the running container, with a shadow's copies
+        going to ``shadow["url"]``: every version must have the container's dependencies."""
+        container = self._running(row)
+        for version, _ in versions:
+            if not self._same_dependencies(container, version, row):
+                raise InstanceStartError(
+                    f"{version.id} needs other requirements than the container of {row.id} has: one container "
+                    f"cannot serve it beside them; update to it alone (a new image), or use a deployment"
+                )
+        for version, _ in versions:
+            self._put_artifact(container, version)
+        primary = max(versions, key=lambda vw: vw[1])[0]
+        specs = [{"artifact": f"{APP}/artifacts/{v.sha256}", "model_id": v.id, "weight": w} for v, w in versions]
+        self._control(container, row, "serve", versions=specs, shadow=shadow, settle=30)
+        wait_healthy(
+            self.url(row) or "",
+            alive=lambda: container_state(container) == "running",
+            timeout=60,
+            failure=lambda why: InstanceStartError(f"{row.id} did not answer as {primary.id}: {why}"),
+            model=primary.id,
+        )
+        return row.handle
+
+    def peer_url(self, row) -> str | None:
+        """The address another container reaches this one's server at: its address on Docker's bridge."""
+        container = self._container(row)
+        if container is None:
+            return None
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        for network in networks.values():
+            if network.get("IPAddress"):
+                return f"http://{network['IPAddress']}:{PORT}"
+        return None
+
+    def _running(self, row):
+        container = self._container(row)
+        if container is None or container.attrs["State"].get("Status") != "running":
+            raise InstanceStartError(f"{row.id} has no running container to update: start it first")
+        return container
+
+    def _same_dependencies(self, container, version, row) -> bool:
+        wanted = self.images.dependencies(version, base_image=row.options.get("base_image"))
+        labels = container.image.labels or {}
+        return all(labels.get(k, "") == v for k, v in wanted.items())
+
+    def _put_artifact(self, container, version) -> None:
+        """Copy the verified artifact into the container, readable by the server's user (the master verifies
+        its hashes again before unpickling)."""
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w") as tar:
+            folder = tarfile.TarInfo(version.sha256)
+            folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(folder)
+            for path in sorted(Path(version.artifact_dir).iterdir()):
+                if path.is_file():
+                    info = tar.gettarinfo(str(path), f"{version.sha256}/{path.name}")
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = "root"
+                    info.mode = 0o644
+                    with open(path, "rb") as f:
+                        tar.addfile(info, f)
+        with self.engine.session():
+            if not container.put_archive(f"{APP}/artifacts", data.getvalue()):
+                raise InstanceStartError(f"could not copy {version.id} into {container.name}")
+
+    def _control(self, container, row, op: str, **request) -> dict:
+        """One operation of the container's control socket (server/control.py), asked from inside it."""
+        with self.engine.session():
+            code, out = container.exec_run(
+                [f"{VENV}/bin/python", "-c", CONTROL_SNIPPET],
+                environment={"NBSERVE_CONTROL_REQUEST": json.dumps({"op": op, **request})},
+            )
+        text = out.decode(errors="replace").strip()
+        try:
+            reply = json.loads(text.splitlines()[-1])
+        except (ValueError, IndexError):
+            raise InstanceStartError(
+                f"{row.id}: the container's server did not answer {op!r}: {text[-2000:]}"
+            ) from None
+        if not reply.get("ok"):
+            raise InstanceStartError(
+                f"{row.id}: the container's server refused {op!r}: {reply.get('error')}\n"
+                f"--- container log (tail) ---\n{container_logs(container, 30)}"
+            )
+        return reply
+
+    def _take_over(self, row, old, version, progress) -> dict:
+        """Another image for ``version``: proven on a port of its own, then swapped onto the instance's port."""
+        policy = restart_policy(row.options.get("restart_policy"))
+        image = self.build(version, base_image=row.options.get("base_image"), progress=progress)
+        port = row.port
+        trial = f"{row.id}-next"
+        with self.engine.session() as client:
+            for leftover in client.containers.list(all=True, filters={"label": f"nbserve.instance={trial}"}):
+                leftover.remove(force=True)
+        progress(f"{row.id}: {version.id} needs other requirements: a container of {image.tag} answers first")
+        probe = self._run(
+            row,
+            version,
+            image,
+            free_port(_host_ip(row.host)),
+            policy,
+            name=f"nbserve-{trial}",
+            instance=trial,
+        )
+        try:
+            probe.reload()
+            wait_healthy(
+                f"http://{_host_ip(row.host)}:{published_port(probe)}",
+                alive=lambda: container_state(probe) in ("running", "created"),
+                timeout=row.options.get("start_timeout", 120),
+                failure=lambda why: InstanceStartError(
+                    f"{version.id} did not start in {image.tag}: {why}\n--- container log (tail) ---\n"
+                    f"{container_logs(probe, 30)}"
+                ),
+                model=version.id,
+            )
+        finally:
+            with self.engine.session():
+                probe.remove(force=True)
+        with self.engine.session():
+            old.rename(f"nbserve-{row.id}-retired-{int(time.time())}")
+        new = self._run(row, version, image, port, policy, create_only=True)
+        began = time.monotonic()
+        with self.engine.session():
+            old.stop(timeout=10)
+            new.start()
+        new.reload()
+        row.port = published_port(new) or port
+        wait_healthy(
+            self.url(row) or "",
+            alive=lambda: container_state(new) in ("running", "created"),
+            timeout=row.options.get("start_timeout", 120),
+            failure=lambda why: InstanceStartError(f"{version.id} did not start on port {port}: {why}"),
+            model=version.id,
+        )
+        self.last_unavailable = time.monotonic() - began
+        with self.engine.session():
+            old.remove(force=True)
+        progress(
+            f"{row.id}: {version.id} answers at {self.url(row)}; the URL was unavailable for "
+            f"{self.last_unavailable:.2f} s (the old container stopped, the new one started on its port)"
+        )
+        return {"container": new.id, "name": new.name, "image": image.id, "tag": image.tag}
 
     def status(self, row) -> InstanceStatus:
         """running, starting, restarting, exited, stopped or missing, as Docker has it now; also "unhealthy"
@@ -231,6 +419,12 @@ def _binding(container) -> int | None:
         if binding.get("HostPort", "").isdigit():
             return int(binding["HostPort"])
     return None
+
+
+def _settings(options: dict) -> Settings:
+    """The server settings of a container of this runtime: the instance's, and where its master notes what it
+    serves (so that a restart serves what an in-place update swapped in)."""
+    return server_settings(options, state_file=STATE_FILE)
 
 
 def _env_matches(container, expected: Settings) -> bool:

@@ -205,6 +205,7 @@ class ImageBuilder:
                 "nbserve.version": version.version,
                 "nbserve.lock": lock_key,
                 "nbserve.base-name": name,
+                "nbserve.system-packages": ",".join(version.system_packages),
             },
             **key,
         )
@@ -224,6 +225,20 @@ class ImageBuilder:
         progress(f"built {tag} ({image.short_id}, {image.attrs['Size'] / 1e6:.0f} MB) in {seconds:.1f} s", 1.0)
         report_phase(progress, "starting")
         return Image(tag, image.id, image.attrs["Size"], version.id, seconds)
+
+    def dependencies(self, version, base_image: str | None = None) -> dict:
+        """What an image of ``version`` shares with every image that can serve it in place: the lock's key (its
+        pins and platform), the base image, the recipe (server code, Dockerfiles), the system packages asked
+        for. A running container whose image labels say the same loads ``version`` without a rebuild."""
+        name = self.base_image_name(version, base_image)
+        base, facts = self._base_image(name, version, lambda *a, **k: None)
+        lines = image_lock(version)
+        return {
+            "nbserve.lock": lock_hash(lines, " ".join(wheel_target(facts))),
+            "nbserve.base": base.id,
+            "nbserve.recipe": recipe_hash(),
+            "nbserve.system-packages": ",".join(version.system_packages),
+        }
 
     def _find_content(self, key: dict):
         """An image of the same artifact, server code and base, built under another name or registry (the

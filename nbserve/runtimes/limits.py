@@ -1,8 +1,8 @@
 """How serve's options become the server's settings, the same for every runtime and deploy target.
 
 ``serve(..., timeout=SECONDS, max_body=BYTES, auth_token=..., url_prefix=PATH, batch=True, max_batch=ROWS,
-max_latency_ms=MS, default_method=NAME, metrics=..., request_log=..., drift=..., workers=N, threads=N, jobs=...,
-job_queue=N, job_retention=SECONDS, job_timeout=SECONDS)`` land
+max_latency_ms=MS, default_method=NAME, metrics=..., request_log=..., drift=..., record=..., record_size=N,
+workers=N, threads=N, jobs=..., job_queue=N, job_retention=SECONDS, job_timeout=SECONDS)`` land
 in ``row.options`` (checked by ``check_options``); ``server_settings`` turns them into the one
 ``nbserve.server.settings.Settings`` object that the process runtime, the Docker image, Swarm and Kubernetes
 all hand to ``python -m nbserve.server`` (as ``Settings.to_env()``), so a model behaves the same wherever it runs.
@@ -50,6 +50,10 @@ def server_settings(options: dict, **where) -> Settings:
         values["metrics"] = False
     if options.get("drift") is False:
         values["drift"] = False
+    if options.get("record") is False:
+        values["record"] = False
+    if options.get("record_size") is not None:
+        values["record_size"] = int(options["record_size"])
     if options.get("request_log") is not None:
         values["request_log"] = {True: "on", False: "off"}.get(options["request_log"], options["request_log"])
     batching = batch_settings(options)
@@ -96,6 +100,7 @@ def check_options(options: dict) -> dict:
     timeout: seconds per request, > 0, or 0 for none. max_body: bytes, at least 1024.
     metrics: False turns /metrics off; drift: False turns /drift off; request_log: False (no log lines),
     True (the default) or "bodies" (request bodies logged too): three switches, each on its own.
+    record: False keeps no traffic ring (GET /traffic, inst.traffic()); record_size: how many requests it keeps.
     threads: native (OpenMP/BLAS) threads per worker, >= 1 (default: the cores divided by the workers).
     extra_columns: what a DataFrame input's columns the model does not take get: "refuse" (the default, a
     400 naming them) or "ignore" (dropped before the model sees the frame).
@@ -125,11 +130,14 @@ def check_options(options: dict) -> dict:
             ok = False
         if not ok:
             raise NbserveError(f"timeout must be a number of seconds >= 0 (0: no limit), got {options['timeout']!r}")
-    for switch in ("metrics", "drift", "jobs"):
+    for switch in ("metrics", "drift", "record", "jobs"):
         if options.get(switch) not in (None, True, False):
             raise NbserveError(f"{switch} must be True or False, got {options[switch]!r}")
     if options.get("extra_columns") not in (None, *EXTRA_COLUMNS):
         raise NbserveError(f"extra_columns must be one of {EXTRA_COLUMNS}, got {options['extra_columns']!r}")
+    size = options.get("record_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise NbserveError(f"record_size must be a number of requests >= 0 (the traffic ring's size), got {size!r}")
     threads = options.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise NbserveError(f"threads must be a number of threads per worker >= 1, got {threads!r}")

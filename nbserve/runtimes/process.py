@@ -129,7 +129,7 @@ class ProcessRuntime(Runtime):
     def abort_proof(self, row, staged, reason: str) -> None:
         self._kill(row.handle.get("pid"), row.handle.get("start_ticks"))
 
-    def update(self, row, version, progress):
+    def update(self, row, version, progress, staged=None):
         """Serve ``version`` at the instance's URL without dropping a request.
 
         Same interpreter: the running server verifies and loads the new artifact and forks a new generation of
@@ -143,10 +143,10 @@ class ProcessRuntime(Runtime):
                 f"{row.id} was started by an nbserve without in-place updates: restart it once "
                 f"(inst.stop(); inst.start()), then update it"
             )
-        if python == handle.get("python"):
+        if python == handle.get("python") or staged is not None:
             progress(f"{row.id}: the server loads {version.id} and replaces its workers")
-            self._serve(row, version)
-            self._wait_model(row, version)
+            self._serve(row, version, staged=None if staged is None else str(staged.artifact_dir))
+            self._wait_model(row, version.id)
             return row.handle
         progress(f"{row.id}: starting {version.id} under {python}, taking over port {row.port}")
         try:
@@ -159,6 +159,34 @@ class ProcessRuntime(Runtime):
         self._wait_healthy(row, version, proc)
         self._kill(old.get("pid"), old.get("start_ticks"), timeout=float(row.options.get("drain_timeout", 30)))
         return row.handle
+
+    def route(self, row, versions, shadow, progress) -> dict:
+        """Serve several versions at the instance's URL (``versions``: [(ModelVersion, weight)], a split), and
+        copy a share of the requests to a shadow candidate (``shadow``: {"url", "share", "token", "candidate"}
+        or None): a new generation of workers in the running server, as ``update`` makes one."""
+        python = row.handle.get("python")
+        foreign = [v.id for v, _ in versions if kernel_python(v) != python]
+        if foreign:
+            raise InstanceStartError(
+                f"{', '.join(foreign)} registered under another interpreter than {row.id}'s server ({python}): "
+                f"one server cannot load them side by side; update to one version instead"
+            )
+        primary = max(versions, key=lambda vw: vw[1])[0]
+        try:
+            self._controller(row).call(
+                "serve",
+                timeout=float(row.options.get("start_timeout", 120)),
+                versions=[{"artifact": str(v.artifact_dir), "model_id": v.id, "weight": w} for v, w in versions],
+                shadow=shadow,
+            )
+        except ControlError as exc:
+            raise self._failure(row, primary, str(exc)) from None
+        self._wait_model(row, primary.id)
+        return row.handle
+
+    def peer_url(self, row) -> str | None:
+        """The address another instance's server reaches this one at (a shadow's copies go there)."""
+        return self.url(row)
 
     def _serve(self, row, version, staged=None):
         try:
@@ -281,21 +309,25 @@ class ProcessRuntime(Runtime):
             model=version.id,
         )
 
-    def _wait_model(self, row, version, timeout: float = 60.0) -> None:
+    def _wait_model(self, row, model_id: str, timeout: float = 60.0) -> None:
         """After an in-place update: wait until the new version answers and the old workers have finished
         (they answer what arrives on their open connections for a second, then exit), so that every request
         sent after the update returns gets the new version."""
         deadline = time.monotonic() + timeout
         controller = self._controller(row)
         while True:
-            if _served_model(f"http://{row.host}:{row.port}") == version.id:
+            if _served_model(f"http://{row.host}:{row.port}") == model_id:
                 try:
                     if not controller.call("status", timeout=5)["retiring"]:
                         return
                 except ControlError:
                     pass
             if time.monotonic() > deadline:
-                raise self._failure(row, version, f"the server did not answer as {version.id} within {timeout:g} s")
+                raise InstanceStartError(
+                    f"{row.id} did not answer as {model_id} within {timeout:g} s\n"
+                    f"--- log tail ({self.instance_dir(row) / 'server.log'}) ---\n"
+                    f"{log_tail(self.instance_dir(row) / 'server.log', 30)}"
+                )
             time.sleep(0.01)
 
     # -- observing and stopping -------------------------------------------------------------------------
