@@ -18,6 +18,7 @@ _API = {
     "get_model",
     "serve",
     "prepare",
+    "unfollow",
     "instances",
     "get_instance",
     "build",
@@ -54,6 +55,7 @@ _ERRORS = {
     "ArtifactIntegrityError",
     "DiskFullError",
     "ServerError",
+    "IncompatibleVersionError",
 }
 
 __all__ = sorted(_API | set(_EXPORTS) | _ERRORS)

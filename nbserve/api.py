@@ -52,16 +52,50 @@ def get_model(ref, version=None):
     return default_workspace().get_model(ref, version)
 
 
-def serve(target, name=None, sample=None, runtime="auto", port=None, workers=1, **kwargs):
+def serve(target, name=None, sample=None, runtime="auto", port=None, workers=1, follow=False, **kwargs):
     """Serve a registered model (by name) or a live object (registered first); wait until it is healthy.
 
     A method that returns a generator streams its items (``inst.client().stream(...)``); any call can run as a
     job (``inst.client().submit(...)``). ``kind="chat"`` or ``"embeddings"`` (with a live text function) adds
     OpenAI's routes; ``jobs=False``, ``job_queue=N``, ``job_retention=SECONDS``, ``job_timeout=SECONDS`` set
-    the jobs' limits. The other options: see ``runtimes.limits.check_options``."""
-    return default_workspace().serve(
+    the jobs' limits. The other options: see ``runtimes.limits.check_options``.
+
+    A live object served under the name of a running instance updates it in place (``update=False``: a second
+    instance). ``follow=True`` (in a notebook): after every cell that changes the variable bound to ``target``
+    (refit, reassigned), it is served again in place, with one line; ``unfollow(name)`` stops that."""
+    if follow and (isinstance(target, str) or not _in_ipython()):
+        from .errors import NbserveError
+
+        raise NbserveError(
+            "follow=True follows a live object of a notebook (after every cell): serve the variable itself, "
+            "in an IPython kernel"
+        )
+    inst = default_workspace().serve(
         target, name=name, sample=sample, runtime=runtime, port=port, workers=workers, **kwargs
     )
+    if follow:
+        from .follow import follow_in_kernel
+
+        follow_in_kernel(target, inst, sample)
+    return inst
+
+
+def unfollow(variable):
+    """Stop re-serving the notebook variable ``variable`` after each cell (``serve(..., follow=True)``)."""
+    from IPython import get_ipython
+
+    from .follow import follower
+
+    shell = get_ipython()
+    return shell is not None and follower(shell, default_workspace).unfollow(variable)
+
+
+def _in_ipython() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return get_ipython() is not None
 
 
 def prepare(target, name=None, sample=None, runtime="auto", **kwargs):

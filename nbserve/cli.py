@@ -160,9 +160,30 @@ def parser(prog: str = "nbserve", notebook: bool = False) -> argparse.ArgumentPa
     p = sub.add_parser("prometheus-config", help="print a Prometheus scrape config for the running instances")
     p.add_argument("refs", nargs="*", help="instance ids or model names (default: every instance)")
     p.add_argument("--interval", default="15s", help="scrape interval (default 15s)")
-    p = sub.add_parser("update", help="serve another version of the model at an instance's URL (process runtime)")
+    p = sub.add_parser("update", help="serve another version of the model at an instance's URL, in place")
     p.add_argument("ref", help="an instance id")
     p.add_argument("model", help="NAME:VERSION")
+    p = sub.add_parser("rollback", help="serve the version an instance served before, in place")
+    p.add_argument("ref", help="an instance id, or a model name for all of its instances")
+    p.add_argument("--to", help="NAME:VERSION to return to (default: the previous one)")
+    p = sub.add_parser("split", help="share an instance's URL between versions: split ID NAME:V=90 NAME:W=10")
+    p.add_argument("ref", help="an instance id")
+    p.add_argument("weights", nargs="*", help="NAME:VERSION=WEIGHT ... (none: end the split)")
+    p = sub.add_parser("shadow", help="serve a version beside an instance and copy a share of its requests to it")
+    p.add_argument("ref", help="an instance id")
+    p.add_argument("model", help="NAME:VERSION of the candidate")
+    p.add_argument("--share", type=float, default=1.0, help="fraction of the requests copied (default 1)")
+    p = sub.add_parser("comparison", help="how a shadow candidate's answers compare with the served version's")
+    p.add_argument("ref", help="an instance id")
+    for verb, what in (
+        ("promote", "serve an instance's shadow candidate's version in place of its own"),
+        ("discard", "remove an instance's shadow candidate"),
+    ):
+        p = sub.add_parser(verb, help=what)
+        p.add_argument("ref", help="an instance id")
+    p = sub.add_parser("traffic", help="an instance's last requests and answers (its traffic ring), as CSV")
+    p.add_argument("ref", help="an instance id")
+    p.add_argument("-n", type=int, default=1000, help="requests (default 1000)")
     p = sub.add_parser("push", help="push the image of a registered model to a registry (named by digest)")
     p.add_argument("model")
     p.add_argument("--registry", help="HOST:PORT/PREFIX (default: $NBSERVE_REGISTRY)")
@@ -264,6 +285,8 @@ def run(ws, args) -> int:
     elif cmd == "update":
         inst = ws.update(args.ref, args.model)
         print(f"{inst.id} serves {inst.model} at {inst.url}")
+    elif cmd in ("rollback", "split", "shadow", "comparison", "promote", "discard", "traffic"):
+        _loop(ws, args)
     elif cmd == "push":
         pushed = ws.push(args.model, registry=args.registry)
         print(pushed.reference)
@@ -280,6 +303,55 @@ def run(ws, args) -> int:
         image = ws.build(args.model, base_image=args.base_image)
         print(f"{image.tag} {image.id} {image.size / 1e6:.0f} MB")
     return 0
+
+
+def _loop(ws, args) -> None:
+    """rollback, split, shadow, comparison, promote, discard, traffic: the notebook loop's verbs."""
+    cmd = args.command
+    if cmd == "rollback":
+        for inst in ws.resolve_instances(args.ref):
+            if inst.candidate_of:
+                continue
+            done = ws.rollback(inst.id, to=args.to)
+            print(f"{done.id}: {done.model} answers at {done.url} again")
+    elif cmd == "split":
+        weights = {}
+        for word in args.weights:
+            ref, sep, weight = word.rpartition("=")
+            try:
+                weights[ref] = float(weight)
+            except ValueError:
+                raise NbserveError(f"split takes NAME:VERSION=WEIGHT, e.g. diabetes:2=10; got {word!r}") from None
+            if not sep:
+                raise NbserveError(f"split takes NAME:VERSION=WEIGHT, e.g. diabetes:2=10; got {word!r}")
+        inst = ws.split(args.ref, weights or None)
+        shares = inst.split_weights or {inst.model: 100}
+        total = sum(shares.values())
+        print(f"{inst.url} answers as " + ", ".join(f"{m} {w / total:.0%}" for m, w in shares.items()))
+    elif cmd == "shadow":
+        cand = ws.shadow(args.ref, args.model, share=args.share)
+        print(f"{cand.id} ({cand.model}) shadows {args.ref}: {args.share:.0%} of its requests are copied to it")
+    elif cmd == "comparison":
+        report = ws.comparison(args.ref, summary=True)
+        if args.json:
+            print(json.dumps(report, indent=2))
+            return
+        print(
+            f"{report['candidate']} against {report['live']}: {report['requests']} requests, "
+            f"{report['rows']} rows, agreement {report['agreement']:.1%}"
+        )
+        lat = report["latency_ms"]
+        _table(
+            [(side, _ms(lat[side]["p50"]), _ms(lat[side]["p90"]), _ms(lat[side]["p99"])) for side in lat],
+            ("SIDE", "P50 MS", "P90 MS", "P99 MS"),
+        )
+        for output, err in report["errors"].items():
+            print(f"{output}: mean |error| {err['mean_abs']}, max {err['max_abs']}, rmse {err['rmse']}")
+    elif cmd in ("promote", "discard"):
+        done = ws.promote(args.ref) if cmd == "promote" else ws.discard(args.ref)
+        print(f"{done.id} serves {done.model} at {done.url}")
+    elif cmd == "traffic":
+        sys.stdout.write(ws.traffic(args.ref, n=args.n).to_csv(index=False))
 
 
 def _ms(value):

@@ -45,6 +45,17 @@ def serve_parser() -> argparse.ArgumentParser:
         help="register only (and, for Docker, build the image); returns the ModelVersion",
     )
     p.add_argument("--methods", help="comma-separated methods to serve, e.g. predict,predict_proba")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="after every cell that changes the variable (refit, reassigned), serve it again in place",
+    )
+    p.add_argument("--unfollow", action="store_true", help="stop following the variable (serves nothing)")
+    p.add_argument(
+        "--no-update",
+        action="store_true",
+        help="start a second instance even when one of this name runs (default: update that one in place)",
+    )
     return p
 
 
@@ -91,6 +102,14 @@ class NbserveMagics(Magics):
             if "unrecognized arguments" in str(exc):  # e.g. --sample X[:5, 0] split at the space
                 raise UsageError(f'{exc}; quote an expression that has spaces: --sample "X[:5, 0]"') from None
             raise
+        if args.unfollow:
+            from .follow import follower
+
+            if cell is not None:
+                raise UsageError("%serve --unfollow NAME is a line magic: it serves nothing")
+            done = follower(self.shell, default_workspace).unfollow(args.target)
+            print(f"no longer following {args.target}" if done else f"{args.target} was not followed")
+            return None
         if cell is not None:
             # The nested run_cell resets the display hook's record of the outer cell's result; put it
             # back so the Instance this magic returns is the cell's result (Out[n], `_`).
@@ -114,9 +133,38 @@ class NbserveMagics(Magics):
         methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
 
         ws = default_workspace()
-        say = self._progress(f"%serve {args.target}")
         runtime, began = None, time.time()
+        running = None
+        if not args.no_update and not args.no_start:
+            try:
+                running = ws.running_instance(name, args.runtime, args.port)
+            except NbserveError as exc:
+                raise UsageError(error_text(exc)) from None
+        say = self._progress(f"%serve {args.target}" + (f": updating {running.id}" if running else ""))
         try:
+            if running is not None:
+                before = running.model
+                result = ws.serve(
+                    obj,
+                    name=name,
+                    sample=sample,
+                    methods=methods,
+                    runtime=args.runtime,
+                    port=args.port,
+                    progress=say,
+                    update=True,
+                    **cli.serve_keywords(args),  # checked; an instance keeps its server options when updated
+                )
+                if args.follow:
+                    self._follow(args, result)
+                line = (
+                    f"{result.model} now answers at {result.url}, was {before}"
+                    if result.model != before
+                    else f"{name} is unchanged: {before} keeps serving at {result.url}"
+                )
+                _done(say, line)
+                print(line)
+                return result
             runtime, why = ws.runtime_choice(args.runtime)
             keywords = cli.serve_keywords(args)
             # the one serve path of every face: on the process runtime the server doubles as the proof
@@ -134,6 +182,7 @@ class NbserveMagics(Magics):
                     port=args.port,
                     workers=args.workers,
                     progress=say,
+                    update=False,
                     **keywords,
                 )
         except NbserveError as exc:
@@ -162,7 +211,18 @@ class NbserveMagics(Magics):
             return mv
         _done(say, f"{result.id} is serving {mv.id}")
         print(f"instance {result.id} is serving {mv.id} at {result.url}")
+        if args.follow:
+            self._follow(args, result)
         return result
+
+    def _follow(self, args, inst) -> None:
+        from .follow import follower
+
+        if not args.target.isidentifier():
+            raise UsageError(f"--follow follows a variable; {args.target!r} is an expression")
+        sample = args.sample if args.sample and args.sample.isidentifier() else None
+        follower(self.shell, default_workspace).follow(args.target, inst.id, sample)
+        print(f"following {args.target}: after every cell that changes it, {inst.id} serves it in place")
 
     serve.__doc__ = f"{dedent(serve.__doc__ or '')}\n{SERVE_PARSER.format_help()}"
     serve.parser = SERVE_PARSER  # type: ignore[union-attr]
@@ -179,7 +239,11 @@ class NbserveMagics(Magics):
         %nbserve metrics REF           requests, errors, p50/p99 latency per method (a DataFrame)
         %nbserve drift REF             each feature against the registration sample (a DataFrame)
         %nbserve panel                 the ipywidgets panel of models and instances
-        %nbserve update ID MODEL       serve another version at the instance's URL (process runtime)
+        %nbserve update ID MODEL       serve another version at the instance's URL, in place
+        %nbserve rollback REF [--to MODEL]   the version served before, in place
+        %nbserve split ID NAME:1=90 NAME:2=10 | split ID   share the URL between versions | end it
+        %nbserve shadow ID MODEL [--share F] | comparison ID | promote ID | discard ID
+        %nbserve traffic ID [-n N]     the last requests and answers (a DataFrame)
         %nbserve push MODEL [--registry HOST:PORT/PREFIX]
         %nbserve deploy MODEL --replicas 3 [--target swarm|kubernetes] [--init-swarm] ...
         %nbserve deployments | deploy scale NAME N | update NAME MODEL | rollback NAME | remove NAME | logs NAME
@@ -222,6 +286,10 @@ class NbserveMagics(Magics):
                 for inst in ws.resolve_instances(args.ref):
                     print(f"{inst.id} ({inst.model})")
                     display(inst.metrics() if cmd == "metrics" else inst.drift())
+            elif cmd == "traffic":
+                from IPython.display import display
+
+                display(ws.traffic(args.ref, n=args.n))
             elif cmd == "update":
                 inst = ws.update(args.ref, args.model, progress=self._progress(f"updating {args.ref}"))
                 print(f"{inst.id} serves {inst.model} at {inst.url}")
@@ -345,7 +413,19 @@ def complete_nbserve(shell, event):
     position -= start
     if position <= 1:
         return list(NBSERVE_COMMANDS)
-    if position == 2 and words[start + 1] in ("stop", "start", "remove", "logs"):
+    if position == 2 and words[start + 1] in (
+        "stop",
+        "start",
+        "remove",
+        "logs",
+        "rollback",
+        "split",
+        "shadow",
+        "promote",
+        "discard",
+        "comparison",
+        "traffic",
+    ):
         insts = default_workspace().instances()
         return sorted({i.id for i in insts} | {i.name for i in insts})
     return []
