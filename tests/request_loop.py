@@ -19,15 +19,32 @@ import time
 import requests
 
 
+def first_prediction(payload):
+    return round(float(payload["data"][0]), 6)
+
+
 class RequestLoop:
-    def __init__(self, endpoints, body: dict, path: str = "/predict", refresh: float = 0.5, timeout: float = 10.0):
+    """``key``: what of an answer's JSON tells the versions apart (default: its first prediction, rounded);
+    ``answers`` counts the keys seen, ``by_version`` the keys seen under each ``X-Model-Version`` header."""
+
+    def __init__(
+        self,
+        endpoints,
+        body: dict,
+        path: str = "/predict",
+        refresh: float = 0.5,
+        timeout: float = 10.0,
+        key=first_prediction,
+    ):
         self._endpoints_fn = endpoints
         self.endpoints = list(endpoints())
         self.body, self.path, self.refresh, self.timeout = body, path, refresh, timeout
         self.requests = self.retries = 0
         self.failures: list[str] = []
         self.retry_reasons: list[str] = []
-        self.answers: dict = {}  # first prediction (rounded) -> count: tells the versions apart
+        self.key = key
+        self.answers: dict = {}  # key of an answer (its first prediction, rounded) -> count: tells versions apart
+        self.by_version: dict = {}  # X-Model-Version -> {key: count}
         self.started = self.stopped = None
         self._stop = threading.Event()
         self._session = requests.Session()
@@ -106,8 +123,10 @@ class RequestLoop:
                 if resp.status_code != 200:
                     self.failures.append(f"{url}: HTTP {resp.status_code}: {resp.text[:200]}")
                 else:
-                    key = round(float(resp.json()["data"][0]), 6)
+                    key = self.key(resp.json())
                     self.answers[key] = self.answers.get(key, 0) + 1
+                    seen = self.by_version.setdefault(resp.headers.get("X-Model-Version"), {})
+                    seen[key] = seen.get(key, 0) + 1
                 break
             i += 1
 

@@ -96,7 +96,8 @@ def test_auto_runtime_says_which_it_chose_in_full_once_per_kernel(run, shell, mo
     assert "runtime: process (auto: no Docker engine answered)\n" in out and "for the Docker runtime" not in out
     result, out, err = run("%serve quadruple --name quadruple --runtime process")  # the same object again
     assert result.success, err
-    assert "new version)" not in out + err and "registered quadruple:1" in out
+    # it updates the running instance in place (issue 22): nothing changed, so quadruple:1 keeps serving
+    assert "new version)" not in out + err and "quadruple is unchanged: quadruple:1 keeps serving at" in out
 
 
 def test_cell_magic_runs_the_cell_then_serves_what_it_defines(run, shell):
