@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import requests
 
@@ -11,7 +13,7 @@ from .errors import MethodNotFoundError, NbserveError, ServerError
 from .server.shared import column_values, frame_split, index_values, json_dumps, json_loads, rebuild, to_jsonable
 
 
-def encode(value):
+def encode(value: Any) -> Any:
     """A model input as the JSON value of ``data`` (what the server's decoders read): tables as
     {"columns", "data"} (and "index" where it is not 0, 1, 2...) with dates in ISO 8601, missing values (NaN,
     NaT, NA) as null and infinities as "Infinity"/"-Infinity", in the one vocabulary of
@@ -36,7 +38,7 @@ def encode(value):
     return to_jsonable(value)
 
 
-def error_from_response(status: int, body, where: str = "") -> ServerError:
+def error_from_response(status: int, body: Any, where: str = "") -> ServerError:
     """The client's exception for an error answer of a served model, in any of the forms the server writes
     (nbserve/server/errors.py): nbserve's ``{"error": {"type", "message"}}``, MLflow's ``{"error_code",
     "message"}``, KServe's ``{"error": "..."}``; anything else (a proxy's page) is quoted, cut short."""
@@ -47,7 +49,7 @@ def error_from_response(status: int, body, where: str = "") -> ServerError:
     return ServerError(f"{status} {kind}: {message}" if kind else f"{status}: {message}", status, kind)
 
 
-def error_text(body) -> tuple[str | None, str | None]:
+def error_text(body: Any) -> tuple[str | None, str | None]:
     """(type, message) of an error body in any of the served model's forms; (None, None) for another body."""
     try:
         found = json_loads(body)
@@ -64,7 +66,7 @@ def error_text(body) -> tuple[str | None, str | None]:
     return None, None
 
 
-def decode(spec: dict | None, body: dict):
+def decode(spec: dict | None, body: dict) -> Any:
     """The JSON body of an answer (``data``, and ``index`` for pandas) as the value the method returned in the
     kernel: a DataFrame or Series where it returned one, with its dtypes, column labels and index."""
     return rebuild(spec, body["data"], body.get("index"))
@@ -84,7 +86,7 @@ class Client:
             self._session.headers["Authorization"] = f"Bearer {token}"
         self._interface = interface  # else fetched from /interface.json on first use
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Client {self.url}>"
 
     def close(self) -> None:
@@ -94,10 +96,10 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, verb: str, path: str, **kwargs):
+    def _request(self, verb: str, path: str, **kwargs: Any) -> requests.Response:
         try:
             resp = self._session.request(verb, self.url + path, timeout=self.timeout, **kwargs)
         except requests.ConnectionError as exc:
@@ -127,7 +129,7 @@ class Client:
             raise MethodNotFoundError(f"the model at {self.url} has no method {method!r}; it serves {self.methods}")
         return spec
 
-    def call(self, method: str, data):
+    def call(self, method: str, data: Any) -> Any:
         """The method's answer (a method that streams: the list of its items)."""
         spec = self._spec(method)
         if spec.get("stream"):
@@ -136,7 +138,7 @@ class Client:
         resp = self._request("POST", f"/{method}", data=body, headers={"Content-Type": "application/json"})
         return decode(spec.get("output"), json_loads(resp.content))
 
-    def stream(self, method: str, data):
+    def stream(self, method: str, data: Any) -> Iterator[Any]:
         """The items of a streaming method as the server makes them (a generator; the request is sent now, so a
         refused input raises here). ``timeout`` applies between items. Closing the generator (or leaving a ``for``
         loop early) closes the connection, and the server stops the method."""
@@ -151,7 +153,7 @@ class Client:
         )
         return _items(resp, spec.get("output"), self.url + f"/{method}")
 
-    def submit(self, method: str, data) -> Job:
+    def submit(self, method: str, data: Any) -> Job:
         """Queue a call as a job on the server (``POST /<method>?async=1``) and return at once: a ``Job``, which
         answers like a ``concurrent.futures.Future`` (``result()``, ``done()``, ``cancel()``, ...)."""
         spec = self._spec(method)
@@ -170,7 +172,7 @@ class Client:
         """Every job the server keeps: queued, running, and finished ones within their retention."""
         return self._request("GET", "/jobs").json()["jobs"]
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Callable[[Any], Any]:
         """``client.predict``: the served method, without a request. A name the known interface lacks is
         an AttributeError here; before the interface is known, calling it asks the server, and an
         unknown method is a MethodNotFoundError (an AttributeError too)."""
@@ -180,7 +182,7 @@ class Client:
             raise MethodNotFoundError(f"the model at {self.url} has no method {name!r}; it serves {self.methods}")
         return functools.partial(self.call, name)
 
-    def __dir__(self):
+    def __dir__(self) -> list[str]:
         names = list(super().__dir__())
         try:
             names += self.methods
@@ -189,7 +191,7 @@ class Client:
         return names
 
 
-def _items(resp, spec, where: str):
+def _items(resp: requests.Response, spec: dict | None, where: str) -> Iterator[Any]:
     """The decoded items of a streamed answer (NDJSON lines); a line ``{"error": ...}`` raises it."""
     try:
         if "ndjson" not in resp.headers.get("Content-Type", ""):  # not a stream: the one answer
@@ -221,7 +223,7 @@ class Job:
         self.id, self.method = doc["id"], doc["method"]
         self.doc = doc
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Job {self.id} {self.method} {self.doc.get('status')}>"
 
     def refresh(self) -> dict:
@@ -272,7 +274,7 @@ class Job:
             time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
             delay = min(delay * 1.5, 1.0)
 
-    def exception(self, timeout: float | None = None):
+    def exception(self, timeout: float | None = None) -> BaseException | None:
         """The error the job ended with (a ServerError), or None when it succeeded."""
         import concurrent.futures
 
@@ -285,7 +287,7 @@ class Job:
             return ServerError(f"{status} {error.get('type')}: {error.get('message')}", status, error.get("type"))
         return None
 
-    def result(self, timeout: float | None = None):
+    def result(self, timeout: float | None = None) -> Any:
         """The method's answer, as ``client.<method>(data)`` gives it; raises the job's error, or
         ``concurrent.futures.CancelledError``."""
         error = self.exception(timeout)

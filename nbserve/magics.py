@@ -144,7 +144,7 @@ class NbserveMagics(Magics):
         try:
             if running is not None:
                 before = running.model
-                result = ws.serve(
+                updated = ws.serve(
                     obj,
                     name=name,
                     sample=sample,
@@ -156,15 +156,15 @@ class NbserveMagics(Magics):
                     **cli.serve_keywords(args),  # checked; an instance keeps its server options when updated
                 )
                 if args.follow:
-                    self._follow(args, result)
+                    self._follow(args, updated)
                 line = (
-                    f"{result.model} now answers at {result.url}, was {before}"
-                    if result.model != before
-                    else f"{name} is unchanged: {before} keeps serving at {result.url}"
+                    f"{updated.model} now answers at {updated.url}, was {before}"
+                    if updated.model != before
+                    else f"{name} is unchanged: {before} keeps serving at {updated.url}"
                 )
                 _done(say, line)
                 print(line)
-                return result
+                return updated
             runtime, why = ws.runtime_choice(args.runtime)
             keywords = cli.serve_keywords(args)
             # the one serve path of every face: on the process runtime the server doubles as the proof

@@ -6,12 +6,15 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .browser_links import browser_url, proxy_hint
 from .errors import NbserveError
 from .runtimes.limits import batch_settings
 from .server.shared import interface_document, mask
+
+if TYPE_CHECKING:
+    from .client import Client
 
 
 @dataclass(eq=False)
@@ -86,11 +89,11 @@ class ModelVersion:
         """How its answers were proven: {"compare": "values"}, with "rtol" for a tolerance, or "shapes"."""
         return dict(self.manifest.get("proof") or {"compare": "values"})
 
-    def load(self):
+    def load(self) -> Any:
         """The live object again, unpickled from the stored artifact after checking its hashes."""
         return self._workspace.load(self)
 
-    def serve(self, **kwargs):
+    def serve(self, **kwargs: Any) -> Instance:
         return self._workspace.serve(self.id, **kwargs)
 
     def to_dict(self) -> dict:
@@ -116,17 +119,17 @@ class ModelVersion:
             "running": self.running,
         }
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, ModelVersion) and (self.name, self.version, self.sha256) == (
             other.name,
             other.version,
             other.sha256,
         )
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.name, self.version, self.sha256))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         env = f" environment={self.environment}" if self.environment else ""
         return f"<ModelVersion {self.id} methods={self.methods} requirements={len(self.requirements)}{env}>"
 
@@ -167,7 +170,7 @@ class Instance:
     """A running (or stopped) server for one model version. Like docker-py's Container: call reload()
     to refresh ``status`` from the runtime; stop(), start(), remove(), logs() act on it."""
 
-    def __init__(self, workspace, row, status: str):
+    def __init__(self, workspace: Any, row: Any, status: str):
         self._workspace = workspace
         self._row = row
         self.status: InstanceStatus = InstanceStatus.of(status)
@@ -223,7 +226,7 @@ class Instance:
         """What batching did so far (the instance's GET /batching): model calls, requests per call, waits."""
         return self._workspace.batching(self.id)
 
-    def client(self, timeout: float = 60.0):
+    def client(self, timeout: float = 60.0) -> Client:
         from .client import Client  # requests is loaded when a client is made, not for listing
 
         # the registry already knows what /interface.json would say: save the client that round trip
@@ -240,7 +243,7 @@ class Instance:
     def logs(self, tail: int = 200) -> str:
         return self._workspace.logs(self.id, tail=tail)
 
-    def metrics(self, raw: bool = False):
+    def metrics(self, raw: bool = False) -> Any:
         """Per model method since the start: requests, errors, error rate, p50/p99 and mean latency (ms),
         a DataFrame where pandas is installed (list of dicts otherwise); ``raw=True``: the cumulative
         snapshot of /metrics that rates are computed from (nbserve.monitoring)."""
@@ -253,7 +256,7 @@ class Instance:
             monitoring.summary(snap), attrs={"in_progress": snap["in_progress"], "time": snap["time"]}
         )
 
-    def drift(self, raw: bool = False):
+    def drift(self, raw: bool = False) -> Any:
         """Each input feature and output against the registration sample: PSI, KS or chi-squared, status
         (a DataFrame where pandas is installed; the overall ``drift`` flag, window and thresholds in
         its ``.attrs``); ``raw=True``: the /drift report as it is."""
@@ -265,7 +268,7 @@ class Instance:
     def stop(self) -> Instance:
         return self._take(self._workspace.stop(self.id))
 
-    def update(self, ref, progress=None) -> Instance:
+    def update(self, ref: Any, progress: Any = None) -> Instance:
         """Serve ``ref`` (e.g. "diabetes:2") at the same URL without dropping a request."""
         return self._take(self._workspace.update(self.id, ref, progress=progress))
 
@@ -297,16 +300,16 @@ class Instance:
         follow = self._row.options.get("follow") or {}
         return follow.get("variable") if _follower_alive(follow) else None
 
-    def rollback(self, to=None, progress=None) -> Instance:
+    def rollback(self, to: Any = None, progress: Any = None) -> Instance:
         """Serve the previous version again (or ``to``), in place: same URL, no request dropped."""
         return self._take(self._workspace.rollback(self.id, to=to, progress=progress))
 
-    def split(self, weights: dict | None, progress=None) -> Instance:
+    def split(self, weights: dict | None, progress: Any = None) -> Instance:
         """Share this URL between versions: ``inst.split({"diabetes:1": 90, "diabetes:2": 10})``; each answer's
         ``X-Model-Version`` says which answered. ``inst.split(None)`` ends it."""
         return self._take(self._workspace.split(self.id, weights, progress=progress))
 
-    def shadow(self, candidate, share: float = 1.0, sample=None, progress=None) -> Instance:
+    def shadow(self, candidate: Any, share: float = 1.0, sample: Any = None, progress: Any = None) -> Instance:
         """Serve ``candidate`` (a live object or a registered version) beside this instance and copy ``share``
         of its requests to it, off the response path; returns the candidate's Instance. Then
         ``comparison()``, and ``promote()`` or ``discard()``."""
@@ -314,25 +317,25 @@ class Instance:
         self.reload()
         return candidate_inst
 
-    def comparison(self, summary: bool = False, n: int | None = None, tolerance: float | None = None):
+    def comparison(self, summary: bool = False, n: int | None = None, tolerance: float | None = None) -> Any:
         """Each copied request's row: inputs, both answers, ``agree``, ``abs_error``, both latencies (a
         DataFrame); ``summary=True``: agreement rate, error statistics and latency percentiles (a dict)."""
         return self._workspace.comparison(self.id, summary=summary, n=n, tolerance=tolerance)
 
-    def promote(self, progress=None) -> Instance:
+    def promote(self, progress: Any = None) -> Instance:
         """Serve the shadow candidate's version here, in place, and remove the candidate."""
         return self._take(self._workspace.promote(self.id, progress=progress))
 
-    def discard(self, progress=None) -> Instance:
+    def discard(self, progress: Any = None) -> Instance:
         """Remove the shadow candidate; this instance serves as before."""
         return self._take(self._workspace.discard(self.id, progress=progress))
 
-    def traffic(self, n: int = 1000):
+    def traffic(self, n: int = 1000) -> Any:
         """The last ``n`` requests and answers as a DataFrame in the training schema's dtypes, ready to refit
         on; each feature's drift status in ``.attrs["drift"]``. Kept by the server (``record=False``: none)."""
         return self._workspace.traffic(self.id, n=n)
 
-    def start(self, progress=None, **batching) -> Instance:
+    def start(self, progress: Any = None, **batching: Any) -> Instance:
         """Start it again; ``batch=True, max_batch=..., max_latency_ms=...`` (or ``batch=False``) change how
         it batches requests from this start on."""
         return self._take(self._workspace.start(self.id, progress=progress, **batching))
@@ -341,7 +344,7 @@ class Instance:
         self._workspace.remove(self.id)
         self.status = InstanceStatus.REMOVED
 
-    def _take(self, other):
+    def _take(self, other: Instance) -> Instance:
         self._row, self.status = other._row, other.status
         return self
 
@@ -370,7 +373,7 @@ class Instance:
             "following": self.following,
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         browser = self.browser_url
         return f"<Instance {self.id} {self.model} {self.runtime} {self.status} {self.url}" + (
             f" (browser: {browser})>" if browser else ">"
@@ -421,7 +424,7 @@ class Image:
     model: str = ""
     build_seconds: float | None = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Image {self.tag} {self.id[:19]} {self.size / 1e6:.0f} MB>"
 
 
@@ -429,7 +432,7 @@ class Deployment:
     """One model version as N replicas on an orchestrator (``nbserve.deploy``). Like Instance: the
     attributes are what the target said at the last ``reload()``; verbs act and refresh."""
 
-    def __init__(self, workspace, record: dict, state: dict):
+    def __init__(self, workspace: Any, record: dict, state: dict):
         self._workspace = workspace
         self._record = record
         self._state = state
@@ -461,10 +464,10 @@ class Deployment:
     def reload(self) -> Deployment:
         return self._take(self._workspace.get_deployment(self.name))
 
-    def scale(self, replicas: int, progress=None) -> Deployment:
+    def scale(self, replicas: int, progress: Any = None) -> Deployment:
         return self._take(self._workspace.scale_deployment(self.name, replicas, progress=progress))
 
-    def update(self, ref=None, image=None, progress=None) -> Deployment:
+    def update(self, ref: Any = None, image: str | None = None, progress: Any = None) -> Deployment:
         """Roll every replica to ``ref`` (e.g. "diabetes:2"), one at a time; raises RolledBack (and the
         deployment stays on its version) when the new one fails its health check."""
         try:
@@ -472,17 +475,17 @@ class Deployment:
         finally:
             self.reload()
 
-    def rollback(self, progress=None) -> Deployment:
+    def rollback(self, progress: Any = None) -> Deployment:
         return self._take(self._workspace.rollback_deployment(self.name, progress=progress))
 
-    def remove(self, progress=None) -> None:
+    def remove(self, progress: Any = None) -> None:
         self._workspace.remove_deployment(self.name, progress=progress)
         self._state = dict(self._state, status="removed", ready=0, endpoints=[], replica_list=[])
 
     def logs(self, tail: int = 200) -> str:
         return self._workspace.deployment_logs(self.name, tail=tail)
 
-    def client(self, timeout: float = 60.0):
+    def client(self, timeout: float = 60.0) -> Client:
         """A client of the first endpoint (the routing mesh's, or the first ready replica's)."""
         from .client import Client
 
@@ -492,7 +495,7 @@ class Deployment:
             raise NbserveError(f"deployment {self.name} has no ready endpoint ({self.status})")
         return Client(self.url, timeout=timeout, token=self.auth_token)
 
-    def _take(self, other) -> Deployment:
+    def _take(self, other: Deployment) -> Deployment:
         self._record, self._state = other._record, other._state
         return self
 
@@ -515,5 +518,5 @@ class Deployment:
             ],
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Deployment {self.name} {self.model} {self.target} {self.ready}/{self.replicas} {self.status}>"
