@@ -50,7 +50,6 @@ class Master(BaseApplication):
         self.served = None  # the WSGI app the next workers are forked with
         self.model_id = settings.model_id
         self.artifact: str | None = None
-        self.imports: dict = {}  # module -> importers, recorded while importing for a proof (replay.py)
         self.metrics_dir, self._own_metrics_dir = _metrics_dir(settings)
         self.job_store = _job_store(settings)  # the queue the job runner works through (jobs.py)
         self.record_dir, self._own_record_dir = _record_dir(settings)
@@ -100,7 +99,7 @@ class Master(BaseApplication):
                 raise ValueError("the registered artifact is not the one this server proved")
         artifact.verify(artifact_dir, manifest)
         artifact.apply_environment(manifest)  # before its libraries are imported (KERAS_BACKEND...)
-        self.import_modules(manifest.get("modules") or [])
+        import_recorded(manifest.get("modules") or [], {})  # once, here, before the workers fork
         if forksafe.preload_is_safe(manifest):
             from .app import create_app
 
@@ -139,10 +138,6 @@ class Master(BaseApplication):
         generation = Generation(served, self.settings, shadow_to)
         generation.artifacts = {vid: str(spec["artifact"]) for vid, spec in zip(ids, versions)}
         return generation
-
-    def import_modules(self, modules) -> None:
-        """Import what the artifact needs, once, before any fork; recorded (who imported what) for the proof."""
-        import_recorded(modules, self.imports)
 
     # -- gunicorn hooks ------------------------------------------------------------------------------
 
@@ -287,8 +282,11 @@ class ServedArbiter(Arbiter):
 
             staged = artifact.read_manifest(os.path.join(request["stage"], replay.STAGED_ARTIFACT))
             artifact.apply_environment(staged)  # before the model's libraries are imported (KERAS_BACKEND...)
-            app.import_modules(request.get("modules") or [])
-            report_path = replay.replay_in_child(request["stage"], app.imports)
+            # what importing the draft's modules imported, for its report: not what this master imported before
+            # for another model (a warm server imported the libraries of the kernel's earlier models)
+            imported: dict = {}
+            import_recorded(request.get("modules") or [], imported)
+            report_path = replay.replay_in_child(request["stage"], imported)
             return {"report": report_path}, ()
         if op == "serve":
             versions = request.get("versions") or [
@@ -523,7 +521,7 @@ def main(argv=None) -> None:
     control_sock = ctl.listen(ctl.address(settings.control)) if settings.control else None
     from . import app  # noqa: F401 - flask and the served modules, while the kernel still captures the model
 
-    imports: dict = {}
+    imports: dict = {}  # a warm server's: the libraries of the kernel's earlier models, no proof's business
     if argv[:1] == ["--warm"]:
         if control_sock is None:
             sys.exit("nbserve: a warm server needs NBSERVE_CONTROL")
@@ -536,7 +534,6 @@ def main(argv=None) -> None:
         except ValueError as exc:
             sys.exit(f"nbserve: {exc}")
     master = Master(settings, control_sock)
-    master.imports = imports
     if settings.artifact:
         versions, shadow_to = _noted_state(settings.state_file) or (
             [{"artifact": settings.artifact, "model_id": settings.model_id}],
