@@ -210,3 +210,51 @@ def drift(report: dict, max_features: int = 12, columns: int = 3) -> Plot:
             frameon=False,
         )
     return _finish(fig, "drift of each feature: share of rows per bin, registration sample against live requests")
+
+
+AGREE_COLOUR = "#2e7d32"
+DIFFER_COLOUR = "#c62828"
+CANDIDATE_COLOUR = "#ef6c00"
+
+
+def comparison(frame, live: str, candidate: str) -> Plot:
+    """A shadow's comparison (``Instance.comparison()``): the candidate's answer against the live one's for
+    each compared row (green where they agree, red where not, the diagonal where they would be equal), and the
+    latency of each side per request. Non-numeric answers are drawn as agreeing or not per row."""
+    fig = _figure(7.5, 2.4)
+    ax_answers, ax_latency = fig.subplots(1, 2)
+    answers = [c for c in frame.columns if c == "live" or str(c).startswith(("live[", "live."))]
+    first = answers[0] if answers else None
+    other = ("candidate" + first[len("live") :]) if first else None
+    title = f"answers: {candidate} against {live}"
+    if first is not None and len(frame):
+        import pandas as pd
+
+        x = pd.to_numeric(frame[first], errors="coerce")
+        y = pd.to_numeric(frame[other], errors="coerce") if other in frame else x * float("nan")
+        agree = frame["agree"].astype(bool)
+        if x.notna().any() and y.notna().any():
+            for mask, colour, label in ((agree, AGREE_COLOUR, "agree"), (~agree, DIFFER_COLOUR, "differ")):
+                if mask.any():
+                    ax_answers.scatter(x[mask], y[mask], s=8, color=colour, label=label, alpha=0.7)
+            low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+            ax_answers.plot([low, high], [low, high], color=QUIET_COLOUR, linewidth=0.8, linestyle="--")
+            ax_answers.legend(fontsize=7, frameon=False, loc="upper left")
+        else:
+            counts = [int(agree.sum()), int((~agree).sum())]
+            ax_answers.bar(["agree", "differ"], counts, color=[AGREE_COLOUR, DIFFER_COLOUR])
+    else:
+        _note(ax_answers, "no copied requests yet")
+    _style(ax_answers, title, f"{live} ({first or 'answer'})", f"{candidate}")
+    if len(frame):
+        requests = frame.drop_duplicates("_request")
+        bins = 20
+        for col, colour, label in (("_live_ms", LINE_COLOUR, live), ("_candidate_ms", CANDIDATE_COLOUR, candidate)):
+            values = requests[col].dropna()
+            if len(values):
+                ax_latency.hist(values, bins=bins, color=colour, alpha=0.55, label=label)
+        ax_latency.legend(fontsize=7, frameon=False, loc="upper right")
+    else:
+        _note(ax_latency, "no copied requests yet")
+    _style(ax_latency, "latency per request", "ms (the app's time)", "requests")
+    return _finish(fig, f"shadow comparison of {candidate} with {live}")

@@ -73,8 +73,13 @@ class InstanceRow:
         self.status = inst.status
         colour = STATUS_COLOURS.get(inst.status, "#757575")
         url = inst.url if inst.status == "running" else None
+        role = ""
+        if inst.following:
+            role = f"<br><small style='color: {OK_COLOUR}'>following {html.escape(inst.following)}</small>"
+        elif inst.candidate_of:
+            role = f"<br><small style='{MUTED}'>shadow candidate of {html.escape(inst.candidate_of)}</small>"
         values = (
-            f"{html.escape(inst.id)}<br><small style='{MUTED}'>{html.escape(inst.model)}</small>",
+            f"{html.escape(inst.id)}<br><small style='{MUTED}'>{html.escape(inst.model)}</small>{role}",
             f"<span style='color: {colour}'>{html.escape(inst.status)}</span>"
             f"<br><small style='{MUTED}'>{html.escape(inst.runtime)}</small>",
             links(url, inst.browser_url if url else None),

@@ -32,6 +32,7 @@ from .instances import InstanceRow, InstancesSection
 from .models import ModelRow, ModelsSection
 from .monitoring import MonitoringSection, MonitorView
 from .request_log import LOG_TAIL, RequestLogSection
+from .versions import VersionCard, VersionsSection
 
 REFRESH_SECONDS = 5.0
 MAX_AUTO_REFRESHING = 4
@@ -49,6 +50,7 @@ class Panel(widgets.VBox):
     SECTIONS: tuple[type[Section], ...] = (
         ModelsSection,
         InstancesSection,
+        VersionsSection,
         MonitoringSection,
         DeploymentsSection,
         RequestLogSection,
@@ -115,6 +117,14 @@ class Panel(widgets.VBox):
     @property
     def deployments(self) -> DeploymentsSection:
         return self.section(DeploymentsSection)
+
+    @property
+    def versions(self) -> VersionsSection:
+        return self.section(VersionsSection)
+
+    def version_card(self, id: str) -> VersionCard:
+        """The Versions card of an instance: following, split, history, and its shadow's comparison."""
+        return self.versions.cards[id]
 
     @property
     def request_log(self) -> RequestLogSection:
@@ -222,6 +232,36 @@ class Panel(widgets.VBox):
             f"starting {id}",
             lambda say: self.workspace.start(id, progress=say),
             lambda inst: f"{id} is serving {inst.model} at {inst.url}",
+        )
+
+    def rollback_instance(self, id: str):
+        """Serve the version the instance served before, in place (same URL, no request dropped)."""
+        return self.act(
+            f"rolling {id} back",
+            lambda say: self.workspace.rollback(id, progress=say),
+            lambda inst: f"{inst.model} answers at {inst.url} again",
+        )
+
+    def end_split(self, id: str):
+        return self.act(
+            f"ending the split of {id}",
+            lambda say: self.workspace.split(id, None, progress=say),
+            lambda inst: f"{inst.model} alone answers at {inst.url}",
+        )
+
+    def promote_candidate(self, id: str):
+        """Serve the shadow candidate's version at the instance's URL, in place; the candidate goes."""
+        return self.act(
+            f"promoting the candidate of {id}",
+            lambda say: self.workspace.promote(id, progress=say),
+            lambda inst: f"{inst.model} now answers at {inst.url}",
+        )
+
+    def discard_candidate(self, id: str):
+        return self.act(
+            f"discarding the candidate of {id}",
+            lambda say: self.workspace.discard(id, progress=say),
+            lambda inst: f"{id} serves {inst.model}; the candidate is removed",
         )
 
     def remove_instance(self, id: str):
