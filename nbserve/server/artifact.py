@@ -37,8 +37,9 @@ def load(artifact_dir, expected_sha256=None, loads=None):
     """Return (model object, manifest) after checking model.pkl against the manifest's hash.
     ``loads``: the unpickling function (default cloudpickle.loads; replay counts threads with its own)."""
     if loads is None:
-        from cloudpickle import loads
+        import cloudpickle
 
+        loads = cloudpickle.loads
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
     if expected_sha256 and len(artifact_dir.name) != 64:

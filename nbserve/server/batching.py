@@ -33,6 +33,7 @@ import collections
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from .deadline import RequestTimeout
 from .settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS  # noqa: F401 - the panel's defaults
@@ -89,10 +90,10 @@ class _Helper:
     def __init__(self, runner):
         self.runner = runner
         self.go = threading.Semaphore(0)
-        self.task = None
+        self.task: Callable[[], object] | None = None
         self.item: _Item | None = None  # set while parked at a model call
         self.thread = threading.Thread(target=self._loop, name="nbserve-batch", daemon=True)
-        self.thread.nbserve_helper = self
+        self.thread.nbserve_helper = self  # type: ignore[attr-defined]  # submit() finds its helper by its thread
         self.thread.start()
 
     def _loop(self):
@@ -100,7 +101,8 @@ class _Helper:
             self.go.acquire()
             task, self.task = self.task, None
             try:
-                task()
+                if task is not None:
+                    task()
             except BaseException:
                 pass
             self.item = None

@@ -60,7 +60,7 @@ class Deadline:
             housekeeping.every(min(0.25, self.seconds / 4), self._watch, "deadline")
 
     def _install(self):
-        if threading.current_thread() is threading.main_thread():
+        if SIGNAL is not None and threading.current_thread() is threading.main_thread():
             self.main = threading.get_ident()
             signal.signal(SIGNAL, self._interrupt)
 
@@ -102,7 +102,7 @@ class Deadline:
 
     def _fire(self, seq):
         self.fired, self.fired_at = seq, time.monotonic()
-        if self.main is not None:
+        if self.main is not None and SIGNAL is not None:
             signal.pthread_kill(self.main, SIGNAL)
 
     def _watch(self):

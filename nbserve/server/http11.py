@@ -54,8 +54,8 @@ class Head:
         self.chunked = False
         self.expect_continue = False
         connection = ""
-        lengths = set()
-        encodings = []
+        lengths: set[str] = set()
+        encodings: list[str] = []
         for name, value in fields:
             if name == "content-length":
                 lengths.add(value)

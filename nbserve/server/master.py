@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import traceback
+from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
@@ -165,6 +166,7 @@ class ServedArbiter(Arbiter):
     """gunicorn's arbiter, with no workers until there is an app, and nbserve's control socket."""
 
     retired_age = 0  # workers of this age or older are finishing their last requests (an update)
+    worker_class: Any  # gunicorn's Arbiter.setup sets it from the configuration
 
     def setup(self, app):
         super().setup(app)

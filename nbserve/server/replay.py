@@ -34,7 +34,7 @@ class ImportRecorder:
 
     def __init__(self):
         self.importers = {}
-        self._import = None
+        self._import = builtins.__import__
 
     def _note(self, name, importer):
         self.importers.setdefault(name.partition(".")[0], set()).add(importer)

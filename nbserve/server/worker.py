@@ -363,10 +363,11 @@ class LoopWorker(base.Worker):
         """Batching: the first ready request and every other one ready (or arriving within max_latency_ms of
         it) for a batchable method, answered so that their model calls are made together (batching.py)."""
         batching = self.batching
+        assert batching is not None  # only called when the app batches
         wait_until = time.monotonic() + batching.max_wait
         while len(self.ready) + 1 < batching.max_batch and self._receiving() and time.monotonic() < wait_until:
             self._poll(wait_until - time.monotonic())
-        items, rest = [first], deque()
+        items, rest = [first], deque[tuple]()
         for item in self.ready:
             (items if batching.wants(item[1]) and len(items) < batching.max_batch else rest).append(item)
         self.ready = rest
@@ -400,8 +401,8 @@ class LoopWorker(base.Worker):
 
     def _respond(self, conn, head, environ, call):
         """Run ``call(start_response)`` (the app) and write its answer, or start streaming it."""
-        started = []
-        written = []
+        started: list = []  # [status, headers, head sent]
+        written: list[bytes] = []  # what the app wrote with the legacy write() callable
 
         def start_response(status, headers, exc_info=None):
             if exc_info is not None and started and started[2]:
@@ -483,6 +484,7 @@ class LoopWorker(base.Worker):
         deadline applies to each item, not to the whole stream. Stuck in native code past it, the watch writes
         what was not sent yet, then the stream's own ending (the app's ``nbserve.stream_failure``), and ends
         this worker."""
+        assert conn.stream is not None
         iterator, chunked, _close, environ = conn.stream
         deadline = environ.get("nbserve.deadline")
         if deadline is None or not deadline.usable():
@@ -517,7 +519,7 @@ class LoopWorker(base.Worker):
         except BaseException as exc:
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 raise
-            if isinstance(exc, RequestTimeout):  # past the deadline, outside the app's own handling of it
+            if isinstance(exc, RequestTimeout) and conn.stream is not None:  # past the deadline, unhandled
                 retire_worker(conn.stream[3])
             else:
                 self.log.exception("nbserve: a streamed answer failed")

@@ -26,7 +26,11 @@ class _ModelName(BaseConverter):
 def blueprint(served):
     bp = protocol_blueprint("kserve_v1", errors.KSERVE)
     dispatch = served.dispatch
-    bp.record_once(lambda state: state.app.url_map.converters.setdefault("model_name", _ModelName))
+
+    def converter(state) -> None:
+        state.app.url_map.converters.setdefault("model_name", _ModelName)
+
+    bp.record_once(converter)
 
     def check(name):
         if name != served.name:

@@ -8,6 +8,8 @@ Outputs are named after methods: by default the default method's; a request may 
 takes the same input (``outputs: [{"name": "predict_proba"}]``). Errors are ``{"error": "..."}``.
 """
 
+from typing import Any
+
 from flask import Response, request
 
 from .. import errors, jsonio
@@ -160,7 +162,8 @@ def _tensor_values(tensor, binary, offset):
     if len(flat) != n:
         raise _bad(f"input {name!r}: shape {shape} holds {n} values; data has {len(flat)}")
     if hasattr(flat, "reshape"):  # numbers of the declared datatype: the rows as numpy views
-        return (list(flat.reshape(shape)) if len(shape) > 1 else flat.tolist()), offset
+        array: Any = flat
+        return (list(array.reshape(shape)) if len(shape) > 1 else array.tolist()), offset
     for width in reversed(shape[1:]):  # row-major: nest the flat values, innermost dimension first
         if width == 0:
             break
@@ -313,7 +316,7 @@ def blueprint(served):
                 raise _bad(f"{HEADER_LENGTH} {n} is not within the body of {len(body)} bytes")
             head, binary = body[:n], memoryview(body)[n:]
         else:
-            head, binary = body, b""
+            head, binary = body, memoryview(b"")
         method = served.method()
         try:
             payload = loads(head, dispatch.inputs[method])
@@ -333,7 +336,8 @@ def blueprint(served):
             tensors.append((tensor["name"], values))
         value = _model_input(dispatch.inputs[method], tensors)
         all_binary = bool(_parameters(payload, "the request").get("binary_data_output"))
-        chunks, outputs = [], []
+        chunks: list[bytes] = []
+        outputs: list[dict] = []
         for out in wanted:
             binary_out = all_binary or bool(_parameters(out, f"output {out['name']!r}").get("binary_data"))
             outputs.append(_output(out["name"], _tensor_result(dispatch, out["name"], value), binary_out, chunks))
