@@ -226,10 +226,22 @@ class Job:
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.method} {self.doc.get('status')}>"
 
-    def refresh(self) -> dict:
-        """The job's status document, asked now."""
-        self.doc = self.client._request("GET", f"/jobs/{self.id}").json()
-        return self.doc
+    def refresh(self, patience: float = 5.0) -> dict:
+        """The job's status document, asked now. A connection that fails is tried again for ``patience``
+        seconds: a kept-alive connection dies with the worker that held it, and a job outlives its workers."""
+        import time
+
+        give_up = time.monotonic() + patience
+        while True:
+            try:
+                self.doc = self.client._request("GET", f"/jobs/{self.id}").json()
+                return self.doc
+            except ServerError:
+                raise
+            except NbserveError:
+                if time.monotonic() >= give_up:
+                    raise
+                time.sleep(0.1)
 
     def _doc(self) -> dict:
         return self.doc if self.doc.get("status") in JOB_FINISHED else self.refresh()

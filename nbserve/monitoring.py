@@ -50,9 +50,16 @@ def _get(url: str, token: str | None, timeout: float = TIMEOUT):
     return resp
 
 
+def _empty() -> dict:
+    # streamed answers: items sent, seconds streamed, and the cumulative histogram of the time to the first item
+    return {"requests": 0.0, "errors": 0.0, "sum": 0.0, "buckets": {}, "items": 0.0, "stream_s": 0.0, "first": {}}
+
+
 def snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> dict:
     """{"time", "in_progress", "methods": {method: {"requests", "errors", "sum", "buckets": [[le, cumulative
-    count], ...]}}} from one scrape of ``url``/metrics. ``errors`` counts answers with a 5xx status."""
+    count], ...], "items", "stream_s", "first": [[le, cumulative count], ...]}}} from one scrape of
+    ``url``/metrics. ``errors`` counts answers with a 5xx status; ``items``, ``stream_s`` and ``first`` are
+    a streaming method's items, seconds streamed, and times to the first item."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = _get(url.rstrip("/") + "/metrics", token, timeout).text
@@ -60,9 +67,20 @@ def snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> di
     in_progress = 0.0
 
     def entry(method):
-        return methods.setdefault(method, {"requests": 0.0, "errors": 0.0, "sum": 0.0, "buckets": {}})
+        return methods.setdefault(method, _empty())
 
     for family in text_string_to_metric_families(text):
+        if family.name in ("nbserve_stream_items", "nbserve_stream_seconds", "nbserve_stream_first_item_seconds"):
+            for s in family.samples:
+                e = entry(s.labels.get("method", "other"))
+                if s.name == "nbserve_stream_items_total":
+                    e["items"] += s.value
+                elif s.name == "nbserve_stream_seconds_sum":
+                    e["stream_s"] += s.value
+                elif s.name == "nbserve_stream_first_item_seconds_bucket":
+                    le = float(s.labels["le"])
+                    e["first"][le] = e["first"].get(le, 0.0) + s.value
+            continue
         if family.name == "nbserve_request_duration_seconds":
             for s in family.samples:
                 method = s.labels.get("method", "other")
@@ -83,6 +101,7 @@ def snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> di
             in_progress = sum(s.value for s in family.samples)
     for e in methods.values():
         e["buckets"] = sorted([le, c] for le, c in e["buckets"].items())
+        e["first"] = sorted([le, c] for le, c in e["first"].items())
     return {"time": time.time(), "in_progress": in_progress, "methods": methods}
 
 
@@ -125,32 +144,48 @@ def _delta(new: dict, old: dict | None) -> dict:
     if not old:
         return new
     before = dict((le, c) for le, c in old.get("buckets", []))
+    first = dict((le, c) for le, c in old.get("first", []))
     return {
         "requests": new["requests"] - old.get("requests", 0.0),
         "errors": new["errors"] - old.get("errors", 0.0),
         "sum": new["sum"] - old.get("sum", 0.0),
         "buckets": [[le, c - before.get(le, 0.0)] for le, c in new["buckets"]],
+        "items": new.get("items", 0.0) - old.get("items", 0.0),
+        "stream_s": new.get("stream_s", 0.0) - old.get("stream_s", 0.0),
+        "first": [[le, c - first.get(le, 0.0)] for le, c in new.get("first", [])],
     }
 
 
 def _all_methods(snap: dict, include_other: bool = False) -> dict:
     """The model methods' counts summed into one (the "other" routes left out unless asked)."""
-    total: dict = {"requests": 0.0, "errors": 0.0, "sum": 0.0, "buckets": {}}
+    total: dict = _empty()
     for method, e in snap["methods"].items():
         if method == "other" and not include_other:
             continue
-        total["requests"] += e["requests"]
-        total["errors"] += e["errors"]
-        total["sum"] += e["sum"]
-        for le, c in e["buckets"]:
-            total["buckets"][le] = total["buckets"].get(le, 0.0) + c
+        for key in ("requests", "errors", "sum", "items", "stream_s"):
+            total[key] += e.get(key, 0.0)
+        for key in ("buckets", "first"):
+            for le, c in e.get(key, []):
+                total[key][le] = total[key].get(le, 0.0) + c
     total["buckets"] = sorted([le, c] for le, c in total["buckets"].items())
+    total["first"] = sorted([le, c] for le, c in total["first"].items())
     return total
+
+
+def _stream_stats(d: dict) -> dict:
+    """A streaming method's time to the first item (p50, ms) and items per second of streaming; None without
+    streams (the items per second of a text function are its tokens per second, one token an item)."""
+    first = quantile(0.5, d.get("first", []))
+    return {
+        "first_item_p50_ms": None if first is None else first * 1000,
+        "items_per_s": d["items"] / d["stream_s"] if d.get("stream_s") else None,
+    }
 
 
 def point(new: dict, old: dict | None = None) -> dict:
     """One plotted point over all model methods between two snapshots (or since the start): time,
-    requests per second, error rate (share of 5xx), p50 and p99 latency in milliseconds."""
+    requests per second, error rate (share of 5xx), p50 and p99 latency in milliseconds; time to the first
+    item (p50, ms) and items per second of the streams that ended in between."""
     d = _delta(_all_methods(new), _all_methods(old) if old else None)
     seconds = new["time"] - old["time"] if old else None
     p50, p99 = quantile(0.5, d["buckets"]), quantile(0.99, d["buckets"])
@@ -162,6 +197,7 @@ def point(new: dict, old: dict | None = None) -> dict:
         "p50_ms": None if p50 is None else p50 * 1000,
         "p99_ms": None if p99 is None else p99 * 1000,
         "in_progress": new["in_progress"],
+        **_stream_stats(d),
     }
 
 
@@ -171,7 +207,8 @@ def series(snapshots: list) -> list[dict]:
 
 
 def summary(new: dict, old: dict | None = None) -> list[dict]:
-    """One row per model method: requests, errors, error rate, p50/p99 latency (ms), mean latency."""
+    """One row per model method: requests, errors, error rate, p50/p99 latency (ms), mean latency; for a
+    streaming method its items, the time to its first item (p50, ms) and items per second."""
     rows = []
     for method in sorted(new["methods"]):
         d = _delta(new["methods"][method], (old or {}).get("methods", {}).get(method))
@@ -185,6 +222,8 @@ def summary(new: dict, old: dict | None = None) -> list[dict]:
                 "p50_ms": None if p50 is None else p50 * 1000,
                 "p99_ms": None if p99 is None else p99 * 1000,
                 "mean_ms": d["sum"] / d["requests"] * 1000 if d["requests"] else None,
+                "items": int(d.get("items", 0)),
+                **_stream_stats(d),
             }
         )
     return rows

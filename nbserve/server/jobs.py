@@ -23,7 +23,8 @@ Layout of the directory::
 A runner claims a job by locking it and removing its ticket (only one remover succeeds); a cancel of a queued
 job removes the ticket first. A running job whose lock is free has lost its runner (killed, crashed, the
 instance stopped hard): whoever reads it first marks it failed. Finished jobs are removed ``job_retention``
-seconds after they finished; at most ``job_queue`` jobs wait (a 503 beyond).
+seconds after they finished (by the runner, and by whoever lists or reads them past it); at most ``job_queue``
+jobs wait (a 503 beyond).
 
 A method reports progress by taking a ``progress`` keyword argument (keywords.py): the server passes a callable,
 ``progress(fraction=None, message=None, **info)``, which a job records (and a plain call ignores); called in
@@ -103,6 +104,9 @@ class JobStore:
     def get(self, job_id: str) -> dict:
         """The job's status document (a running job that lost its runner is marked failed here)."""
         doc = self._read(job_id)
+        if doc is not None and self._expired(doc):
+            self._remove(job_id)
+            doc = None
         if doc is None:
             raise CallError(
                 404,
@@ -134,12 +138,21 @@ class JobStore:
             doc = self._read(name) if _ID.match(name) else None
             if doc is None:
                 continue
+            if self._expired(doc):
+                self._remove(name)
+                continue
             doc = self._check_alive(doc)
             if doc["status"] == QUEUED:
                 doc["position"] = tickets.get(name)
             found.append(doc)
         found.sort(key=lambda d: d.get("created", 0), reverse=True)
         return found
+
+    def _expired(self, doc: dict, now: float | None = None) -> bool:
+        finished = doc.get("finished")
+        return (
+            doc.get("status") in FINISHED and finished is not None and (now or time.time()) - finished > self.retention
+        )
 
     def _check_alive(self, doc: dict) -> dict:
         """A running job whose runner is gone is failed; nobody else will say so."""
@@ -291,7 +304,7 @@ class JobStore:
             doc = self._read(name) if _ID.match(name) else None
             if doc is None:
                 continue
-            if doc["status"] in FINISHED and now - doc.get("finished", now) > self.retention:
+            if self._expired(doc, now):
                 self._remove(name)
             elif doc["status"] == RUNNING:
                 self._check_alive(doc)

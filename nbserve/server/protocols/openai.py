@@ -203,30 +203,33 @@ def _piece(item, method: str) -> dict:
 
 
 def _pieces(result, method: str, limit: int | None, stop):
-    """The reply's pieces, capped at ``limit`` pieces and cut at a ``stop`` sequence; the last one (``"last"``)
-    says why it ended."""
+    """The reply's pieces, capped at ``limit`` pieces and cut before a ``stop`` sequence; the last one
+    (``"last"``) says why it ended. With stop sequences, the text that could begin one is held back until the
+    next piece shows whether it does (what is sent cannot be taken back)."""
     items = result if streaming.is_stream(result) else iter([result])
-    sent, text, usage, finish = 0, "", None, None  # text: what was sent, to find a stop sequence across pieces
+    keep = max((len(s) for s in stop), default=1) - 1 if stop else 0
+    pending, count, usage, finish = "", 0, None, None
     try:
         for item in items:
             piece = _piece(item, method)
             usage = piece.get("usage") or usage
             finish = piece.get("finish_reason") or finish
-            content = piece["content"]
-            if stop and content:
-                before = len(text)
-                text += content
-                hits = [i for i in (text.find(s, max(0, before - len(s) + 1)) for s in stop) if i >= 0]
+            if not piece["content"]:
+                continue
+            count += 1
+            pending += piece["content"]
+            if stop:
+                hits = [i for i in (pending.find(s) for s in stop) if i >= 0]
                 if hits:
-                    yield {"content": text[before : min(hits)], "usage": usage, "finish_reason": "stop", "last": True}
+                    yield {"content": pending[: min(hits)], "usage": usage, "finish_reason": "stop", "last": True}
                     return
-            if content:
-                sent += 1
-                yield {"content": content, "usage": usage}
-            if limit is not None and sent >= limit:
-                yield {"content": "", "usage": usage, "finish_reason": "length", "last": True}
+            ready, pending = (pending[: len(pending) - keep], pending[len(pending) - keep :]) if keep else (pending, "")
+            if ready:
+                yield {"content": ready, "usage": usage}
+            if limit is not None and count >= limit:
+                yield {"content": pending, "usage": usage, "finish_reason": "length", "last": True}
                 return
-        yield {"content": "", "usage": usage, "finish_reason": finish, "last": True}
+        yield {"content": pending, "usage": usage, "finish_reason": finish, "last": True}
     finally:
         streaming._close(items)
 
