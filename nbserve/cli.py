@@ -7,7 +7,7 @@ import datetime
 import json
 import sys
 
-from . import runtimes
+from . import notebook_text, runtimes
 from .errors import NbserveError
 
 
@@ -100,6 +100,10 @@ def serve_options(p: argparse.ArgumentParser) -> None:
         choices=("refuse", "ignore"),
         help="a table's columns the model does not take: refuse them with a 400 naming them (the default) or ignore",
     )
+    p.add_argument("--no-jobs", action="store_true", help="no jobs (POST /METHOD?async=1 is refused)")
+    p.add_argument("--job-queue", type=int, help="jobs that may wait at once (default 100)")
+    p.add_argument("--job-retention", type=float, help="seconds a finished job's result is kept (default 3600)")
+    p.add_argument("--job-timeout", type=float, help="seconds a job may run, 0 for no limit (default 3600)")
 
 
 def _batch_limits(p) -> None:
@@ -116,6 +120,10 @@ def serve_keywords(args) -> dict:
         "max_latency_ms": args.max_latency_ms,
         "default_method": args.default_method,
         "extra_columns": args.extra_columns,
+        "jobs": False if args.no_jobs else None,
+        "job_queue": args.job_queue,
+        "job_retention": args.job_retention,
+        "job_timeout": args.job_timeout,
     }
     return {k: v for k, v in given.items() if v is not None}
 
@@ -157,6 +165,9 @@ def parser(prog: str = "nbserve", notebook: bool = False) -> argparse.ArgumentPa
     p.add_argument("ref")
     p = sub.add_parser("drift", help="drift of each input feature and output against the registration sample")
     p.add_argument("ref")
+    p = sub.add_parser("jobs", help="the jobs of an instance (POST /METHOD?async=1): status, progress; --cancel ID")
+    p.add_argument("ref")
+    p.add_argument("--cancel", metavar="JOB_ID", help="cancel this job (queued: at once; running: its call stops)")
     p = sub.add_parser("prometheus-config", help="print a Prometheus scrape config for the running instances")
     p.add_argument("refs", nargs="*", help="instance ids or model names (default: every instance)")
     p.add_argument("--interval", default="15s", help="scrape interval (default 15s)")
@@ -280,6 +291,8 @@ def run(ws, args) -> int:
             sys.stdout.write(ws.logs(inst.id, tail=args.tail))
     elif cmd in ("metrics", "drift"):
         _observe(ws, args)
+    elif cmd == "jobs":
+        _jobs(ws, args)
     elif cmd == "prometheus-config":
         sys.stdout.write(ws.prometheus_config(args.refs or None, interval=args.interval))
     elif cmd == "update":
@@ -358,6 +371,34 @@ def _ms(value):
     return "-" if value is None else f"{value:.1f}"
 
 
+def _jobs(ws, args) -> None:
+    for inst in ws.resolve_instances(args.ref):
+        if args.cancel:
+            doc = ws.cancel_job(inst.id, args.cancel)
+            print(f"{doc['id']} {'cancelling' if doc.get('cancelling') else doc['status']}")
+            continue
+        found = ws.jobs(inst.id)
+        if args.json:
+            print(json.dumps({"id": inst.id, "jobs": found}, indent=2))
+            continue
+        print(f"{inst.id} ({inst.model}): {len(found)} job{'s' * (len(found) != 1)}")
+        if found:
+            _table(
+                [
+                    (
+                        j["id"],
+                        j["method"],
+                        j["status"] + (f" ({j['position']} ahead)" if j.get("position") else ""),
+                        notebook_text.job_progress(j),
+                        notebook_text.job_time(j),
+                        (j.get("error") or {}).get("message", "")[:60],
+                    )
+                    for j in found
+                ],
+                ("JOB", "METHOD", "STATUS", "PROGRESS", "TIME", "ERROR"),
+            )
+
+
 def _observe(ws, args) -> None:
     from . import monitoring
 
@@ -368,6 +409,7 @@ def _observe(ws, args) -> None:
                 print(json.dumps({"id": inst.id, "methods": rows}, indent=2))
                 continue
             print(f"{inst.id} ({inst.model})")
+            streams = any(r.get("items") for r in rows)  # streaming methods: time to the first item, items/s
             _table(
                 [
                     (
@@ -378,9 +420,11 @@ def _observe(ws, args) -> None:
                         _ms(r["p50_ms"]),
                         _ms(r["p99_ms"]),
                     )
+                    + ((_ms(r["first_item_p50_ms"]), _ms(r["items_per_s"])) if streams else ())
                     for r in rows
                 ],
-                ("METHOD", "REQUESTS", "ERRORS", "ERROR RATE", "P50 MS", "P99 MS"),
+                ("METHOD", "REQUESTS", "ERRORS", "ERROR RATE", "P50 MS", "P99 MS")
+                + (("FIRST ITEM MS", "ITEMS/S") if streams else ()),
             )
         else:
             report = ws.drift(inst.id)

@@ -56,6 +56,11 @@ def serve_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start a second instance even when one of this name runs (default: update that one in place)",
     )
+    p.add_argument(
+        "--kind",
+        choices=("chat", "embeddings"),
+        help="a text function, served on OpenAI's routes too: chat (messages -> text, or its pieces) or embeddings",
+    )
     return p
 
 
@@ -153,6 +158,7 @@ class NbserveMagics(Magics):
                     port=args.port,
                     progress=say,
                     update=True,
+                    **({"kind": args.kind} if args.kind else {}),
                     **cli.serve_keywords(args),  # checked; an instance keeps its server options when updated
                 )
                 if args.follow:
@@ -167,6 +173,8 @@ class NbserveMagics(Magics):
                 return updated
             runtime, why = ws.runtime_choice(args.runtime)
             keywords = cli.serve_keywords(args)
+            if args.kind:
+                keywords["kind"] = args.kind  # a text function: OpenAI's routes too
             # the one serve path of every face: on the process runtime the server doubles as the proof
             if args.no_start:
                 result: Instance | ModelVersion = ws.prepare(
@@ -290,6 +298,12 @@ class NbserveMagics(Magics):
                 from IPython.display import display
 
                 display(ws.traffic(args.ref, n=args.n))
+            elif cmd == "jobs" and not args.json and not args.cancel:
+                from IPython.display import display
+
+                for inst in ws.resolve_instances(args.ref):
+                    print(f"{inst.id} ({inst.model})")
+                    display(inst.jobs())
             elif cmd == "update":
                 inst = ws.update(args.ref, args.model, progress=self._progress(f"updating {args.ref}"))
                 print(f"{inst.id} serves {inst.model} at {inst.url}")

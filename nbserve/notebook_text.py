@@ -1,4 +1,4 @@
-"""Plain-text helpers the notebook faces share: times, durations, small tables, one-line errors."""
+"""Plain-text helpers the notebook faces share: times, durations, small tables, one-line errors, a job's progress."""
 
 from __future__ import annotations
 
@@ -42,3 +42,30 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, MULTILINE_ERRORS):
         return message.rstrip()
     return re.sub(r"\s*\n\s*", " ", message).strip()
+
+
+def job_progress(job: dict) -> str:
+    """'40% step 4 of 10', '12 items', or '-'."""
+    progress = job.get("progress") or {}
+    parts = []
+    if progress.get("fraction") is not None:
+        parts.append(f"{progress['fraction']:.0%}")
+    if progress.get("items") is not None:
+        parts.append(f"{progress['items']} items")
+    if progress.get("message"):
+        parts.append(str(progress["message"]))
+    return " ".join(parts) or "-"
+
+
+def job_time(job: dict, now: float | None = None) -> str:
+    """How long it waited, has run, or ran."""
+    import time
+
+    now = time.time() if now is None else now
+    if job.get("finished") and job.get("started"):
+        return f"ran {duration(job['finished'] - job['started'])}"
+    if job.get("started"):
+        return f"running {duration(now - job['started'])}"
+    if job.get("finished"):
+        return f"ended {duration(now - job['finished'])} ago"
+    return f"waiting {duration(now - job.get('created', now))}"

@@ -256,6 +256,20 @@ class Instance:
             monitoring.summary(snap), attrs={"in_progress": snap["in_progress"], "time": snap["time"]}
         )
 
+    def jobs(self) -> Any:
+        """The jobs it keeps (queued, running, finished within their retention), newest first: a DataFrame
+        where pandas is installed (list of dicts otherwise). ``client().submit(...)`` queues one."""
+        from . import monitoring
+
+        return monitoring.as_frame(
+            self._workspace.jobs(self.id),
+            columns=["id", "method", "status", "progress", "created", "started", "finished", "error"],
+        )
+
+    def cancel_job(self, job_id: str) -> dict:
+        """Cancel one of its jobs (queued: at once; running: its call is interrupted within a second)."""
+        return self._workspace.cancel_job(self.id, job_id)
+
     def drift(self, raw: bool = False) -> Any:
         """Each input feature and output against the registration sample: PSI, KS or chi-squared, status
         (a DataFrame where pandas is installed; the overall ``drift`` flag, window and thresholds in

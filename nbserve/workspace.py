@@ -555,7 +555,7 @@ class Workspace:
     def _running(self, id: str):
         inst = self.get_instance(id)
         if inst.status != "running" or not inst.url:
-            raise NbserveError(f"{id} is {inst.status}: metrics and drift come from a running instance")
+            raise NbserveError(f"{id} is {inst.status}: metrics, drift and jobs come from a running instance")
         return inst
 
     def metrics_snapshot(self, id: str) -> dict:
@@ -581,6 +581,21 @@ class Workspace:
 
         inst = self._running(id)
         return monitoring.serving(inst.url, inst.auth_token)
+
+    def jobs(self, id: str) -> list[dict]:
+        """The jobs the instance keeps (queued, running, finished within their retention), newest first: id,
+        method, status, progress, created/started/finished, error (server/jobs.py)."""
+        inst = self._running(id)
+        with inst.client(timeout=10) as client:
+            return client.jobs()
+
+    def cancel_job(self, id: str, job_id: str) -> dict:
+        """Cancel a queued or running job of the instance (a finished one is forgotten); its status document."""
+        inst = self._running(id)
+        with inst.client(timeout=10) as client:
+            job = client.job(job_id)
+            job.cancel()
+            return job.doc
 
     def drift(self, id: str) -> dict:
         """The instance's /drift report: each feature against the registration sample."""
@@ -665,7 +680,9 @@ class Workspace:
         say(f"{row.id}: registering the new {row.name} to replace {served.id}")
         if here:
             requirements.warm_up()
-        d = draft(obj, row.name, sample, methods, **rules)
+        rules = dict(rules)
+        text_kind = rules.pop("kind", None) or served.text_kind  # a text function stays one
+        d = draft(obj, row.name, sample, methods, text_kind=text_kind, **rules)
         if schema_from is not None:  # an example row says less than the sample did (nulls, categories)
             for method, part in d.signature.items():
                 if method in schema_from.signature:

@@ -200,7 +200,8 @@ async def test_monitor_answers_for_a_stopped_instance_and_logs_come_as_table_row
     assert any(e["kind"] == "server" and "starting diabetes" in e["text"] for e in body["entries"])
     inst.stop()
     status, body = await api("GET", "instances", inst.id, "monitor")
-    assert (status, body) == (200, {"id": inst.id, "status": "stopped", "snapshot": None, "drift": None})
+    stopped = {"id": inst.id, "status": "stopped", "snapshot": None, "drift": None, "jobs": None, "text_kind": None}
+    assert (status, body) == (200, stopped)
     status, body = await api("GET", "instances", "nope", "monitor")
     assert status == 404
 

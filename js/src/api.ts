@@ -29,6 +29,10 @@ export interface IModel {
   created: number;
   kind?: string;
   object_type?: string;
+  /** "chat" or "embeddings": a text function, served on OpenAI's routes too */
+  text_kind?: string | null;
+  /** the methods that stream their items (they return a generator) */
+  streams?: string[];
   /** who registered this version (user and host; empty for versions older than registry schema 2) */
   registered_by?: string;
   registered_host?: string;
@@ -187,12 +191,37 @@ export interface IDriftReport {
   features: IDriftFeature[];
 }
 
-/** Metrics and drift of an instance while it runs; nulls (and its status) once it does not. */
+/** A job of a served model (POST /<method>?async=1, client.submit): nbserve/server/jobs.py. */
+export interface IJob {
+  id: string;
+  method: string;
+  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+  created: number;
+  started?: number;
+  finished?: number;
+  /** jobs ahead of it while it is queued */
+  position?: number | null;
+  /** what the method reported: fraction, message, items (a streaming method) */
+  progress?: { fraction?: number; message?: string; items?: number } | null;
+  error?: { type: string; message: string } | null;
+}
+
+/** Metrics, drift and jobs of an instance while it runs; nulls (and its status) once it does not. */
 export interface IMonitor {
   id: string;
   status: string;
   snapshot: ISnapshot | null;
   drift: IDriftReport | null;
+  /** its jobs, newest first; null when it serves none (jobs off) */
+  jobs?: IJob[] | null;
+  /** "chat" or "embeddings" for a text function: its items per second are tokens per second */
+  text_kind?: string | null;
+}
+
+/** Cancel a queued or running job of an instance (a finished one is forgotten). */
+export async function cancelJob(id: string, job: string): Promise<IJob> {
+  const path = `instances/${encodeURIComponent(id)}/jobs/${encodeURIComponent(job)}`;
+  return (await requestAPI<{ job: IJob }>(path, { method: 'DELETE' })).job;
 }
 
 export async function monitorOf(id: string): Promise<IMonitor> {

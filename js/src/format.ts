@@ -99,3 +99,44 @@ export function badgeKind(status: string): string {
 export function statusClass(status: number): string {
   return status >= 500 ? 'error' : status >= 400 ? 'refused' : 'ok';
 }
+
+/** A job's progress as the method reported it: '40% step 4 of 10', '12 items', or '-'. */
+export function jobProgress(job: {
+  progress?: { fraction?: number; message?: string; items?: number } | null;
+}): string {
+  const p = job.progress ?? {};
+  const parts: string[] = [];
+  if (p.fraction !== undefined && p.fraction !== null) {
+    parts.push(`${Math.round(p.fraction * 100)}%`);
+  }
+  if (p.items !== undefined && p.items !== null) {
+    parts.push(`${p.items} items`);
+  }
+  if (p.message) {
+    parts.push(p.message);
+  }
+  return parts.join(' ') || '-';
+}
+
+/** How long a job waited, has run, or ran ('ran 12 s', 'running 3 min', 'waiting 4 s'). */
+export function jobTime(
+  job: { created: number; started?: number; finished?: number },
+  now: number
+): string {
+  const span = (s: number) =>
+    s < 90
+      ? `${Math.round(s)} s`
+      : s < 5400
+        ? `${Math.round(s / 60)} min`
+        : `${(s / 3600).toFixed(1)} h`;
+  if (job.finished && job.started) {
+    return `ran ${span(job.finished - job.started)}`;
+  }
+  if (job.started) {
+    return `running ${span(now - job.started)}`;
+  }
+  if (job.finished) {
+    return `ended ${span(now - job.finished)} ago`;
+  }
+  return `waiting ${span(now - job.created)}`;
+}

@@ -13,8 +13,42 @@ export interface ISnapshot {
       errors: number;
       sum: number;
       buckets: [number | null, number][];
+      /** a streaming method's items sent, seconds streamed, and cumulative times to the first item */
+      items?: number;
+      stream_s?: number;
+      first?: [number | null, number][];
     };
   };
+}
+
+/** A streaming method since the start: its items, the time to its first item (p50, ms), items per second. */
+export interface IStreamStats {
+  method: string;
+  items: number;
+  firstP50: number | null;
+  perSecond: number | null;
+}
+
+/** The streaming methods of a snapshot (those that sent an item), from its cumulative counts. */
+export function streamStats(snap: ISnapshot): IStreamStats[] {
+  const out: IStreamStats[] = [];
+  for (const [method, e] of Object.entries(snap.methods)) {
+    if (!e.items) {
+      continue;
+    }
+    const first: [number, number][] = (e.first ?? []).map(([le, c]) => [
+      le === null ? Infinity : le,
+      c
+    ]);
+    const p50 = quantile(0.5, first);
+    out.push({
+      method,
+      items: e.items,
+      firstP50: p50 === null ? null : p50 * 1000,
+      perSecond: e.stream_s ? e.items / e.stream_s : null
+    });
+  }
+  return out.sort((a, b) => a.method.localeCompare(b.method));
 }
 
 /** What happened between two snapshots: requests per second, p50/p99 in ms, errors in % of requests. */

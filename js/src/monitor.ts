@@ -3,12 +3,14 @@
  * as small SVG time series with labelled axes (built from successive /metrics snapshots, read through the
  * server extension), and the drift of each feature against the registration sample: the sample's share
  * (grey) against the live share (coloured by the feature's status) per bin, bins labelled by their values.
- * Every chart's aria-label says what its axes show; a chart with nothing to show yet says so.
+ * Every chart's aria-label says what its axes show; a chart with nothing to show yet says so. A streaming
+ * method's time to its first item and items per second (tokens per second for a text function) head the
+ * view, and the instance's jobs (calls queued with ?async=1) follow it, each with Cancel while it waits or runs.
  */
-import { IDriftReport, IMonitor } from './api';
+import { IDriftReport, IJob, IMonitor, cancelJob } from './api';
 import { h, replaceChildren } from './dom';
-import { IDriftFeature, binLabels, noLiveNote } from './format';
-import { IPoint, ISnapshot, niceTop, series, tickLabel } from './metrics';
+import { IDriftFeature, binLabels, jobProgress, jobTime, noLiveNote } from './format';
+import { IPoint, ISnapshot, niceTop, series, streamStats, tickLabel } from './metrics';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const HISTORY = 60;
@@ -242,19 +244,69 @@ function driftChart(feature: IDriftFeature): HTMLElement {
   );
 }
 
+/** The jobs of an instance, newest first: status, progress, time, and Cancel while one waits or runs. */
+function jobsTable(id: string, jobs: IJob[], onCancel: (job: IJob) => void): HTMLElement | null {
+  if (!jobs.length) {
+    return null;
+  }
+  const now = Date.now() / 1000;
+  const rows = jobs.map(job => {
+    const open = job.status === 'queued' || job.status === 'running';
+    const ahead = job.position ? ` · ${job.position} ahead` : '';
+    return h(
+      'tr',
+      { className: `nbserve-job nbserve-job-${job.status}`, 'data-job': job.id },
+      h('td', {}, h('code', {}, job.id.slice(0, 8)), ' ', job.method),
+      h('td', { className: 'nbserve-job-status' }, job.status + ahead),
+      h(
+        'td',
+        { title: job.error ? `${job.error.type}: ${job.error.message}` : '' },
+        jobProgress(job) + (job.error ? ` · ${job.error.message}` : '')
+      ),
+      h('td', { className: 'nbserve-num' }, jobTime(job, now)),
+      h(
+        'td',
+        {},
+        open
+          ? h(
+              'button',
+              {
+                className: 'nbserve-button',
+                type: 'button',
+                title: `Cancel job ${job.id} of ${id}`,
+                onclick: () => onCancel(job)
+              },
+              'Cancel'
+            )
+          : null
+      )
+    );
+  });
+  return h(
+    'table',
+    { className: 'nbserve-log-table nbserve-jobs', 'aria-label': `Jobs of ${id}` },
+    h('tr', {}, ...['job', 'status', 'progress', 'time', ''].map(t => h('th', {}, t))),
+    ...rows
+  );
+}
+
 export class MonitorView {
   readonly node: HTMLElement;
 
   constructor(readonly id: string) {
+    this._streams = h('div', { className: 'nbserve-meta nbserve-streams' });
     this._traffic = h('div', { className: 'nbserve-sparks' });
     this._caption = h('div', { className: 'nbserve-meta', role: 'status' });
     this._drift = h('div', { className: 'nbserve-drift' });
+    this._jobs = h('div', { className: 'nbserve-jobs-slot' });
     this.node = h(
       'div',
       { className: 'nbserve-monitor', 'aria-label': `Monitoring of ${id}` },
+      this._streams,
       this._traffic,
       this._caption,
-      this._drift
+      this._drift,
+      this._jobs
     );
   }
 
@@ -262,10 +314,54 @@ export class MonitorView {
   show(reading: IMonitor): void {
     if (!reading.snapshot || !reading.drift) {
       this._caption.textContent = `${reading.status}: no metrics`;
+      replaceChildren(this._jobs);
       return;
     }
     this._snaps = [...this._snaps, reading.snapshot].slice(-HISTORY);
     this._render(series(this._snaps), reading.drift);
+    this._renderStreams(reading.snapshot, reading.text_kind ?? null);
+    this._renderJobs(reading.jobs ?? []);
+  }
+
+  /** The jobs as last read (a test reads them; the table shows them). */
+  jobs: IJob[] = [];
+
+  private _renderStreams(snap: ISnapshot, textKind: string | null): void {
+    const unit = textKind === 'chat' ? 'tokens/s' : 'items/s';
+    replaceChildren(
+      this._streams,
+      ...streamStats(snap).map(s =>
+        h(
+          'div',
+          { className: 'nbserve-stream-stats', 'data-method': s.method },
+          `${s.method} streams: first item ${s.firstP50 === null ? '-' : `${tickLabel(s.firstP50)} ms`} (p50)` +
+            ` · ${s.perSecond === null ? '-' : tickLabel(s.perSecond)} ${unit} · ${s.items} items`
+        )
+      )
+    );
+  }
+
+  private _renderJobs(jobs: IJob[]): void {
+    this.jobs = jobs;
+    const table = jobsTable(this.id, jobs, job => void this._cancel(job));
+    replaceChildren(
+      this._jobs,
+      table ? h('div', { className: 'nbserve-spark-title' }, 'jobs') : null,
+      table
+    );
+  }
+
+  private async _cancel(job: IJob): Promise<void> {
+    const row = this._jobs.querySelector(`[data-job="${job.id}"] .nbserve-job-status`);
+    if (row) {
+      row.textContent = 'cancelling…';
+    }
+    try {
+      const done = await cancelJob(this.id, job.id);
+      this._renderJobs(this.jobs.map(j => (j.id === done.id ? { ...j, ...done } : j)));
+    } catch (error) {
+      this._caption.textContent = `cancel ${job.id}: ${error instanceof Error ? error.message : String(error)}`;
+    }
   }
 
   showError(message: string): void {
@@ -306,6 +402,8 @@ export class MonitorView {
   }
 
   private _snaps: ISnapshot[] = [];
+  private _streams: HTMLElement;
+  private _jobs: HTMLElement;
   private _traffic: HTMLElement;
   private _caption: HTMLElement;
   private _drift: HTMLElement;

@@ -37,6 +37,12 @@ export interface IServingPanelOptions {
   closeLogs: (id: string) => void;
 }
 
+/** The OpenAI route of a text function (nbserve/server/protocols/openai.py). */
+const TEXT_ROUTES: { [kind: string]: string } = {
+  chat: '/v1/chat/completions',
+  embeddings: '/v1/embeddings'
+};
+
 export class ServingPanel extends PollingWidget {
   constructor(options: IServingPanelOptions) {
     super(IDLE_REFRESH_MS, 'nbserve:sidebar');
@@ -385,7 +391,12 @@ class ModelRow {
     const by = model.registered_by ? ` · by ${model.registered_by}@${model.registered_host}` : '';
     const running = (model.running ?? []).filter(p => p.status === 'running');
     const where = running.length ? ` · ${running.length} running` : '';
-    this._meta.textContent = `${kind}methods: ${model.methods.join(', ')}${by}${where}`;
+    const streams = new Set(model.streams ?? []);
+    const methods = model.methods.map(m => (streams.has(m) ? `${m} (streams)` : m)).join(', ');
+    const text = model.text_kind
+      ? ` · OpenAI ${model.text_kind} (${TEXT_ROUTES[model.text_kind] ?? ''})`
+      : '';
+    this._meta.textContent = `${kind}methods: ${methods}${text}${by}${where}`;
     this._meta.title = [
       model.object_type,
       ...model.requirements,

@@ -8,6 +8,8 @@ import {
   badgeKind,
   binLabels,
   edgeLabel,
+  jobProgress,
+  jobTime,
   localTime,
   noLiveNote,
   statusClass
@@ -70,4 +72,17 @@ test('log times, badges and status classes', () => {
     'bad'
   ]);
   assert.deepEqual([200, 404, 500].map(statusClass), ['ok', 'refused', 'error']);
+});
+
+test("a job's progress and time read as the panel and the CLI say them", () => {
+  assert.equal(
+    jobProgress({ progress: { fraction: 0.4, message: 'step 4 of 10' } }),
+    '40% step 4 of 10'
+  );
+  assert.equal(jobProgress({ progress: { items: 12 } }), '12 items');
+  assert.equal(jobProgress({ progress: null }), '-');
+  assert.equal(jobTime({ created: 100 }, 104), 'waiting 4 s');
+  assert.equal(jobTime({ created: 100, started: 101 }, 281), 'running 3 min');
+  assert.equal(jobTime({ created: 100, started: 101, finished: 113 }, 500), 'ran 12 s');
+  assert.equal(jobTime({ created: 100, finished: 103 }, 110), 'ended 7 s ago');
 });

@@ -2,7 +2,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ISnapshot, niceTop, point, quantile, series, tickLabel } from '../src/metrics';
+import {
+  ISnapshot,
+  niceTop,
+  point,
+  quantile,
+  series,
+  streamStats,
+  tickLabel
+} from '../src/metrics';
 
 function snap(time: number, requests: number, errors: number, buckets: [number | null, number][]) {
   return { time, in_progress: 0, methods: { predict: { requests, errors, sum: 0, buckets } } };
@@ -52,4 +60,32 @@ test('axis tops are round numbers at or above the largest value', () => {
   assert.deepEqual([0.7, 1, 1.2, 3, 7, 42, 0].map(niceTop), [1, 1, 2, 5, 10, 50, 1]);
   assert.equal(niceTop(NaN), 1);
   assert.deepEqual([0.25, 3, 150, 12000].map(tickLabel), ['0.25', '3', '150', '12k']);
+});
+
+test('stream stats: items per second over the seconds streamed, the first item p50 in ms', () => {
+  const s: ISnapshot = {
+    time: 10,
+    in_progress: 0,
+    methods: {
+      predict: { requests: 4, errors: 0, sum: 0, buckets: [] },
+      generate: {
+        requests: 2,
+        errors: 0,
+        sum: 0,
+        buckets: [],
+        items: 40,
+        stream_s: 2,
+        first: [
+          [0.01, 0],
+          [0.1, 2],
+          [null, 2]
+        ]
+      }
+    }
+  };
+  const stats = streamStats(s);
+  assert.equal(stats.length, 1); // predict sent no item: not a stream
+  assert.equal(stats[0].method, 'generate');
+  assert.equal(stats[0].perSecond, 20);
+  assert.ok(Math.abs(stats[0].firstP50! - 55) < 1e-9); // halfway through the 10 to 100 ms bucket
 });

@@ -20,9 +20,12 @@
     GET    deployments/<name>/logs   {"name", "logs"}
     GET    instances/<id>/metrics    {"id", "snapshot"}: one reading of its /metrics (monitoring.snapshot)
     GET    instances/<id>/drift      {"id", "drift"}: its /drift report
-    GET    instances/<id>/monitor    {"id", "status", "snapshot", "drift"}: both for a running instance, nulls
-                                      with its status for one that is not (a sidebar that polls an instance
-                                      stopped a moment ago gets an answer, not an error)
+    GET    instances/<id>/monitor    {"id", "status", "snapshot", "drift", "jobs", "text_kind"}: for a running
+                                      instance, nulls with its status for one that is not (a sidebar that polls an
+                                      instance stopped a moment ago gets an answer, not an error); jobs: the
+                                      model's jobs (null when it serves none), text_kind: "chat", "embeddings"
+    GET    instances/<id>/jobs       {"id", "jobs"}: the jobs the instance keeps (client.submit, ?async=1)
+    DELETE instances/<id>/jobs/<job> cancel a queued or running job, forget a finished one: {"job": its status}
 
 Every verb is ``@tornado.web.authenticated`` (no Jupyter token, 403). Errors are
 ``{"error": {"type", "message", "status"}}`` with the status from ``errors.STATUS``.
@@ -276,6 +279,18 @@ class ObserveHandler(NbserveHandler):
             self.reply(await self.call(_monitor, ws, id))
 
 
+class ModelJobsHandler(NbserveHandler):
+    """The served model's own jobs (server/jobs.py), not the starts this extension runs (JobHandler)."""
+
+    @tornado.web.authenticated
+    async def get(self, id):
+        self.reply({"id": id, "jobs": await self.call(self.workspace.jobs, id)})
+
+    @tornado.web.authenticated
+    async def delete(self, id, job_id):
+        self.reply({"job": await self.call(self.workspace.cancel_job, id, job_id)})
+
+
 def _unlisted(jobs, instances: list[dict]) -> list:
     """The jobs to list beside ``instances``: a start whose instance the registry already holds (it is
     recorded a moment before its job says "running") is listed once, as the instance."""
@@ -299,19 +314,27 @@ def _unlisted(jobs, instances: list[dict]) -> list:
 
 def _json_snapshot(snap: dict) -> dict:
     for entry in snap["methods"].values():  # JSON has no Infinity: the +Inf bucket's bound is null
-        entry["buckets"] = [[None if le == float("inf") else le, c] for le, c in entry["buckets"]]
+        for key in ("buckets", "first"):
+            entry[key] = [[None if le == float("inf") else le, c] for le, c in entry.get(key, [])]
     return snap
 
 
 def _monitor(ws, id: str) -> dict:
     inst = ws.get_instance(id)  # an unknown id is a 404
+    text_kind = ws.get_model(inst.model).text_kind
     if inst.status != "running":
-        return {"id": id, "status": inst.status, "snapshot": None, "drift": None}
+        return {"id": id, "status": inst.status, "snapshot": None, "drift": None, "jobs": None, "text_kind": text_kind}
+    try:
+        jobs = ws.jobs(id)
+    except NbserveError:  # jobs off for this instance
+        jobs = None
     return {
         "id": id,
         "status": inst.status,
         "snapshot": _json_snapshot(ws.metrics_snapshot(id)),
         "drift": ws.drift(id),
+        "jobs": jobs,
+        "text_kind": text_kind,
     }
 
 
@@ -391,6 +414,8 @@ def route_handlers(base_url: str) -> list[tuple]:
         (url("instances", segment, "(stop|start)"), InstanceActionHandler),
         (url("instances", segment, "logs"), LogsHandler),
         (url("instances", segment, "(metrics|drift|monitor)"), ObserveHandler),
+        (url("instances", segment, "jobs"), ModelJobsHandler),
+        (url("instances", segment, "jobs", segment), ModelJobsHandler),
         (url("instances", segment), InstanceHandler),
         (url("jobs", segment), JobHandler),
         (url("deployments"), DeploymentsHandler),

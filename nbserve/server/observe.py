@@ -23,7 +23,8 @@ from . import housekeeping, jsonio
 from .errors import CallError
 from .streaming import is_stream
 
-QUIET_PATHS = frozenset({"/health", "/metrics", "/drift", "/batching"})  # polls (a panel's): not requests to the model
+# polls (a panel's, a job's client; and GET /jobs/<id>): not requests to the model
+QUIET_PATHS = frozenset({"/health", "/metrics", "/drift", "/batching", "/jobs"})
 PUSH_SECONDS = 1.0
 MAX_REQUEST_ID = 128
 BODY_LOG_LIMIT = 65536
@@ -128,8 +129,8 @@ class Observer:
 
         def observed(environ, start_response):
             path = environ.get("PATH_INFO", "")
-            if path in QUIET_PATHS:
-                return wsgi_app(environ, start_response)
+            if path in QUIET_PATHS or (path.startswith("/jobs/") and environ.get("REQUEST_METHOD") == "GET"):
+                return wsgi_app(environ, start_response)  # polls: not requests to the model
             t0 = perf()
             verb = environ.get("REQUEST_METHOD")
             given = environ.get("HTTP_X_REQUEST_ID")

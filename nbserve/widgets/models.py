@@ -16,6 +16,26 @@ HEADERS = ("model", "methods", "registered", "start an instance")
 COLUMNS = "minmax(7em, max-content) minmax(6em, max-content) minmax(8em, max-content) minmax(15em, 1fr)"
 
 
+TEXT_ROUTES = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
+
+
+def methods_text(mv) -> str:
+    """The methods, those that stream marked so, and the OpenAI route of a text function (calls running as
+    jobs show in the Jobs section)."""
+    streams = set(mv.streams)
+    names = [
+        f"{html.escape(m)} <small title='answers its items as it makes them (client.stream, or SSE)'>(streams)</small>"
+        if m in streams
+        else html.escape(m)
+        for m in mv.methods
+    ]
+    text = ", ".join(names)
+    if mv.text_kind:
+        route = TEXT_ROUTES.get(mv.text_kind, "")
+        text += f"<br><small class='nbserve-openai'>OpenAI {html.escape(mv.text_kind)} · <code>{route}</code></small>"
+    return text
+
+
 def registered_where(mv) -> str:
     """'2024-05-01 10:12 · alice@laptop' (who registered it) and, from a shared registry, where its
     instances run (a tooltip)."""
@@ -95,7 +115,7 @@ class ModelRow:
         values = (
             f"<b>{html.escape(mv.name)}</b> v{mv.version}<br><small style='{MUTED}' title='{html.escape(kind)}'>"
             f"{count} · <span title='{requirements}'>{len(mv.requirements)} requirements</span></small>",
-            html.escape(", ".join(mv.methods)),
+            methods_text(mv),
             registered_where(mv),
         )
         for cell, value in zip(self.cells, values):

@@ -38,7 +38,10 @@ class MonitorView:
         self.traffic_plot: Plot | None = None  # the PNG and its description
         self.drift_plot: Plot | None = None
         self.title, self.traffic, self.caption, self.drift = (shared.wide_cell() for _ in range(4))
-        self.box = widgets.VBox([self.title, self.traffic, self.caption, self.drift], layout=shared.wide_layout)
+        self.streams = shared.wide_cell()  # a streaming method's time to the first item and items per second
+        self.box = widgets.VBox(
+            [self.title, self.streams, self.traffic, self.caption, self.drift], layout=shared.wide_layout
+        )
         self._drift_key: str | None = None
 
     @property
@@ -59,6 +62,7 @@ class MonitorView:
             self.error = error_text(exc)
             put(self.caption, value=f"<span style='color: {ERROR_COLOUR}'>{html.escape(self.error)}</span>")
             return
+        put(self.streams, value=stream_text(monitoring.summary(self.snapshots[-1]), _text_kind(workspace, inst)))
         self.traffic_plot = plots.traffic(self.points)
         put(self.traffic, value=image(self.traffic_plot))
         report = self.report
@@ -74,8 +78,32 @@ class MonitorView:
         put(self.caption, value=f"<span style='color: {ERROR_COLOUR}'>{html.escape(text)}</span>")
 
     def close(self) -> None:
-        for w in (self.title, self.traffic, self.caption, self.drift, self.box):
+        for w in (self.title, self.streams, self.traffic, self.caption, self.drift, self.box):
             w.close()  # layouts and styles are the panel's, shared
+
+
+def _text_kind(workspace, inst) -> str | None:
+    try:
+        return workspace.get_model(inst.model).text_kind
+    except NbserveError:
+        return None
+
+
+def stream_text(rows: list[dict], text_kind: str | None = None) -> str:
+    """For each method that streamed: the time to its first item (p50) and its items per second, which are
+    tokens per second for a text function (one piece of text an item); '' when nothing streamed yet."""
+    unit = "tokens/s" if text_kind == "chat" else "items/s"
+    parts = []
+    for r in rows:
+        if not r.get("items"):
+            continue
+        first = "-" if r["first_item_p50_ms"] is None else f"{r['first_item_p50_ms']:.0f} ms"
+        rate = "-" if r["items_per_s"] is None else f"{r['items_per_s']:.1f} {unit}"
+        parts.append(
+            f"<span class='nbserve-stream-stats'><b>{html.escape(r['method'])}</b> streams: first item (p50) "
+            f"{first} · {rate} · {r['items']} items</span>"
+        )
+    return "<br>".join(parts)
 
 
 def caption(report: dict) -> str:

@@ -29,6 +29,7 @@ from ..workspace import default_workspace
 from .base import ERROR_COLOUR, MUTED, Section, Shared, close_widget, put
 from .deployments import DeploymentsSection
 from .instances import InstanceRow, InstancesSection
+from .jobs import JobsSection
 from .models import ModelRow, ModelsSection
 from .monitoring import MonitoringSection, MonitorView
 from .request_log import LOG_TAIL, RequestLogSection
@@ -51,6 +52,7 @@ class Panel(widgets.VBox):
         ModelsSection,
         InstancesSection,
         VersionsSection,
+        JobsSection,
         MonitoringSection,
         DeploymentsSection,
         RequestLogSection,
@@ -109,6 +111,10 @@ class Panel(widgets.VBox):
     @property
     def instances(self) -> InstancesSection:
         return self.section(InstancesSection)
+
+    @property
+    def jobs(self) -> JobsSection:
+        return self.section(JobsSection)
 
     @property
     def monitoring(self) -> MonitoringSection:
@@ -262,6 +268,14 @@ class Panel(widgets.VBox):
             f"discarding the candidate of {id}",
             lambda say: self.workspace.discard(id, progress=say),
             lambda inst: f"{id} serves {inst.model}; the candidate is removed",
+        )
+
+    def cancel_job(self, id: str, job_id: str):
+        """Cancel a job of instance ``id`` (queued: at once; running: its call is stopped)."""
+        return self.act(
+            f"cancelling job {job_id} of {id}",
+            lambda say: self.workspace.cancel_job(id, job_id),
+            lambda doc: f"job {job_id}: {'cancelling' if doc.get('cancelling') else doc['status']}",
         )
 
     def remove_instance(self, id: str):
