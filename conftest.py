@@ -88,6 +88,7 @@ LONGEST_FIRST = [
     "tests/test_wheel.py",
     "tests/models/test_threaded_models.py",
     "tests/test_benchmarks.py",
+    "tests/test_openai_routes.py",
     "tests/test_instance_update.py",
     "tests/test_tooling.py",
     "tests/test_panel.py",

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import requests
+from long_calls import simulate
 from nbserve_testing import base_image, frames, need_docker
 
 from nbserve.errors import ServerError
@@ -28,23 +29,6 @@ from nbserve.workspace import Workspace
 
 TIMEOUT = 30
 LONG_JOB_SECONDS = float(os.environ.get("NBSERVE_LONG_JOB_SECONDS", "3"))
-
-
-def simulate(params, progress=None):
-    """A long computation: ``seconds`` in ``steps`` equal steps, reporting its progress after each; each step
-    goes to the file ``log`` when given (a test sees whether it ran on)."""
-    import time
-
-    steps, seconds = int(params.get("steps", 10)), float(params["seconds"])
-    log = params.get("log")
-    for i in range(steps):
-        time.sleep(seconds / steps)
-        if log:
-            with open(log, "a") as f:
-                f.write(f"{i}\n")
-        if progress is not None:
-            progress(fraction=(i + 1) / steps, message=f"step {i + 1} of {steps}")
-    return {"steps": steps, "seconds": seconds}
 
 
 def fails(params):

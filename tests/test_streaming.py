@@ -22,36 +22,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from long_calls import ticks
 from nbserve_testing import base_image, frames, need_docker
 
 from nbserve.errors import ServerError
 from nbserve.workspace import Workspace
 
 TIMEOUT = 30
-
-
-def ticks(params):
-    """Items ``{"i": i}``, one every ``every`` seconds (``stall`` seconds before item ``stall_at``), raising at
-    item ``fail_at``; each item's index goes to the file ``log`` when given, and "closed" when it stops, however
-    it stops."""
-    import time
-
-    log = params.get("log")
-
-    def note(text):
-        if log:
-            with open(log, "a") as f:
-                f.write(text + "\n")
-
-    try:
-        for i in range(int(params.get("n", 3))):
-            if i == params.get("fail_at"):
-                raise ValueError(f"no item {i}")
-            time.sleep(float(params["stall"]) if i == params.get("stall_at") else float(params.get("every", 0)))
-            note(str(i))
-            yield {"i": i}
-    finally:
-        note("closed")
 
 
 @pytest.fixture(scope="module")
