@@ -212,7 +212,9 @@ def test_a_running_job_fails_as_interrupted_when_its_instance_stops_and_queued_o
 
 
 def test_the_queue_is_bounded_and_finished_jobs_are_kept_for_the_retention(module_workspace):
-    inst = module_workspace.serve(simulate, runtime="process", job_queue=2, job_retention=2, progress=False)
+    inst = module_workspace.serve(
+        simulate, name="bounded", runtime="process", job_queue=2, job_retention=2, progress=False
+    )
     client = inst.client(timeout=TIMEOUT)
     running = client.submit("simulate", {"seconds": 30, "steps": 300})
     wait_for(lambda: running.running(), TIMEOUT, "the job to run")
@@ -231,12 +233,14 @@ def test_the_queue_is_bounded_and_finished_jobs_are_kept_for_the_retention(modul
 
 
 def test_jobs_need_the_models_token_and_a_server_without_jobs_says_so(module_workspace):
-    inst = module_workspace.serve(simulate, runtime="process", auth_token=True, jobs=False, progress=False)
+    inst = module_workspace.serve(
+        simulate, name="no_jobs", runtime="process", auth_token=True, jobs=False, progress=False
+    )
     resp = requests.post(inst.url + "/simulate?async=1", json={"data": {"seconds": 0.1}}, timeout=10)
     assert resp.status_code == 401
     with pytest.raises(ServerError, match="jobs are off"):
         inst.client(timeout=TIMEOUT).submit("simulate", {"seconds": 0.1})
-    inst = module_workspace.serve(simulate, runtime="process", auth_token=True, progress=False)
+    inst = module_workspace.serve(simulate, name="locked", runtime="process", auth_token=True, progress=False)
     assert requests.get(inst.url + "/jobs", timeout=10).status_code == 401
     job = inst.client(timeout=TIMEOUT).submit("simulate", {"seconds": 0.1, "steps": 1})
     assert job.result(timeout=TIMEOUT) == {"steps": 1, "seconds": 0.1}  # the runner's call needs no token
