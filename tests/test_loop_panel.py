@@ -40,6 +40,7 @@ def test_the_versions_card_follows_compares_promotes_and_rolls_back(workspace):
         assert f"{expected:.1%}" in card.table.value and "latency p99" in card.table.value
         assert "<img" in card.plot.value and "answers: diabetes:2 against diabetes:1" in card.plot.value
         assert card.shadow_actions.layout.display == "" and not card.promote.disabled
+        assert panel.instance_row(inst.id).stop.layout.display != "none"  # only the card's own boxes hide
         assert "shadow candidate of" in panel.instance_row(candidate.id).cells[0].value
 
         url = inst.url

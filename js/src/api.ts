@@ -68,6 +68,16 @@ export interface IEntry {
   message?: string;
   fraction?: number | null;
   error?: { type: string; message: string } | null;
+  /** the versions it served before, oldest first (rollback returns to the last) */
+  history?: string[];
+  /** {"diabetes:1": 90, "diabetes:2": 10} while it splits its traffic */
+  split?: { [version: string]: number } | null;
+  /** the candidate a share of its requests is copied to */
+  shadow?: { instance: string; model: string; share: number } | null;
+  /** the instance this one shadows (it gets copies of its requests) */
+  candidate_of?: string | null;
+  /** the notebook variable a kernel follows into it (%serve lr --follow) */
+  following?: string | null;
 }
 
 export interface IBatching {
@@ -115,6 +125,46 @@ export async function startNew(request: IStartRequest): Promise<IEntry> {
 export async function act(id: string, action: 'stop' | 'start'): Promise<IEntry> {
   const path = `instances/${encodeURIComponent(id)}/${action}`;
   return (await requestAPI<{ instance: IEntry }>(path, json('POST'))).instance;
+}
+
+/** The notebook loop's verbs on an instance (nbserve/jupyter/handlers.py: LoopActionHandler). */
+export async function loopAction(
+  id: string,
+  action: 'rollback' | 'promote' | 'discard' | 'split',
+  body: { weights?: { [version: string]: number } | null; to?: string } = {}
+): Promise<IEntry> {
+  const path = `instances/${encodeURIComponent(id)}/${action}`;
+  return (await requestAPI<{ instance: IEntry }>(path, json('POST', body))).instance;
+}
+
+/** A shadow's comparison: Instance.comparison(summary=True), and what the sidebar plots. */
+export interface IComparisonSummary {
+  live: string;
+  candidate: string;
+  requests: number;
+  rows: number;
+  agreement: number | null;
+  errors: {
+    [output: string]: { mean_abs: number | null; max_abs: number | null; rmse: number | null };
+  };
+  latency_ms: {
+    live: { p50: number | null; p99: number | null };
+    candidate: { p50: number | null; p99: number | null };
+  };
+  candidate_failures: number;
+  copies?: { sent: number; dropped: number; failed: number; share: number } | null;
+}
+
+export interface IComparison {
+  id: string;
+  summary: IComparisonSummary;
+  /** [live answer, candidate answer, agree] of the last rows */
+  points: [number | null, number | null, boolean][];
+  latency: { live: number[]; candidate: number[] };
+}
+
+export async function comparisonOf(id: string): Promise<IComparison> {
+  return await requestAPI<IComparison>(`instances/${encodeURIComponent(id)}/comparison`);
 }
 
 export async function remove(id: string): Promise<void> {

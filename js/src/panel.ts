@@ -9,7 +9,9 @@ import {
   IModel,
   IStartRequest,
   act,
+  comparisonOf,
   listDeployments,
+  loopAction,
   monitorOf,
   overview,
   remove,
@@ -20,6 +22,7 @@ import { h, replaceChildren } from './dom';
 import { badgeKind } from './format';
 import { MonitorView } from './monitor';
 import { PollingWidget } from './poll';
+import { ComparisonView } from './versions';
 
 const IDLE_REFRESH_MS = 5000;
 const BUSY_REFRESH_MS = 1000;
@@ -201,6 +204,9 @@ export class ServingPanel extends PollingWidget {
       }
       row.update(entry);
       void row.refreshMonitor(entry.status === 'running' && !entry.job && !row.busy);
+      void row.refreshComparison(
+        entry.status === 'running' && entry.shadow && !row.busy ? entry.shadow.model : null
+      );
       seen.add(entry.id);
       placeAt(this._instanceList, row.node, index);
     });
@@ -240,6 +246,10 @@ export class ServingPanel extends PollingWidget {
       if (what === 'remove' || what === 'dismiss') {
         this._closeLogs(row.id);
         await remove(row.id);
+      } else if (what === 'end-split') {
+        await loopAction(row.id, 'split', { weights: null });
+      } else if (what === 'rollback' || what === 'promote' || what === 'discard') {
+        await loopAction(row.id, what);
       } else {
         await act(row.id, what);
       }
@@ -479,7 +489,16 @@ class ModelRow {
   private _versionsKey = '';
 }
 
-type Action = 'stop' | 'start' | 'remove' | 'dismiss' | 'logs';
+type Action =
+  | 'stop'
+  | 'start'
+  | 'remove'
+  | 'dismiss'
+  | 'logs'
+  | 'rollback'
+  | 'end-split'
+  | 'promote'
+  | 'discard';
 
 /** One instance, or a start in flight or failed (a job). */
 class InstanceRow {
@@ -494,7 +513,34 @@ class InstanceRow {
     this._error = h('div', { className: 'nbserve-error', role: 'alert' });
     this._error.hidden = true;
     this._monitorSlot = h('div', { className: 'nbserve-monitor-slot' });
-    this.node = h('li', { className: 'nbserve-item' }, this._body, this._monitorSlot, this._error);
+    this._comparisonSlot = h('div', { className: 'nbserve-comparison-slot' });
+    this.node = h(
+      'li',
+      { className: 'nbserve-item' },
+      this._body,
+      this._comparisonSlot,
+      this._monitorSlot,
+      this._error
+    );
+  }
+
+  /** A shadow's comparison while a candidate shadows this instance (read again on every refresh). */
+  async refreshComparison(candidate: string | null): Promise<void> {
+    if (!candidate) {
+      this._comparison?.node.remove();
+      this._comparison = null;
+      return;
+    }
+    if (!this._comparison) {
+      this._comparison = new ComparisonView(what => this._onAction(this, what), candidate);
+      this._comparisonSlot.appendChild(this._comparison.node);
+    }
+    const view = this._comparison;
+    try {
+      view.show(await comparisonOf(this.id));
+    } catch (error) {
+      view.showError(messageOf(error));
+    }
   }
 
   /** Metrics and drift plots while the instance runs (read again on every refresh of the sidebar). */
@@ -527,7 +573,12 @@ class InstanceRow {
       entry.message,
       entry.error,
       entry.fraction,
-      entry.batching
+      entry.batching,
+      entry.history,
+      entry.split,
+      entry.shadow,
+      entry.following,
+      entry.candidate_of
     ]);
     this.label = entry.job ? `start of ${entry.model}` : `${entry.model} (${entry.id})`;
     this.node.setAttribute('aria-label', `Instance ${entry.model} ${entry.id}`);
@@ -561,6 +612,60 @@ class InstanceRow {
           : button('Start', 'start', `Start ${entry.id} again`),
         button('Remove', 'remove', `Stop ${entry.id} and forget it`),
         button('Logs', 'logs', `Show the server log of ${entry.id}`)
+      );
+      const before = entry.history ?? [];
+      if (running && before.length) {
+        actions.push(
+          button('Rollback', 'rollback', `Serve ${before[before.length - 1]} here again, in place`)
+        );
+      }
+      if (running && entry.split) {
+        actions.push(button('End split', 'end-split', `Serve one version at ${entry.id} again`));
+      }
+    }
+    const loop: HTMLElement[] = [];
+    if (entry.following) {
+      loop.push(
+        h(
+          'div',
+          {
+            className: 'nbserve-meta nbserve-following',
+            title: 'A notebook kernel serves every change of this variable here, in place'
+          },
+          `following ${entry.following}`
+        )
+      );
+    }
+    if (entry.candidate_of) {
+      loop.push(
+        h('div', { className: 'nbserve-meta' }, `shadow candidate of ${entry.candidate_of}`)
+      );
+    }
+    if (entry.split) {
+      const total = Object.values(entry.split).reduce((a, b) => a + b, 0) || 1;
+      const parts = Object.entries(entry.split).map(
+        ([m, w]) => `${m} ${Math.round((100 * w) / total)}%`
+      );
+      loop.push(
+        h('div', { className: 'nbserve-meta nbserve-split' }, `split: ${parts.join(' · ')}`)
+      );
+    }
+    if (entry.shadow) {
+      loop.push(
+        h(
+          'div',
+          { className: 'nbserve-meta' },
+          `shadowed by ${entry.shadow.model} (${Math.round(entry.shadow.share * 100)}% of requests)`
+        )
+      );
+    }
+    if (entry.history && entry.history.length) {
+      loop.push(
+        h(
+          'div',
+          { className: 'nbserve-meta' },
+          `served before: ${entry.history.slice(-3).join(', ')}`
+        )
       );
     }
     // Through the Jupyter server when it has jupyter-server-proxy (works from a remote browser, behind
@@ -629,6 +734,7 @@ class InstanceRow {
             `batching: ≤ ${entry.batching.max_batch} rows, ${entry.batching.max_latency_ms} ms`
           )
         : null,
+      ...loop,
       url,
       message,
       h('div', { className: 'nbserve-actions' }, ...actions)
@@ -642,6 +748,7 @@ class InstanceRow {
       this._monitor = null;
     }
     this._body.querySelectorAll('button').forEach(b => ((b as HTMLButtonElement).disabled = busy));
+    this._comparison?.setBusy(busy);
   }
 
   showError(message: string | null): void {
@@ -653,5 +760,7 @@ class InstanceRow {
   private _error: HTMLElement;
   private _monitorSlot: HTMLElement;
   private _monitor: MonitorView | null = null;
+  private _comparisonSlot: HTMLElement;
+  private _comparison: ComparisonView | null = null;
   private _key = '';
 }

@@ -20,6 +20,12 @@
     GET    deployments/<name>/logs   {"name", "logs"}
     GET    instances/<id>/metrics    {"id", "snapshot"}: one reading of its /metrics (monitoring.snapshot)
     GET    instances/<id>/drift      {"id", "drift"}: its /drift report
+    POST   instances/<id>/rollback   {"to"?: "NAME:VERSION"}: the version served before, in place (the instance)
+    POST   instances/<id>/split      {"weights": {"NAME:VERSION": weight, ...} | null}: share its URL, or end that
+    POST   instances/<id>/promote    the shadow candidate's version in place; .../discard: remove the candidate
+    GET    instances/<id>/comparison {"id", "summary", "points", "latency"}: the shadow's comparison (summary as
+                                      Instance.comparison(summary=True)), the (live, candidate, agree) of the last
+                                      answers and each side's latency per request, for the sidebar's plot
     GET    instances/<id>/monitor    {"id", "status", "snapshot", "drift", "jobs", "text_kind"}: for a running
                                       instance, nulls with its status for one that is not (a sidebar that polls an
                                       instance stopped a moment ago gets an answer, not an error); jobs: the
@@ -250,6 +256,70 @@ class InstanceActionHandler(NbserveHandler):
         self.reply({"instance": await self.call(inst.to_dict)})
 
 
+class LoopActionHandler(NbserveHandler):
+    """The notebook loop's verbs on an instance (issue 22): rollback, promote, discard, split."""
+
+    @tornado.web.authenticated
+    async def post(self, id, action):
+        ws, body = self.workspace, self.json_body()
+        if action == "split":
+            weights = body.get("weights")
+            if weights is not None and (
+                not isinstance(weights, dict)
+                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights.values())
+            ):
+                raise BadRequest('"weights" must be {"NAME:VERSION": number, ...} or null (end the split)')
+            inst = await self.call(ws.split, id, weights, progress=quiet)
+        elif action == "rollback":
+            to = body.get("to")
+            if to is not None and not isinstance(to, str):
+                raise BadRequest(f'"to" must be a version such as "diabetes:1", or null; got {to!r}')
+            inst = await self.call(ws.rollback, id, to=to, progress=quiet)
+        elif action == "promote":
+            inst = await self.call(ws.promote, id, progress=quiet)
+        else:
+            inst = await self.call(ws.discard, id, progress=quiet)
+        self.reply({"instance": await self.call(inst.to_dict)})
+
+
+class ComparisonHandler(NbserveHandler):
+    @tornado.web.authenticated
+    async def get(self, id):
+        self.reply(await self.call(_comparison, self.workspace, id))
+
+
+def _comparison(ws, id: str, points: int = 300) -> dict:
+    """The shadow's summary and what the sidebar plots: (live, candidate, agree) of the first answer of the
+    last ``points`` rows, and each side's latency per request."""
+    import math
+
+    frame = ws.comparison(id)
+    summary = ws.comparison(id, summary=True)
+    first = next((c for c in frame.columns if c == "live" or str(c).startswith(("live[", "live."))), None)
+    pairs = []
+    if first is not None and len(frame):
+        other = "candidate" + first[len("live") :]
+        for a, b, ok in zip(frame[first].tail(points), frame[other].tail(points), frame["agree"].tail(points)):
+            pairs.append([_number(a), _number(b), bool(ok)])
+    requests = frame.drop_duplicates("_request").tail(points) if len(frame) else frame
+    latency = {
+        side: [v for v in (_number(x) for x in requests[col]) if v is not None] if len(requests) else []
+        for side, col in (("live", "_live_ms"), ("candidate", "_candidate_ms"))
+    }
+    for key in ("agreement",):
+        if isinstance(summary.get(key), float) and math.isnan(summary[key]):
+            summary[key] = None
+    return {"id": id, "summary": summary, "points": pairs, "latency": latency}
+
+
+def _number(value):
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if x != x or x in (float("inf"), float("-inf")) else x
+
+
 class LogsHandler(NbserveHandler):
     @tornado.web.authenticated
     async def get(self, id):
@@ -412,6 +482,8 @@ def route_handlers(base_url: str) -> list[tuple]:
         (url("models", segment), ModelHandler),
         (url("instances"), InstancesHandler),
         (url("instances", segment, "(stop|start)"), InstanceActionHandler),
+        (url("instances", segment, "(rollback|promote|discard|split)"), LoopActionHandler),
+        (url("instances", segment, "comparison"), ComparisonHandler),
         (url("instances", segment, "logs"), LogsHandler),
         (url("instances", segment, "(metrics|drift|monitor)"), ObserveHandler),
         (url("instances", segment, "jobs"), ModelJobsHandler),

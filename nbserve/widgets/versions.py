@@ -66,6 +66,8 @@ class VersionCard:
         self.title = shared.cell()
         self.rollback = shared.button("Rollback", f"serve the version {id} served before, in place", "warning")
         self.end_split = shared.button("End split", f"serve one version at {id} again")
+        # shown and hidden on their own: the shared layouts would hide every button and box of the panel
+        self.end_split.layout = widgets.Layout(width="auto", flex="0 0 auto")
         self.promote = shared.button("Promote", f"serve the candidate's version at {id}, in place", "success")
         self.discard = shared.button("Discard", f"stop and remove {id}'s shadow candidate", "danger")
         self.rollback.on_click(lambda _: panel.rollback_instance(id))
@@ -77,7 +79,10 @@ class VersionCard:
         self.summary: dict | None = None
         self.error: str | None = None
         self.actions = widgets.HBox([self.rollback, self.end_split], layout=shared.controls_layout)
-        self.shadow_actions = widgets.HBox([self.promote, self.discard], layout=shared.controls_layout)
+        self.shadow_actions = widgets.HBox(
+            [self.promote, self.discard],
+            layout=widgets.Layout(width="auto", flex_flow="row wrap", align_items="center", grid_gap="4px"),
+        )
         self.box = widgets.VBox([self.title, self.actions, self.table, self.plot, self.shadow_actions])
         self.buttons = [self.rollback, self.end_split, self.promote, self.discard]
         self.inst = None
@@ -139,8 +144,11 @@ class VersionCard:
     def close(self) -> None:
         for w in [self.title, self.table, self.plot, *self.buttons]:
             w.close()
-        for w in (self.actions, self.shadow_actions, self.box):
+        self.end_split.layout.close()
+        self.shadow_actions.layout.close()
+        for w in (self.actions, self.box):
             close_widget(w)
+        self.shadow_actions.close()
 
 
 class VersionsSection(Section):
