@@ -396,12 +396,13 @@ def install(app, settings, dispatch, model_id: str) -> Jobs:
 
     @app.get("/jobs")
     def list_jobs():
-        found = need_store().list()
+        s = need_store()
+        found = s.list()
         return answer(
             {
                 "jobs": [public(d, request.script_root) for d in found],
                 "queued": sum(d["status"] == QUEUED for d in found),
-                "limits": {"queue": store.queue_limit, "retention": store.retention, "timeout": settings.job_timeout},
+                "limits": {"queue": s.queue_limit, "retention": s.retention, "timeout": settings.job_timeout},
             }
         )
 
