@@ -131,3 +131,32 @@ def test_protocols_benchmark_runs():
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if "x native" in ln]
     assert len(lines) == 10 and sum("/v2 infer" in ln for ln in lines) == 3, proc.stdout
+
+
+def test_streaming_bench_runs_and_compares_served_streams_with_the_kernel(tmp_path):
+    out = tmp_path / "streaming.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "streaming_bench.py"),
+            "--rounds",
+            "1",
+            "--items",
+            "300",
+            "--work-items",
+            "20",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env={**os.environ, "NBSERVE_HOME": str(tmp_path / "home")},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for name, items in (("count", 300), ("work", 20)):
+        for how in ("kernel", "served"):
+            row = result[name][how]
+            assert row["items"] == items and row["first_item_ms"] > 0 and row["items_per_s"] > 0
+    assert "| count | 300 | served |" in proc.stdout
