@@ -152,7 +152,8 @@ class Observer:
                 return wsgi_app(environ, start)
             finally:
                 self.in_progress -= 1
-                method = path[1:] if path[1:] in methods else "other"
+                # a protocol's route that calls a model method names it (OpenAI's chat completions)
+                method = environ.get("nbserve.method") or (path[1:] if path[1:] in methods else "other")
                 status = seen[-1][:3] if seen else "500"
                 pending.append(
                     (method, status, perf() - t0, rid, local.rows, local.error, time.time(), verb, path, body)

@@ -93,10 +93,11 @@ def first_item(items, method: str):
         raise model_error(method, exc) from None
 
 
-def respond(items, method: str, encode, environ, observer=None, started: float | None = None, fmt=None):
+def respond(items, method: str, encode, environ, observer=None, started: float | None = None, fmt=None, counts=None):
     """A Flask response streaming ``items`` (an iterator the method returned), each written as ``encode(item)``
-    (bytes) in ``fmt`` (default: by the request's Accept). ``observer``: metrics.Observer (items, time to the
-    first item, how the stream ended); ``started``: perf_counter when the method was called."""
+    (bytes) in ``fmt`` (default: by the request's Accept). ``observer``: observe.Observer (items, time to the
+    first item, how the stream ended); ``started``: perf_counter when the method was called; ``counts(item)``:
+    whether an item written counts as one of the method's (default: every one does)."""
     from flask import Response
 
     started = time.perf_counter() if started is None else started
@@ -106,18 +107,18 @@ def respond(items, method: str, encode, environ, observer=None, started: float |
     environ["nbserve.stream_failure"] = fmt.fail  # what the worker writes for an item stuck past the deadline
     first = first_item(items, method)
     to_first = time.perf_counter() - started
-    body = _body(items, first, method, encode, fmt, environ, observer, started, to_first)
+    body = _body(items, first, method, encode, fmt, environ, observer, started, to_first, counts)
     return Response(body, mimetype=fmt.mimetype, headers=fmt.headers(), direct_passthrough=True)
 
 
-def _body(items, first, method, encode, fmt, environ, observer, started, to_first):
+def _body(items, first, method, encode, fmt, environ, observer, started, to_first, counts=None):
     count, outcome = 0, "error"
     try:
         if first is not _END:
-            count = 1
+            count = 1 if counts is None else int(bool(counts(first)))
             yield fmt.item(encode(first))
             for item in items:  # the worker arms the request deadline around each step
-                count += 1
+                count += 1 if counts is None else int(bool(counts(item)))
                 yield fmt.item(encode(item))
         outcome = "complete"
         if fmt.end:

@@ -78,6 +78,7 @@ def blueprint(served):
 
         @bp.post("/v1/chat/completions")
         def chat_completions():
+            request.environ["nbserve.method"] = method  # the metrics count it as a call of the function
             payload = _request_body(served)
             messages = _messages(payload.get("messages"))
             if payload.get("n", 1) not in (1, None):
@@ -99,7 +100,7 @@ def blueprint(served):
                 chunks = _chunks(pieces, completion, usage_wanted)
                 observer = current_app.extensions.get("nbserve.observer")
                 return streaming.respond(
-                    chunks, method, jsonio.dumps, request.environ, observer, started, fmt=OPENAI_SSE
+                    chunks, method, jsonio.dumps, request.environ, observer, started, OPENAI_SSE, _has_content
                 )
             return _json(_whole(pieces, completion, method))
 
@@ -107,6 +108,7 @@ def blueprint(served):
 
         @bp.post("/v1/embeddings")
         def embeddings():
+            request.environ["nbserve.method"] = method
             payload = _request_body(served)
             texts = _texts(payload.get("input"))
             encoding = payload.get("encoding_format") or "float"
@@ -279,6 +281,12 @@ def _chunks(pieces, completion: dict, usage_wanted: bool):
             yield {**base, "choices": [], "usage": _usage(usage)}
     finally:
         streaming._close(pieces)
+
+
+def _has_content(chunk: dict) -> bool:
+    """A chunk that carries a piece of the reply (the role's and the finish's do not): a token, for the metrics."""
+    choices = chunk.get("choices") or ()
+    return bool(choices and choices[0]["delta"].get("content"))
 
 
 def _chain(first, rest):
