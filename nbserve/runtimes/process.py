@@ -264,7 +264,10 @@ class ProcessRuntime(Runtime):
         server = warm.take(python)
         if server is None:
             return None
-        env = _server_env(artifact, server_settings(row.options, control=server.name, **where))
+        # the environment a started server would get (the kernel's as of now, not as of the warm server's start)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GUNICORN", "NBSERVE_"))}
+        env.update(_server_env(artifact, server_settings(row.options, control=server.name, **where)))
+        env.update(PYTHONPATH=PACKAGE_PARENT, PYTHONUNBUFFERED="1")
         try:
             with open(log_path, "ab") as log:
                 log.write(f"--- starting {label} on {row.host}:{row.port} at {time.ctime()} (warm)\n".encode())

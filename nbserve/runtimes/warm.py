@@ -81,7 +81,7 @@ class WarmServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 pass_fds=(read_end,),
-                cwd=tempfile.gettempdir(),
+                cwd="/",  # a directory that outlives any test's or kernel's (it chdirs to the instance's)
             )
         os.close(read_end)
 

@@ -67,6 +67,8 @@ class Master(BaseApplication):
         for key, value in config.items():
             self.cfg.set(key, value)
         self.cfg.set("control_socket_disable", True)  # gunicorn 27's own; ours is control.py's
+        self.cfg.set("chdir", os.getcwd())  # gunicorn's default is the directory it was imported in (a warm
+        # server's: not the instance's, and maybe gone by now)
         if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
             self.cfg.set("worker_tmp_dir", "/dev/shm")  # the workers' heartbeat files: memory, not disk
         self.cfg.set("post_worker_init", _post_worker_init)
@@ -385,7 +387,10 @@ def wait_for_adoption(control_sock, parent_fd: int | None, imports: dict):
 
 
 def adopt(env: dict, cwd: str | None, log_fd: int) -> None:
-    """Become an instance's server: its environment (the settings), working directory and log."""
+    """Become an instance's server: its environment (the kernel's as of now, the version's, the settings),
+    working directory and log."""
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
     os.environ.update(env)
     if cwd:
         os.chdir(cwd)

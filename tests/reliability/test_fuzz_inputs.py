@@ -86,7 +86,12 @@ def test_every_route_and_verb_with_any_body(models, name):
     routes = sorted({r.rule for r in app.url_map.iter_rules() if "<" not in r.rule}) + ["/static/x.js"]
     paths = st.one_of(
         st.sampled_from(routes),
-        st.builds(lambda s: "/" + s, st.text(st.characters(codec="utf-8", exclude_characters="?#%\r\n"), max_size=30)),
+        # "//x" would be a network-path reference to host "x" (werkzeug's test client then encodes "x" as a host
+        # name), not a path: a path's first segment never starts with "/"
+        st.builds(
+            lambda s: "/" + s.lstrip("/"),
+            st.text(st.characters(codec="utf-8", exclude_characters="?#%\r\n"), max_size=30),
+        ),
     )
 
     @FUZZ

@@ -92,6 +92,13 @@ def browser():
         yield b
 
 
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop():
+    """pytest-jupyter's fixture of this name (autouse) closes the current event loop after each test: here that is
+    Playwright's, running for the whole module's browser, which then fails the teardown."""
+    yield None
+
+
 @pytest.fixture(scope="module")
 def served(workspace, diabetes):
     """Two model families served as a notebook would: a linear model on an array, gradient boosting on a
