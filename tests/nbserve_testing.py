@@ -103,3 +103,23 @@ def one_row_calls(url: str, method: str, X, threads: int = 16, timeout: float = 
     finally:
         for client in clients:
             client.close()
+
+
+# a module's tests on both runtimes: @pytest.fixture(params=RUNTIMES), then request.getfixturevalue(request.param)
+RUNTIMES = ["process", pytest.param("docker", marks=pytest.mark.docker)]
+
+
+def docker_workspace(tmp_path_factory, name: str):
+    """A registry of its own for a module's Docker instances, the base image named for them; every instance
+    in it is removed afterwards. A generator for a module fixture: ``yield from docker_workspace(...)``."""
+    from nbserve.workspace import Workspace
+
+    need_docker().close()
+    patch = pytest.MonkeyPatch()
+    patch.setenv("NBSERVE_BASE_IMAGE", base_image())
+    workspace = Workspace(tmp_path_factory.mktemp(name))
+    try:
+        yield workspace
+    finally:
+        remove_instances(workspace)
+        patch.undo()

@@ -21,11 +21,10 @@ import numpy as np
 import pytest
 import requests
 from long_calls import simulate
-from nbserve_testing import base_image, frames, need_docker
+from nbserve_testing import RUNTIMES, docker_workspace, frames
 
 from nbserve.errors import ServerError
 from nbserve.server import control
-from nbserve.workspace import Workspace
 
 TIMEOUT = 30
 LONG_JOB_SECONDS = float(os.environ.get("NBSERVE_LONG_JOB_SECONDS", "3"))
@@ -54,18 +53,11 @@ def process(module_workspace):
 
 @pytest.fixture(scope="module")
 def docker(tmp_path_factory):
-    need_docker().close()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NBSERVE_BASE_IMAGE", base_image())
-    ws = Workspace(tmp_path_factory.mktemp("jobs-docker"))
-    inst = ws.serve(simulate, runtime="docker", timeout=1, progress=False)
-    yield SimpleNamespace(runtime="docker", sim=inst, ws=ws)
-    for i in ws.instances():
-        i.remove()
-    mp.undo()
+    for ws in docker_workspace(tmp_path_factory, "jobs-docker"):
+        yield SimpleNamespace(runtime="docker", sim=ws.serve(simulate, runtime="docker", timeout=1, progress=False))
 
 
-@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(params=RUNTIMES)
 def served(request):
     return request.getfixturevalue(request.param)
 

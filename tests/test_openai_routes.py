@@ -18,10 +18,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import requests
-from nbserve_testing import base_image, need_docker
+from nbserve_testing import RUNTIMES, docker_workspace
 from text_models import bigram_chat, tiny_gpt2, trigram_embed
-
-from nbserve.workspace import Workspace
 
 openai = pytest.importorskip("openai")
 TIMEOUT = 60
@@ -62,19 +60,13 @@ def process(module_workspace, models):
 
 @pytest.fixture(scope="module")
 def docker(tmp_path_factory, models):
-    need_docker().close()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NBSERVE_BASE_IMAGE", base_image())
-    ws = Workspace(tmp_path_factory.mktemp("openai-docker"))
-    chat = ws.serve(models.bigram, name="assistant", kind="chat", runtime="docker", progress=False)
-    embedder = ws.serve(models.embed, name="embedder", kind="embeddings", runtime="docker", progress=False)
-    yield SimpleNamespace(runtime="docker", chat=chat, chat_fn=models.bigram, embedder=embedder)
-    for inst in ws.instances():
-        inst.remove()
-    mp.undo()
+    for ws in docker_workspace(tmp_path_factory, "openai-docker"):
+        chat = ws.serve(models.bigram, name="assistant", kind="chat", runtime="docker", progress=False)
+        embedder = ws.serve(models.embed, name="embedder", kind="embeddings", runtime="docker", progress=False)
+        yield SimpleNamespace(runtime="docker", chat=chat, chat_fn=models.bigram, embedder=embedder)
 
 
-@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(params=RUNTIMES)
 def served(request):
     return request.getfixturevalue(request.param)
 

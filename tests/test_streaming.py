@@ -23,10 +23,9 @@ import pandas as pd
 import pytest
 import requests
 from long_calls import ticks
-from nbserve_testing import base_image, frames, need_docker
+from nbserve_testing import RUNTIMES, docker_workspace, frames
 
 from nbserve.errors import ServerError
-from nbserve.workspace import Workspace
 
 TIMEOUT = 30
 
@@ -65,24 +64,10 @@ def process(module_workspace, families):
 
 
 @pytest.fixture(scope="module")
-def docker(tmp_path_factory, families, monkeypatch_module):
-    need_docker().close()
-    monkeypatch_module.setenv("NBSERVE_BASE_IMAGE", base_image())
-    ws = Workspace(tmp_path_factory.mktemp("streaming-docker"))
-    ticking, linear = _serve(ws, "docker", families)
-    yield SimpleNamespace(runtime="docker", ticks=ticking, linear=linear)
-    for inst in ws.instances():
-        inst.remove()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-RUNTIMES = ["process", pytest.param("docker", marks=pytest.mark.docker)]
+def docker(tmp_path_factory, families):
+    for ws in docker_workspace(tmp_path_factory, "streaming-docker"):
+        ticking, linear = _serve(ws, "docker", families)
+        yield SimpleNamespace(runtime="docker", ticks=ticking, linear=linear)
 
 
 @pytest.fixture(params=RUNTIMES)

@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from . import artifact, batching, errors, guards, jobs, jsonio, keywords, observe, prefix, protocols, streaming
-from .dispatch import Dispatch
+from .dispatch import Dispatch, data_of
 from .errors import CallError
 from .openapi import complete as complete_openapi
 from .openapi import interface_document, openapi_document
@@ -22,17 +22,6 @@ from .schema import answer
 from .settings import DEFAULT_MAX_BODY, Settings  # noqa: F401 - DEFAULT_MAX_BODY: the app's name for it
 
 STATIC = Path(__file__).parent / "static"
-
-
-def _data(body: bytes):
-    """The model input of a ``{"data": ...}`` body."""
-    try:
-        payload = jsonio.loads(body)
-    except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise errors.invalid_json(exc, '{"data": ...}') from None
-    if not isinstance(payload, dict) or "data" not in payload:
-        raise CallError(400, "BadRequest", 'expected a JSON object {"data": ...} holding the model input')
-    return payload["data"]
 
 
 def _encode_item(dispatch, method, item) -> bytes:
@@ -103,7 +92,7 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
             body = _read_body(max_body)
             if job_queue.asked(request):
                 return job_queue.submit(method, body)
-            data = _data(body)
+            data = data_of(body)
             if method in numeric_arrays and (b"true" in body or b"false" in body):
                 _refuse_booleans(method, data)  # numpy would read them as 1 and 0
             return call(method, data)

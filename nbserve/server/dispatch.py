@@ -3,11 +3,22 @@ result writable as JSON. nbserve's own ``POST /<method>`` and every protocol ada
 through it, so all of them refuse the same inputs with the same 4xx and report a failing model the same way.
 """
 
-from . import guards, jsonio
+from . import errors, guards, jsonio
 from .errors import CallError
 from .schema import EXTRA_COLUMNS, InputError, answer, compile_decoder, to_jsonable
 
 __all__ = ["CallError", "Dispatch"]
+
+
+def data_of(body: bytes):
+    """The model input of a ``{"data": ...}`` body (nbserve's own routes and a job's submission)."""
+    try:
+        payload = jsonio.loads(body)
+    except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise errors.invalid_json(exc, '{"data": ...}') from None
+    if not isinstance(payload, dict) or "data" not in payload:
+        raise CallError(400, "BadRequest", 'expected a JSON object {"data": ...} holding the model input')
+    return payload["data"]
 
 
 class Dispatch:

@@ -43,7 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import errors, jsonio
+from . import jsonio
+from .dispatch import data_of
 from .errors import CallError
 from .schema import InputError
 
@@ -187,10 +188,7 @@ class JobStore:
     # -- writing ------------------------------------------------------------------------------------------
 
     def _write(self, job_id: str, doc: dict) -> dict:
-        path = self.path(job_id)
-        tmp = path / f".job.{os.getpid()}.tmp"
-        tmp.write_bytes(jsonio.dumps(doc))
-        os.replace(tmp, path / "job.json")
+        _replace(self.path(job_id) / "job.json", jsonio.dumps(doc))
         return doc
 
     def submit(self, method: str, body: bytes, model_id: str) -> dict:
@@ -256,9 +254,7 @@ class JobStore:
         if doc is None:
             return None
         if result is not None:
-            tmp = self.path(job_id) / ".result.tmp"
-            tmp.write_bytes(result)
-            os.replace(tmp, self.path(job_id) / "result.json")
+            _replace(self.path(job_id) / "result.json", result)
         doc.update(status=status, finished=time.time())
         if error is not None:
             doc["error"] = error
@@ -320,6 +316,13 @@ class JobStore:
                     )
 
 
+def _replace(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all (its readers are other processes)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _cancelled() -> dict:
     return {"type": "Cancelled", "message": "the job was cancelled (DELETE /jobs/<id>)"}
 
@@ -346,14 +349,9 @@ class Jobs:
 
         if self.store is None:
             raise CallError(400, "JobsOff", self.why_off)
-        try:
-            payload = jsonio.loads(body)
-        except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise errors.invalid_json(exc, '{"data": ...}') from None
-        if not isinstance(payload, dict) or "data" not in payload:
-            raise CallError(400, "BadRequest", 'expected a JSON object {"data": ...} holding the model input')
+        data = data_of(body)
         try:  # a bad input is the client's 400 now, not a failed job later
-            self.dispatch.decoders[method](payload["data"])
+            self.dispatch.decoders[method](data)
         except InputError as exc:
             raise CallError(400, "InvalidInput", f"{method}: {exc}") from None
         doc = public(self.store.submit(method, body, self.model_id), request.script_root)
