@@ -1,7 +1,7 @@
 """What streaming costs: time to the first item and items per second of a served generator, against calling
 the same generator in the kernel, in the same run.
 
-    python benchmarks/streaming_bench.py [--rounds 5] [--items 5000] [--gpt2] [--json OUT]
+    python benchmarks/streaming_bench.py [--rounds 5] [--items 5000] [--gpt2] [--only count,work,gpt2] [--json OUT]
 
 Three generators, each served on the process runtime (one worker) and called in this process:
 
@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--items", type=int, default=5000, help="items of the count generator")
     parser.add_argument("--work-items", type=int, default=300, help="items of the work generator")
     parser.add_argument("--gpt2", action="store_true", help="also the tiny GPT-2 chat (imports torch)")
+    parser.add_argument("--only", help="comma-separated generators to run (count, work, gpt2)")
     parser.add_argument("--json", help="write the medians here")
     args = parser.parse_args(argv)
 
@@ -114,12 +115,13 @@ def main(argv=None) -> int:
     served = []
     try:
         work = make_work()
+        only = set(args.only.split(",")) if args.only else {"count", "work", "gpt2"}
         cases = [("count", count, args.items), ("work", work, args.work_items)]
-        for name, fn, arg in cases:
+        for name, fn, arg in (c for c in cases if c[0] in only):
             inst = nbserve.serve(fn, name=name, runtime="process", progress=False)
             served.append(inst)
             results.append(run(name, fn, arg, inst, fn.__name__, args.rounds))
-        if args.gpt2:
+        if args.gpt2 and "gpt2" in only:
             import openai
             from text_models import tiny_gpt2
 

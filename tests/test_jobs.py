@@ -159,6 +159,17 @@ def test_a_sixty_second_job_is_cancelled_within_a_second(served, tmp_path):
     assert queued.status == "cancelled" and "started" not in queued.doc
 
 
+def test_a_job_stuck_in_native_code_is_cancelled_and_the_next_runs(process):
+    client = process.sim.client(timeout=TIMEOUT)
+    stuck = client.submit("simulate", {"seconds": 0.2, "steps": 2, "stuck": True})
+    after = client.submit("simulate", {"seconds": 0.1, "steps": 1})
+    wait_for(lambda: (stuck.progress or {}).get("fraction"), TIMEOUT, "the job to run")
+    time.sleep(0.3)  # past its first step: in the mutex now
+    assert stuck.cancel()
+    wait_for(lambda: stuck.cancelled(), 10, "the cancel of a call stuck in native code")
+    assert after.result(timeout=TIMEOUT) == {"steps": 1, "seconds": 0.1}  # on a new runner
+
+
 # -- jobs survive what happens to workers --------------------------------------------------------------------
 
 

@@ -234,6 +234,24 @@ def test_the_request_deadline_applies_between_items_not_to_the_stream(served):
     assert metric(served.ticks, "nbserve_streams_total", method="ticks", outcome="timeout") >= 1
 
 
+def test_an_item_stuck_in_native_code_ends_the_stream_with_a_timeout_and_the_worker_is_replaced(process):
+    """The watch answers for code that never returns to the interpreter: what was not sent, an error line and
+    the stream's last chunk (a well-formed end, not a 504 head in the middle of a body); then the worker ends."""
+    resp = requests.post(process.ticks.url + "/ticks", json={"data": {"n": 4, "stuck_at": 2}}, timeout=TIMEOUT)
+    lines = [json.loads(line) for line in resp.text.splitlines()]
+    assert lines[:2] == [{"data": {"i": 0}}, {"data": {"i": 1}}]
+    assert lines[2]["error"]["type"] == "Timeout" and len(lines) == 3
+    deadline = time.monotonic() + 30
+    while True:  # a new worker answers
+        try:
+            if requests.post(process.ticks.url + "/ticks", json={"data": {"n": 1}}, timeout=5).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
 # -- failures ---------------------------------------------------------------------------------------------------
 
 
