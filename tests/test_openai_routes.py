@@ -16,12 +16,12 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import openai
 import pytest
 import requests
 from nbserve_testing import RUNTIMES, docker_workspace
 from text_models import bigram_chat, tiny_gpt2, trigram_embed
 
-openai = pytest.importorskip("openai")
 TIMEOUT = 60
 HELLO = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello the red bike"}]
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import requests
 from long_calls import ticks
-from nbserve_testing import RUNTIMES, docker_workspace, frames
+from nbserve_testing import RUNTIMES, docker_workspace, frames, need
 
 from nbserve.errors import ServerError
 
@@ -135,8 +135,7 @@ def test_openapi_and_the_interface_say_the_method_streams_and_what_an_item_is(pr
 def test_server_sent_events_arrive_as_they_are_made_with_curl(served):
     """``curl -N`` prints each event when it arrives: the first long before the last."""
     curl = shutil.which("curl")
-    if curl is None:
-        pytest.skip("curl is not installed")
+    need(curl is not None, "curl", "apt-get install curl (.ci/run does)")
     body = json.dumps({"data": {"n": 5, "every": 0.4}})
     cmd = [curl, "-sN", "--max-time", "20", "-H", "Accept: text/event-stream", "-H", "Content-Type: application/json"]
     start = time.monotonic()

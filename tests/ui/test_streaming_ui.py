@@ -78,7 +78,8 @@ def test_eventsource_reads_items_as_they_come_directly_and_through_the_jupyter_p
 
 
 def test_the_openai_client_and_curl_through_the_jupyter_proxy(remote):
-    openai = pytest.importorskip("openai")
+    import openai
+
     lab, _, _, _, chat = remote
     client = openai.OpenAI(
         base_url=proxied(lab, chat, "v1"),
@@ -102,8 +103,7 @@ def test_the_openai_client_and_curl_through_the_jupyter_proxy(remote):
         without_login.chat.completions.create(model="assistant", messages=messages)
 
     curl = shutil.which("curl")
-    if curl is None:
-        pytest.skip("curl is not installed")
+    need(curl is not None, "curl", "apt-get install curl (.ci/run does)")
     streaming = remote[2]
     url = proxied(lab, streaming, "ticks") + f"?token={lab.token}"
     cmd = [curl, "-sN", "--max-time", "20", "-H", "Accept: text/event-stream", "-H", "Content-Type: application/json"]
