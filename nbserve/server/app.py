@@ -48,6 +48,11 @@ def _read_body(max_body):
 
 
 def create_app(artifact_dir, model_id=None, settings: Settings | None = None):
+    manifest = artifact.read_manifest(artifact_dir)
+    if manifest.get("kind") == "graph":  # its stages' artifacts, each verified and loaded (graph.py)
+        from . import graph
+
+        return make_app(graph.load(artifact_dir, manifest), manifest, model_id=model_id, settings=settings)
     obj, manifest = artifact.load(artifact_dir)
     return make_app(obj, manifest, model_id=model_id, settings=settings)
 
@@ -129,6 +134,10 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     default_method = settings.default_method
     interface = interface_document(manifest, model_id, default_method, dispatch.extra_columns, settings.public())
     openapi = openapi_document(interface)
+    if manifest.get("kind") == "graph":  # GET /graph, POST /stages/{name}/{method}, metrics by stage
+        from . import graph
+
+        graph.install(app, obj, model_id, methods, openapi, settings, lambda: _read_body(max_body))
     # MLflow's /invocations, the Open Inference Protocol (V2) and KServe V1, over the same dispatch
     protocols.install(
         app,

@@ -66,7 +66,7 @@ def bind_methods(obj, manifest) -> dict:
     """Method name -> callable, resolved once at load time (never per request)."""
     table = {}
     for name in manifest["methods"]:
-        if manifest.get("kind") == "function":
+        if manifest.get("kind") in ("function", "graph"):  # a graph: its runner (server/graph.py)
             table[name] = obj
         elif manifest.get("kind") == "torch_module":
             schema = manifest.get("signature", {}).get(name, {}).get("input", {})

@@ -53,6 +53,8 @@ class Dispatch:
             raise CallError(400, "InvalidInput", f"{method}: {exc}") from None
         try:
             result = fn(value)
+        except CallError:  # already an answer (a graph's stage that failed names itself: graph.py)
+            raise
         except Exception as exc:  # the user's model failed: report it, keep serving
             self.logger.warning("%s raised %s: %s", method, type(exc).__name__, exc)
             message = f"{method} raised {type(exc).__name__}: {guards.public_message(exc)}"

@@ -10,6 +10,9 @@ other route, so that odd paths cannot grow the label set):
 * streamed answers (streaming.py): ``nbserve_stream_items_total``, ``nbserve_stream_first_item_seconds`` (time
   from the call to its first item), ``nbserve_stream_seconds`` (the whole stream) and ``nbserve_streams_total``
   (+ ``outcome``: complete, disconnected, timeout, error); items per second = items / stream seconds;
+* a graph of stages (graph.py) adds, labelled by ``stage`` and ``stage_model`` (the stage's registered version):
+  ``nbserve_stage_duration_seconds`` histogram (the stage's own time in a call of the graph) and
+  ``nbserve_stage_errors_total`` (+ ``exception``): calls where that stage raised;
 * ``nbserve_drift_psi``, ``nbserve_drift_status`` (0 ok, 1 warn, 2 alert, -1 collecting, -2 not computed)
   per feature (+ ``role`` input/output, ``method``, ``feature``), ``nbserve_drift_detected`` (the overall flag) and
   ``nbserve_drift_window_rows``: computed from the merged worker windows when scraped.
@@ -109,6 +112,8 @@ class Metrics:
             registry=reg,
         )
         self._gauge = self.in_progress.labels(self.model, self.version)
+        self._timeout = timeout
+        self._stage_children: list = []  # a graph's: per stage in running order, (duration, name, model id)
         self._bounds = [float(b) for b in buckets(timeout)]
         self._row_bounds = [float(b) for b in ROW_BUCKETS]
         self._published: int | None = None
@@ -145,6 +150,49 @@ class Metrics:
                 self.stream_first.labels(*labels).observe(to_first)
             self.stream_seconds.labels(*labels).observe(seconds)
             self.streams.labels(*labels, outcome).inc()
+
+    def add_stages(self, stages) -> None:
+        """The per-stage metrics of a graph; ``stages``: [(name, stage version id)] in running order."""
+        from prometheus_client import Counter, Histogram
+
+        labels = ["model", "version", "stage", "stage_model"]
+        self.stage_duration = Histogram(
+            "nbserve_stage_duration_seconds",
+            "Time a stage of a graph took in one call of the graph, by stage and the stage's version",
+            labels,
+            registry=self.registry,
+            buckets=buckets(self._timeout),
+        )
+        self.stage_errors = Counter(
+            "nbserve_stage_errors",
+            "Calls of a graph in which this stage raised, by exception type",
+            labels + ["exception"],
+            registry=self.registry,
+        )
+        self._stage_children = [
+            (self.stage_duration.labels(self.model, self.version, name, model_id), name, model_id)
+            for name, model_id in stages
+        ]
+
+    def record_stages(self, records) -> None:
+        """Add a graph's calls (graph.py's tuples: each stage's seconds in running order, the stage that
+        raised and its exception) to the stage metrics, tallied first as ``record`` does."""
+        children = self._stage_children
+        tallies: list[list] = [[[0] * (len(self._bounds) + 1), 0.0] for _ in children]
+        errors: dict = {}
+        for seconds, failed, exception in records:
+            for i, s in enumerate(seconds):
+                entry = tallies[i]
+                entry[0][bisect_left(self._bounds, s)] += 1
+                entry[1] += s
+            if failed is not None:
+                errors[(failed, exception)] = errors.get((failed, exception), 0) + 1
+        for (child, _name, _model_id), (counts, total) in zip(children, tallies):
+            if any(counts):
+                _add(child, counts, total)
+        ids = {name: model_id for _child, name, model_id in children}
+        for (name, exception), n in errors.items():
+            self.stage_errors.labels(self.model, self.version, name, ids.get(name, ""), exception).inc(n)
 
     def exposition(self, monitor=None):
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest

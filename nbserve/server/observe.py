@@ -51,7 +51,8 @@ def install(app, methods: dict, manifest: dict, model_id: str, settings) -> dict
         return methods
     obs = Observer(list(methods), prom, log, monitor)
     app.wsgi_app = obs.middleware(app.wsgi_app)
-    app.extensions["nbserve.observer"] = obs  # streamed answers report how they went (streaming.py)
+    # streamed answers report how they went (streaming.py); a graph's stage timings are pushed with these (graph.py)
+    app.extensions["nbserve.observer"] = obs
     housekeeping.every(PUSH_SECONDS, obs.push, "metrics and request log")
 
     if prom is not None:
@@ -112,6 +113,7 @@ class Observer:
         self.prefix = ""
         self.counter = itertools.count(1)
         self._push_lock = threading.Lock()
+        self.followed: list = []  # (drain, record): other per-request records pushed with these (graph.py)
         housekeeping.on_start(self._new_prefix)
         self._new_prefix()
 
@@ -185,6 +187,10 @@ class Observer:
         """A streamed answer ended (noted once per stream, never per item)."""
         self.streams.append((method if method in self.methods else "other", to_first, items, seconds, outcome))
 
+    def follow(self, drain, record) -> None:
+        """Push what ``drain()`` returns into ``record(items)`` with every push (a graph's stage timings)."""
+        self.followed.append((drain, record))
+
     # -- off the request's way ----------------------------------------------------------------------------
 
     def push(self) -> None:
@@ -210,6 +216,10 @@ class Observer:
                     self.prom.record_streams(ended)
             if self.log is not None and records:
                 self.log.write(records)
+            for drain, record in self.followed:
+                items = drain()
+                if items:
+                    record(items)
 
 
 def _read_body(environ):
