@@ -5,6 +5,9 @@
     inst = nbserve.serve("diabetes")
     inst.client().predict(X[:5])
 
+    g = nbserve.chain(clean, pipe, threshold)       # stages, each registered as its own version
+    inst = nbserve.serve(g, name="rentals", sample=frame)
+
 Attributes load lazily, so that ``nbserve.server`` (the served side) can be imported without the core.
 """
 
@@ -38,6 +41,9 @@ _EXPORTS = {
     "Image": ".resources",
     "Deployment": ".resources",
     "panel": ".widgets",
+    "graph": ".graphs",
+    "chain": ".graphs",
+    "Graph": ".graphs",
 }
 _ERRORS = {
     "NbserveError",

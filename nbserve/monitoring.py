@@ -64,10 +64,17 @@ def snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> di
 
     text = _get(url.rstrip("/") + "/metrics", token, timeout).text
     methods: dict = {}
+    stages: dict = {}  # a graph's: stage -> stage version -> {"calls", "errors", "sum", "buckets"}
     in_progress = 0.0
 
     def entry(method):
         return methods.setdefault(method, _empty())
+
+    def stage_entry(labels):
+        versions = stages.setdefault(labels.get("stage", ""), {})
+        return versions.setdefault(
+            labels.get("stage_model", ""), {"calls": 0.0, "errors": 0.0, "sum": 0.0, "buckets": {}}
+        )
 
     for family in text_string_to_metric_families(text):
         if family.name in ("nbserve_stream_items", "nbserve_stream_seconds", "nbserve_stream_first_item_seconds"):
@@ -99,10 +106,30 @@ def snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> di
                         e["errors"] += s.value
         elif family.name == "nbserve_requests_in_progress":
             in_progress = sum(s.value for s in family.samples)
+        elif family.name == "nbserve_stage_duration_seconds":
+            for s in family.samples:
+                e = stage_entry(s.labels)
+                if s.name.endswith("_bucket"):
+                    le = float(s.labels["le"])
+                    e["buckets"][le] = e["buckets"].get(le, 0.0) + s.value
+                elif s.name.endswith("_sum"):
+                    e["sum"] += s.value
+                elif s.name.endswith("_count"):
+                    e["calls"] += s.value
+        elif family.name == "nbserve_stage_errors":
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    stage_entry(s.labels)["errors"] += s.value
     for e in methods.values():
         e["buckets"] = sorted([le, c] for le, c in e["buckets"].items())
         e["first"] = sorted([le, c] for le, c in e["first"].items())
-    return {"time": time.time(), "in_progress": in_progress, "methods": methods}
+    for versions in stages.values():
+        for e in versions.values():
+            e["buckets"] = sorted([le, c] for le, c in e["buckets"].items())
+    snap = {"time": time.time(), "in_progress": in_progress, "methods": methods}
+    if stages:
+        snap["stages"] = stages
+    return snap
 
 
 def batching(url: str, token: str | None = None, timeout: float = TIMEOUT) -> dict:
@@ -224,6 +251,37 @@ def summary(new: dict, old: dict | None = None) -> list[dict]:
                 "mean_ms": d["sum"] / d["requests"] * 1000 if d["requests"] else None,
                 "items": int(d.get("items", 0)),
                 **_stream_stats(d),
+            }
+        )
+    return rows
+
+
+STAGE_COLUMNS = ("stage", "model", "method", "inputs", "calls", "errors", "p50_ms", "p99_ms", "mean_ms")
+
+
+def stage_summary(snap: dict, graph: dict | None) -> list[dict]:
+    """One row per stage of a served graph (``graph``: its manifest's "graph"), in running order, for the
+    stage version it serves: calls since the start, errors (calls in which the stage raised), p50, p99 and
+    mean of the stage's own time in ms. Empty for a single model."""
+    if not graph:
+        return []
+    rows = []
+    for step in graph["order"]:
+        stage = graph["stages"][step["name"]]
+        e = (snap.get("stages") or {}).get(step["name"], {}).get(stage["model"]) or {}
+        calls, buckets = e.get("calls", 0.0), e.get("buckets", [])
+        p50, p99 = quantile(0.5, buckets), quantile(0.99, buckets)
+        rows.append(
+            {
+                "stage": step["name"],
+                "model": stage["model"],
+                "method": stage["method"],
+                "inputs": list(step["inputs"]),
+                "calls": int(calls),
+                "errors": int(e.get("errors", 0.0)),
+                "p50_ms": None if p50 is None else p50 * 1000,
+                "p99_ms": None if p99 is None else p99 * 1000,
+                "mean_ms": e["sum"] / calls * 1000 if calls else None,
             }
         )
     return rows

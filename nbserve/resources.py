@@ -89,6 +89,23 @@ class ModelVersion:
         """How its answers were proven: {"compare": "values"}, with "rtol" for a tolerance, or "shapes"."""
         return dict(self.manifest.get("proof") or {"compare": "values"})
 
+    @property
+    def stages(self) -> dict[str, str]:
+        """A graph's stages in running order: name -> the registered version it runs ({} for a single model)."""
+        spec = self.manifest.get("graph")
+        return {s["name"]: spec["stages"][s["name"]]["model"] for s in spec["order"]} if spec else {}
+
+    def artifact_layers(self) -> list[tuple[str, Path]]:
+        """(address, local directory) of every artifact serving this version takes, in the order an image
+        copies them: a graph's stages, the longest registered first (a stage that changes tends to come last,
+        so the layers of the others stay cached), then the version's own."""
+        stages = (self.manifest.get("graph") or {}).get("stages", {}).values()
+        found = sorted(
+            ((self._workspace.get_model(s["model"]), s["sha256"]) for s in stages), key=lambda v: v[0].created
+        )
+        registry = self._workspace.registry
+        return [(sha, registry.artifact_dir(sha)) for _mv, sha in found] + [(self.sha256, self.artifact_dir)]
+
     def load(self) -> Any:
         """The live object again, unpickled from the stored artifact after checking its hashes."""
         return self._workspace.load(self)
@@ -114,6 +131,7 @@ class ModelVersion:
             "text_kind": self.text_kind,
             "streams": self.streams,
             "object_type": self.manifest.get("object_type"),
+            "graph": _graph_dict(self.manifest.get("graph")),
             "registered_by": self.registered_by,
             "registered_host": self.registered_host,
             "running": self.running,
@@ -282,6 +300,25 @@ class Instance:
     def stop(self) -> Instance:
         return self._take(self._workspace.stop(self.id))
 
+    def update_stage(self, stage: str, target: Any, sample: Any = None, progress: Any = None, **rules: Any) -> Instance:
+        """A graph's instance: serve ``target`` (a live object or "NAME:VERSION") as its ``stage`` from now on,
+        in place; only that stage is registered anew (``sample``: the graph's input, default the one it was
+        served with from this kernel)."""
+        return self._take(
+            self._workspace.update_stage(self.id, stage, target, sample=sample, progress=progress, **rules)
+        )
+
+    def stages(self) -> Any:
+        """A graph's stages as served now: name, version, method, calls, errors, p50/p99 and mean latency (ms),
+        from its /metrics (a DataFrame where pandas is installed, list of dicts otherwise)."""
+        from . import monitoring
+
+        snap = self._workspace.metrics_snapshot(self.id)
+        served = self._workspace.get_model(self.model)
+        return monitoring.as_frame(
+            monitoring.stage_summary(snap, served.manifest.get("graph")), columns=monitoring.STAGE_COLUMNS
+        )
+
     def update(self, ref: Any, progress: Any = None) -> Instance:
         """Serve ``ref`` (e.g. "diabetes:2") at the same URL without dropping a request."""
         return self._take(self._workspace.update(self.id, ref, progress=progress))
@@ -411,6 +448,20 @@ def _follower_alive(follow: dict) -> bool:
     except (PermissionError, ValueError, OverflowError):
         return True
     return True
+
+
+def _graph_dict(spec: dict | None) -> dict | None:
+    """A graph's stages (in running order, with their versions and inputs), edges and last stage, or None."""
+    if not spec:
+        return None
+    return {
+        "stages": [
+            {"name": s["name"], **{k: spec["stages"][s["name"]][k] for k in ("model", "method")}, "inputs": s["inputs"]}
+            for s in spec["order"]
+        ],
+        "edges": [list(e) for e in spec["edges"]],
+        "output": spec["output"],
+    }
 
 
 @dataclass

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import config, runtimes
+from . import config, graphs, runtimes
 from .errors import ArtifactIntegrityError, InstanceNotFoundError, NbserveError, RuntimeUnavailableError
 from .registry import InstanceRow, Registry, parse_ref, require_name, whoami
 from .resources import Image, Instance, InstanceStatus, ModelVersion, Overview
@@ -178,6 +178,11 @@ class Workspace:
             "system_packages": system_packages,
             "text_kind": kind,
         }
+        if isinstance(obj, graphs.Graph):  # each live stage registered on its own, then the graph naming them
+            if methods is not None or kind is not None:
+                raise NbserveError("a graph's method is set when it is made: nbserve.graph(..., method=...)")
+            rules.pop("text_kind")
+            return graphs.register(self, obj, name, sample, _progress(progress), **rules)
         captured = capture(obj, label=name, sample=sample, methods=methods, **rules)
         return self._store(captured, name, _progress(progress))
 
@@ -228,6 +233,8 @@ class Workspace:
         import cloudpickle  # only where an object is unpickled: listing and serving never do
 
         mv = self.get_model(ref)
+        if graphs.is_graph(mv):  # a Graph whose stages are their registered versions (loaded when it runs)
+            return graphs.from_version(mv)
         try:
             data = self.registry.verified_pickle(mv.sha256)
         except ArtifactIntegrityError as exc:
@@ -326,6 +333,23 @@ class Workspace:
     ) -> Instance | ModelVersion:
         say = _progress(progress)
         rules = {k: options.pop(k) for k in REGISTER_RULES if k in options}  # register's, for a live object
+        if isinstance(target, graphs.Graph):  # register the changed stages and the graph, serve or update it
+            if methods is not None or rules.pop("kind", None) is not None:
+                raise NbserveError("a graph's method is set when it is made: nbserve.graph(..., method=...)")
+            return graphs.serve(
+                self,
+                target,
+                self._name_for(target, name),
+                sample,
+                say,
+                rules,
+                runtime=runtime,
+                port=port,
+                host=host,
+                start=start,
+                workers=workers,
+                **options,
+            )
         if int(workers) < 1:
             raise NbserveError(f"workers must be at least 1, got {workers}")
         _check_host(host)
@@ -988,6 +1012,20 @@ class Workspace:
         if variable:
             options["follow"] = {"variable": variable, "pid": os.getpid(), "host": whoami()[1]}
         self.registry.update_instance(id, options=options)
+
+    def register_graph(self, name: str, stages: dict, edges, method: str = "predict", sample=None, progress=None):
+        """Register a graph of registered versions (``stages``: name -> "NAME:VERSION"), for faces without live
+        objects (the CLI); without a sample its first stage's recorded example row flows through it."""
+        g = graphs.graph(edges=edges, method=method, **stages)
+        if sample is None:
+            sample = graphs.example_input(self.get_model(g.stages[g.first[0]].target))
+        return graphs.register(self, g, name, sample, _progress(progress))
+
+    def update_stage(self, id: str, stage: str, target, sample=None, progress=None, **rules) -> Instance:
+        """Serve the instance's graph with ``stage`` replaced by ``target`` (a live object or a registered
+        version): only that stage is registered, the graph's next version names it, and the running instance
+        swaps in place without dropping a request (see nbserve/graphs.py)."""
+        return graphs.update_stage(self, id, stage, target, sample, _progress(progress), rules)
 
     # -- the registry itself ---------------------------------------------------------------------
 
