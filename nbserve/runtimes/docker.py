@@ -261,24 +261,29 @@ class DockerRuntime(Runtime):
         return all(labels.get(k, "") == v for k, v in wanted.items())
 
     def _put_artifact(self, container, version) -> None:
-        """Copy the verified artifact into the container, readable by the server's user (the master verifies
-        its hashes again before unpickling)."""
+        """Copy the verified artifacts into the container (a graph's: its own and its stages', beside each
+        other), readable by the server's user (the master verifies their hashes again before unpickling)."""
         data = io.BytesIO()
         with tarfile.open(fileobj=data, mode="w") as tar:
-            folder = tarfile.TarInfo(version.sha256)
-            folder.type, folder.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(folder)
-            for path in sorted(Path(version.artifact_dir).iterdir()):
-                if path.is_file():
-                    info = tar.gettarinfo(str(path), f"{version.sha256}/{path.name}")
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = "root"
-                    info.mode = 0o644
-                    with open(path, "rb") as f:
-                        tar.addfile(info, f)
+            for sha, directory in version.artifact_layers():
+                self._add_artifact(tar, sha, directory)
         with self.engine.session():
             if not container.put_archive(f"{APP}/artifacts", data.getvalue()):
                 raise InstanceStartError(f"could not copy {version.id} into {container.name}")
+
+    @staticmethod
+    def _add_artifact(tar, sha: str, directory) -> None:
+        folder = tarfile.TarInfo(sha)
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        for path in sorted(Path(directory).iterdir()):
+            if path.is_file():
+                info = tar.gettarinfo(str(path), f"{sha}/{path.name}")
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mode = 0o644
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
 
     def _control(self, container, row, op: str, **request) -> dict:
         """One operation of the container's control socket (server/control.py), asked from inside it."""

@@ -99,7 +99,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\
 CMD {cmd}
 USER {uid}:{uid}
 COPY server {app}/server
-COPY artifacts {app}/artifacts
+{artifact_copies}
 ENV NBSERVE_ARTIFACT={app}/artifacts/{sha256} NBSERVE_MODEL_ID={model_id} NBSERVE_CONTROL=container{environment}
 LABEL {labels}
 """
@@ -191,11 +191,16 @@ def model_context(path: Path, version, base: str, deps_image: str, labels: dict)
         dst = server / "server" / src.relative_to(SERVER_PACKAGE)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
-    art = path / "artifacts" / version.sha256
-    art.mkdir(parents=True)
-    for src in Path(version.artifact_dir).iterdir():
-        if src.is_file():
-            shutil.copy2(src, art / src.name)
+    # one layer per artifact: a graph's stages each in its own (artifact_layers orders them), shared by the
+    # images of every graph version that runs the same stage version
+    layers = version.artifact_layers()
+    for sha, directory in layers:
+        art = path / "artifacts" / sha
+        art.mkdir(parents=True)
+        for src in Path(directory).iterdir():
+            if src.is_file():
+                shutil.copy2(src, art / src.name)
+    copies = "\n".join(f"COPY artifacts/{sha} {APP}/artifacts/{sha}" for sha, _dir in layers)
     _same_mtimes(path)
     label_text = " \\\n      ".join(f"{k}={_quote(v)}" for k, v in labels.items())
     (path / "Dockerfile").write_text(
@@ -211,6 +216,7 @@ def model_context(path: Path, version, base: str, deps_image: str, labels: dict)
             cmd=json.dumps(SERVER_CMD),
             healthcheck=json.dumps(HEALTHCHECK),
             labels=label_text,
+            artifact_copies=copies,
             environment="".join(f" \\\n    {k}={_quote(v)}" for k, v in version.environment.items()),
         )
     )

@@ -1,0 +1,150 @@
+"""A graph of stages served as one container (nbserve/graphs.py, server/graph.py, runtimes/docker.py).
+
+The chain of test_graph.py (cleaning function -> HistGradientBoosting pipeline -> threshold) and the fan-out
+ensemble (linear + xgboost, averaged) in images of their own: the answers equal the kernel's graph evaluated
+in process. One stage is updated under a request loop of at least 500 requests: the image of the next graph
+version shares the dependency layers and the unchanged stages' layers with the running one, the container
+swaps the new stage in without a failed request, and, killed afterwards, comes back serving the updated graph.
+"""
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import requests
+from frames import mixed_pipeline, rentals
+from nbserve_testing import base_image, need_docker
+from request_loop import RequestLoop
+from test_graph import clean, mean, stricter, threshold
+
+import nbserve
+from nbserve.server.schema import frame_split
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]  # two images, one rebuild
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def docker_ws(module_workspace):
+    client = need_docker()
+    os.environ.setdefault("NBSERVE_BASE_IMAGE", base_image())
+    yield module_workspace, client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def chain(docker_ws):
+    ws, _ = docker_ws
+    frame, target = rentals()
+    pipe = mixed_pipeline(frame, target)
+    g = nbserve.chain(clean, (pipe, "predict_proba"), threshold)
+    inst = ws.serve(g, name="rentals", sample=frame, runtime="docker", progress=False)
+    return g, inst, pipe, frame
+
+
+def test_the_chain_in_a_container_answers_as_the_kernels_graph(chain):
+    g, inst, pipe, frame = chain
+    rows = frame.iloc[:60]
+    expected = threshold(pipe.predict_proba(clean(rows)))
+    got = inst.client(timeout=TIMEOUT).predict(rows)
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(g(rows), expected)
+    doc = requests.get(inst.url + "/graph", timeout=TIMEOUT).json()
+    assert [s["model"] for s in doc["stages"]] == ["rentals.clean:1", "rentals.pipeline:1", "rentals.threshold:1"]
+    alone = requests.post(
+        inst.url + "/stages/pipeline/predict_proba", json={"data": frame_split(clean(rows))}, timeout=TIMEOUT
+    )
+    np.testing.assert_array_equal(np.array(alone.json()["data"]), pipe.predict_proba(clean(rows)))
+    closed = frame.iloc[:2].copy()
+    closed["station"] = "closed"
+    failed = requests.post(inst.url + "/predict", json={"data": frame_split(closed)}, timeout=TIMEOUT)
+    assert failed.status_code == 500 and failed.json()["error"]["message"].startswith(
+        "stage 'clean' (rentals.clean:1) raised ValueError"
+    )
+    bad = requests.post(inst.url + "/predict", json={"data": [[1, 2]]}, timeout=TIMEOUT)
+    assert bad.status_code == 400
+
+
+def test_the_ensemble_in_a_container_answers_as_the_kernels_graph(docker_ws, diabetes):
+    xgboost = pytest.importorskip("xgboost")
+    from sklearn.linear_model import LinearRegression
+
+    ws, _ = docker_ws
+    X, y, _ = diabetes
+    lin = LinearRegression().fit(X, y)
+    boosted = xgboost.XGBRegressor(n_estimators=20, max_depth=3).fit(X, y)
+    g = nbserve.graph(linear=lin, boosted=boosted, mean=mean, edges={("linear", "boosted"): "mean"})
+    inst = ws.serve(g, name="diabetes", sample=X, runtime="docker", progress=False)
+    try:
+        expected = (lin.predict(X[:50]) + boosted.predict(X[:50])) / 2
+        got = inst.client(timeout=TIMEOUT).predict(X[:50])
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(g(X[:50]), expected)
+    finally:
+        inst.remove()
+
+
+def layers(client, tag):
+    """The image's layers as (the instruction that made it, its id in the build cache)."""
+    return [(h["CreatedBy"], h["Id"]) for h in client.images.get(tag).history()]
+
+
+def test_updating_one_stage_shares_the_other_layers_and_drops_no_request(chain, docker_ws):
+    _, inst, pipe, frame = chain
+    ws, client = docker_ws
+    proba = pipe.predict_proba(clean(frame))[:, 1]
+    row = int(np.flatnonzero((proba > 0.5) & (proba < 0.9))[0])
+    before = ws.get_model(inst.model)
+    old_layers = layers(client, inst._row.handle["image"])
+    url = inst.url
+    with RequestLoop(lambda: [url], {"data": frame_split(frame.iloc[[row]])}, timeout=TIMEOUT) as loop:
+        while loop.requests < 100:
+            time.sleep(0.05)
+        started = time.monotonic()
+        said = []
+        inst.update_stage("threshold", stricter, progress=lambda m, *a: said.append(m))
+        took = time.monotonic() - started
+        while loop.requests < 500 or loop.answers.get(0.0, 0) < 50:
+            assert loop.seconds < 900, loop.summary()
+            time.sleep(0.05)
+    built = next(m for m in said if m.startswith("built nbserve/rentals:2"))
+    print(f"\n[graph-report] docker update_stage: {took:.1f} s ({built}); {loop.summary()}; answers {loop.answers}")
+    assert not loop.failures, loop.summary()
+    assert loop.requests >= 500 and set(loop.answers) == {1.0, 0.0}
+    after = ws.get_model(inst.model)
+    assert inst.url == url and inst.status == "running" and after.id == "rentals:2"
+    assert after.stages == {**before.stages, "threshold": "rentals.threshold:2"}
+    assert [v.version for v in ws.versions("rentals.clean")] == [1]
+    assert [v.version for v in ws.versions("rentals.pipeline")] == [1]
+    # the new image: the same layers up to and including the unchanged stages', a new one for the new stage
+    new_layers = layers(client, inst._row.handle["image"])
+    shas = {name: ws.get_model(ref).sha256 for name, ref in after.stages.items()}
+    for name in ("clean", "pipeline"):
+        old = [lid for made, lid in old_layers if shas[name] in made]
+        new = [lid for made, lid in new_layers if shas[name] in made]
+        assert old and old == new, (name, old, new)
+    deps = [lid for made, lid in old_layers if made.endswith(" in /opt/venv ")]  # the dependencies' venv
+    assert deps and deps == [lid for made, lid in new_layers if made.endswith(" in /opt/venv ")]
+    assert not any(shas["threshold"] in made for made, _ in old_layers)
+    assert any(shas["threshold"] in made for made, _ in new_layers)
+    rows = frame.iloc[:30]
+    np.testing.assert_array_equal(inst.client().predict(rows), stricter(pipe.predict_proba(clean(rows))))
+    # a crash after the update: the restarted container serves the updated graph, not its image's first one
+    container = client.containers.get(inst._row.handle["container"])
+    os.kill(container.attrs["State"]["Pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while True:
+        container.reload()
+        try:
+            health = requests.get(inst.reload().url + "/health", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            health = {}
+        if container.attrs["RestartCount"] >= 1 and health.get("model"):
+            break
+        assert time.monotonic() < deadline, container.logs(tail=30)
+        time.sleep(0.5)
+    assert health["model"] == "rentals:2"
+    np.testing.assert_array_equal(inst.client().predict(rows), stricter(pipe.predict_proba(clean(rows))))
