@@ -195,6 +195,25 @@ def parser(prog: str = "nbserve", notebook: bool = False) -> argparse.ArgumentPa
     p = sub.add_parser("traffic", help="an instance's last requests and answers (its traffic ring), as CSV")
     p.add_argument("ref", help="an instance id")
     p.add_argument("-n", type=int, default=1000, help="requests (default 1000)")
+    p = sub.add_parser("stages", help="the stages of a graph (a model NAME[:VERSION], or an instance with its metrics)")
+    p.add_argument("ref", help="a graph's name or NAME:VERSION, or an instance id")
+    p = sub.add_parser(
+        "graph", help="register a graph of registered versions: graph NAME STAGE=MODEL ... --edges A:B ..."
+    )
+    p.add_argument("name", help="the graph's model name")
+    p.add_argument("stages", nargs="+", metavar="STAGE=MODEL", help="a stage and the version it runs: clean=clean:2")
+    p.add_argument(
+        "--edges",
+        nargs="+",
+        default=None,
+        metavar="A:B",
+        help="edges between stages (A:B, or A,B:C for a fan-in); default: the stages in a line, in the order given",
+    )
+    p.add_argument("--method", default="predict", help="the graph's method (default predict)")
+    p = sub.add_parser("update-stage", help="serve another version of one stage of a graph instance, in place")
+    p.add_argument("ref", help="an instance id")
+    p.add_argument("stage", help="the stage's name")
+    p.add_argument("model", help="NAME:VERSION of the stage's new version")
     p = sub.add_parser("push", help="push the image of a registered model to a registry (named by digest)")
     p.add_argument("model")
     p.add_argument("--registry", help="HOST:PORT/PREFIX (default: $NBSERVE_REGISTRY)")
@@ -300,6 +319,18 @@ def run(ws, args) -> int:
         print(f"{inst.id} serves {inst.model} at {inst.url}")
     elif cmd in ("rollback", "split", "shadow", "comparison", "promote", "discard", "traffic"):
         _loop(ws, args)
+    elif cmd == "stages":
+        _stages(ws, args)
+    elif cmd == "graph":
+        mv = ws.register_graph(args.name, _pairs(args.stages), _graph_edges(args), method=args.method)
+        if args.json:
+            print(json.dumps(mv.to_dict(), indent=2))
+        else:
+            print(mv.id)
+    elif cmd == "update-stage":
+        inst = ws.update_stage(args.ref, args.stage, args.model)
+        stage = ws.get_model(inst.model).stages[args.stage]
+        print(f"{inst.id} serves {inst.model} at {inst.url}: its stage {args.stage} is {stage}")
     elif cmd == "push":
         pushed = ws.push(args.model, registry=args.registry)
         print(pushed.reference)
@@ -365,6 +396,83 @@ def _loop(ws, args) -> None:
         print(f"{done.id} serves {done.model} at {done.url}")
     elif cmd == "traffic":
         sys.stdout.write(ws.traffic(args.ref, n=args.n).to_csv(index=False))
+
+
+def _pairs(words) -> dict:
+    stages = {}
+    for word in words:
+        name, sep, ref = word.partition("=")
+        if not sep or not name or not ref:
+            raise NbserveError(f"a stage is STAGE=MODEL (e.g. clean=rentals.clean:2), got {word!r}")
+        stages[name] = ref
+    return stages
+
+
+def _graph_edges(args) -> list:
+    if args.edges is None:
+        names = [w.partition("=")[0] for w in args.stages]
+        return list(zip(names, names[1:]))
+    edges = []
+    for word in args.edges:
+        sources, sep, target = word.partition(":")
+        if not sep or not sources or not target:
+            raise NbserveError(f"an edge is A:B (or A,B:C for a fan-in), got {word!r}")
+        edges.append((tuple(sources.split(",")), target))
+    return edges
+
+
+def _stages(ws, args) -> None:
+    """A graph's stages: for a registered version, what each runs; for an instance, with its metrics too."""
+    from . import monitoring
+
+    try:
+        insts = [ws.get_instance(args.ref)]
+    except NbserveError:
+        insts = []
+    if insts:
+        inst = insts[0]
+        mv = ws.get_model(inst.model)
+        rows = monitoring.stage_summary(ws.metrics_snapshot(inst.id), mv.manifest.get("graph"))
+    else:
+        mv = ws.get_model(args.ref)
+        rows = [{"stage": n, "model": m} for n, m in mv.stages.items()]
+    if not mv.stages:
+        raise NbserveError(f"{mv.id} is a single model, not a graph of stages")
+    if args.json:
+        print(json.dumps({"model": mv.id, "stages": rows}, indent=2))
+        return
+    print(f"{mv.id}" + (f" served by {insts[0].id}" if insts else ""))
+    if insts:
+        _table(
+            [
+                (
+                    r["stage"],
+                    r["model"],
+                    r["method"],
+                    ",".join(r["inputs"]) or "(input)",
+                    r["calls"],
+                    r["errors"],
+                    _ms(r["p50_ms"]),
+                    _ms(r["p99_ms"]),
+                )
+                for r in rows
+            ],
+            ("STAGE", "VERSION", "METHOD", "INPUTS", "CALLS", "ERRORS", "P50 MS", "P99 MS"),
+        )
+    else:
+        spec = mv.manifest["graph"]
+        _table(
+            [
+                (
+                    s["name"],
+                    spec["stages"][s["name"]]["model"],
+                    spec["stages"][s["name"]]["method"],
+                    ",".join(s["inputs"]) or "(input)",
+                )
+                for s in spec["order"]
+            ],
+            ("STAGE", "VERSION", "METHOD", "INPUTS"),
+        )
 
 
 def _ms(value):

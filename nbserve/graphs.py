@@ -124,11 +124,22 @@ class Graph:
         stages = {n: (s.target, s.method) for n, s in self.stages.items()}
         if isinstance(target, tuple):
             stages[stage] = target
-        else:
-            stages[stage] = (target, self.stages[stage].method)
+        else:  # the method the stage was called by, where the new one has it (a refit model's predict_proba)
+            method = self.stages[stage].method
+            stages[stage] = (target, method if method and self._offers(target, method) else None)
         out = Graph(stages, self.edges, self.method)
         out.workspace = self.workspace
         return out
+
+    def _offers(self, target, method: str) -> bool:
+        if isinstance(target, (str, ModelVersion)):
+            return method in _workspace(self.workspace).get_model(target).methods
+        from .capture import resolve_methods
+
+        try:
+            return method in resolve_methods(target, None)[1] or callable(getattr(target, method, None))
+        except CaptureError:
+            return callable(getattr(target, method, None))
 
     @property
     def first(self) -> list[str]:

@@ -170,6 +170,9 @@ class NbserveMagics(Magics):
                 )
                 _done(say, line)
                 print(line)
+                graph = ws.get_model(updated.model).stages
+                if graph:  # a graph: the version each stage runs now (the unchanged ones kept theirs)
+                    print("stages: " + ", ".join(f"{stage}={ref}" for stage, ref in graph.items()))
                 return updated
             runtime, why = ws.runtime_choice(args.runtime)
             keywords = cli.serve_keywords(args)
@@ -207,6 +210,8 @@ class NbserveMagics(Magics):
         mv = result if isinstance(result, ModelVersion) else ws.get_model(result.model)
         n = len(mv.requirements)
         print(f"registered {mv.id} (methods: {', '.join(mv.methods)}; {n} pinned requirement{'s' * (n != 1)})")
+        if mv.stages:  # a graph: the version each stage runs (the unchanged ones kept theirs)
+            print("stages: " + ", ".join(f"{stage}={ref}" for stage, ref in mv.stages.items()))
         print(
             f"runtime: {runtime}" + (f" (auto: {explain_once(why)})" if args.runtime in (None, runtimes.AUTO) else "")
         )
@@ -252,6 +257,9 @@ class NbserveMagics(Magics):
         %nbserve split ID NAME:1=90 NAME:2=10 | split ID   share the URL between versions | end it
         %nbserve shadow ID MODEL [--share F] | comparison ID | promote ID | discard ID
         %nbserve traffic ID [-n N]     the last requests and answers (a DataFrame)
+        %nbserve stages REF            a graph's stages: the version each runs, calls, errors, p50/p99 per stage
+        %nbserve update-stage ID STAGE MODEL   serve another version of one stage of a graph, in place
+        %nbserve graph NAME STAGE=MODEL ... [--edges A:B ...]   a graph of registered versions
         %nbserve push MODEL [--registry HOST:PORT/PREFIX]
         %nbserve deploy MODEL --replicas 3 [--target swarm|kubernetes] [--init-swarm] ...
         %nbserve deployments | deploy scale NAME N | update NAME MODEL | rollback NAME | remove NAME | logs NAME

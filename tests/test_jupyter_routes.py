@@ -102,6 +102,7 @@ ROUTES = [
     ("POST", ("instances",)),
     ("POST", ("instances", "x", "stop")),
     ("POST", ("instances", "x", "start")),
+    ("POST", ("instances", "x", "update-stage")),
     ("DELETE", ("instances", "x")),
     ("GET", ("instances", "x", "logs")),
     ("GET", ("jobs", "x")),
@@ -200,10 +201,57 @@ async def test_monitor_answers_for_a_stopped_instance_and_logs_come_as_table_row
     assert any(e["kind"] == "server" and "starting diabetes" in e["text"] for e in body["entries"])
     inst.stop()
     status, body = await api("GET", "instances", inst.id, "monitor")
-    stopped = {"id": inst.id, "status": "stopped", "snapshot": None, "drift": None, "jobs": None, "text_kind": None}
+    stopped = {
+        "id": inst.id,
+        "status": "stopped",
+        "snapshot": None,
+        "drift": None,
+        "jobs": None,
+        "text_kind": None,
+        "stages": None,
+    }
     assert (status, body) == (200, stopped)
     status, body = await api("GET", "instances", "nope", "monitor")
     assert status == 404
+
+
+async def test_a_graphs_monitor_reading_has_its_stages_and_one_stage_updates_in_place(api, workspace):
+    import numpy as np
+
+    def double(x):
+        return x * 2.0
+
+    def total(x):
+        return x.sum(axis=1)
+
+    def triple(x):
+        return x * 3.0
+
+    X = np.arange(6, dtype="float64").reshape(2, 3)
+    inst = workspace.serve(nbserve.chain(double, total), name="arith", sample=X, runtime="process", progress=False)
+    assert requests.post(inst.url + "/predict", json={"data": X.tolist()}, timeout=10).status_code == 200
+    status, body = await api("GET", "instances", inst.id, "monitor")
+    assert status == 200 and body["snapshot"]["methods"]["predict"]["requests"] >= 1
+    stages = body["stages"]
+    assert [(s["stage"], s["model"], s["inputs"]) for s in stages] == [
+        ("double", "arith.double:1", []),
+        ("total", "arith.total:1", ["double"]),
+    ]
+    assert all(s["calls"] >= 1 and s["errors"] == 0 and s["p50_ms"] > 0 for s in stages)
+    status, body = await api("POST", "instances", inst.id, "update-stage", body={"stage": "double"})
+    assert status == 400 and "NAME:VERSION" in body["error"]["message"]
+    workspace.register(triple, name="triple", sample=X, progress=False)
+    status, body = await api(
+        "POST", "instances", inst.id, "update-stage", body={"stage": "double", "model": "triple:1"}
+    )
+    assert status == 200 and body["instance"]["model"] == "arith:2", body
+    assert requests.post(inst.url + "/predict", json={"data": X.tolist()}, timeout=10).json()["data"] == [9.0, 36.0]
+    status, body = await api("GET", "instances", inst.id, "monitor")
+    assert [s["model"] for s in body["stages"]] == ["triple:1", "arith.total:1"]
+    status, body = await api(
+        "POST", "instances", inst.id, "update-stage", body={"stage": "nowhere", "model": "triple:1"}
+    )
+    assert status == 400 and "no stage 'nowhere'" in body["error"]["message"]
 
 
 async def wait_for_job(api, job_id, timeout=90):

@@ -2,6 +2,7 @@
 import { IDriftFeature } from './format';
 import { ISnapshot } from './metrics';
 import { requestAPI } from './request';
+import { IStage } from './stages';
 
 /** A runtime as nbserve/runtimes/__init__.py declares it (the one list of runtimes). */
 export interface IRuntime {
@@ -167,6 +168,12 @@ export async function comparisonOf(id: string): Promise<IComparison> {
   return await requestAPI<IComparison>(`instances/${encodeURIComponent(id)}/comparison`);
 }
 
+/** Serve another registered version of one stage of a graph instance, swapped in place. */
+export async function updateStage(id: string, stage: string, model: string): Promise<IEntry> {
+  const path = `instances/${encodeURIComponent(id)}/update-stage`;
+  return (await requestAPI<{ instance: IEntry }>(path, json('POST', { stage, model }))).instance;
+}
+
 export async function remove(id: string): Promise<void> {
   await requestAPI(`instances/${encodeURIComponent(id)}`, { method: 'DELETE' });
 }
@@ -266,6 +273,8 @@ export interface IMonitor {
   jobs?: IJob[] | null;
   /** "chat" or "embeddings" for a text function: its items per second are tokens per second */
   text_kind?: string | null;
+  /** a graph's stages (the version each runs, p50, errors); null for a single model */
+  stages?: IStage[] | null;
 }
 
 /** Cancel a queued or running job of an instance (a finished one is forgotten). */

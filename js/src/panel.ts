@@ -20,9 +20,11 @@ import {
 import { DeploymentsSection } from './deployments';
 import { h, replaceChildren } from './dom';
 import { badgeKind } from './format';
+import { StagesView } from './graph';
 import { MonitorView } from './monitor';
 import { PollingWidget } from './poll';
 import { ComparisonView } from './versions';
+import { IStage } from './stages';
 
 const IDLE_REFRESH_MS = 5000;
 const BUSY_REFRESH_MS = 1000;
@@ -199,7 +201,11 @@ export class ServingPanel extends PollingWidget {
     entries.forEach((entry, index) => {
       let row = this._instanceRows.get(entry.id);
       if (!row) {
-        row = new InstanceRow(entry.id, (r, what) => void this._act(r, what));
+        row = new InstanceRow(
+          entry.id,
+          (r, what) => void this._act(r, what),
+          () => void this.refresh()
+        );
         this._instanceRows.set(entry.id, row);
       }
       row.update(entry);
@@ -507,7 +513,8 @@ class InstanceRow {
 
   constructor(
     readonly id: string,
-    private _onAction: (row: InstanceRow, what: Action) => void
+    private _onAction: (row: InstanceRow, what: Action) => void,
+    private _onChange: () => void = () => undefined
   ) {
     this._body = h('div', { className: 'nbserve-body' });
     this._error = h('div', { className: 'nbserve-error', role: 'alert' });
@@ -548,6 +555,8 @@ class InstanceRow {
     if (!running) {
       this._monitor?.node.remove();
       this._monitor = null;
+      this._stages?.node.remove();
+      this._stages = null;
       return;
     }
     if (!this._monitor) {
@@ -556,10 +565,26 @@ class InstanceRow {
     }
     const monitor = this._monitor;
     try {
-      monitor.show(await monitorOf(this.id));
+      const reading = await monitorOf(this.id);
+      monitor.show(reading);
+      this._showStages(reading.stages ?? null);
     } catch (error) {
       monitor.showError(messageOf(error));
     }
+  }
+
+  /** A graph's stages above its monitoring (a single model has none). */
+  private _showStages(stages: IStage[] | null): void {
+    if (!stages) {
+      this._stages?.node.remove();
+      this._stages = null;
+      return;
+    }
+    if (!this._stages) {
+      this._stages = new StagesView(this.id, this._onChange);
+      this._monitorSlot.insertBefore(this._stages.node, this._monitorSlot.firstChild);
+    }
+    this._stages.show(this._model, stages);
   }
 
   /** An action (stop, start, remove) is running on this instance. */
@@ -581,6 +606,7 @@ class InstanceRow {
       entry.candidate_of
     ]);
     this.label = entry.job ? `start of ${entry.model}` : `${entry.model} (${entry.id})`;
+    this._model = entry.model;
     this.node.setAttribute('aria-label', `Instance ${entry.model} ${entry.id}`);
     if (key === this._key) {
       return; // unchanged: keep the DOM (and the focus) as it is
@@ -762,5 +788,7 @@ class InstanceRow {
   private _monitor: MonitorView | null = null;
   private _comparisonSlot: HTMLElement;
   private _comparison: ComparisonView | null = null;
+  private _stages: StagesView | null = null;
+  private _model = '';
   private _key = '';
 }

@@ -11,6 +11,8 @@
     GET    jobs/<id>                 the state of a start: building, starting, running or failed
     POST   instances/<id>/stop       stop (200, the instance)
     POST   instances/<id>/start      start again (200, the instance)
+    POST   instances/<id>/update-stage  {"stage", "model": "NAME:VERSION"}: a graph instance serves that version
+                                      of one stage from now on, swapped in place (200, the instance)
     DELETE instances/<id>            remove an instance, or dismiss a finished job
     GET    instances/<id>/logs       {"id", "logs", "entries"}; ?tail=N lines (default 200); entries: the lines as
                                       table rows (monitoring.log_entries: requests, and the server's own lines)
@@ -26,10 +28,12 @@
     GET    instances/<id>/comparison {"id", "summary", "points", "latency"}: the shadow's comparison (summary as
                                       Instance.comparison(summary=True)), the (live, candidate, agree) of the last
                                       answers and each side's latency per request, for the sidebar's plot
-    GET    instances/<id>/monitor    {"id", "status", "snapshot", "drift", "jobs", "text_kind"}: for a running
-                                      instance, nulls with its status for one that is not (a sidebar that polls an
-                                      instance stopped a moment ago gets an answer, not an error); jobs: the
-                                      model's jobs (null when it serves none), text_kind: "chat", "embeddings"
+    GET    instances/<id>/monitor    {"id", "status", "snapshot", "drift", "jobs", "text_kind", "stages"}: for a
+                                      running instance, nulls with its status for one that is not (a sidebar that
+                                      polls an instance stopped a moment ago gets an answer, not an error); jobs:
+                                      the model's jobs (null when it serves none), text_kind: "chat",
+                                      "embeddings"; stages: a graph's (version, p50, errors each:
+                                      monitoring.stage_summary)
     GET    instances/<id>/jobs       {"id", "jobs"}: the jobs the instance keeps (client.submit, ?async=1)
     DELETE instances/<id>/jobs/<job> cancel a queued or running job, forget a finished one: {"job": its status}
 
@@ -251,6 +255,12 @@ class InstanceActionHandler(NbserveHandler):
         ws = self.workspace
         if action == "stop":
             inst = await self.call(ws.stop, id)
+        elif action == "update-stage":
+            body = self.json_body()
+            stage, model = body.get("stage"), body.get("model")
+            if not isinstance(stage, str) or not stage or not isinstance(model, str) or not model:
+                raise BadRequest('expected {"stage": STAGE, "model": "NAME:VERSION"}: the version that stage runs next')
+            inst = await self.call(ws.update_stage, id, stage, model, progress=quiet)
         else:
             inst = await self.call(ws.start, id, progress=quiet)
         self.reply({"instance": await self.call(inst.to_dict)})
@@ -383,28 +393,42 @@ def _unlisted(jobs, instances: list[dict]) -> list:
 
 
 def _json_snapshot(snap: dict) -> dict:
-    for entry in snap["methods"].values():  # JSON has no Infinity: the +Inf bucket's bound is null
+    stages = [e for versions in (snap.get("stages") or {}).values() for e in versions.values()]
+    for entry in [*snap["methods"].values(), *stages]:  # JSON has no Infinity: the +Inf bucket's bound is null
         for key in ("buckets", "first"):
-            entry[key] = [[None if le == float("inf") else le, c] for le, c in entry.get(key, [])]
+            if key in entry:
+                entry[key] = [[None if le == float("inf") else le, c] for le, c in entry[key]]
     return snap
 
 
 def _monitor(ws, id: str) -> dict:
     inst = ws.get_instance(id)  # an unknown id is a 404
-    text_kind = ws.get_model(inst.model).text_kind
+    served = ws.get_model(inst.model)
+    text_kind = served.text_kind
     if inst.status != "running":
-        return {"id": id, "status": inst.status, "snapshot": None, "drift": None, "jobs": None, "text_kind": text_kind}
+        return {
+            "id": id,
+            "status": inst.status,
+            "snapshot": None,
+            "drift": None,
+            "jobs": None,
+            "text_kind": text_kind,
+            "stages": None,
+        }
     try:
         jobs = ws.jobs(id)
     except NbserveError:  # jobs off for this instance
         jobs = None
+    snapshot = ws.metrics_snapshot(id)
+    graph = served.manifest.get("graph")  # a graph's stages: version, p50, errors each
     return {
         "id": id,
         "status": inst.status,
-        "snapshot": _json_snapshot(ws.metrics_snapshot(id)),
+        "snapshot": _json_snapshot(snapshot),
         "drift": ws.drift(id),
         "jobs": jobs,
         "text_kind": text_kind,
+        "stages": monitoring.stage_summary(snapshot, graph) if graph else None,
     }
 
 
@@ -481,7 +505,7 @@ def route_handlers(base_url: str) -> list[tuple]:
         (url("models"), ModelsHandler),
         (url("models", segment), ModelHandler),
         (url("instances"), InstancesHandler),
-        (url("instances", segment, "(stop|start)"), InstanceActionHandler),
+        (url("instances", segment, "(stop|start|update-stage)"), InstanceActionHandler),
         (url("instances", segment, "(rollback|promote|discard|split)"), LoopActionHandler),
         (url("instances", segment, "comparison"), ComparisonHandler),
         (url("instances", segment, "logs"), LogsHandler),

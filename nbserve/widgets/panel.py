@@ -28,6 +28,7 @@ from ..notebook_text import error_text
 from ..workspace import default_workspace
 from .base import ERROR_COLOUR, MUTED, Section, Shared, close_widget, put
 from .deployments import DeploymentsSection
+from .graphs import GraphsSection
 from .instances import InstanceRow, InstancesSection
 from .jobs import JobsSection
 from .models import ModelRow, ModelsSection
@@ -54,6 +55,7 @@ class Panel(widgets.VBox):
         VersionsSection,
         JobsSection,
         MonitoringSection,
+        GraphsSection,
         DeploymentsSection,
         RequestLogSection,
     )
@@ -119,6 +121,10 @@ class Panel(widgets.VBox):
     @property
     def monitoring(self) -> MonitoringSection:
         return self.section(MonitoringSection)
+
+    @property
+    def graphs(self) -> GraphsSection:
+        return self.section(GraphsSection)
 
     @property
     def deployments(self) -> DeploymentsSection:
@@ -280,6 +286,14 @@ class Panel(widgets.VBox):
 
     def remove_instance(self, id: str):
         return self.act(f"removing {id}", lambda say: self.workspace.remove(id), lambda _: f"{id} removed")
+
+    def update_stage(self, id: str, stage: str, ref: str):
+        """Serve the registered version ``ref`` as ``stage`` of the graph instance ``id``, in place."""
+        return self.act(
+            f"updating {stage} of {id} to {ref}",
+            lambda say: self.workspace.update_stage(id, stage, ref, progress=say),
+            lambda inst: f"{inst.id} serves {inst.model}: {stage} is {ref}",
+        )
 
     def scale_deployment(self, name: str, replicas: int):
         return self.act(
