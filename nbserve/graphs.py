@@ -30,7 +30,9 @@ from packaging.utils import canonicalize_name
 from .errors import CaptureError, ModelNotFoundError, NbserveError, RequirementsError, SampleError
 from .registry import require_name
 from .resources import ModelVersion
-from .server.graph import Runner, plan
+from .server.shared import GraphRunner as Runner
+from .server.shared import bind_methods
+from .server.shared import graph_plan as plan
 
 KIND = "graph"
 FORMAT = 1
@@ -98,7 +100,6 @@ class Graph:
     def _bound(self, name: str, workspace=None):
         if name not in self._live:
             from .capture import resolve_methods
-            from .server.artifact import bind_methods
 
             stage = self.stages[name]
             if stage.ref is not None:  # as the server binds it: by its registered manifest
@@ -531,7 +532,7 @@ def update_stage(ws, id: str, stage: str, target, sample, say, rules):
 def example_input(mv: ModelVersion):
     """A version's recorded example row, decoded as its first method's input (a sample of one row, where none
     is at hand: a graph of registered versions made by the CLI, a stage updated from another process)."""
-    from .server.schema import compile_decoder
+    from .server.shared import compile_decoder
 
     method = mv.methods[0]
     found = (mv.manifest.get("examples") or {}).get(method) or {}

@@ -6,6 +6,8 @@ import nothing of ``server/`` at all. What crosses is what both sides of the sea
 
 - the staging protocol with the kernel: the replay's files and report, the control socket of a running
   server, the methods bound on an unpickled artifact, what counts as a streamed answer;
+- a graph of stages: its plan (the order, checked) and the runner that calls the stages, the same in the
+  kernel (nbserve/graphs.py) as in the server;
 - the schema vocabulary: the dtype kinds, and how columns and values are written as JSON (the client
   encodes by it, the signature and the readiness check describe by it);
 - the settings every runtime writes and the served side reads, the token and URL prefix rules, the
@@ -22,6 +24,8 @@ from .control import address as control_address
 from .drift import features as drift_features
 from .drift import reference_spec, unsupported_spec
 from .dtypes import KINDS, OBJECT, column_kind, dtype_is_nullable, kind_of_dtype
+from .graph import Runner as GraphRunner
+from .graph import plan as graph_plan
 from .jsonio import dumps as json_dumps
 from .jsonio import loads as json_loads
 from .openapi import interface_document
@@ -53,6 +57,7 @@ __all__ = [
     "STAGED_ARTIFACT",
     "ControlError",
     "Controller",
+    "GraphRunner",
     "Settings",
     "bind_methods",
     "clean_prefix",
@@ -64,6 +69,7 @@ __all__ = [
     "dtype_is_nullable",
     "frame_records",
     "frame_split",
+    "graph_plan",
     "index_values",
     "interface_document",
     "is_stream",
