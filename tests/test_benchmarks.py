@@ -160,3 +160,27 @@ def test_streaming_bench_runs_and_compares_served_streams_with_the_kernel(tmp_pa
             row = result[name][how]
             assert row["items"] == items and row["first_item_ms"] > 0 and row["items_per_s"] > 0
     assert "| count | 300 | served |" in proc.stdout
+
+
+def test_graph_bench_measures_the_chain_against_the_composed_function(tmp_path):
+    """benchmarks/graph_bench.py end to end (no Docker rebuild: the Docker tests build graph images)."""
+    need(shutil.which("wrk") is not None, "wrk (the benchmark's load generator)", "apt-get install -y wrk")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "graph_bench.py"),
+            "--rounds",
+            "1",
+            "--requests",
+            "200",
+            "--no-docker",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| chain |" in proc.stdout and "| composed |" in proc.stdout
+    assert "3-stage chain against the same calls composed in one function:" in proc.stdout
+    assert "update_stage (register the stage and the graph, swap in place)" in proc.stdout

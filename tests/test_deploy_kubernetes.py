@@ -97,6 +97,29 @@ def test_manifests_validate_strictly_for_both_model_families(models, tmp_path, k
         assert [yaml.safe_load(p.read_text()) for p in paths] == docs
 
 
+def test_a_graph_is_one_deployment_whose_image_holds_every_stage(k8s_ws, models, tmp_path, diabetes):
+    """A graph of stages deploys as any model: one Deployment (and one InferenceService) of the graph's image,
+    its stages' versions named in an annotation; scaling it scales every stage together (docs/SCALING.md)."""
+    import nbserve
+
+    X = diabetes[0]
+
+    def halve(answers):
+        return answers * 0.5
+
+    mv = k8s_ws.register(nbserve.chain(linear=models[0].id, halve=halve), name="halved", sample=X, progress=False)
+    assert mv.stages == {"linear": "diabetes:1", "halve": "halved.halve:1"}
+    for kserve in (False, True):
+        docs = k8s.manifests("halved", mv, f"127.0.0.1:5000/team/halved@{DIGEST}", 2, {"kserve": kserve})
+        validate_all(docs)
+        deployments = [d for d in docs if d["kind"] == "Deployment"]
+        assert len(deployments) == 1 and [d["kind"] for d in docs].count("InferenceService") == int(kserve)
+        pod = deployments[0]["spec"]["template"]
+        assert [c["image"] for c in pod["spec"]["containers"]] == [f"127.0.0.1:5000/team/halved@{DIGEST}"]
+        assert pod["metadata"]["annotations"]["nbserve.io/stages"] == "linear=diabetes:1 halve=halved.halve:1"
+        assert pod["metadata"]["annotations"]["nbserve.io/model-id"] == "halved:1"
+
+
 def test_the_deployment_is_pinned_probed_bounded_and_unprivileged(models):
     mv = models[0]
     docs = {d["kind"]: d for d in k8s.manifests("diabetes", mv, f"r/diabetes@{DIGEST}", 3, {"auth_token": "x" * 20})}

@@ -276,6 +276,38 @@ def test_scale_logs_and_a_manual_rollback(deployment, models):
     assert [r["model"] for r in deployment.replica_list] == ["diabetes:1"] * 2
 
 
+def test_a_graph_deploys_as_one_service_and_answers_as_the_kernels_graph(models, registry, engine):
+    """A graph of stages on Swarm is one service of its image, every replica running every stage: the linear
+    and ridge versions registered above, averaged by a function stage (the image shares their lock)."""
+    import nbserve
+
+    ws, (v1, v2, _), X = models
+
+    def mean(answers):
+        return (answers["linear"] + answers["ridge"]) / 2
+
+    g = nbserve.graph(linear=v1.id, ridge=v2.id, mean=mean, edges={("linear", "ridge"): "mean"})
+    mv = ws.register(g, name="averaged", sample=X, progress=False)
+    dep = ws.deploy(mv, target="swarm", replicas=2, registry=registry, progress=False)
+    try:
+        assert (dep.model, dep.ready, len(dep.endpoints)) == ("averaged:1", 2, 2)
+        mine = {"label": [f"nbserve.model={mv.name}", f"nbserve.home={ws.home}"]}
+        assert len(engine.services.list(filters=mine)) == 1
+        expected = (v1.load().predict(X[:5]) + v2.load().predict(X[:5])) / 2
+        np.testing.assert_array_equal(g(X[:5]), expected)
+        for url in dep.endpoints:
+            np.testing.assert_array_equal(predictions(url, X), expected)
+            with urllib.request.urlopen(url + "/graph", timeout=10) as resp:
+                doc = json.loads(resp.read())
+            assert [(s["name"], s["model"]) for s in doc["stages"]] == [
+                ("linear", "diabetes:1"),
+                ("ridge", "diabetes:2"),
+                ("mean", "averaged.mean:1"),
+            ]
+    finally:
+        dep.remove(progress=False)
+
+
 def test_removing_a_deployment_removes_its_service_and_replicas(models, registry, engine, tmp_path):
     ws, (v1, _, _), _ = models
     dep = ws.deploy(v1, target="swarm", replicas=1, name="short-lived", registry=registry, progress=False)

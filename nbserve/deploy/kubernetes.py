@@ -115,6 +115,8 @@ def manifests(name: str, mv, image: str, replicas: int, options: dict) -> list[d
     labels = _labels(name, mv)
     selector = {"app.kubernetes.io/name": name}
     annotations = {"nbserve.io/sha256": mv.sha256, "nbserve.io/model-id": mv.id}
+    if getattr(mv, "stages", None):  # a graph: one Deployment whose image holds every stage, named here
+        annotations["nbserve.io/stages"] = " ".join(f"{stage}={ref}" for stage, ref in mv.stages.items())
     namespace = options.get("namespace") or "default"
     meta = {"name": name, "namespace": namespace, "labels": labels}
     docs = []
