@@ -160,3 +160,17 @@ def test_signature_of_dicts_and_lists():
             "label": {"type": "string"},
         },
     }
+
+
+def test_answers_with_pandas_missing_values_compare_without_error():
+    """A frame's nullable columns answer pd.NA and NaT: equal to themselves, different from a value (the
+    proof of a function that returns such a frame compared them with == and failed on NA's truth value)."""
+    import pandas as pd
+
+    from nbserve.capture.compare import difference
+
+    frame = pd.DataFrame({"n": pd.array([1, None], dtype="Int64"), "day": pd.to_datetime(["2024-01-01", None])})
+    assert difference(frame, frame.copy()) is None
+    other = frame.copy()
+    other.loc[1, "n"] = 3
+    assert difference(frame, other) == "data[1][0]: <NA> in the kernel, 3 in the image"

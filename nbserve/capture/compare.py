@@ -114,11 +114,22 @@ def _diff(a, b, where, here, there, rtol=RTOL):
 
 
 def _is_number(x) -> bool:
-    return x is None or x in NONFINITE or (isinstance(x, (int, float, complex)) and not isinstance(x, bool))
+    return (
+        x is None
+        or _pandas_missing(x)
+        or (isinstance(x, str) and x in NONFINITE)
+        or (isinstance(x, (int, float, complex)) and not isinstance(x, bool))
+    )
+
+
+def _pandas_missing(x) -> bool:
+    """pandas' NA and NaT: missing values whose comparisons are not truth values (a frame's nullable columns)."""
+    return type(x).__name__ in ("NAType", "NaTType")
 
 
 def _missing(x) -> bool:
-    return x is None or x == "NaN" or x != x  # JSON writes NaN as null
+    # JSON writes NaN as null
+    return x is None or _pandas_missing(x) or (isinstance(x, str) and x == "NaN") or (isinstance(x, float) and x != x)
 
 
 def _gap(x, y, rtol=RTOL) -> float:
