@@ -35,3 +35,21 @@ export function replaceChildren(el: HTMLElement, ...children: Child[]): void {
   }
   append(el, children);
 }
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+/** An SVG element with its attributes (and text): the charts' and the graph drawing's one builder. */
+export function svg(
+  tag: string,
+  attrs: { [k: string]: string | number },
+  text?: string
+): SVGElement {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    el.setAttribute(k, String(v));
+  }
+  if (text !== undefined) {
+    el.textContent = text;
+  }
+  return el;
+}

@@ -5,26 +5,14 @@
  * instances/<id>/update-stage).
  */
 import { updateStage } from './api';
-import { h, replaceChildren } from './dom';
+import { h, replaceChildren, svg } from './dom';
 import { IStage, describeStages, stageLayout, stageLine } from './stages';
 
-const SVG = 'http://www.w3.org/2000/svg';
 const BOX_W = 150;
 const BOX_H = 50;
 const GAP_X = 12;
 const GAP_Y = 22;
 const PAD = 4;
-
-function svg(tag: string, attrs: { [k: string]: string | number }, text?: string): SVGElement {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    el.setAttribute(k, String(v));
-  }
-  if (text !== undefined) {
-    el.textContent = text;
-  }
-  return el;
-}
 
 /** The stages as boxes (name, version, p50 and errors) with arrows from each stage's inputs. */
 export function drawStages(model: string, stages: IStage[]): SVGElement {

@@ -8,11 +8,10 @@
  * view, and the instance's jobs (calls queued with ?async=1) follow it, each with Cancel while it waits or runs.
  */
 import { IDriftReport, IJob, IMonitor, cancelJob } from './api';
-import { h, replaceChildren } from './dom';
+import { h, replaceChildren, svg } from './dom';
 import { IDriftFeature, binLabels, jobProgress, jobTime, noLiveNote } from './format';
 import { IPoint, ISnapshot, niceTop, series, streamStats, tickLabel } from './metrics';
 
-const SVG = 'http://www.w3.org/2000/svg';
 const HISTORY = 60;
 const STATUS_COLOURS: { [status: string]: string } = {
   ok: '#2e7d32',
@@ -23,17 +22,6 @@ const STATUS_COLOURS: { [status: string]: string } = {
 const SAMPLE_COLOUR = '#90a4ae';
 const ERROR_COLOUR = '#c62828';
 const QUIET_COLOUR = '#757575';
-
-function svg(tag: string, attrs: { [k: string]: string | number }, text?: string): SVGElement {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    el.setAttribute(k, String(v));
-  }
-  if (text !== undefined) {
-    el.textContent = text;
-  }
-  return el;
-}
 
 /** A line of text in the middle of a chart's plotting area: why there is nothing (or little) to draw. */
 function noteText(x: number, y: number, text: string): SVGElement {

@@ -196,7 +196,7 @@ class ImageBuilder:
         lines = image_lock(version)
         target = wheel_target(facts)
         lock_key = lock_hash(lines, " ".join(target))
-        deps_tag = self._deps_image(base, name, lines, lock_key, target, version, progress, cache)
+        deps_image = self._deps_image(base, name, lines, lock_key, target, version, progress, cache)
         packages = self._system_packages(version, lines, facts, lock_key, progress)
         from_image = self._system_image(base, name, packages, progress, cache) if packages else name
         labels = self.engine.labels(
@@ -206,11 +206,12 @@ class ImageBuilder:
                 "nbserve.lock": lock_key,
                 "nbserve.base-name": name,
                 "nbserve.system-packages": ",".join(version.system_packages),
+                "nbserve.deps-image": deps_image,  # what the next version's image is built on too
             },
             **key,
         )
         with self._context("model-") as ctx:
-            model_context(ctx, version, from_image, deps_tag, labels)
+            model_context(ctx, version, from_image, deps_image, labels)
             image_id = self._docker_build(ctx, tag, f"image {tag}", progress, cache=cache)
         with self.engine.session() as client:
             image = client.images.get(image_id)
@@ -261,23 +262,45 @@ class ImageBuilder:
             return client.images.get(image_id)
 
     def _deps_image(self, base, base_name, lines, lock_key, target, version, progress, cache=True) -> str:
-        """Tag of the dependency image for this lock and base: reused when it exists, else built."""
+        """Id of the dependency image for this lock and base: reused when it exists, else built. The one the
+        model's previous image of this lock was built on comes first (the next version's image then shares
+        every layer below its own artifacts, however another build of the same lock moved the tag meanwhile);
+        the model's Dockerfile names it by id, not by the tag."""
         tag = f"nbserve/deps:{lock_key[:12]}-{base.id.split(':')[-1][:12]}"
         labels = {"nbserve.deps": lock_key, "nbserve.base": base.id}
-        existing = (self._tagged(tag, labels) or self._find_image(labels)) if cache else None
+        existing = (
+            (self._deps_of_previous(version, labels) or self._tagged(tag, labels) or self._find_image(labels))
+            if cache
+            else None
+        )
         if existing is not None:
             with self.engine.session():
-                existing.tag(*tag.split(":"))  # the model's Dockerfile names it by this tag
+                existing.tag(*tag.split(":"))  # for people: `docker images nbserve/deps`
             progress(f"dependency layers for lock {lock_key[:12]} ({len(lines)} packages) exist: reused")
-            return tag
+            return existing.id
         wheels = wheelhouse(lines, lock_key, self.home, kernel_python(version), target, progress)
         labels = self.engine.labels(**labels, **{"nbserve.base-name": base_name})
         with self._context("deps-") as ctx:
             deps_context(ctx, base_name, lines, lock_key, wheels)
-            self._docker_build(
+            return self._docker_build(
                 ctx, tag, f"dependency image ({len(lines)} packages)", progress, labels=labels, cache=cache
             )
-        return tag
+
+    def _deps_of_previous(self, version, labels: dict):
+        """The dependency image (with ``labels``) the latest image of this model and lock was built on, if any."""
+        import docker.errors
+
+        own = self.engine.labels(**{"nbserve.model": version.name, "nbserve.lock": labels["nbserve.deps"]})
+        previous = self._find_image(own)
+        deps_id = previous.labels.get("nbserve.deps-image") if previous is not None else None
+        if not deps_id:
+            return None
+        with self.engine.session() as client:
+            try:
+                image = client.images.get(deps_id)
+            except docker.errors.ImageNotFound:
+                return None
+        return image if all(image.labels.get(k) == v for k, v in labels.items()) else None
 
     def _system_packages(self, version, lines, facts, lock_key, progress) -> list[str]:
         """The Debian packages the image needs besides the base: those bringing the system libraries the

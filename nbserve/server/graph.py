@@ -106,12 +106,7 @@ class Runner:
         seconds = []
         perf = time.perf_counter
         for name, call, inputs in self.steps:
-            if not inputs:
-                arg = value
-            elif len(inputs) == 1:
-                arg = results[inputs[0]]
-            else:
-                arg = {i: results[i] for i in inputs}
+            arg = _input(value, results, inputs)
             t0 = perf()
             try:
                 results[name] = call(arg)
@@ -133,15 +128,19 @@ class Runner:
         results: dict = {}
         seen = {}
         for name, call, inputs in self.steps:
-            if not inputs:
-                arg = value
-            elif len(inputs) == 1:
-                arg = results[inputs[0]]
-            else:
-                arg = {i: results[i] for i in inputs}
+            arg = _input(value, results, inputs)
             results[name] = call(arg)
             seen[name] = (arg, results[name])
         return seen
+
+
+def _input(value, results: dict, inputs: tuple):
+    """What a stage gets: the graph's input, its one input stage's answer, or its input stages' answers by name."""
+    if not inputs:
+        return value
+    if len(inputs) == 1:
+        return results[inputs[0]]
+    return {i: results[i] for i in inputs}
 
 
 class ServedGraph:
