@@ -265,7 +265,13 @@ def register(ws, g: Graph, name: str, sample, say, **rules) -> ModelVersion:
     for stage_name, _inputs in g.steps:
         stage = g.stages[stage_name]
         if stage.ref is not None:
-            versions[stage_name] = ws.get_model(stage.target)
+            versions[stage_name] = mv = ws.get_model(stage.target)
+            moved = _not_installed(mv.requirements)
+            if moved:
+                say(
+                    f"stage {stage_name} ({mv.id}) was registered with {', '.join(moved)}; this kernel has other "
+                    f"versions: the process runtime serves it with this kernel's packages, an image with its pins"
+                )
             continue
         _bound, method, _names = g._bound(stage_name, ws)
         versions[stage_name] = register_stage(
@@ -369,14 +375,20 @@ def unchanged(ws, stage_name: str, d) -> ModelVersion | None:
 
 
 def _still_installed(requirements) -> bool:
+    return not _not_installed(requirements)
+
+
+def _not_installed(requirements) -> list[str]:
+    """The pins of ``requirements`` that are not what this interpreter has installed."""
+    moved = []
     for line in requirements:
         dist, _, pin = line.partition("==")
         try:
             if metadata.version(dist) != pin:
-                return False
+                moved.append(line)
         except metadata.PackageNotFoundError:
-            return False
-    return True
+            moved.append(line)
+    return moved
 
 
 def check_pins(versions: dict, graph_name: str) -> None:

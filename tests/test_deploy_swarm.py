@@ -288,7 +288,7 @@ def test_a_graph_deploys_as_one_service_and_answers_as_the_kernels_graph(models,
 
     g = nbserve.graph(linear=v1.id, ridge=v2.id, mean=mean, edges={("linear", "ridge"): "mean"})
     mv = ws.register(g, name="averaged", sample=X, progress=False)
-    dep = ws.deploy(mv, target="swarm", replicas=2, registry=registry, progress=False)
+    dep = ws.deploy(mv, target="swarm", replicas=2, registry=registry, init_swarm=True, progress=False)
     try:
         assert (dep.model, dep.ready, len(dep.endpoints)) == ("averaged:1", 2, 2)
         mine = {"label": [f"nbserve.model={mv.name}", f"nbserve.home={ws.home}"]}

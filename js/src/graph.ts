@@ -115,7 +115,7 @@ export class StagesView {
       'aria-label': `Stage of ${id} to update`
     }) as HTMLSelectElement;
     this._model = h('input', {
-      className: 'nbserve-input nbserve-port',
+      className: 'nbserve-input nbserve-version-input',
       type: 'text',
       placeholder: 'NAME:VERSION',
       'aria-label': `Version the stage of ${id} runs next`

@@ -2,12 +2,13 @@
 instance the stages are drawn with the version each runs, its p50 latency and its error count (a stage that
 raised is marked), and the Update stage form serves another registered version of one stage in place."""
 
+import os
 import re
 
 import numpy as np
 import pytest
 import requests
-from test_sidebar import lab, open_sidebar_from_the_palette, page  # noqa: F401  (fixtures)
+from test_sidebar import DOCS, lab, open_sidebar_from_the_palette, page  # noqa: F401  (fixtures)
 
 import nbserve
 
@@ -53,6 +54,9 @@ def test_the_sidebar_draws_a_graphs_stages_and_updates_one(lab, page, workspace)
     expect(stages.locator("[data-stage='scale'][data-errors='1']")).to_have_count(1)
     expect(stages.locator("[data-stage='total'][data-errors='0']")).to_have_count(1)
     expect(stages.locator("text.nbserve-graph-error")).to_have_count(1)  # the failing stage's line is marked
+    shot = DOCS / "sidebar-graph.png"
+    if not shot.exists() or os.environ.get("NBSERVE_UPDATE_SCREENSHOT"):
+        stages.screenshot(path=str(shot))
 
     stages.get_by_role("combobox", name=f"Stage of {inst.id} to update").select_option("total")
     stages.get_by_role("textbox", name=f"Version the stage of {inst.id} runs next").fill("plus:1")
