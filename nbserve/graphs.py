@@ -468,8 +468,6 @@ def stage_versions(ws, mv: ModelVersion) -> dict[str, ModelVersion]:
 
 # -- serving -----------------------------------------------------------------------------------------------
 
-_SAMPLES: dict = {}  # (home, graph name) -> the sample it was last registered with from this process
-
 
 def serve(
     ws,
@@ -485,38 +483,24 @@ def serve(
     update=None,
     **options,
 ):
-    """Register ``g`` and serve it as one service. When an instance of ``name`` already runs (on the runtime
-    and port asked for, if any), it is updated in place to the new graph version (``update=False``: a second
-    instance instead): only the stages that changed were registered, and the swap drops no request."""
+    """Register ``g`` and serve it as one service (``start=False``: register and, on a runtime of images, build
+    only). When an instance of ``name`` already runs (on the runtime and port asked for, if any), it is updated
+    in place to the new graph version (``update=False``: a second instance instead): only the stages that
+    changed were registered, and the swap drops no request."""
     if sample is None:
-        sample = _SAMPLES.get((str(ws.home), name))
+        sample = ws._samples.get(name)  # a re-serve without a sample: the one this process served it with
     mv = register(ws, g, name, sample, say, **rules)
-    _SAMPLES[(str(ws.home), name)] = sample
+    ws._samples[name] = sample
     materialize(ws, mv)
-    if start and update is not False:
-        running = running_instance(ws, name, runtime, port, host)
-        if running is not None:
-            if running.model == mv.id:
-                say(f"{running.id} already serves {mv.id} at {running.url}")
-                return running
-            return ws.update(running.id, mv, progress=say)
-    return ws.serve(mv, runtime=runtime, port=port, host=host, start=start, progress=say, **options)
-
-
-def running_instance(ws, name: str, runtime, port, host):
-    """The running instance of ``name`` a re-serve updates (the latest started), or None."""
-    from . import runtimes
-
-    wanted = None if runtime in (None, runtimes.AUTO) else runtimes.spec(runtime).name
-    found = [
-        i
-        for i in ws.instances(model=name)
-        if i.status == "running"
-        and (wanted is None or i.runtime == wanted)
-        and (port is None or i.port == int(port))
-        and i.host == host
-    ]
-    return max(found, key=lambda i: i.started or 0.0) if found else None
+    if not start:
+        return ws.prepare(mv, runtime=runtime, progress=say, **options)
+    running = ws.running_instance(name, runtime, port, host) if update is not False else None
+    if running is not None:
+        if running.model == mv.id:
+            say(f"{running.id} already serves {mv.id} at {running.url}")
+            return running
+        return ws.update(running.id, mv, progress=say)
+    return ws.serve(mv, runtime=runtime, port=port, host=host, progress=say, **options)
 
 
 def update_stage(ws, id: str, stage: str, target, sample, say, rules):
@@ -527,13 +511,12 @@ def update_stage(ws, id: str, stage: str, target, sample, say, rules):
     if not is_graph(served):
         raise NbserveError(f"{id} serves {served.id}, a single model: update it with inst.update(...)")
     g = from_version(served).replace(stage, target)
-    key = (str(ws.home), row.name)
     if sample is None:
-        sample = _SAMPLES.get(key)
+        sample = ws._samples.get(row.name)
     if sample is None:
         sample = example_input(served)
     mv = register(ws, g, row.name, sample, say, **rules)
-    _SAMPLES.setdefault(key, sample)
+    ws._samples.setdefault(row.name, sample)
     materialize(ws, mv)
     if mv.id == served.id:
         say(f"{id} already serves {mv.id}: the stage did not change")

@@ -347,6 +347,7 @@ class Workspace:
                 port=port,
                 host=host,
                 start=start,
+                update=update,
                 workers=workers,
                 **options,
             )

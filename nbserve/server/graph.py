@@ -116,7 +116,9 @@ class Runner:
                     self.records.append((seconds, name, type(exc).__name__))
                 if self.served:
                     raise StageError(name, self.ids.get(name, name), exc) from None
-                exc.add_note(f"in stage {name!r} of the graph")
+                note = getattr(exc, "add_note", None)  # Python 3.11+: the traceback says which stage
+                if note is not None:
+                    note(f"in stage {name!r} of the graph")
                 raise
             seconds.append(perf() - t0)
         if self.records is not None:
