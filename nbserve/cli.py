@@ -432,7 +432,7 @@ def _stages(ws, args) -> None:
     if insts:
         inst = insts[0]
         mv = ws.get_model(inst.model)
-        rows = monitoring.stage_summary(ws.metrics_snapshot(inst.id), mv.manifest.get("graph"))
+        rows = monitoring.stage_summary(ws.metrics_snapshot(inst.id, settled=True), mv.manifest.get("graph"))
     else:
         mv = ws.get_model(args.ref)
         rows = [{"stage": n, "model": m} for n, m in mv.stages.items()]
@@ -512,7 +512,7 @@ def _observe(ws, args) -> None:
 
     for inst in ws.resolve_instances(args.ref):
         if args.command == "metrics":
-            rows = monitoring.summary(ws.metrics_snapshot(inst.id))
+            rows = monitoring.summary(ws.metrics_snapshot(inst.id, settled=True))
             if args.json:
                 print(json.dumps({"id": inst.id, "methods": rows}, indent=2))
                 continue

@@ -16,6 +16,7 @@ import time
 from .errors import NbserveError
 
 TIMEOUT = 5.0
+SETTLE_SECONDS = 1.5  # the served workers publish their requests' records every second
 # null_ref/null_live: the null shares (a rise is part of the PSI); reason: why a feature is not_computed
 DRIFT_COLUMNS = (
     "role",
@@ -55,6 +56,20 @@ def _empty() -> dict:
     return {"requests": 0.0, "errors": 0.0, "sum": 0.0, "buckets": {}, "items": 0.0, "stream_s": 0.0, "first": {}}
 
 
+def settled_snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> dict:
+    """A snapshot holding every request answered before this call: a worker publishes what its requests noted
+    once a second (server/observe.py), so read again until every live worker has published past now (at most
+    ``SETTLE_SECONDS``; a server on another clock, or an older one that does not say, is read once)."""
+    asked = time.time()
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        snap = snapshot(url, token, timeout)
+        behind = asked - snap["published"] if snap.get("published") is not None else 0.0
+        if behind <= 0 or behind > SETTLE_SECONDS or time.monotonic() + behind > deadline:
+            return snap
+        time.sleep(behind + 0.02)
+
+
 def snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> dict:
     """{"time", "in_progress", "methods": {method: {"requests", "errors", "sum", "buckets": [[le, cumulative
     count], ...], "items", "stream_s", "first": [[le, cumulative count], ...]}}} from one scrape of
@@ -66,6 +81,7 @@ def snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> di
     methods: dict = {}
     stages: dict = {}  # a graph's: stage -> stage version -> {"calls", "errors", "sum", "buckets"}
     in_progress = 0.0
+    published = None
 
     def entry(method):
         return methods.setdefault(method, _empty())
@@ -106,6 +122,8 @@ def snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> di
                         e["errors"] += s.value
         elif family.name == "nbserve_requests_in_progress":
             in_progress = sum(s.value for s in family.samples)
+        elif family.name == "nbserve_metrics_published_time_seconds":
+            published = min((s.value for s in family.samples if s.value > 0), default=None)
         elif family.name == "nbserve_stage_duration_seconds":
             for s in family.samples:
                 e = stage_entry(s.labels)
@@ -126,7 +144,7 @@ def snapshot(url: str, token: str | None = None, timeout: float = TIMEOUT) -> di
     for versions in stages.values():
         for e in versions.values():
             e["buckets"] = sorted([le, c] for le, c in e["buckets"].items())
-    snap = {"time": time.time(), "in_progress": in_progress, "methods": methods}
+    snap = {"time": time.time(), "in_progress": in_progress, "methods": methods, "published": published}
     if stages:
         snap["stages"] = stages
     return snap

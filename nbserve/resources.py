@@ -175,6 +175,9 @@ class InstanceStatus(str, Enum):
     def __format__(self, spec: str) -> str:
         return format(str(self.value), spec)
 
+    def __repr__(self) -> str:  # a list of statuses in a notebook reads ['running', 'stopped'], as before the enum
+        return repr(str(self.value))
+
     @classmethod
     def of(cls, text: str) -> InstanceStatus:
         """The member for a runtime's word; one this list does not know is UNKNOWN."""
@@ -267,7 +270,7 @@ class Instance:
         snapshot of /metrics that rates are computed from (nbserve.monitoring)."""
         from . import monitoring
 
-        snap = self._workspace.metrics_snapshot(self.id)
+        snap = self._workspace.metrics_snapshot(self.id, settled=True)
         if raw:
             return snap
         return monitoring.as_frame(
@@ -313,7 +316,7 @@ class Instance:
         from its /metrics (a DataFrame where pandas is installed, list of dicts otherwise)."""
         from . import monitoring
 
-        snap = self._workspace.metrics_snapshot(self.id)
+        snap = self._workspace.metrics_snapshot(self.id, settled=True)
         served = self._workspace.get_model(self.model)
         return monitoring.as_frame(
             monitoring.stage_summary(snap, served.manifest.get("graph")), columns=monitoring.STAGE_COLUMNS

@@ -583,12 +583,14 @@ class Workspace:
             raise NbserveError(f"{id} is {inst.status}: metrics, drift and jobs come from a running instance")
         return inst
 
-    def metrics_snapshot(self, id: str) -> dict:
-        """One reading of the instance's /metrics (cumulative counts; see monitoring.snapshot)."""
+    def metrics_snapshot(self, id: str, settled: bool = False) -> dict:
+        """One reading of the instance's /metrics (cumulative counts; see monitoring.snapshot); ``settled``:
+        one that holds every request answered before the call (up to a second later; monitoring.settled_snapshot)."""
         from . import monitoring
 
         inst = self._running(id)
-        return monitoring.snapshot(inst.url, inst.auth_token)
+        read = monitoring.settled_snapshot if settled else monitoring.snapshot
+        return read(inst.url, inst.auth_token)
 
     def batching(self, id: str) -> dict:
         """The instance's GET /batching: model calls, requests per call, queue waits (server/batching.py)."""

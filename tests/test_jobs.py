@@ -109,6 +109,11 @@ def test_jobs_answer_as_calls_do_on_two_families(families):
 def test_a_bad_input_is_refused_at_once_and_a_failing_model_fails_its_job(families, module_workspace):
     resp = requests.post(families.linear.url + "/predict?async=1", json={"data": [[1.0, 2.0]]}, timeout=10)
     assert resp.status_code == 400 and resp.json()["error"]["type"] == "InvalidInput"  # no job for a bad input
+    good = {"data": [[0.0] * 10]}
+    resp = requests.post(families.linear.url + "/predict?async=yes", json=good, timeout=10)
+    assert resp.status_code == 400 and "async must be one of 1, true, 0, false" in resp.json()["error"]["message"]
+    resp = requests.post(families.linear.url + "/predict?async=0", json=good, timeout=10)
+    assert resp.status_code == 200 and len(resp.json()["data"]) == 1  # answered in the request
     inst = module_workspace.serve(fails, runtime="process", progress=False)
     job = inst.client(timeout=TIMEOUT).submit("fails", {"x": 1})
     with pytest.raises(ServerError, match="ValueError: no answer for"):

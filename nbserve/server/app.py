@@ -95,12 +95,11 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     def predict_view(method):
         def view():
             body = _read_body(max_body)
+            if method in numeric_arrays and (b"true" in body or b"false" in body):
+                _refuse_booleans(method, data_of(body))  # numpy would read them as 1 and 0
             if job_queue.asked(request):
                 return job_queue.submit(method, body)
-            data = data_of(body)
-            if method in numeric_arrays and (b"true" in body or b"false" in body):
-                _refuse_booleans(method, data)  # numpy would read them as 1 and 0
-            return call(method, data)
+            return call(method, data_of(body))
 
         view.__name__ = f"call_{method}"
         return view

@@ -50,6 +50,7 @@ from .schema import InputError
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+ASYNC_VALUES = ("1", "true", "0", "false")  # ?async= (the OpenAPI document's enum)
 PROGRESS_EVERY = 0.25  # seconds between two writes of a job's progress
 _ID = re.compile(r"^[0-9a-f]{16}$")
 _LOST_AFTER = 10.0  # a job queued without a ticket for this long was claimed by a runner that died at once
@@ -338,9 +339,15 @@ class Jobs:
 
     @staticmethod
     def asked(request) -> bool:
-        """The client asked for a job: ``?async=1`` (or true), or ``Prefer: respond-async``."""
-        if request.args.get("async", "").lower() in ("1", "true", "yes"):
-            return True
+        """The client asked for a job: ``?async=1`` (or true), or ``Prefer: respond-async``.
+
+        Any other value of ``async`` is a 400: a typo must not silently run the call in the request."""
+        flag = request.args.get("async")
+        if flag is not None:
+            if flag not in ASYNC_VALUES:
+                raise CallError(400, "InvalidQuery", f"async must be one of {', '.join(ASYNC_VALUES)}, got {flag!r}")
+            if flag in ("1", "true"):
+                return True
         prefer = request.headers.get("Prefer", "")
         return "respond-async" in (p.strip().split("=")[0].lower() for p in prefer.replace(";", ",").split(","))
 

@@ -90,6 +90,14 @@ class Metrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        # a reader that wants every request made before it asked waits until this passes its own clock
+        self.published = Gauge(
+            "nbserve_metrics_published_time_seconds",
+            "Unix time up to which a live worker has published its requests (0: a process that serves none)",
+            ["model", "version"],
+            registry=reg,
+            multiprocess_mode="liveall",  # per pid: the master and the job runner hold the gauge at 0
+        )
         self.rows = Histogram("nbserve_request_rows", "Rows per model call", base, registry=reg, buckets=ROW_BUCKETS)
         self.errors = Counter(
             "nbserve_model_errors", "Model calls that raised, by exception type", base + ["exception"], registry=reg
@@ -112,6 +120,7 @@ class Metrics:
             registry=reg,
         )
         self._gauge = self.in_progress.labels(self.model, self.version)
+        self._published_time = self.published.labels(self.model, self.version)
         self._timeout = timeout
         self._stage_children: list = []  # a graph's: per stage in running order, (duration, name, model id)
         self._bounds = [float(b) for b in buckets(timeout)]
@@ -140,6 +149,9 @@ class Metrics:
         if in_progress != self._published:
             self._gauge.set(in_progress)
             self._published = in_progress
+
+    def mark_published(self, up_to: float) -> None:
+        self._published_time.set(up_to)
 
     def record_streams(self, streams) -> None:
         """Add ended streams' records (method, seconds to the first item, items, seconds, outcome)."""

@@ -54,6 +54,8 @@ def install(app, methods: dict, manifest: dict, model_id: str, settings) -> dict
     # streamed answers report how they went (streaming.py); a graph's stage timings are pushed with these (graph.py)
     app.extensions["nbserve.observer"] = obs
     housekeeping.every(PUSH_SECONDS, obs.push, "metrics and request log")
+    if prom is not None:  # a worker that has not pushed yet has published all it served before it started
+        housekeeping.on_start(lambda: prom.mark_published(time.time()))
 
     if prom is not None:
 
@@ -196,6 +198,7 @@ class Observer:
     def push(self) -> None:
         """Turn what the requests noted into metrics and log lines (the housekeeping thread, and a scrape)."""
         with self._push_lock:
+            drained_at = time.time()
             records = []
             pending = self.pending
             while pending:
@@ -214,6 +217,7 @@ class Observer:
                         break
                 if ended:
                     self.prom.record_streams(ended)
+                self.prom.mark_published(drained_at)
             if self.log is not None and records:
                 self.log.write(records)
             for drain, record in self.followed:

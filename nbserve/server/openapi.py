@@ -4,6 +4,7 @@ Table columns are described from the schema vocabulary (schema.py): kinds, categ
 dates as ``format: date-time``, nulls as ``nullable``."""
 
 from .dtypes import NONFINITE_SCHEMA, cell_schema
+from .jobs import ASYNC_VALUES
 from .protocols import spoken
 
 
@@ -236,8 +237,8 @@ _ASYNC: dict = {
     "name": "async",
     "in": "query",
     "required": False,
-    "description": "1: queue the call as a job and answer 202 at once",
-    "schema": {"type": "string", "enum": ["1", "true"]},
+    "description": "1 or true: queue the call as a job and answer 202 at once (0 or false: answer in the request)",
+    "schema": {"type": "string", "enum": list(ASYNC_VALUES)},
 }
 
 _JOB = {
@@ -308,6 +309,8 @@ def _jobs_paths(error_response) -> dict:
             },
             "delete": {
                 "summary": "Cancel a queued or running job; forget a finished one",
+                "description": "A cancelled job stays readable (status cancelled) for the retention, so that its "
+                "caller sees the cancel take effect; a finished one is gone (404 after).",
                 "parameters": [job_id],
                 "responses": {
                     "200": {"description": "Cancelled (or forgotten)", **job},
