@@ -99,6 +99,13 @@ def jp_asyncio_loop():
     yield None
 
 
+@pytest.fixture(autouse=True)
+def jp_server_cleanup():
+    """pytest-jupyter's (autouse) cleans up its own ServerApp on the loop above; this module starts a real
+    `jupyter lab` (the lab fixture) and no ServerApp of pytest-jupyter's."""
+    yield
+
+
 @pytest.fixture(scope="module")
 def served(workspace, diabetes):
     """Two model families served as a notebook would: a linear model on an array, gradient boosting on a
