@@ -219,7 +219,7 @@ def parser(prog: str = "nbserve", notebook: bool = False) -> argparse.ArgumentPa
     p.add_argument("--registry", help="HOST:PORT/PREFIX (default: $NBSERVE_REGISTRY)")
     sub.add_parser("deployments", help="list deployments (Swarm services, Kubernetes manifests)")
     p = sub.add_parser(
-        "deploy", help="deploy MODEL --replicas N | deploy list | scale | update | rollback | remove | logs"
+        "deploy", help="deploy MODEL --replicas N | deploy list | scale | update | rollback | split | remove | logs"
     )
     p.add_argument("words", nargs=argparse.REMAINDER)
     p = sub.add_parser("registry", help="where the registry lives; copy it into a team's")

@@ -1,9 +1,10 @@
 """The words of ``nbserve deploy ...`` and ``%nbserve deploy ...``: one parser for both faces.
 
     deploy MODEL [--target swarm|kubernetes] [--replicas N] [--name NAME] [--registry HOST:PORT/PREFIX]
-                 [--init-swarm] [--auth] [--output DIR] [--kserve] [--context CTX] [--namespace NS]
+                 [--init-swarm] [--auth] [--output DIR] [--kserve [serverless]] [--context CTX] [--namespace NS]
     deploy list
     deploy scale NAME N | update NAME MODEL | rollback NAME | remove NAME | logs NAME [--tail N]
+    deploy split NAME MODEL=WEIGHT MODEL=WEIGHT ... | deploy split NAME  (ends the split)
 
 Each command is one call on the workspace; ``run`` returns the text to show.
 """
@@ -15,11 +16,12 @@ import argparse
 from .errors import NbserveError
 from .notebook_text import table
 
-VERBS = ("list", "scale", "update", "rollback", "remove", "logs")
+VERBS = ("list", "scale", "update", "rollback", "remove", "logs", "split")
 USAGE = (
     "deploy MODEL [--target swarm|kubernetes] [--replicas N] [--name NAME] [--registry HOST:PORT/PREFIX] "
-    "[--init-swarm] [--auth] [--output DIR] [--kserve] [--context CTX] | deploy list | deploy scale NAME N | "
-    "deploy update NAME MODEL | deploy rollback NAME | deploy remove NAME | deploy logs NAME [--tail N]"
+    "[--init-swarm] [--auth] [--output DIR] [--kserve [serverless]] [--context CTX] | deploy list | "
+    "deploy scale NAME N | deploy update NAME MODEL | deploy rollback NAME | deploy remove NAME | "
+    "deploy logs NAME [--tail N] | deploy split NAME MODEL=WEIGHT MODEL=WEIGHT [--registry R] (none: end it)"
 )
 
 
@@ -38,7 +40,13 @@ def _deploy_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-swarm", action="store_true")
     p.add_argument("--auth", action="store_true", help="require a bearer token (generated)")
     p.add_argument("--output", help="kubernetes: the directory for the manifests")
-    p.add_argument("--kserve", action="store_true", help="kubernetes: also a KServe InferenceService")
+    p.add_argument(
+        "--kserve",
+        nargs="?",
+        const=True,
+        choices=[True, "serverless"],
+        help="kubernetes: also a KServe InferenceService (RawDeployment; 'serverless': on Knative, canary splits)",
+    )
     p.add_argument("--context", help="kubernetes: apply with this kubeconfig context")
     p.add_argument("--namespace")
     return p
@@ -65,6 +73,9 @@ def rows(deployments) -> str:
 
 def describe(dep) -> str:
     lines = [f"{dep.name}: {dep.model} on {dep.target}, {dep.ready}/{dep.replicas} ready ({dep.status})"]
+    if dep.split_weights:
+        total = sum(dep.split_weights.values())
+        lines.append("split: " + ", ".join(f"{ref} {w / total:.0%}" for ref, w in dep.split_weights.items()))
     if dep.endpoints:
         lines.append("endpoints: " + " ".join(dep.endpoints))
     if dep.directory:
@@ -74,6 +85,26 @@ def describe(dep) -> str:
     if dep.auth_token:
         lines.append("requires a bearer token: dep.auth_token in Python")
     return "\n".join(lines)
+
+
+def split(ws, name: str, words: list[str], progress):
+    """``deploy split NAME diabetes:1=90 diabetes:2=10 [--registry R]``; no weights: end the split."""
+    registry = None
+    if "--registry" in words:
+        at = words.index("--registry")
+        if at + 1 >= len(words):
+            raise NbserveError("usage: deploy split NAME MODEL=WEIGHT ... --registry HOST:PORT/PREFIX")
+        registry, words = words[at + 1], words[:at] + words[at + 2 :]
+    weights = {}
+    for word in words:
+        ref, _, weight = word.rpartition("=")
+        try:
+            weights[ref] = float(weight)
+        except ValueError:
+            ref = ""
+        if not ref:
+            raise NbserveError(f"{word!r} is not MODEL=WEIGHT; usage: deploy split NAME diabetes:1=90 diabetes:2=10")
+    return ws.split_deployment(name, weights or None, registry=registry, progress=progress)
 
 
 def run(ws, words: list[str], progress) -> str:
@@ -98,6 +129,8 @@ def run(ws, words: list[str], progress) -> str:
         elif len(rest) != 1:
             raise NbserveError("usage: deploy logs NAME [--tail N]")
         return ws.deployment_logs(rest[0], tail=tail)
+    if verb == "split" and rest:
+        return describe(split(ws, rest[0], rest[1:], progress))
     if verb in VERBS:
         raise NbserveError(f"usage: {USAGE}")
     args = _deploy_parser().parse_args(words)
@@ -107,7 +140,7 @@ def run(ws, words: list[str], progress) -> str:
     if args.target == "swarm" and args.init_swarm:
         options["init_swarm"] = True
     if args.kserve:
-        options["kserve"] = True
+        options["kserve"] = args.kserve
     if args.auth:
         options["auth_token"] = True
     dep = ws.deploy(

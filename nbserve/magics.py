@@ -263,6 +263,7 @@ class NbserveMagics(Magics):
         %nbserve push MODEL [--registry HOST:PORT/PREFIX]
         %nbserve deploy MODEL --replicas 3 [--target swarm|kubernetes] [--init-swarm] ...
         %nbserve deployments | deploy scale NAME N | update NAME MODEL | rollback NAME | remove NAME | logs NAME
+        %nbserve deploy split NAME diabetes:1=90 diabetes:2=10 | deploy split NAME   share a deployment | end it
         """
         try:
             words = shlex.split(line)

@@ -546,6 +546,23 @@ class Deployment:
     def rollback(self, progress: Any = None) -> Deployment:
         return self._take(self._workspace.rollback_deployment(self.name, progress=progress))
 
+    @property
+    def split_weights(self) -> dict | None:
+        """{"diabetes:1": 90.0, "diabetes:2": 10.0} while the deployment is split, else None."""
+        split = self._state.get("split", self._record.get("split"))
+        return dict(split) if split else None
+
+    def split(self, weights: dict | None, registry: str | None = None, progress: Any = None) -> Deployment:
+        """Share the deployment between versions by weight, ``dep.split({"diabetes:1": 90, "diabetes:2": 10})``,
+        rolled out like an update: every replica serves both (each answer's X-Model-Version names its version);
+        a serverless KServe InferenceService gets canaryTrafficPercent. ``dep.split(None)`` ends it."""
+        try:
+            return self._take(
+                self._workspace.split_deployment(self.name, weights, registry=registry, progress=progress)
+            )
+        finally:
+            self.reload()
+
     def remove(self, progress: Any = None) -> None:
         self._workspace.remove_deployment(self.name, progress=progress)
         self._state = dict(self._state, status="removed", ready=0, endpoints=[], replica_list=[])
@@ -577,6 +594,7 @@ class Deployment:
             "ready": self.ready,
             "endpoints": self.endpoints,
             "image": self.image,
+            "split": self.split_weights,
             "directory": self.directory,
             "notes": self.notes,
             "created": self.created,

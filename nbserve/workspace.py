@@ -1091,6 +1091,10 @@ class Workspace:
     def update_deployment(self, name: str, ref=None, image=None, progress=None):
         return self.deployer.update(name, ref, image=image, say=_progress(progress))[0]
 
+    def split_deployment(self, name: str, weights, registry=None, progress=None):
+        """Share a deployment between versions by weight (None ends the split): see ``Deployer.split``."""
+        return self.deployer.split(name, weights, registry=registry, say=_progress(progress))[0]
+
     def rollback_deployment(self, name: str, progress=None):
         return self.deployer.rollback(name, _progress(progress))[0]
 

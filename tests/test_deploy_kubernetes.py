@@ -120,6 +120,35 @@ def test_a_graph_is_one_deployment_whose_image_holds_every_stage(k8s_ws, models,
         assert pod["metadata"]["annotations"]["nbserve.io/model-id"] == "halved:1"
 
 
+@pytest.mark.parametrize("kserve", [True, "serverless"])
+def test_a_split_is_one_image_serving_both_versions_and_on_knative_a_kserve_canary(models, kserve):
+    """The same split as inst.split and Swarm's: the Deployment (and a RawDeployment InferenceService) run one image
+    holding both versions, which serves them by weight (named in nbserve.io/split); a serverless InferenceService
+    runs the new version's own image with canaryTrafficPercent beside the revision KServe rolled out last."""
+    for mv in models:
+        split_image, new_image = f"r/{mv.name}@{DIGEST}", "r/" + mv.name + "@sha256:" + "cd" * 32
+        split = {mv.id: 90.0, f"{mv.name}:2": 10.0}
+        canary = {"model": f"{mv.name}:2", "image": new_image, "percent": 10} if kserve == "serverless" else None
+        docs = k8s.manifests(mv.name.replace("_", "-"), mv, split_image, 3, {"kserve": kserve}, split, canary)
+        validate_all(docs)
+        by_kind = {d["kind"]: d for d in docs}
+        pod = by_kind["Deployment"]["spec"]["template"]
+        assert pod["metadata"]["annotations"]["nbserve.io/split"] == f"{mv.id}=90 {mv.name}:2=10"
+        assert [c["image"] for c in pod["spec"]["containers"]] == [split_image]
+        isvc = by_kind["InferenceService"]
+        predictor, mode = isvc["spec"]["predictor"], isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+        (container,) = predictor["containers"]
+        if kserve == "serverless":
+            assert mode == "Serverless" and predictor["canaryTrafficPercent"] == 10
+            assert container["image"] == new_image and container["ports"][0]["name"] == "http1"
+            assert isvc["metadata"]["annotations"]["nbserve.io/canary"] == f"{mv.name}:2=10%"
+        else:
+            assert mode == "RawDeployment" and "canaryTrafficPercent" not in predictor
+            assert container["image"] == split_image
+    with pytest.raises(k8s.KubernetesError, match="by digest"):
+        k8s.manifests("d", models[0], f"r/d@{DIGEST}", 1, {"kserve": "serverless"}, canary={"image": "r/d:2"})
+
+
 def test_the_deployment_is_pinned_probed_bounded_and_unprivileged(models):
     mv = models[0]
     docs = {d["kind"]: d for d in k8s.manifests("diabetes", mv, f"r/diabetes@{DIGEST}", 3, {"auth_token": "x" * 20})}
@@ -235,3 +264,60 @@ def test_the_apply_path_builds_the_official_clients_objects(models):
         if doc["kind"] == "Secret":
             back.pop("data", None)
         assert back == doc, doc["kind"]
+
+
+def test_a_deployment_split_through_the_cli_writes_the_split_image_and_the_canary(
+    k8s_ws, models, container_registry, tmp_path, monkeypatch, diabetes
+):
+    """Through the workspace and `nbserve deploy split`: the split image (v1's image plus v2's artifact and
+    NBSERVE_VERSIONS) and v2's own image are pushed and named by digest in the manifests; ending the split rolls
+    v1 alone, and a rollback returns to the split."""
+    from nbserve_testing import base_image, need_docker
+    from sklearn.linear_model import Ridge
+
+    from nbserve.cli import main
+
+    engine = need_docker()
+    os.environ.setdefault("NBSERVE_BASE_IMAGE", base_image())
+    monkeypatch.setenv("NBSERVE_HOME", str(k8s_ws.home))
+    X, y, _ = diabetes
+    v1 = models[0]
+    v2 = k8s_ws.register(Ridge(alpha=0.5).fit(X, y), name="diabetes", sample=X, progress=False)
+    out = tmp_path / "canary"
+    registry = f"{container_registry}/k8s"
+    dep = k8s_ws.deploy(
+        v1,
+        target="kubernetes",
+        name="canary",
+        replicas=2,
+        registry=registry,
+        output=str(out),
+        kserve="serverless",
+        progress=False,
+    )
+    alone = dep.image
+    assert main(["deploy", "split", "canary", f"{v1.id}=80", f"{v2.id}=20"]) == 0
+    docs = {d["kind"]: d for d in k8s.read(out)}
+    validate_all(docs.values())
+    pod = docs["Deployment"]["spec"]["template"]
+    split_image = pod["spec"]["containers"][0]["image"]
+    assert "@sha256:" in split_image and split_image != alone
+    assert pod["metadata"]["annotations"]["nbserve.io/split"] == f"{v1.id}=80 {v2.id}=20"
+    env = dict(e.split("=", 1) for e in engine.images.get(split_image).attrs["Config"]["Env"])
+    assert [(v["model_id"], v["weight"]) for v in json.loads(env["NBSERVE_VERSIONS"])] == [(v1.id, 80), (v2.id, 20)]
+    predictor = docs["InferenceService"]["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == 20
+    assert predictor["containers"][0]["image"] == k8s_ws.push(v2, registry=registry, progress=False).reference
+    assert dep.reload().split_weights == {v1.id: 80.0, v2.id: 20.0} and dep.model == v1.id
+
+    dep.split(None, progress=False)
+    docs = {d["kind"]: d for d in k8s.read(out)}
+    assert docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"] == alone
+    assert "nbserve.io/split" not in docs["Deployment"]["metadata"]["annotations"]
+    assert "canaryTrafficPercent" not in docs["InferenceService"]["spec"]["predictor"]
+    assert dep.split_weights is None
+    dep.rollback(progress=False)  # back to the split
+    docs = {d["kind"]: d for d in k8s.read(out)}
+    assert docs["InferenceService"]["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    assert dep.reload().split_weights == {v1.id: 80.0, v2.id: 20.0}
+    dep.remove(progress=False)

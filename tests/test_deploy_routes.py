@@ -55,6 +55,10 @@ async def test_deployment_routes(api, workspace, diabetes, container_registry, t
     assert status == 404 and "no deployment named" in body["error"]["message"]
     status, body = await api("POST", "deployments", "diabetes", "rollback")
     assert status == 400 and "no previous version" in body["error"]["message"]
+    status, body = await api("POST", "deployments", "diabetes", "split", body={"weights": [90, 10]})
+    assert status == 400 and "weights" in body["error"]["message"]
+    status, body = await api("POST", "deployments", "diabetes", "split", body={"weights": None})
+    assert status == 400 and "is not split" in body["error"]["message"]
     status, body = await api("GET", "deployments", "diabetes", "logs")
     assert status == 200 and "manifests" in body["logs"]
     status, _ = await api("DELETE", "deployments", "diabetes")

@@ -276,6 +276,40 @@ def test_scale_logs_and_a_manual_rollback(deployment, models):
     assert [r["model"] for r in deployment.replica_list] == ["diabetes:1"] * 2
 
 
+def test_a_split_serves_both_versions_by_weight_on_every_replica(deployment, models, engine):
+    """dep.split: one image holding v1 and v2 rolled out to every replica (start-first, under a request loop);
+    each replica serves both by weight, each answer naming its version in X-Model-Version and equal to that
+    version's own; dep.split(None) rolls v1 alone again."""
+    ws, (v1, v2, _), X = models
+    with loop_for(ws, deployment, X) as loop:
+        started = time.monotonic()
+        deployment.split({v1.id: 75, v2.id: 25}, progress=False)
+        rollout = time.monotonic() - started
+        loop.run_for_at_least(3)
+    assert not loop.failures, loop.summary()
+    assert deployment.split_weights == {v1.id: 75.0, v2.id: 25.0} and deployment.model == v1.id
+    svc = engine.services.get(service_name("diabetes", ws.home))
+    assert svc.attrs["Spec"]["Labels"]["nbserve.split"] == f"{v1.id}=75,{v2.id}=25"
+    own = {mv.id: mv.load().predict(X[:5]) for mv in (v1, v2)}
+    body = json.dumps({"data": X[:5].tolist()}).encode()
+    answered = {v1.id: 0, v2.id: 0}
+    for url in deployment.endpoints:
+        assert health(url)["versions"] == {v1.id: 75.0, v2.id: 25.0}
+        for _ in range(40):
+            req = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                version = resp.headers["X-Model-Version"]
+                np.testing.assert_allclose(json.loads(resp.read())["data"], own[version])
+            answered[version] += 1
+    share = answered[v2.id] / sum(answered.values())
+    report("split 75/25", rollout_seconds=round(rollout, 1), answered=answered, requests=loop.requests)
+    assert 0.15 <= share <= 0.35, answered
+    deployment.split(None, progress=False)
+    assert deployment.split_weights is None and deployment.model == v1.id
+    for url in deployment.endpoints:
+        assert health(url) == {"status": "ok", "model": v1.id}
+
+
 def test_a_graph_deploys_as_one_service_and_answers_as_the_kernels_graph(models, registry, engine):
     """A graph of stages on Swarm is one service of its image, every replica running every stage: the linear
     and ridge versions registered above, averaged by a function stage (the image shares their lock)."""

@@ -156,9 +156,11 @@ class Deployer:
         self.records.save(rec)
         return self._deployment(rec)
 
-    def update(self, name: str, ref=None, image=None, registry=None, say=None):
+    def update(self, name: str, ref=None, image=None, registry=None, say=None, split=None, canary=None):
         """Roll to another model version (``ref``), or to an image reference built elsewhere (``image``,
-        labelled as the model ``ref`` or the current one). Returns (deployment, seconds the rollout took)."""
+        labelled as the model ``ref`` or the current one). An update serves one version: a split ends (``split``
+        and ``canary``: what ``split()`` and a rollback to a split give). Returns (deployment, seconds the
+        rollout took)."""
         rec = self.records.get(name)
         current = self.workspace.get_model(rec["model"])
         mv = self.workspace.get_model(ref) if ref is not None else current
@@ -171,10 +173,21 @@ class Deployer:
                 raise NbserveError("update needs a model version (e.g. 'diabetes:2') or image=...")
             image, pushed = self.image_for(mv, rec["target"], registry or rec.get("registry"), say)
             rec["push"] = pushed
-        previous = {"model": rec["model"], "image": rec["image"]}
+        previous = {k: rec[k] for k in ("model", "image", "split", "canary") if rec.get(k)}
+        for key, value in (("split", split), ("canary", canary)):
+            if value:
+                rec[key] = value
+            else:
+                rec.pop(key, None)
         tgt = self.target(rec["target"])
         try:
             seconds = tgt.update(rec, mv, image, say)
+        except BaseException:
+            for key in ("split", "canary"):
+                rec.pop(key, None)
+                if previous.get(key):
+                    rec[key] = previous[key]
+            raise
         finally:
             # the engine may have rolled back: the record follows what it says, never what we hoped
             state = tgt.state(rec)
@@ -182,19 +195,79 @@ class Deployer:
                 if state["image"] != previous["image"]:
                     rec["history"] = (rec.get("history") or [])[-9:] + [previous]
                 rec.update(model=state.get("model") or rec["model"], image=state["image"], updated=time.time())
+                if state.get("split"):
+                    rec["split"] = state["split"]
+                else:
+                    rec.pop("split", None)
             self.records.save(rec)
-        say(f"deployment {name} serves {rec['model']} on every replica ({seconds:.1f} s rollout)")
+        said = ", ".join(f"{ref} {w:g}%" for ref, w in _percent(rec["split"]).items()) if rec.get("split") else None
+        say(f"deployment {name} serves {said or rec['model']} on every replica ({seconds:.1f} s rollout)")
         return self._deployment(rec), seconds
 
+    def split(self, name: str, weights: dict | None, registry=None, say=None):
+        """Share the deployment between versions of its model by weight (``{"diabetes:1": 90, "diabetes:2":
+        10}``), rolled out as an update. Swarm and a Kubernetes Deployment run one image that holds every
+        version and serves them by weight, as ``inst.split`` does (each answer names its version in
+        X-Model-Version); a KServe InferenceService in serverless mode (``kserve="serverless"``) runs the other
+        version's own image with ``canaryTrafficPercent`` beside the revision rolled out last. ``None`` ends the
+        split: the version of the largest weight alone. Returns (deployment, seconds the rollout took)."""
+        from .engine import build_split
+
+        rec = self.records.get(name)
+        registry = registry or rec.get("registry")
+        if weights is None:
+            if not rec.get("split"):
+                raise NbserveError(f"deployment {name!r} is not split")
+            return self.update(name, rec["model"], registry=registry, say=say)
+        current = self.workspace.get_model(rec["model"])
+        versions = _split_versions(self.workspace, current, weights)
+        if len(versions) == 1:
+            return self.update(name, versions[0][0].id, registry=registry, say=say)
+        primary = max(versions, key=lambda vw: vw[1])[0]
+        canary = None
+        if rec["target"] == "kubernetes" and rec["options"].get("kserve") == "serverless":
+            canary = self._canary(rec, current, versions, registry, say)
+        image = build_split(self.workspace, versions, say)
+        split = {mv.id: w for mv, w in versions}
+        if registry or rec["target"] == "kubernetes":
+            from .push import push_image, registry_for, repository_for
+
+            target = registry_for(registry, self.workspace.home)
+            pushed = push_image(image, repository_for(target, primary.name), image.tag.split(":")[-1], primary.id, say)
+            reference = pushed.reference
+        else:
+            reference = image.tag
+        say(f"deployment {name}: rolling to {', '.join(f'{r} {w:g}%' for r, w in _percent(split).items())}")
+        return self.update(name, primary.id, image=reference, say=say, split=split, canary=canary)
+
+    def _canary(self, rec, current, versions, registry, say) -> dict:
+        """KServe's canary: the revision rolled out last keeps 100 - P percent, the new one gets P."""
+        others = [(mv, w) for mv, w in versions if mv.id != current.id]
+        if len(versions) != 2 or len(others) != 1:
+            raise NbserveError(
+                f"KServe splits between the revision rolled out last ({current.id}) and one new version "
+                f"(canaryTrafficPercent): name {current.id} and one other version"
+            )
+        mv, weight = others[0]
+        image, _pushed = self.image_for(mv, "kubernetes", registry, say)
+        return {"model": mv.id, "image": image, "percent": round(100 * weight / sum(w for _, w in versions))}
+
     def rollback(self, name: str, say):
-        """Roll back to the version served before the last update, as an update (so on Swarm: replica by
-        replica, start-first, itself rolled back by the engine if that version fails now)."""
+        """Roll back to what was served before the last update (a version, or a split), as an update (so on
+        Swarm: replica by replica, start-first, itself rolled back by the engine if that fails now)."""
         rec = self.records.get(name)
         if not rec.get("history"):
             raise NbserveError(f"deployment {name!r} has not been updated yet: there is no previous version")
         previous = rec["history"][-1]
         say(f"deployment {name}: rolling back from {rec['model']} to {previous['model']}")
-        return self.update(name, previous["model"], image=previous["image"], say=say)
+        return self.update(
+            name,
+            previous["model"],
+            image=previous["image"],
+            say=say,
+            split=previous.get("split"),
+            canary=previous.get("canary"),
+        )
 
     def remove(self, name: str, say) -> None:
         rec = self.records.get(name)
@@ -204,3 +277,28 @@ class Deployer:
     def logs(self, name: str, tail: int = 200) -> str:
         rec = self.records.get(name)
         return self.target(rec["target"]).logs(rec, tail)
+
+
+def _split_versions(workspace, current, weights) -> list:
+    """[(ModelVersion, weight)] of a split of ``current``'s model, checked."""
+    if not isinstance(weights, dict) or not weights:
+        raise NbserveError('split takes {"NAME:VERSION": weight, ...}, e.g. {"diabetes:1": 90, "diabetes:2": 10}')
+    versions = []
+    for ref, weight in weights.items():
+        mv = workspace.get_model(ref)
+        if mv.name != current.name:
+            raise NbserveError(f"the deployment serves {current.name}; split it between versions of {current.name}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise NbserveError(f"the weight of {mv.id} must be a number >= 0, got {weight!r}")
+        if weight > 0:
+            versions.append((mv, float(weight)))
+    if len({mv.id for mv, _ in versions}) != len(versions):
+        raise NbserveError("name each version once in a split")
+    if not versions:
+        raise NbserveError("a split needs at least one weight above 0")
+    return versions
+
+
+def _percent(split: dict) -> dict:
+    total = sum(split.values())
+    return {ref: 100.0 * w / total for ref, w in split.items()}

@@ -18,3 +18,10 @@ def short_error(exc) -> str:
     from ..runtimes.docker_engine import short
 
     return short(exc)
+
+
+def build_split(workspace, versions, progress):
+    """The image that serves ``versions`` ([(ModelVersion, weight)]) by weight (``ImageBuilder.build_split``)."""
+    from .. import runtimes
+
+    return workspace.runtime(runtimes.image_builder()).images.build_split(versions, progress=progress)

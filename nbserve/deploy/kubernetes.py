@@ -12,7 +12,15 @@ What gets written (one file per object, applied in file order):
   Service                 ClusterIP, port 80 -> the server's 8080
   HorizontalPodAutoscaler autoscaling/v2 on CPU utilisation, from ``replicas`` up to ``max_replicas``
   PodDisruptionBudget     at most one replica down at a time for voluntary disruptions
-  InferenceService        (``kserve=True``) serving.kserve.io/v1beta1 with a custom predictor container
+  InferenceService        (``kserve=True``) serving.kserve.io/v1beta1 with a custom predictor container, as a
+                          plain Deployment (RawDeployment); ``kserve="serverless"``: on Knative, where KServe
+                          splits traffic between revisions
+
+A split (``dep.split({"diabetes:1": 90, "diabetes:2": 10})``): the Deployment runs one image that holds both
+versions and serves them by weight in every pod (as Swarm does, and as ``inst.split`` does locally), named in the
+``nbserve.io/split`` annotation; a serverless InferenceService runs the other version's own image with
+``canaryTrafficPercent`` (KServe keeps the revision it rolled out last for the rest; canaries need Knative, and
+KServe does not let an InferenceService change its deployment mode once made).
 """
 
 from __future__ import annotations
@@ -108,15 +116,21 @@ def _volumes() -> list[dict]:
     return [{"name": vol, "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}} for vol in WRITABLE]
 
 
-def manifests(name: str, mv, image: str, replicas: int, options: dict) -> list[dict]:
-    """The objects for deployment ``name`` of model version ``mv`` running ``image`` (by digest)."""
-    if "@sha256:" not in image:
+def manifests(
+    name: str, mv, image: str, replicas: int, options: dict, split: dict | None = None, canary: dict | None = None
+) -> list[dict]:
+    """The objects for deployment ``name`` of model version ``mv`` running ``image`` (by digest). ``split``: the
+    image serves these versions by weight ({"diabetes:1": 90, ...}); ``canary``: {"model", "image", "percent"}
+    of a serverless InferenceService's new revision."""
+    if "@sha256:" not in image or (canary and "@sha256:" not in canary["image"]):
         raise KubernetesError(f"Kubernetes manifests name the image by digest (REPO@sha256:...), got {image!r}")
     labels = _labels(name, mv)
     selector = {"app.kubernetes.io/name": name}
     annotations = {"nbserve.io/sha256": mv.sha256, "nbserve.io/model-id": mv.id}
     if getattr(mv, "stages", None):  # a graph: one Deployment whose image holds every stage, named here
         annotations["nbserve.io/stages"] = " ".join(f"{stage}={ref}" for stage, ref in mv.stages.items())
+    if split:  # the image holds every version and serves them by weight (its NBSERVE_VERSIONS)
+        annotations["nbserve.io/split"] = " ".join(f"{ref}={w:g}" for ref, w in split.items())
     namespace = options.get("namespace") or "default"
     meta = {"name": name, "namespace": namespace, "labels": labels}
     docs = []
@@ -201,6 +215,14 @@ def manifests(name: str, mv, image: str, replicas: int, options: dict) -> list[d
         }
     )
     if options.get("kserve"):
+        serverless = options["kserve"] == "serverless"
+        if serverless:
+            # Knative: the serving port is named http1 (or h2c); the canary runs its own version's image
+            container = dict(container, ports=[{"name": "http1", "containerPort": PORT, "protocol": "TCP"}])
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                container[probe] = dict(container[probe], httpGet={"path": "/health", "port": PORT})
+            if canary:
+                container["image"] = canary["image"]
         predictor = {
             "minReplicas": int(options.get("min_replicas") or replicas),
             "maxReplicas": max_replicas,
@@ -211,17 +233,20 @@ def manifests(name: str, mv, image: str, replicas: int, options: dict) -> list[d
             "containers": [dict(container, name="kserve-container")],
             "volumes": _volumes(),
         }
+        isvc_annotations = {
+            **annotations,
+            "serving.kserve.io/deploymentMode": "Serverless" if serverless else "RawDeployment",
+        }
+        if serverless and canary:
+            predictor["canaryTrafficPercent"] = int(canary["percent"])
+            isvc_annotations["nbserve.io/canary"] = f"{canary['model']}={int(canary['percent'])}%"
         docs.append(
             {
                 "apiVersion": "serving.kserve.io/v1beta1",
                 "kind": "InferenceService",
-                # a plain Deployment + Service under KServe (no Knative needed); the server speaks
-                # nbserve's own REST protocol (POST /<method>), so no protocolVersion is claimed
-                "metadata": dict(
-                    meta,
-                    name=f"{name}-isvc",
-                    annotations={**annotations, "serving.kserve.io/deploymentMode": "RawDeployment"},
-                ),
+                # RawDeployment: a plain Deployment + Service under KServe (no Knative needed); the server
+                # speaks nbserve's own REST protocol (POST /<method>), so no protocolVersion is claimed
+                "metadata": dict(meta, name=f"{name}-isvc", annotations=isvc_annotations),
                 "spec": {"predictor": predictor},
             }
         )
@@ -302,7 +327,7 @@ class KubernetesTarget:
         return Path(rec["options"].get("output") or self.workspace.home / "deployments" / f"{rec['name']}-k8s")
 
     def _write(self, rec, mv, image, progress) -> None:
-        docs = manifests(rec["name"], mv, image, rec["replicas"], rec["options"])
+        docs = manifests(rec["name"], mv, image, rec["replicas"], rec["options"], rec.get("split"), rec.get("canary"))
         directory = self._directory(rec)
         write(directory, docs)
         rec["directory"] = str(directory)
@@ -329,6 +354,7 @@ class KubernetesTarget:
             "endpoints": [],
             "replica_list": [],
             "model": rec["model"],
+            "split": rec.get("split"),
             "image": rec["image"],
             "directory": rec.get("directory"),
         }

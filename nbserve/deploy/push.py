@@ -81,7 +81,13 @@ def push(workspace, ref, registry: str | None = None, progress=lambda *a, **k: N
     target = registry_for(registry, workspace.home)
     mv = workspace.get_model(ref)
     image = workspace.build(mv, progress=progress)
-    repository, tag = repository_for(target, mv.name), str(mv.version)
+    return push_image(image, repository_for(target, mv.name), str(mv.version), mv.id, progress, started)
+
+
+def push_image(image, repository: str, tag: str, model_id: str, progress, started: float | None = None) -> PushedImage:
+    """Tag a local image (an Image) ``repository:tag`` and push it; the registry's digest names it from then on."""
+    started = time.monotonic() if started is None else started
+    target = repository.rsplit("/", 1)[0]
     client = docker_client()
     local = client.images.get(image.id)
     local.tag(repository, tag)
@@ -107,7 +113,7 @@ def push(workspace, ref, registry: str | None = None, progress=lambda *a, **k: N
         )
     reused = sum(1 for s in layers.values() if s != "Pushed")
     pushed = PushedImage(
-        model=mv.id,
+        model=model_id,
         repository=repository,
         tag=tag,
         digest=digest,

@@ -128,14 +128,17 @@ class SwarmTarget:
 
     # -- the spec -------------------------------------------------------------------------------
 
-    def _labels(self, name: str, mv) -> dict:
-        return {
+    def _labels(self, name: str, mv, split: dict | None = None) -> dict:
+        labels = {
             "nbserve.home": str(self.workspace.home),
             "nbserve.deployment": name,
             "nbserve.model": mv.name,
             "nbserve.version": str(mv.version),
             "nbserve.sha256": mv.sha256,
         }
+        if split:  # the image serves these versions by weight (its NBSERVE_VERSIONS); mv is the largest
+            labels["nbserve.split"] = ",".join(f"{ref}={w:g}" for ref, w in split.items())
+        return labels
 
     def _healthcheck(self, image: str, options: dict) -> dict | None:
         """The image's own HEALTHCHECK command, checked every ``health_interval`` seconds."""
@@ -149,11 +152,11 @@ class SwarmTarget:
         interval = int(float(options.get("health_interval", DEFAULTS["health_interval"])) * SECOND)
         return {"Test": test, "Interval": interval, "Timeout": 3 * SECOND, "Retries": 3, "StartPeriod": 60 * SECOND}
 
-    def _task_template(self, name, mv, image, options) -> dict:
+    def _task_template(self, name, mv, image, options, split=None) -> dict:
         env = server_settings(options).to_env()  # the settings every runtime gives a server (runtimes/limits.py)
         container = {
             "Image": image,
-            "Labels": self._labels(name, mv),
+            "Labels": self._labels(name, mv, split),
             "Env": [f"{k}={v}" for k, v in env.items()],
             "Init": True,
             "StopGracePeriod": int(float(options.get("stop_grace", DEFAULTS["stop_grace"])) * SECOND),
@@ -265,11 +268,12 @@ class SwarmTarget:
         svc = self._require(rec["name"])
         before = svc.get("UpdateStatus")
         spec = svc["Spec"]
-        spec["TaskTemplate"] = self._task_template(rec["name"], mv, image, rec["options"])
-        spec["Labels"] = self._labels(rec["name"], mv)
+        spec["TaskTemplate"] = self._task_template(rec["name"], mv, image, rec["options"], rec.get("split"))
+        spec["Labels"] = self._labels(rec["name"], mv, rec.get("split"))
         started = time.monotonic()
         self._post(svc, spec)
-        progress(f"{self._name(rec['name'])}: rolling to {mv.id}, one replica at a time (start-first)")
+        what = ", ".join(f"{r}={w:g}" for r, w in rec["split"].items()) if rec.get("split") else mv.id
+        progress(f"{self._name(rec['name'])}: rolling to {what}, one replica at a time (start-first)")
         self._wait_update(rec, before, progress)
         self.wait_ready(rec, _replicas(spec), mv.id)
         return time.monotonic() - started
@@ -403,6 +407,7 @@ class SwarmTarget:
             "endpoints": endpoints,
             "replica_list": replicas,
             "model": _model_of(spec),
+            "split": _split_of(spec),
             "image": spec["TaskTemplate"]["ContainerSpec"]["Image"],
             "update": update,
             "update_message": (svc.get("UpdateStatus") or {}).get("Message"),
@@ -416,3 +421,11 @@ def _replicas(spec) -> int:
 def _model_of(spec) -> str:
     labels = spec.get("Labels") or {}
     return f"{labels.get('nbserve.model')}:{labels.get('nbserve.version')}"
+
+
+def _split_of(spec) -> dict | None:
+    """{"diabetes:1": 90.0, "diabetes:2": 10.0} when the service's image serves a split, else None."""
+    text = (spec.get("Labels") or {}).get("nbserve.split")
+    if not text:
+        return None
+    return {ref: float(w) for ref, w in (part.rsplit("=", 1) for part in text.split(","))}

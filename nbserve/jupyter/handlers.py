@@ -17,7 +17,8 @@
     GET    instances/<id>/logs       {"id", "logs", "entries"}; ?tail=N lines (default 200); entries: the lines as
                                       table rows (monitoring.log_entries: requests, and the server's own lines)
     GET    deployments               every deployment (nbserve.deploy), state from its orchestrator
-    POST   deployments/<name>/scale  {"replicas": N}; .../update {"model": "NAME:VERSION"}; .../rollback
+    POST   deployments/<name>/scale  {"replicas": N}; .../update {"model": "NAME:VERSION"}; .../rollback;
+                                     .../split {"weights": {"NAME:1": 90, "NAME:2": 10}} (null ends it)
     DELETE deployments/<name>        remove the deployment (its service and replicas, or its manifests)
     GET    deployments/<name>/logs   {"name", "logs"}
     GET    instances/<id>/metrics    {"id", "snapshot"}: one reading of its /metrics (monitoring.snapshot)
@@ -471,6 +472,11 @@ class DeploymentActionHandler(NbserveHandler):
             if not isinstance(model, str) or not model:
                 raise BadRequest('"model" is required: the version to roll to, e.g. "diabetes:2"')
             dep = await self.call(ws.update_deployment, name, model, progress=quiet)
+        elif action == "split":
+            weights = body.get("weights")
+            if weights is not None and not isinstance(weights, dict):
+                raise BadRequest('"weights" is {"NAME:VERSION": weight, ...}, or null to end the split')
+            dep = await self.call(ws.split_deployment, name, weights, progress=quiet)
         else:
             dep = await self.call(ws.rollback_deployment, name, progress=quiet)
         self.reply({"deployment": dep.to_dict()})
@@ -515,7 +521,7 @@ def route_handlers(base_url: str) -> list[tuple]:
         (url("instances", segment), InstanceHandler),
         (url("jobs", segment), JobHandler),
         (url("deployments"), DeploymentsHandler),
-        (url("deployments", segment, "(scale|update|rollback)"), DeploymentActionHandler),
+        (url("deployments", segment, "(scale|update|rollback|split)"), DeploymentActionHandler),
         (url("deployments", segment, "logs"), DeploymentLogsHandler),
         (url("deployments", segment), DeploymentHandler),
     ]

@@ -32,6 +32,7 @@ from . import readiness, system_libraries
 from .base import kernel_python, report_phase, wait_healthy
 from .docker_engine import Engine, short
 from .dockerfile import (
+    APP,
     PORT,
     SYSTEM_DOCKERFILE,
     deps_context,
@@ -240,6 +241,58 @@ class ImageBuilder:
             "nbserve.recipe": recipe_hash(),
             "nbserve.system-packages": ",".join(version.system_packages),
         }
+
+    def build_split(self, versions, base_image: str | None = None, progress=lambda *a, **k: None) -> Image:
+        """One image that serves several versions of a model by weight (a deployment's split): the image of
+        the version of the largest weight, the other versions' artifacts added as layers, and
+        ``NBSERVE_VERSIONS`` naming every version with its weight (the server splits as ``inst.split`` does).
+        The versions must share the image's dependencies (lock, base, system packages)."""
+        started = time.monotonic()
+        primary = max(versions, key=lambda vw: vw[1])[0]
+        wanted = self.dependencies(primary, base_image)
+        for version, _ in versions:
+            if self.dependencies(version, base_image) != wanted:
+                raise BuildError(
+                    f"{version.id} needs other requirements than {primary.id}: one image cannot serve both; "
+                    f"update the deployment to it instead"
+                )
+        image = self.build(primary, base_image, progress)
+        shas = {sha for sha, _dir in primary.artifact_layers()}
+        layers = []
+        for version, _ in versions:
+            for sha, directory in version.artifact_layers():
+                if sha not in shas:
+                    shas.add(sha)
+                    layers.append((sha, directory))
+        spec = [{"artifact": f"{APP}/artifacts/{v.sha256}", "model_id": v.id, "weight": float(w)} for v, w in versions]
+        split = ",".join(f"{v.id}={w:g}" for v, w in versions)
+        digest = hashlib.sha256(json.dumps([image.id, spec]).encode()).hexdigest()[:12]
+        tag = f"{image_name(primary.name)}:split-{digest}"
+        # the labels of the primary's image are inherited: its content key (nbserve.sha256) is overridden, so
+        # that a lookup of the primary's own image never finds this one
+        labels = self.engine.labels(
+            **{
+                "nbserve.model": primary.name,
+                "nbserve.version": primary.version,
+                "nbserve.split": split,
+                "nbserve.sha256": f"split-{digest}",
+            }
+        )
+        with self._context("split-") as ctx:
+            ctx.mkdir(parents=True)
+            for sha, directory in layers:
+                (ctx / sha).mkdir()
+                for src in Path(directory).iterdir():
+                    if src.is_file():
+                        shutil.copy2(src, ctx / sha / src.name)
+            copies = "".join(f"COPY {sha} {APP}/artifacts/{sha}\n" for sha, _dir in layers)
+            (ctx / "Dockerfile").write_text(
+                f"FROM {image.id}\n{copies}ENV NBSERVE_VERSIONS={json.dumps(json.dumps(spec))}\n"
+            )
+            image_id = self._docker_build(ctx, tag, f"split image {tag} ({split})", progress, labels=labels)
+        with self.engine.session() as client:
+            built = client.images.get(image_id)
+        return Image(tag, built.id, built.attrs["Size"], primary.id, time.monotonic() - started)
 
     def _find_content(self, key: dict):
         """An image of the same artifact, server code and base, built under another name or registry (the

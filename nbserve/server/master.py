@@ -498,6 +498,18 @@ def _noted_state(path: str | None):
     return None
 
 
+def _started_versions(settings: Settings) -> list:
+    """What a server serves at its start: the versions of a split (Settings.versions), else its artifact."""
+    if not settings.versions:
+        return [{"artifact": settings.artifact, "model_id": settings.model_id}]
+    import json
+
+    versions = json.loads(settings.versions)
+    if not isinstance(versions, list) or not all(isinstance(v, dict) and v.get("artifact") for v in versions):
+        raise ValueError('NBSERVE_VERSIONS is a JSON list of {"artifact", "model_id", "weight"}')
+    return versions
+
+
 def _record_dir(settings: Settings):
     """(directory, made here) of the traffic ring (traffic.py): the setting, else a new directory in memory
     (/dev/shm) where there is one, removed when the server exits; None when recording is off."""
@@ -542,11 +554,8 @@ def main(argv=None) -> None:
             sys.exit(f"nbserve: {exc}")
     master = Master(settings, control_sock)
     if settings.artifact:
-        versions, shadow_to = _noted_state(settings.state_file) or (
-            [{"artifact": settings.artifact, "model_id": settings.model_id}],
-            None,
-        )
         try:
+            versions, shadow_to = _noted_state(settings.state_file) or (_started_versions(settings), None)
             generation = master.generation(versions, shadow_to)
             master.served = generation
             master.artifact = generation.artifacts[generation.primary.id]

@@ -44,6 +44,9 @@ class Settings:
     # what is served (an artifact directory, verified before it is unpickled) and as which id
     artifact: str | None = field(default=None, metadata={"env": "NBSERVE_ARTIFACT"})
     model_id: str | None = field(default=None, metadata={"env": "NBSERVE_MODEL_ID"})
+    # several versions served by weight from the start (a deployment's split: its image holds every version's
+    # artifact): JSON, [{"artifact": DIR, "model_id": "diabetes:1", "weight": 90}, ...]; None: artifact alone
+    versions: str | None = field(default=None, metadata={"env": "NBSERVE_VERSIONS"})
     # where to listen: "HOST:PORT", or a socket handed over already bound (listen_fd, the process runtime's:
     # the kernel binds the port once, so two servers can never share it)
     bind: str = field(default="0.0.0.0:8080", metadata={"env": "NBSERVE_BIND"})
@@ -175,6 +178,7 @@ class Settings:
         hidden = {
             "artifact",
             "model_id",
+            "versions",
             "listen_fd",
             "metrics_dir",
             "record_dir",
