@@ -808,22 +808,7 @@ class Workspace:
         if weights is None:
             versions = [(self.get_model(row.model), 100.0)]
         else:
-            if not isinstance(weights, dict) or not weights:
-                raise NbserveError(
-                    'split takes {"NAME:VERSION": weight, ...}, e.g. {"diabetes:1": 90, "diabetes:2": 10}'
-                )
-            versions = []
-            for ref, weight in weights.items():
-                mv = self.get_model(ref)
-                if mv.name != row.name:
-                    raise NbserveError(f"instance {id} serves {row.name}; split it between versions of {row.name}")
-                if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-                    raise NbserveError(f"the weight of {mv.id} must be a number >= 0, got {weight!r}")
-                versions.append((mv, float(weight)))
-            if len({mv.id for mv, _ in versions}) != len(versions):
-                raise NbserveError("name each version once in a split")
-            if sum(w for _, w in versions) <= 0:
-                raise NbserveError("a split needs at least one weight above 0")
+            versions = self.split_versions(row.name, weights, f"instance {id}")
         primary = max(versions, key=lambda vw: vw[1])[0]
         row.handle = rt.route(row, versions, self._shadow_route(row), say)
         options = {k: v for k, v in row.options.items() if k != "split"}
@@ -839,6 +824,25 @@ class Workspace:
         else:
             say(f"{inst.url} answers as {primary.id} alone")
         return inst
+
+    def split_versions(self, name: str, weights, owner: str) -> list:
+        """[(ModelVersion, weight)] of a split ``{"NAME:VERSION": weight, ...}`` of model ``name``, checked
+        (``owner`` says whose split in the errors: an instance's, a deployment's)."""
+        if not isinstance(weights, dict) or not weights:
+            raise NbserveError('split takes {"NAME:VERSION": weight, ...}, e.g. {"diabetes:1": 90, "diabetes:2": 10}')
+        versions = []
+        for ref, weight in weights.items():
+            mv = self.get_model(ref)
+            if mv.name != name:
+                raise NbserveError(f"{owner} serves {name}; split it between versions of {name}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise NbserveError(f"the weight of {mv.id} must be a number >= 0, got {weight!r}")
+            versions.append((mv, float(weight)))
+        if len({mv.id for mv, _ in versions}) != len(versions):
+            raise NbserveError("name each version once in a split")
+        if sum(w for _, w in versions) <= 0:
+            raise NbserveError("a split needs at least one weight above 0")
+        return versions
 
     def _versions(self, row) -> list:
         split = row.options.get("split")

@@ -220,7 +220,7 @@ class Deployer:
                 raise NbserveError(f"deployment {name!r} is not split")
             return self.update(name, rec["model"], registry=registry, say=say)
         current = self.workspace.get_model(rec["model"])
-        versions = _split_versions(self.workspace, current, weights)
+        versions = self.workspace.split_versions(current.name, weights, f"deployment {name!r}")
         if len(versions) == 1:
             return self.update(name, versions[0][0].id, registry=registry, say=say)
         primary = max(versions, key=lambda vw: vw[1])[0]
@@ -277,26 +277,6 @@ class Deployer:
     def logs(self, name: str, tail: int = 200) -> str:
         rec = self.records.get(name)
         return self.target(rec["target"]).logs(rec, tail)
-
-
-def _split_versions(workspace, current, weights) -> list:
-    """[(ModelVersion, weight)] of a split of ``current``'s model, checked."""
-    if not isinstance(weights, dict) or not weights:
-        raise NbserveError('split takes {"NAME:VERSION": weight, ...}, e.g. {"diabetes:1": 90, "diabetes:2": 10}')
-    versions = []
-    for ref, weight in weights.items():
-        mv = workspace.get_model(ref)
-        if mv.name != current.name:
-            raise NbserveError(f"the deployment serves {current.name}; split it between versions of {current.name}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise NbserveError(f"the weight of {mv.id} must be a number >= 0, got {weight!r}")
-        if weight > 0:
-            versions.append((mv, float(weight)))
-    if len({mv.id for mv, _ in versions}) != len(versions):
-        raise NbserveError("name each version once in a split")
-    if not versions:
-        raise NbserveError("a split needs at least one weight above 0")
-    return versions
 
 
 def _percent(split: dict) -> dict:
