@@ -12,8 +12,11 @@ Everything else (the methods, /interface.json, /openapi.json, /docs) needs the t
 Like the rest of ``nbserve.server`` this module imports nothing else from nbserve.
 """
 
+from __future__ import annotations
+
 import hashlib
 import hmac
+from collections.abc import Callable
 
 ENV_SHA256 = "NBSERVE_AUTH_TOKEN_SHA256"
 # health probes of the other protocols too (MLflow's /ping, the Open Inference Protocol's), for the same reason
@@ -30,25 +33,25 @@ def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def token_env(token) -> dict:
+def token_env(token: str | None) -> dict[str, str]:
     """The environment a runtime gives the server for ``token`` (none when auth is off)."""
     return {ENV_SHA256: token_sha256(token)} if token else {}
 
 
-def mask(token) -> str | None:
+def mask(token: str | None) -> str | None:
     """How a token is shown anywhere a person may read it: its first 4 characters, never more."""
     if not token:
         return None
     return token[:4] + "…" if len(token) > 8 else "…"
 
 
-def bearer_checker(expected_sha256: str):
+def bearer_checker(expected_sha256: str) -> Callable[[str | None], bool]:
     """A function of the Authorization header value: True when it carries the right token."""
     expected = bytes.fromhex(expected_sha256.strip().lower())
     if len(expected) != 32:
         raise ValueError(f"{ENV_SHA256} must be a sha256 hex digest (64 hex digits)")
 
-    def check(header) -> bool:
+    def check(header: str | None) -> bool:
         if not header:
             return False
         scheme, _, presented = header.partition(" ")

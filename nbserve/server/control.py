@@ -28,6 +28,8 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 LINE_LIMIT = 1 << 20
 
@@ -68,7 +70,7 @@ def peer_allowed(conn: socket.socket) -> bool:
     return uid in (os.getuid(), 0)
 
 
-def send(conn: socket.socket, message: dict, fds=()) -> None:
+def send(conn: socket.socket, message: dict, fds: Iterable[int] = ()) -> None:
     data = json.dumps(message).encode() + b"\n"
     if fds:
         socket.send_fds(conn, [data], list(fds))
@@ -94,7 +96,7 @@ def receive(conn: socket.socket, want_fds: int = 0) -> tuple[dict, list[int]]:
     return json.loads(buf), fds
 
 
-def accept(sock: socket.socket, want_fds: int = 0):
+def accept(sock: socket.socket, want_fds: int = 0) -> tuple[socket.socket, dict, list[int]] | None:
     """The server's end: (connection, message, file descriptors) of the next peer on ``sock`` that may control
     the server and sends a whole message; None when there is none (or it may not, or it sent nonsense).
     The caller answers with ``send`` and closes the connection."""
@@ -122,7 +124,7 @@ class ControlError(Exception):
 class Controller:
     """The kernel's end: ``Controller(addr).call("prove", stage=..., modules=[...])`` -> the reply dict."""
 
-    def __init__(self, addr: str, alive=lambda: True, connect_timeout: float = 60.0):
+    def __init__(self, addr: str, alive: Callable[[], bool] = lambda: True, connect_timeout: float = 60.0) -> None:
         self.addr = addr
         self.alive = alive
         self.connect_timeout = connect_timeout
@@ -146,11 +148,13 @@ class Controller:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
 
-    def call(self, op: str, timeout: float = 600.0, fds=(), want_fds: int = 0, **args) -> dict:
+    def call(self, op: str, timeout: float = 600.0, fds: Iterable[int] = (), want_fds: int = 0, **args: Any) -> dict:
         reply, _ = self.call_with_fds(op, timeout=timeout, fds=fds, want_fds=want_fds, **args)
         return reply
 
-    def call_with_fds(self, op: str, timeout: float = 600.0, fds=(), want_fds: int = 0, **args):
+    def call_with_fds(
+        self, op: str, timeout: float = 600.0, fds: Iterable[int] = (), want_fds: int = 0, **args: Any
+    ) -> tuple[dict, list[int]]:
         with self._connect() as sock:
             sock.settimeout(timeout)
             send(sock, {"op": op, **args}, fds)

@@ -12,7 +12,15 @@ Imports nothing else from nbserve.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from . import jsonio
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse
+    from flask import Response
 
 NBSERVE, MLFLOW, KSERVE, OPENAI = "nbserve", "mlflow", "kserve", "openai"
 _MLFLOW_CODES = {404: "ENDPOINT_NOT_FOUND", 500: "INTERNAL_ERROR"}
@@ -64,7 +72,7 @@ def body(exc: CallError, form: str = NBSERVE) -> bytes:
     return jsonio.dumps(payload(exc, form))
 
 
-def response(exc: CallError, form: str = NBSERVE):
+def response(exc: CallError, form: str = NBSERVE) -> Response:
     """A Flask response for ``exc``."""
     from flask import Response
 
@@ -74,7 +82,12 @@ def response(exc: CallError, form: str = NBSERVE):
     return resp
 
 
-def wsgi_answer(start_response, exc: CallError, extra_headers=(), exc_info=None) -> list:
+def wsgi_answer(
+    start_response: StartResponse,
+    exc: CallError,
+    extra_headers: Iterable[tuple[str, str]] = (),
+    exc_info: OptExcInfo | None = None,
+) -> list[bytes]:
     """Answer ``exc`` from WSGI middleware (below Flask), in nbserve's form."""
     data = body(exc)
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
@@ -114,7 +127,7 @@ def unauthorized() -> CallError:
     )
 
 
-def method_not_allowed(verb: str, path: str, allowed) -> CallError:
+def method_not_allowed(verb: str, path: str, allowed: Iterable[str] | None) -> CallError:
     allowed = sorted(set(allowed or ()))
     hint = ' (model methods take POST with {"data": ...})' if "POST" in allowed else ""
     return CallError(
@@ -134,5 +147,5 @@ def timed_out(path: str, seconds: float) -> CallError:
     )
 
 
-def invalid_json(exc, expected: str) -> CallError:
+def invalid_json(exc: Exception, expected: str) -> CallError:
     return CallError(400, "InvalidJSON", f"the body is not valid JSON ({exc}); expected {expected}")

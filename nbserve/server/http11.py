@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import sys
 import time
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 MAX_HEAD = 65536  # request line + header fields
@@ -48,7 +50,7 @@ class Head:
 
     __slots__ = ("method", "target", "version", "fields", "length", "chunked", "keep_alive", "expect_continue")
 
-    def __init__(self, method, target, version, fields):
+    def __init__(self, method: str, target: str, version: str, fields: list[tuple[str, str]]) -> None:
         self.method, self.target, self.version, self.fields = method, target, version, fields
         self.length: int | None = None
         self.chunked = False
@@ -140,7 +142,7 @@ class ChunkedReader:
         self.left = 0
         self.done = False
 
-    def feed(self, buf) -> int:
+    def feed(self, buf: bytes | bytearray) -> int:
         """Consume from ``buf`` (bytes or bytearray); the number of bytes used. Raises ProtocolError."""
         pos, end = 0, len(buf)
         while pos < end and not self.done:
@@ -187,7 +189,9 @@ class ChunkedReader:
         return b"".join(self.parts)
 
 
-def environ_for(head: Head, body: bytes, server: tuple, client, multithread: bool, multiprocess: bool) -> dict:
+def environ_for(
+    head: Head, body: bytes, server: tuple, client: Any, multithread: bool, multiprocess: bool
+) -> dict[str, Any]:
     """The WSGI environ of a request whose body has been read whole."""
     target = head.target
     if target[0] != "/" and target != "*":  # absolute-form: keep the path
@@ -245,7 +249,9 @@ def http_date() -> bytes:
     return _date
 
 
-def response_head(status: str, headers, version: str, close: bool, length: int | None, chunked: bool) -> bytes:
+def response_head(
+    status: str, headers: Iterable[tuple[str, str]], version: str, close: bool, length: int | None, chunked: bool
+) -> bytes:
     """The status line and fields of a response; adds Date, Connection and the framing the worker chose."""
     out = [f"HTTP/1.1 {status}\r\n".encode("latin-1")]
     for name, value in headers:

@@ -1,13 +1,18 @@
 """JSON in and out: orjson when present (fast, writes numpy arrays natively), the stdlib otherwise."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 try:
     import orjson
 
-    loads = orjson.loads
+    loads: Callable[[str | bytes | bytearray], Any] = orjson.loads
     JSONDecodeError: type[ValueError] = orjson.JSONDecodeError
     _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
-    def dumps(value) -> bytes:
+    def dumps(value: Any) -> bytes:
         try:
             return orjson.dumps(value, option=_OPTS)
         except TypeError:
@@ -18,14 +23,14 @@ except ImportError:  # pragma: no cover - exercised only where orjson is missing
 
     JSONDecodeError = ValueError
 
-    def loads(data):
+    def loads(data: str | bytes | bytearray) -> Any:
         return json.loads(data)
 
-    def dumps(value) -> bytes:
+    def dumps(value: Any) -> bytes:
         return json.dumps(value, default=_fallback, allow_nan=False).encode()
 
 
-def _fallback(value):
+def _fallback(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     if hasattr(value, "item"):

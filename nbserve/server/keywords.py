@@ -16,26 +16,28 @@ Imports nothing else of nbserve.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 _given: dict = {}
 _job = None  # the job the job runner of this process is running (jobworker.py sets it)
 
 
-def report_progress(fraction=None, message=None, **info) -> None:
+def report_progress(fraction: float | None = None, message: str | None = None, **info: Any) -> None:
     """What a method's ``progress`` argument is: recorded while it runs as a job, ignored otherwise."""
     job = _job
     if job is not None:
         job.progress(fraction=fraction, message=message, **info)
 
 
-def set_job(job) -> None:
+def set_job(job: Any) -> None:
     global _job
     _job = job
 
 
 @contextmanager
-def given(**kwargs):
+def given(**kwargs: Any) -> Iterator[None]:
     """Keyword arguments for the method called within (those it takes)."""
     global _given
     before, _given = _given, {k: v for k, v in kwargs.items() if v is not None}
@@ -52,7 +54,7 @@ NAMES = frozenset(
 )
 
 
-def accepted(fn) -> frozenset:
+def accepted(fn: Callable[..., Any]) -> frozenset[str]:
     """The keywords of NAMES that ``fn`` takes by name besides its first argument (its input). ``**kwargs``
     does not count: what it passes on is unknown."""
     try:
@@ -69,8 +71,8 @@ def bind(methods: dict) -> dict:
     """Each method that takes some of these keywords, called with those given for the call (``progress``
     always); the others as they are."""
 
-    def binding(fn, names):
-        def call(data):
+    def binding(fn: Callable[..., Any], names: frozenset[str]) -> Callable[[Any], Any]:
+        def call(data: Any) -> Any:
             extra = {k: v for k, v in _given.items() if k in names}
             if "progress" in names:
                 extra.setdefault("progress", report_progress)

@@ -12,15 +12,23 @@ A prefix header only changes the URLs written in the answer to the request that 
 the server does or whom it lets in, so it needs no trust in the sender.
 """
 
+from __future__ import annotations
+
 import os
 import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from flask import Flask
 
 ENV = "NBSERVE_URL_PREFIX"
 HEADERS = ("HTTP_X_FORWARDED_PREFIX", "HTTP_X_FORWARDED_CONTEXT", "HTTP_X_PROXYCONTEXTPATH")
 _SAFE = re.compile(r"^(/[A-Za-z0-9._~@%-]+)*$")  # path segments, no scheme or query
 
 
-def clean(prefix):
+def clean(prefix: str | None) -> str | None:
     """``/a/b`` from ``a/b/``, ``/a/b/`` or ``/a/b``; "" for none; None when it is not a plain path
     (a scheme, a query, ``..``, spaces): such a header is ignored rather than echoed into links."""
     if not prefix:
@@ -39,13 +47,13 @@ def clean(prefix):
 class PrefixMiddleware:
     """Sets ``SCRIPT_NAME`` from the configured prefix, else from the first proxy header present."""
 
-    def __init__(self, app, fixed=None):
+    def __init__(self, app: WSGIApplication, fixed: str | None = None) -> None:
         self.app = app
         self.fixed = clean(fixed if fixed is not None else os.environ.get(ENV, ""))
         if self.fixed is None:
             raise ValueError(f"the URL prefix {fixed!r} is not a plain path such as /models/diabetes")
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         prefix = self.fixed
         if not prefix:
             for header in HEADERS:
@@ -61,13 +69,13 @@ class PrefixMiddleware:
         return self.app(environ, start_response)
 
 
-def install(app, fixed=None):
+def install(app: Flask, fixed: str | None = None) -> Flask:
     """Wrap ``app.wsgi_app``; the app reads the prefix of a request as ``request.script_root``."""
-    app.wsgi_app = PrefixMiddleware(app.wsgi_app, fixed)
+    app.wsgi_app = PrefixMiddleware(app.wsgi_app, fixed)  # type: ignore[method-assign]  # Flask's way to wrap
     return app
 
 
-def documents_by_prefix(document: dict, dumps, limit: int = 16):
+def documents_by_prefix(document: dict, dumps: Callable[[Any], bytes], limit: int = 16) -> Callable[[str], bytes]:
     """A function of the request's prefix giving the OpenAPI document as bytes, its ``servers`` entry
     naming the prefix (Swagger UI posts "Try it out" there). Direct calls get the document without
     ``servers`` (OpenAPI's default, "/"); a few prefixes are kept, so a proxied /openapi.json costs no
