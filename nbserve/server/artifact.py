@@ -1,16 +1,20 @@
 """Load a stored artifact: verify its hashes, then unpickle. Nothing is unpickled unverified."""
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 class ArtifactError(Exception):
     pass
 
 
-def read_manifest(artifact_dir) -> dict:
+def read_manifest(artifact_dir: str | os.PathLike[str]) -> dict:
     """The manifest, checked against the artifact's address (its directory name) when that is a sha256."""
     artifact_dir = Path(artifact_dir)
     data = (artifact_dir / "manifest.json").read_bytes()
@@ -20,7 +24,7 @@ def read_manifest(artifact_dir) -> dict:
     return json.loads(data)
 
 
-def verify(artifact_dir, manifest=None) -> None:
+def verify(artifact_dir: str | os.PathLike[str], manifest: dict | None = None) -> None:
     """Check model.pkl against the manifest's hash without unpickling it (a master that leaves the loading
     to its workers still refuses a tampered artifact before it forks them)."""
     artifact_dir = Path(artifact_dir)
@@ -33,7 +37,11 @@ def verify(artifact_dir, manifest=None) -> None:
         raise ArtifactError(f"{artifact_dir / 'model.pkl'} does not match its recorded sha256; refusing to unpickle it")
 
 
-def load(artifact_dir, expected_sha256=None, loads=None):
+def load(
+    artifact_dir: str | os.PathLike[str],
+    expected_sha256: str | None = None,
+    loads: Callable[[bytes], Any] | None = None,
+) -> tuple[Any, dict]:
     """Return (model object, manifest) after checking model.pkl against the manifest's hash.
     ``loads``: the unpickling function (default cloudpickle.loads; replay counts threads with its own)."""
     if loads is None:
@@ -55,14 +63,14 @@ def load(artifact_dir, expected_sha256=None, loads=None):
     return loads(data), manifest
 
 
-def apply_environment(manifest) -> None:
+def apply_environment(manifest: dict) -> None:
     """The environment variables captured with the version (KERAS_BACKEND...), set before unpickling imports
     the model's libraries; a variable the process was started with wins (a deployment's own setting)."""
     for key, value in (manifest.get("environment") or {}).items():
         os.environ.setdefault(key, value)
 
 
-def bind_methods(obj, manifest) -> dict:
+def bind_methods(obj: Any, manifest: dict) -> dict[str, Callable[..., Any]]:
     """Method name -> callable, resolved once at load time (never per request)."""
     table = {}
     for name in manifest["methods"]:
@@ -76,13 +84,13 @@ def bind_methods(obj, manifest) -> dict:
     return table
 
 
-def _torch_method(module, fn, dtype):
+def _torch_method(module: Any, fn: Callable[..., Any], dtype: str | None) -> Callable[[Any], Any]:
     """A torch module's method as a model method: eval mode, no gradients, numpy in (as the sample's
     dtype) and numpy out."""
     import numpy as np
     import torch
 
-    def call(data):
+    def call(data: Any) -> Any:
         module.eval()
         with torch.no_grad():
             if isinstance(data, torch.Tensor):
@@ -95,7 +103,7 @@ def _torch_method(module, fn, dtype):
     return call
 
 
-def _numpy(value):
+def _numpy(value: Any) -> Any:
     if hasattr(value, "detach"):
         return value.detach().cpu().numpy()
     if isinstance(value, (list, tuple)):

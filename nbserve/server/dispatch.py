@@ -3,14 +3,21 @@ result writable as JSON. nbserve's own ``POST /<method>`` and every protocol ada
 through it, so all of them refuse the same inputs with the same 4xx and report a failing model the same way.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from . import errors, guards, jsonio
 from .errors import CallError
 from .schema import EXTRA_COLUMNS, InputError, answer, compile_decoder, to_jsonable
 
+if TYPE_CHECKING:
+    import logging
+
 __all__ = ["CallError", "Dispatch"]
 
 
-def data_of(body: bytes):
+def data_of(body: bytes) -> Any:
     """The model input of a ``{"data": ...}`` body (nbserve's own routes and a job's submission)."""
     try:
         payload = jsonio.loads(body)
@@ -24,7 +31,7 @@ def data_of(body: bytes):
 class Dispatch:
     """The served methods with their decoders, compiled once at load."""
 
-    def __init__(self, methods: dict, signature: dict, logger, extra_columns: str = "refuse"):
+    def __init__(self, methods: dict, signature: dict, logger: logging.Logger, extra_columns: str = "refuse") -> None:
         if extra_columns not in EXTRA_COLUMNS:
             raise ValueError(f"extra_columns must be one of {EXTRA_COLUMNS}, got {extra_columns!r}")
         self.methods = methods
@@ -34,15 +41,15 @@ class Dispatch:
         self.decoders = {name: compile_decoder(signature.get(name, {}).get("input"), extra_columns) for name in methods}
         self.logger = logger
 
-    def call(self, method: str, data):
+    def call(self, method: str, data: Any) -> Any:
         """``method`` applied to the JSON value ``data``; the result as to_jsonable makes it."""
         return to_jsonable(self.result(method, data))
 
-    def answer(self, method: str, data) -> dict:
+    def answer(self, method: str, data: Any) -> dict:
         """nbserve's own answer body: ``{"data": ...}``, with ``"index"`` where a pandas result has its own."""
         return answer(self.result(method, data))
 
-    def result(self, method: str, data):
+    def result(self, method: str, data: Any) -> Any:
         """``method`` applied to the JSON value ``data``: what the model returned."""
         fn = self.methods.get(method)
         if fn is None:
@@ -61,7 +68,7 @@ class Dispatch:
             raise CallError(500, "ModelError", message) from None
         return result
 
-    def dumps(self, method: str, payload) -> bytes:
+    def dumps(self, method: str, payload: Any) -> bytes:
         try:
             return jsonio.dumps(payload)
         except (TypeError, ValueError) as exc:

@@ -5,10 +5,18 @@ All of it is set up once in ``install`` (at load time); a request pays a few att
 deadline, and a digest compare when auth is on. Imports nothing else from nbserve.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import auth, errors
 from .deadline import Deadline, DeadlineMiddleware, RequestTimeout  # noqa: F401 - RequestTimeout: guards' name for it
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from flask import Flask, Request, Response
 
 
 class ModelExit(RuntimeError):
@@ -19,8 +27,8 @@ def contain_exits(methods: dict) -> dict:
     """Wrap each method so SystemExit becomes a ModelExit (a 500 ModelError, not a dead worker:
     gunicorn would also halt the whole server on exit codes 3 and 4)."""
 
-    def guard(name, fn):
-        def call(data):
+    def guard(name: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def call(data: Any) -> Any:
             try:
                 return fn(data)
             except SystemExit as exc:
@@ -35,7 +43,7 @@ def contain_exits(methods: dict) -> dict:
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.+@~-]+){2,}[/\\]?")
 
 
-def public_message(exc) -> str:
+def public_message(exc: BaseException) -> str:
     """What a client may read of an exception: its first line, without file system paths (native
     libraries append their C++ stack trace after it, and either may name the server's files)."""
     lines = str(exc).strip().splitlines()
@@ -44,7 +52,7 @@ def public_message(exc) -> str:
     return first[:500] + (" ..." if len(first) > 500 or len(lines) > 1 else "")
 
 
-def install(app, request, timeout: float, auth_sha256):
+def install(app: Flask, request: Request, timeout: float, auth_sha256: str | None) -> Deadline | None:
     """Add the auth hook and the deadline to ``app``."""
     app.config["NBSERVE_TIMEOUT"] = timeout
     app.config["NBSERVE_AUTH"] = bool(auth_sha256)
@@ -52,18 +60,18 @@ def install(app, request, timeout: float, auth_sha256):
         check = auth.bearer_checker(auth_sha256)
 
         @app.before_request
-        def require_token():
+        def require_token() -> Response | None:
             if auth.is_open(request.method, request.path) or check(request.headers.get("Authorization")):
                 return None
             if request.environ.get("nbserve.job") is not None:  # a queued job's call: checked when it was submitted
                 return None
             return errors.response(errors.unauthorized())
 
-    app.wsgi_app = _ChunkedLimit(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
+    app.wsgi_app = _ChunkedLimit(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])  # type: ignore[method-assign]
     if not timeout:
         return None
     deadline = Deadline(timeout)
-    app.wsgi_app = DeadlineMiddleware(app.wsgi_app, deadline)
+    app.wsgi_app = DeadlineMiddleware(app.wsgi_app, deadline)  # type: ignore[method-assign]
     return deadline
 
 
@@ -75,11 +83,11 @@ class _ChunkedLimit:
     checks them before reading); chunked ones, rare, are read here, at most limit + 1 bytes.
     """
 
-    def __init__(self, wsgi_app, limit: int):
+    def __init__(self, wsgi_app: WSGIApplication, limit: int) -> None:
         self.wsgi_app = wsgi_app
         self.limit = int(limit)
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("CONTENT_LENGTH") or not environ.get("wsgi.input_terminated"):
             return self.wsgi_app(environ, start_response)
         import io

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 _tasks: list = []  # [period, next due, fn, name], registered by the served modules as an app is made
 _starters: list = []  # run once in each process that starts (a worker, after its fork), on its main thread
@@ -22,7 +23,7 @@ _held = False  # in gunicorn's master: no thread there (a fork must not copy one
 _wake = threading.Event()
 
 
-def every(seconds: float, fn, name: str | None = None) -> None:
+def every(seconds: float, fn: Callable[[], object], name: str | None = None) -> None:
     """Run ``fn()`` every ``seconds`` on the process's housekeeping thread. Registered where an app is made:
     in gunicorn's master (held: the thread starts in each worker after its fork, ``start``), in a worker, or
     in a plain process (a test client's), where the thread starts at once."""
@@ -33,7 +34,7 @@ def every(seconds: float, fn, name: str | None = None) -> None:
     _wake.set()
 
 
-def on_start(fn) -> None:
+def on_start(fn: Callable[[], object]) -> None:
     """Run ``fn()`` on the main thread of each process that starts serving (a worker after its fork; at once
     in a plain process): what must be set up per process, such as a signal handler."""
     with _lock:

@@ -3,6 +3,10 @@ derived from the manifest once at load. No Flask here: the client side builds th
 Table columns are described from the schema vocabulary (schema.py): kinds, categories as enums,
 dates as ``format: date-time``, nulls as ``nullable``."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 from .dtypes import NONFINITE_SCHEMA, cell_schema
 from .jobs import ASYNC_VALUES
 from .protocols import spoken
@@ -121,7 +125,7 @@ _ERROR = {
 def openapi_document(interface: dict) -> dict:
     extra = interface.get("extra_columns", "refuse")
 
-    def error_response(text):
+    def error_response(text: str) -> dict:
         return {
             "description": text,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -277,7 +281,7 @@ def _stream_answer(item: dict | None) -> dict:
     }
 
 
-def _jobs_paths(error_response) -> dict:
+def _jobs_paths(error_response: Callable[[str], dict]) -> dict:
     job = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}
     job_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
     return {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 
 from . import jsonio
 
@@ -20,12 +21,12 @@ BODY_LOG_LIMIT = 65536
 
 
 class RequestLog:
-    def __init__(self, bodies: bool = False):
+    def __init__(self, bodies: bool = False) -> None:
         self.bodies = bodies
         self._second: int | None = None
         self._stamp = ""
 
-    def write(self, records) -> None:
+    def write(self, records: Iterable[tuple]) -> None:
         lines = [self.line(*record) for record in records]
         if lines:
             try:
@@ -33,7 +34,19 @@ class RequestLog:
             except OSError:
                 pass
 
-    def line(self, method, status, seconds, rid, rows, _error, wall, verb, path, body) -> bytes:
+    def line(
+        self,
+        method: str,
+        status: str | int,
+        seconds: float,
+        rid: str,
+        rows: int | None,
+        _error: str | None,
+        wall: float,
+        verb: str,
+        path: str,
+        body: bytes | None,
+    ) -> bytes:
         second = int(wall)
         if second != self._second:  # strftime once a second, not per line
             self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))

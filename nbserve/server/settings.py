@@ -16,6 +16,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 MiB = 1024 * 1024
 DEFAULT_TIMEOUT = 60.0  # seconds per request (per item, for a stream); 0: no limit
@@ -35,7 +36,7 @@ _OFF = ("0", "false", "no", "off", "")
 _ON = ("1", "true", "yes", "on")
 
 
-def _env(name: str, **extra):
+def _env(name: str, **extra: Any) -> Any:
     return field(metadata={"env": f"NBSERVE_{name}", **extra})
 
 
@@ -98,7 +99,7 @@ class Settings:
     job_retention: float = field(default=DEFAULT_JOB_RETENTION, metadata={"env": "NBSERVE_JOB_RETENTION"})
     job_timeout: float = field(default=DEFAULT_JOB_TIMEOUT, metadata={"env": "NBSERVE_JOB_TIMEOUT"})
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         problems = []
         if self.timeout < 0:
             problems.append(f"timeout must be >= 0 seconds (0: none), got {self.timeout:g}")
@@ -149,7 +150,7 @@ class Settings:
                 env[f.metadata["env"]] = _format(value)
         return env
 
-    def replace(self, **changes) -> Settings:
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     # -- what follows from them ------------------------------------------------------------------------
@@ -194,7 +195,7 @@ class Settings:
         return out
 
 
-def _parse(f: dataclasses.Field, raw: str):
+def _parse(f: dataclasses.Field, raw: str) -> Any:  # the field's own type
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     if kind == "bool":
         low = raw.lower()
@@ -215,7 +216,7 @@ def _parse(f: dataclasses.Field, raw: str):
     return raw
 
 
-def _format(value) -> str:
+def _format(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if value is None:

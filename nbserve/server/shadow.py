@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Callable
 
 from . import jsonio, traffic
 
@@ -111,7 +112,12 @@ class Copier:
         }
 
 
-def replay_copies(body: bytes, answer, ring: traffic.Ring | None, version: str) -> int:
+def replay_copies(
+    body: bytes,
+    answer: Callable[[str, bytes], tuple[int, bytes, float]],
+    ring: traffic.Ring | None,
+    version: str,
+) -> int:
     """The candidate's side of ``POST /shadow``: answer each copy with ``answer(method, request bytes)`` ->
     (status, answer bytes, ms) and keep the comparison line in ``ring``. Returns how many copies it took."""
     copies = jsonio.loads(body).get("copies") or []

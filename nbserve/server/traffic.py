@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 MAX_BODY = 1 << 20  # a request or answer larger than this is recorded as its size only
 MAX_BYTES = 64 << 20  # the ring's bytes, whatever its count
@@ -102,7 +103,9 @@ class Ring:
                 pass
 
 
-def line(t: float, version: str, method: str, rid: str, ms: float, body: bytes, answer: bytes, **more) -> bytes:
+def line(
+    t: float, version: str, method: str, rid: str, ms: float, body: bytes | None, answer: bytes | None, **more: bytes
+) -> bytes:
     """One record as a JSON line, made of the bodies as they are (valid JSON already: the app parsed the
     request and wrote the answer), without parsing them again."""
     head = b'{"t":%.6f,"v":%s,"m":%s,"id":%s,"ms":%.3f' % (t, _q(version), _q(method), _q(rid), ms)
@@ -110,7 +113,7 @@ def line(t: float, version: str, method: str, rid: str, ms: float, body: bytes, 
     return head + b',"in":' + _body(body) + b',"out":' + _body(answer) + extra + b"}"
 
 
-def _body(data: bytes) -> bytes:
+def _body(data: bytes | None) -> bytes:
     if data is None:
         return b"null"
     if len(data) > MAX_BODY:
@@ -119,13 +122,13 @@ def _body(data: bytes) -> bytes:
     return data.replace(b"\n", b" ").replace(b"\r", b" ") if b"\n" in data or b"\r" in data else data
 
 
-def _q(text) -> bytes:
+def _q(text: object) -> bytes:
     import json
 
     return json.dumps(str(text)).encode()
 
 
-def lines_as_json(lines: list[bytes], **head) -> bytes:
+def lines_as_json(lines: list[bytes], **head: Any) -> bytes:
     """``{"...": ..., "records": [line, ...]}`` made of the lines as they are."""
     import json
 

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections import deque
+from typing import Any
 
 from .. import housekeeping
 from .bins import _why, count, features
@@ -44,7 +45,7 @@ class Monitor:
                 for spec in specs:
                     self._specs[("output", method, spec["name"])] = spec
 
-    def add(self, method: str, data, result) -> None:
+    def add(self, method: str, data: Any, result: Any) -> None:
         """Note one request's input and output (references only; binned later on the housekeeping thread).
         Past SAMPLE_REQUESTS in one flush interval, a uniform sample of them is kept (reservoir sampling)."""
         seen = self._seen = self._seen + 1
@@ -85,7 +86,7 @@ class Monitor:
             window = self._window_counts()
         self._write(window)
 
-    def _bin(self, buf):
+    def _bin(self, buf: list[tuple[str, Any, Any]]) -> tuple[int, dict] | None:
         inputs = [d for _, d, _ in buf]
         by_method: dict = {}
         for method, _, result in buf:
@@ -93,7 +94,7 @@ class Monitor:
         counts: dict = {}
         rows = 0
 
-        def add(key, spec, cols):
+        def add(key: str, spec: dict, cols: dict) -> None:
             if spec["kind"] == "unsupported" or spec["name"] not in cols:
                 return
             try:
@@ -208,7 +209,7 @@ class Monitor:
         }
 
 
-def _concat(items):
+def _concat(items: list) -> Any:
     import sys
 
     first = items[0]

@@ -4,6 +4,7 @@ chi-squared on categories, and each feature's status against the thresholds."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from .bins import _round
 
@@ -65,7 +66,7 @@ def not_computed(spec: dict, reason: str, rows: int = 0) -> dict:
     }
 
 
-def compare(spec: dict, counts, ref_rows: int) -> dict:
+def compare(spec: dict, counts: Sequence[float], ref_rows: int) -> dict:
     """One feature's drift: PSI, the test statistic and p-value, the status, both distributions."""
     if spec["kind"] == "unsupported":
         return not_computed(spec, spec.get("reason") or "its sample values cannot be binned")
