@@ -18,10 +18,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .jobworker import RunningJob
 
 _given: dict = {}
-_job = None  # the job the job runner of this process is running (jobworker.py sets it)
+_job: RunningJob | None = None  # the job the job runner of this process is running (jobworker.py sets it)
 
 
 def report_progress(fraction: float | None = None, message: str | None = None, **info: Any) -> None:
@@ -31,7 +34,7 @@ def report_progress(fraction: float | None = None, message: str | None = None, *
         job.progress(fraction=fraction, message=message, **info)
 
 
-def set_job(job: Any) -> None:
+def set_job(job: RunningJob | None) -> None:
     global _job
     _job = job
 

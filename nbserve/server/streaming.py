@@ -24,30 +24,38 @@ Imports nothing else of nbserve.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import errors, guards, jsonio
 from .deadline import RequestTimeout, retire_worker
 from .errors import CallError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+    from flask import Response
+
+    from .jobworker import RunningJob
+    from .observe import Observer
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 _END = object()
 
 
-def is_stream(value) -> bool:
+def is_stream(value: object) -> bool:
     """Whether a method's result is streamed: a generator, or any iterator that is not text."""
     return isinstance(value, Iterator) and not isinstance(value, (str, bytes, bytearray))
 
 
-def wants_sse(environ) -> bool:
+def wants_sse(environ: WSGIEnvironment) -> bool:
     return SSE in environ.get("HTTP_ACCEPT", "")
 
 
 class Format:
     """How a stream's items, its failure and its end are written."""
 
-    def __init__(self, mimetype: str, sse: bool, end: bytes = b"", error_form: str = errors.NBSERVE):
+    def __init__(self, mimetype: str, sse: bool, end: bytes = b"", error_form: str = errors.NBSERVE) -> None:
         self.mimetype, self.sse, self.end, self.error_form = mimetype, sse, end, error_form
 
     def item(self, payload: bytes) -> bytes:
@@ -68,7 +76,7 @@ NDJSON_FORMAT = Format(NDJSON, sse=False)
 SSE_FORMAT = Format(SSE, sse=True, end=b"event: end\ndata: {}\n\n")
 
 
-def format_for(environ) -> Format:
+def format_for(environ: WSGIEnvironment) -> Format:
     return SSE_FORMAT if wants_sse(environ) else NDJSON_FORMAT
 
 
@@ -79,7 +87,7 @@ def model_error(method: str, exc: BaseException) -> CallError:
     return CallError(500, "ModelError", f"{method} raised {type(exc).__name__}: {guards.public_message(exc)}")
 
 
-def first_item(items, method: str):
+def first_item(items: Iterator[Any], method: str) -> Any:
     """The first item of ``items`` (``_END`` for an empty stream), its failure as the method's 500."""
     try:
         return next(items)
@@ -93,7 +101,16 @@ def first_item(items, method: str):
         raise model_error(method, exc) from None
 
 
-def respond(items, method: str, encode, environ, observer=None, started: float | None = None, fmt=None, counts=None):
+def respond(
+    items: Iterator[Any],
+    method: str,
+    encode: Callable[[Any], bytes],
+    environ: WSGIEnvironment,
+    observer: Observer | None = None,
+    started: float | None = None,
+    fmt: Format | None = None,
+    counts: Callable[[Any], object] | None = None,
+) -> Response:
     """A Flask response streaming ``items`` (an iterator the method returned), each written as ``encode(item)``
     (bytes) in ``fmt`` (default: by the request's Accept). ``observer``: observe.Observer (items, time to the
     first item, how the stream ended); ``started``: perf_counter when the method was called; ``counts(item)``:
@@ -111,7 +128,18 @@ def respond(items, method: str, encode, environ, observer=None, started: float |
     return Response(body, mimetype=fmt.mimetype, headers=fmt.headers(), direct_passthrough=True)
 
 
-def _body(items, first, method, encode, fmt, environ, observer, started, to_first, counts=None):
+def _body(
+    items: Iterator[Any],
+    first: Any,
+    method: str,
+    encode: Callable[[Any], bytes],
+    fmt: Format,
+    environ: WSGIEnvironment,
+    observer: Observer | None,
+    started: float,
+    to_first: float,
+    counts: Callable[[Any], object] | None = None,
+) -> Iterator[bytes]:
     count, outcome = 0, "error"
     try:
         if first is not _END:
@@ -141,7 +169,7 @@ def _body(items, first, method, encode, fmt, environ, observer, started, to_firs
             observer.stream_ended(method, to_first, count, time.perf_counter() - started, outcome)
 
 
-def collect(items, method: str, encode, job) -> object:
+def collect(items: Iterator[Any], method: str, encode: Callable[[Any], bytes], job: RunningJob) -> Response:
     """A job's call of a streaming method (jobs.py): every item, as ``{"items": [answer, ...]}``; each item is
     progress (``{"items": n}``)."""
     from flask import Response
@@ -160,7 +188,7 @@ def collect(items, method: str, encode, job) -> object:
     return Response(b'{"items":[' + b",".join(parts) + b"]}", mimetype="application/json")
 
 
-def _close(items) -> None:
+def _close(items: object) -> None:
     close = getattr(items, "close", None)
     if close is not None:
         try:

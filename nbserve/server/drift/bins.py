@@ -3,9 +3,12 @@ registration sample with them, the served side (monitor.py) bins live requests b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..dtypes import KINDS, kind_of_dtype
+
+if TYPE_CHECKING:
+    import numpy as np
 
 QUANTILE_BINS = 10
 TOP_CATEGORIES = 20
@@ -13,7 +16,7 @@ DATE_UNIT = "days since 1970-01-01"
 DURATION_UNIT = "seconds"
 
 
-def features(value, prefix: str = "") -> list:
+def features(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     """[(name, 1-d column)] of a model input or output: DataFrame columns by name, the columns of a
     2-d array as ``x0, x1, ...`` (``prefix[0], ...`` for an output), a 1-d array or Series as one
     feature. Anything else (nested lists, images, dicts) has no features: no drift for it."""
@@ -35,19 +38,19 @@ def features(value, prefix: str = "") -> list:
     return []
 
 
-def is_numeric(column) -> bool:
+def is_numeric(column: Any) -> bool:
     """Binned as numbers (dates and durations too) or as categories: the kind's entry in dtypes.py."""
     dtype = getattr(column, "dtype", None)
     return dtype is not None and KINDS[kind_of_dtype(dtype)].binned == "numeric"
 
 
-def _time_unit(column) -> str | None:
+def _time_unit(column: Any) -> str | None:
     """The unit a date (or duration) column is binned in, None for other columns."""
     kind = getattr(getattr(column, "dtype", None), "kind", "O")
     return DATE_UNIT if kind == "M" else DURATION_UNIT if kind == "m" else None
 
 
-def _numbers(column, unit: str | None = None):
+def _numbers(column: Any, unit: str | None = None) -> np.ndarray:
     """A float64 array of a numeric column, NaN for nulls. Dates in days since 1970-01-01 (UTC where the
     column has a time zone) and durations in seconds when ``unit`` says so; without a unit (references
     stored before units existed) as the integers of the column's own unit, as they were binned then."""
@@ -72,7 +75,7 @@ def _numbers(column, unit: str | None = None):
         return np.asarray(column.astype("Float64").to_numpy(dtype="float64", na_value=np.nan))
 
 
-def _naive_times(column):
+def _naive_times(column: Any) -> np.ndarray:
     """A numpy datetime64/timedelta64 array of a date or duration column; one with a time zone in UTC."""
     import numpy as np
 
@@ -82,7 +85,7 @@ def _naive_times(column):
     return column.to_numpy() if hasattr(column, "to_numpy") else np.asarray(column)
 
 
-def _labels(column) -> list:
+def _labels(column: Any) -> list[str | None]:
     """Category labels as strings (None for nulls: None, NaN, pandas' NA and NaT), as the reference stores them."""
     values = column.tolist() if hasattr(column, "tolist") else list(column)
     out: list[str | None] = []
@@ -96,7 +99,7 @@ def _labels(column) -> list:
     return out
 
 
-def count(spec: dict, column):
+def count(spec: dict, column: Any) -> np.ndarray:
     """Counts of ``column`` in the bins of ``spec`` (numbers: one per bin, then nulls; categories: one per
     known value, one for any other value, then nulls), as a numpy int64 array."""
     import numpy as np
@@ -117,7 +120,7 @@ def count(spec: dict, column):
     return counts
 
 
-def reference_spec(name: str, column) -> dict:
+def reference_spec(name: str, column: Any) -> dict:
     """The reference of one feature from the sample's column: bins and their shares."""
     import numpy as np
 

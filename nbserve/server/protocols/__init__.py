@@ -7,14 +7,20 @@ result into its answer. Its views raise ``CallError``; the blueprint's one error
 protocol's error form (``errors.payload``). Imports nothing outside nbserve/server/.
 """
 
-from collections.abc import Callable
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint
 
 from .. import errors, jsonio
 from ..dispatch import Dispatch
 from ..errors import CallError
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 DEFAULT_METHOD_ENV = "NBSERVE_DEFAULT_METHOD"
 
@@ -54,7 +60,7 @@ class Served:
         return self.default_method
 
 
-def choose_default(methods, chosen=None):
+def choose_default(methods: Collection[str], chosen: str | None = None) -> str | None:
     """The method the protocols call: the chosen one, else predict, else the only method, else None."""
     if chosen:
         if chosen not in methods:
@@ -86,17 +92,19 @@ ROUTES = {
 }
 
 
-def _name_version(model_id: str):
+def _name_version(model_id: str) -> tuple[str, str]:
     name, _, version = model_id.partition(":")
     return name, version or "1"
 
 
-def spoken(model_id: str, methods, default_method=None, text_kind=None) -> list:
+def spoken(
+    model_id: str, methods: Sequence[str], default_method: str | None = None, text_kind: str | None = None
+) -> list:
     """What /interface.json says about the protocols: each with its routes and the method it calls.
     No Flask here: the client side builds the interface from the registry too (openapi.interface_document)."""
     name, version = _name_version(model_id)
     method = choose_default(methods, default_method)
-    out = [{"name": "nbserve", "routes": [f"/{m}" for m in methods]}]
+    out: list[dict] = [{"name": "nbserve", "routes": [f"/{m}" for m in methods]}]
     for protocol, routes in ROUTES.items():
         out.append(
             {"name": protocol, "routes": [r.format(name=name, version=version) for r in routes], "method": method}
@@ -115,15 +123,15 @@ def blueprint(name: str, form: str) -> Blueprint:
 
 
 def install(
-    app,
-    dispatch,
-    model_id,
+    app: Flask,
+    dispatch: Dispatch,
+    model_id: str,
     openapi: dict,
-    read_body,
-    default_method=None,
+    read_body: Callable[[], bytes],
+    default_method: str | None = None,
     max_body: int = 0,
-    text_kind=None,
-    takes=None,
+    text_kind: str | None = None,
+    takes: dict | None = None,
 ) -> None:
     """Register every adapter's blueprint on ``app`` and add their paths to ``openapi``. ``default_method``
     is checked against the methods: a typo fails at load, not per request. ``text_kind``: "chat" or
@@ -153,14 +161,14 @@ def install(
         openapi["paths"].update(module.openapi_paths(served))
 
 
-def columns(schema) -> list | None:
+def columns(schema: dict | None) -> list | None:
     """The column names of a DataFrame input schema, else None."""
-    if (schema or {}).get("type") == "dataframe":
+    if schema and schema.get("type") == "dataframe":
         return [c["name"] for c in schema["columns"]]
     return None
 
 
-def loads(body, schema=None):
+def loads(body: bytes, schema: dict | None = None) -> Any:
     """The JSON of a request body. The ecosystem's Python clients write a missing float as the bare
     ``NaN`` JSON lacks (MLflow's own serialisation does, for missing numbers and strings alike;
     tritonclient and KServe's SDK use ``json.dumps`` too), and their servers read it back with Python's
@@ -183,7 +191,7 @@ def loads(body, schema=None):
         raise
 
 
-def from_rows(schema, rows):
+def from_rows(schema: dict, rows: Any) -> Any:
     """Rows as the JSON value the input schema decodes: for a DataFrame model, a list of lists becomes
     {"columns", "data"} in the schema's column order (as MLflow and KServe send instances)."""
     names = columns(schema)
@@ -192,7 +200,7 @@ def from_rows(schema, rows):
     return rows
 
 
-def from_records(schema, records):
+def from_records(schema: dict, records: Any) -> Any:
     """A list of records as the JSON value the input schema decodes (an array model takes their values)."""
     if columns(schema) is not None or schema.get("type") not in ("ndarray", "series"):
         return records
@@ -203,7 +211,7 @@ def from_records(schema, records):
     return [list(r.values()) for r in records]
 
 
-def from_split(schema, split):
+def from_split(schema: dict, split: Any) -> Any:
     """pandas' orient="split" ({"columns", "data", "index"}) as the JSON value the input schema decodes."""
     if not isinstance(split, dict) or not isinstance(split.get("data"), list):
         raise CallError(400, "BadRequest", 'expected {"columns": [...], "data": [[...], ...]} (pandas orient="split")')

@@ -7,8 +7,12 @@ The body is ``application/json`` with exactly one of ``dataframe_split``, ``data
 client's fault a 4xx, a failing model a 500 (MLflow itself answers 400 for both).
 """
 
+from __future__ import annotations
+
 import csv
 import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
 
@@ -18,11 +22,17 @@ from ..errors import CallError
 from . import blueprint as protocol_blueprint
 from . import columns, from_records, from_rows, from_split, loads
 
+if TYPE_CHECKING:
+    from flask import Blueprint
+
+    from ..dtypes import Kind
+    from . import Served
+
 PROTOCOL = "mlflow"
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
-def _json_value(schema, body):
+def _json_value(schema: dict, body: bytes) -> Any:
     try:
         payload = loads(body, schema)
     except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -52,7 +62,7 @@ def _json_value(schema, body):
     return from_rows(schema, value)
 
 
-def _csv_value(schema, body):
+def _csv_value(schema: dict, body: bytes) -> Any:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -79,7 +89,7 @@ def _csv_value(schema, body):
     return data
 
 
-def _converter(kind):
+def _converter(kind: Kind | None) -> Callable[[str], Any]:
     """Reads a CSV cell as pandas.read_csv would, but by the column's kind (dtypes.py) where the schema has
     one: a string column keeps "007" a string."""
     if kind is not None and kind.text:
@@ -87,7 +97,7 @@ def _converter(kind):
     return _cell
 
 
-def _cell(cell):
+def _cell(cell: str) -> int | float | bool | str | None:
     if cell == "":
         return None
     try:
@@ -102,12 +112,12 @@ def _cell(cell):
     return (low == "true") if low in ("true", "false") else cell
 
 
-def blueprint(served):
+def blueprint(served: Served) -> Blueprint:
     bp = protocol_blueprint("mlflow", errors.MLFLOW)
     dispatch = served.dispatch
 
     @bp.post("/invocations")
-    def mlflow_invocations():
+    def mlflow_invocations() -> Response:
         method = served.method()
         schema = dispatch.inputs[method]
         body = served.body()
@@ -127,17 +137,17 @@ def blueprint(served):
         )
 
     @bp.get("/ping")
-    def mlflow_ping():
+    def mlflow_ping() -> Response:
         return Response("\n", mimetype="application/json")
 
     @bp.get("/version")
-    def mlflow_version():
+    def mlflow_version() -> Response:
         return Response(served.model_id, mimetype="text/plain")
 
     return bp
 
 
-def openapi_paths(served=None) -> dict:
+def openapi_paths(served: Served | None = None) -> dict:
     err = {
         "type": "object",
         "required": ["error_code", "message"],

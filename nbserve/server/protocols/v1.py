@@ -5,6 +5,10 @@ model an instance is a record (an object keyed by column) or a row in the schema
 Errors are ``{"error": "..."}``; a name other than the model's registered name is a 404.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from flask import Response
 from werkzeug.routing import BaseConverter
 
@@ -13,6 +17,12 @@ from ..errors import CallError
 from . import blueprint as protocol_blueprint
 from . import from_rows, loads
 from .openai import model_entry
+
+if TYPE_CHECKING:
+    from flask import Blueprint
+    from flask.blueprints import BlueprintSetupState
+
+    from . import Served
 
 PROTOCOL = "kserve-v1"
 
@@ -23,34 +33,34 @@ class _ModelName(BaseConverter):
     regex = "[^/:]+"
 
 
-def blueprint(served):
+def blueprint(served: Served) -> Blueprint:
     bp = protocol_blueprint("kserve_v1", errors.KSERVE)
     dispatch = served.dispatch
 
-    def converter(state) -> None:
+    def converter(state: BlueprintSetupState) -> None:
         state.app.url_map.converters.setdefault("model_name", _ModelName)
 
     bp.record_once(converter)
 
-    def check(name):
+    def check(name: str) -> None:
         if name != served.name:
             raise CallError(404, "NotFound", f"no model {name!r}; this server serves {served.name!r}")
 
     # KServe V1 and OpenAI share these two routes: one answer holds both shapes (V1 reads "models", "name" and
     # "ready"; OpenAI's clients read "data", and "id" and "object")
     @bp.get("/v1/models")
-    def v1_models():
+    def v1_models() -> Response:
         body = {"models": [served.name], "object": "list", "data": [model_entry(served)]}
         return Response(jsonio.dumps(body), mimetype="application/json")
 
     @bp.get("/v1/models/<model_name:name>")
-    def v1_model(name):
+    def v1_model(name: str) -> Response:
         check(name)
         body = {"name": served.name, "ready": True, **model_entry(served)}
         return Response(jsonio.dumps(body), mimetype="application/json")
 
     @bp.post("/v1/models/<model_name:name>:predict")
-    def v1_predict(name):
+    def v1_predict(name: str) -> Response:
         check(name)
         method = served.method()
         try:
@@ -68,7 +78,7 @@ def blueprint(served):
     return bp
 
 
-def openapi_paths(served) -> dict:
+def openapi_paths(served: Served) -> dict:
     err = {"content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}}}
     tag = ["KServe V1"]
     return {
