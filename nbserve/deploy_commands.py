@@ -52,6 +52,15 @@ def _deploy_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _served(dep) -> str:
+    """What a deployment serves: its version, or its split ("diabetes:1 90% + diabetes:2 10%")."""
+    split = dep.split_weights
+    if not split:
+        return dep.model
+    total = sum(split.values())
+    return " + ".join(f"{ref} {w / total:.0%}" for ref, w in split.items())
+
+
 def rows(deployments) -> str:
     if not deployments:
         return "no deployments: `deploy MODEL --replicas N` makes one"
@@ -59,7 +68,7 @@ def rows(deployments) -> str:
         [
             (
                 d.name,
-                d.model,
+                _served(d),
                 d.target,
                 f"{d.ready}/{d.replicas}",
                 d.status,
@@ -74,8 +83,7 @@ def rows(deployments) -> str:
 def describe(dep) -> str:
     lines = [f"{dep.name}: {dep.model} on {dep.target}, {dep.ready}/{dep.replicas} ready ({dep.status})"]
     if dep.split_weights:
-        total = sum(dep.split_weights.values())
-        lines.append("split: " + ", ".join(f"{ref} {w / total:.0%}" for ref, w in dep.split_weights.items()))
+        lines.append(f"split: {_served(dep)}")
     if dep.endpoints:
         lines.append("endpoints: " + " ".join(dep.endpoints))
     if dep.directory:

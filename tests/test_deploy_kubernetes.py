@@ -267,7 +267,7 @@ def test_the_apply_path_builds_the_official_clients_objects(models):
 
 
 def test_a_deployment_split_through_the_cli_writes_the_split_image_and_the_canary(
-    k8s_ws, models, container_registry, tmp_path, monkeypatch, diabetes
+    k8s_ws, models, container_registry, tmp_path, monkeypatch, diabetes, capsys
 ):
     """Through the workspace and `nbserve deploy split`: the split image (v1's image plus v2's artifact and
     NBSERVE_VERSIONS) and v2's own image are pushed and named by digest in the manifests; ending the split rolls
@@ -296,7 +296,11 @@ def test_a_deployment_split_through_the_cli_writes_the_split_image_and_the_canar
         progress=False,
     )
     alone = dep.image
+    capsys.readouterr()
     assert main(["deploy", "split", "canary", f"{v1.id}=80", f"{v2.id}=20"]) == 0
+    assert f"split: {v1.id} 80% + {v2.id} 20%" in capsys.readouterr().out
+    assert main(["deployments"]) == 0
+    assert f"canary  {v1.id} 80% + {v2.id} 20%  kubernetes" in capsys.readouterr().out
     docs = {d["kind"]: d for d in k8s.read(out)}
     validate_all(docs.values())
     pod = docs["Deployment"]["spec"]["template"]

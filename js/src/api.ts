@@ -216,6 +216,8 @@ export interface IDeployment {
   endpoints: string[];
   directory?: string | null;
   notes?: string;
+  /** {"diabetes:1": 90, "diabetes:2": 10} while every replica serves a split (dep.split) */
+  split?: { [version: string]: number } | null;
 }
 
 export async function listDeployments(): Promise<IDeployment[]> {
@@ -224,8 +226,8 @@ export async function listDeployments(): Promise<IDeployment[]> {
 
 export async function deploymentAction(
   name: string,
-  action: 'scale' | 'update' | 'rollback',
-  body: { replicas?: number; model?: string } = {}
+  action: 'scale' | 'update' | 'rollback' | 'split',
+  body: { replicas?: number; model?: string; weights?: { [version: string]: number } | null } = {}
 ): Promise<IDeployment> {
   const path = `deployments/${encodeURIComponent(name)}/${action}`;
   return (await requestAPI<{ deployment: IDeployment }>(path, json('POST', body))).deployment;

@@ -2,6 +2,7 @@
  * Each button is one call of the REST routes (nbserve/jupyter/handlers.py); the rows come from them. */
 import { deploymentAction, IDeployment, removeDeployment } from './api';
 import { h, replaceChildren } from './dom';
+import { splitText } from './format';
 
 export class DeploymentsSection {
   constructor(
@@ -60,6 +61,9 @@ export class DeploymentsSection {
         where ? ` · ${where}` : ''
       ),
       d.notes ? h('div', { className: 'nbserve-meta' }, d.notes) : null,
+      d.split
+        ? h('div', { className: 'nbserve-meta nbserve-split' }, `split: ${splitText(d.split)}`)
+        : null,
       h(
         'div',
         { className: 'nbserve-actions' },
@@ -74,6 +78,11 @@ export class DeploymentsSection {
         button('Rollback', `roll ${d.name} back to its previous version`, () =>
           deploymentAction(d.name, 'rollback')
         ),
+        d.split
+          ? button('End split', `serve one version on every replica of ${d.name} again`, () =>
+              deploymentAction(d.name, 'split', { weights: null })
+            )
+          : null,
         button('Remove', `remove ${d.name} and its replicas`, () => removeDeployment(d.name))
       )
     );

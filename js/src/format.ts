@@ -140,3 +140,11 @@ export function jobTime(
   }
   return `waiting ${span(now - job.created)}`;
 }
+
+/** A split's shares as one line: {"diabetes:1": 90, "diabetes:2": 10} -> "diabetes:1 90% · diabetes:2 10%". */
+export function splitText(split: { [version: string]: number }): string {
+  const total = Object.values(split).reduce((a, b) => a + b, 0) || 1;
+  return Object.entries(split)
+    .map(([m, w]) => `${m} ${Math.round((100 * w) / total)}%`)
+    .join(' · ');
+}

@@ -19,7 +19,7 @@ import {
 } from './api';
 import { DeploymentsSection } from './deployments';
 import { h, replaceChildren } from './dom';
-import { badgeKind } from './format';
+import { badgeKind, splitText } from './format';
 import { StagesView } from './graph';
 import { MonitorView } from './monitor';
 import { PollingWidget } from './poll';
@@ -668,12 +668,8 @@ class InstanceRow {
       );
     }
     if (entry.split) {
-      const total = Object.values(entry.split).reduce((a, b) => a + b, 0) || 1;
-      const parts = Object.entries(entry.split).map(
-        ([m, w]) => `${m} ${Math.round((100 * w) / total)}%`
-      );
       loop.push(
-        h('div', { className: 'nbserve-meta nbserve-split' }, `split: ${parts.join(' · ')}`)
+        h('div', { className: 'nbserve-meta nbserve-split' }, `split: ${splitText(entry.split)}`)
       );
     }
     if (entry.shadow) {

@@ -12,6 +12,7 @@ import {
   jobTime,
   localTime,
   noLiveNote,
+  splitText,
   statusClass
 } from '../src/format';
 
@@ -85,4 +86,13 @@ test("a job's progress and time read as the panel and the CLI say them", () => {
   assert.equal(jobTime({ created: 100, started: 101 }, 281), 'running 3 min');
   assert.equal(jobTime({ created: 100, started: 101, finished: 113 }, 500), 'ran 12 s');
   assert.equal(jobTime({ created: 100, finished: 103 }, 110), 'ended 7 s ago');
+});
+
+test('a split reads as each version with its share of the total weight', () => {
+  assert.equal(
+    splitText({ 'diabetes:1': 90, 'diabetes:2': 10 }),
+    'diabetes:1 90% · diabetes:2 10%'
+  );
+  assert.equal(splitText({ 'lr:2': 1, 'lr:3': 2 }), 'lr:2 33% · lr:3 67%');
+  assert.equal(splitText({ 'lr:2': 0 }), 'lr:2 0%');
 });
