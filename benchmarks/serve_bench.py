@@ -20,9 +20,10 @@ runs as a separate process pinned to CPU 1. For each server:
 
 The table shows medians over the rounds (for the 1,000-row max: the median of each round's max).
 Servers: nbserve (``nbserve.serve(..., runtime="process")``, its real process runtime), the bare
-Flask app under gunicorn's sync worker with orjson
-(baseline_flask.py), a raw WSGI callable under gunicorn (baseline_wsgi.py), and MLflow's and BentoML's
-servers from their own venvs (thirdparty.py). Then the time to first prediction, in fresh processes
+Flask app under gunicorn's sync worker with orjson (baseline_flask.py; the sync worker closes each
+connection, so the same app also runs under gthread with keep-alive, as nbserve keeps wrk's connections
+open), a raw WSGI callable under gunicorn (baseline_wsgi.py), and MLflow's and BentoML's servers from their
+own venvs (thirdparty.py). Then the time to first prediction, in fresh processes
 (first_prediction.py). Only 127.0.0.1; request counts and durations are bounded.
 """
 
@@ -600,6 +601,12 @@ def run(args, workdir: Path):
     servers = [
         NbserveServer(model=mv.name),
         CommandServer("bare Flask", gunicorn + ["baseline_flask:app"], env=model_env),
+        # the sync worker closes every connection; nbserve keeps wrk's open: the same app with keep-alive too
+        CommandServer(
+            "bare Flask keep-alive",
+            gunicorn + ["-k", "gthread", "--threads", "4", "--keep-alive", "15", "baseline_flask:app"],
+            env=model_env,
+        ),
     ]
     if args.quiet_nbserve:  # what the per-request metrics, request log and drift window cost
         servers.append(NbserveServer("nbserve quiet", model=mv.name, metrics=False, request_log=False))
@@ -732,11 +739,12 @@ def run(args, workdir: Path):
     )
     print(table(rows))
     print()
-    for ref in ("bare Flask", "raw WSGI", "MLflow", "BentoML"):
+    for ref in ("bare Flask", "bare Flask keep-alive", "raw WSGI", "MLflow", "BentoML"):
         if "nbserve" in rows and ref in rows:
             print(ratios(rows, results, colds, ref))
-    if "nbserve quiet" in rows and "bare Flask" in rows:
-        print(ratios(rows, results, colds, "bare Flask", name="nbserve quiet"))
+    for ref in ("bare Flask", "bare Flask keep-alive"):
+        if "nbserve quiet" in rows and ref in rows:
+            print(ratios(rows, results, colds, ref, name="nbserve quiet"))
     busy = ", ".join(f"{n} {row['server_busy']:.0%} (wrk {row['wrk_busy']:.0%})" for n, row in rows.items())
     print(
         f"\nCPU busy during the 1-row load, server (and wrk): {busy}. A server well below 100% while wrk is "
