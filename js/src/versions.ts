@@ -5,23 +5,11 @@
  * Discard. Read through the server extension (GET instances/<id>/comparison) on every refresh of the sidebar.
  */
 import { IComparison } from './api';
-import { h, replaceChildren } from './dom';
+import { h, replaceChildren, svg } from './dom';
 
-const SVG = 'http://www.w3.org/2000/svg';
 const AGREE = '#2e7d32';
 const DIFFER = '#c62828';
 const QUIET = '#757575';
-
-function svg(tag: string, attrs: { [k: string]: string | number }, text?: string): SVGElement {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    el.setAttribute(k, String(v));
-  }
-  if (text !== undefined) {
-    el.textContent = text;
-  }
-  return el;
-}
 
 function ms(value: number | null | undefined): string {
   return value === null || value === undefined ? '-' : `${value.toFixed(2)} ms`;
