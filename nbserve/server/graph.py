@@ -27,7 +27,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from . import artifact, errors, guards, jsonio
+from . import artifact, guards, jsonio
 from .errors import CallError
 
 MAX_RECORDS = 100_000  # stage timings held between two pushes (as observe.py's records)
@@ -212,7 +212,7 @@ def install(app, graph: ServedGraph, model_id: str, methods, openapi: dict, sett
     timings pushed into /metrics by the housekeeping thread."""
     from flask import Response
 
-    from .dispatch import Dispatch
+    from .dispatch import Dispatch, data_of
     from .openapi import interface_document, openapi_document
 
     method = next(iter(methods))
@@ -239,15 +239,9 @@ def install(app, graph: ServedGraph, model_id: str, methods, openapi: dict, sett
             raise CallError(
                 404, "NotFound", f"stage {name!r} has no method {stage_method!r}; it serves {list(dispatch.methods)}"
             )
-        body = read_body()
+        data = data_of(read_body())
         try:
-            payload = jsonio.loads(body)
-        except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise errors.invalid_json(exc, '{"data": ...}') from None
-        if not isinstance(payload, dict) or "data" not in payload:
-            raise CallError(400, "BadRequest", 'expected a JSON object {"data": ...} holding the stage\'s input')
-        try:
-            answer = dispatch.answer(stage_method, payload["data"])
+            answer = dispatch.answer(stage_method, data)
         except CallError as exc:
             if exc.status >= 500:  # say which stage failed, as the graph's own route does
                 message = f"stage {name!r} ({graph.stages[name]['model']}): {exc.message}"
