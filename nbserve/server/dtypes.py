@@ -24,8 +24,18 @@ the client holds exactly what the kernel's did.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    import random
+
+    import numpy as np
+    import pandas as pd
+
+    # a column's JSON values (a list) -> the array pandas holds for it
+    Decode = Callable[[list], Any]
 
 # the strings that stand for non-finite floats (and their values, filled in on first use: no numpy import here)
 NONFINITE = ("NaN", "Infinity", "-Infinity")
@@ -72,7 +82,7 @@ V2_DATATYPES = {
 NUMPY_OF_V2 = {v: k for k, v in V2_DATATYPES.items() if k != "boolean"}
 
 
-def kind_of_dtype(dtype) -> str:
+def kind_of_dtype(dtype: object) -> str:
     """The kind a pandas/numpy dtype (or its name) stands for; an object column's kind needs its values
     (capture/signature.py looks at them), here it is "object"."""
     d = str(dtype)
@@ -110,16 +120,16 @@ def column_nullable(col: dict) -> bool:
     return bool(col.get("allow_nan")) or dtype_is_nullable(col.get("dtype", ""))
 
 
-def dtype_is_nullable(dtype) -> bool:
+def dtype_is_nullable(dtype: object) -> bool:
     return str(dtype).startswith(_NULLABLE_DTYPES)
 
 
-def kind(dtype) -> Kind:
+def kind(dtype: object) -> Kind:
     """The table's entry for a dtype (name)."""
     return KINDS[kind_of_dtype(dtype)]
 
 
-def v2_datatype(dtype) -> str:
+def v2_datatype(dtype: object) -> str:
     """The Open Inference datatype of a numpy or pandas dtype: numbers and booleans by their width,
     everything else (strings, categories, dates, objects) BYTES."""
     return kind(dtype).v2 or V2_DATATYPES.get(str(dtype).lower(), "BYTES")
@@ -153,7 +163,7 @@ def cell_schema(col: dict, out: bool = False) -> dict:
     return item
 
 
-def nonfinite_value(text):
+def nonfinite_value(text: object) -> float | None:
     """The float a non-finite string stands for, else None."""
     return _NONFINITE_VALUES.get(text) if isinstance(text, str) else None
 
@@ -169,7 +179,7 @@ class Column:
     ``lenient`` rebuilds an answer (the client's side): nulls are taken where the sample had none, categories
     the sample never showed are kept, an integer column with nulls becomes float as pandas makes it."""
 
-    def __init__(self, col: dict, lenient: bool = False):
+    def __init__(self, col: dict, lenient: bool = False) -> None:
         self.schema = col
         self.name = col.get("name")
         self.dtype = col.get("dtype", "object")
@@ -178,10 +188,10 @@ class Column:
         self.nullable = lenient or column_nullable(col)
         self.label = f"column {self.name!r}" if self.name is not None else "the series"
 
-    def fail(self, message):
+    def fail(self, message: str) -> NoReturn:
         raise InputError(f"{self.label}: {message}")
 
-    def check(self, values, ok, expected):
+    def check(self, values: Sequence[Any], ok: Callable[[Any], bool], expected: str) -> None:
         """Refuse the first value that is neither ``ok`` nor an allowed null."""
         nullable = self.nullable
         for i, v in enumerate(values):
@@ -193,24 +203,24 @@ class Column:
     def or_null(self, words: str) -> str:
         return words + (" or null" if self.nullable else "")
 
-    def finite(self, arr):
+    def finite(self, arr: np.ndarray) -> None:
         if not self.nullable:
             where = first_nonfinite(arr)
             if where is not None:
                 self.fail(f"row {where[0]} is not a finite number; expected finite numbers")
 
 
-def _float(c: Column):
+def _float(c: Column) -> Decode:
     import numpy as np
     import pandas as pd
 
     masked = dtype_is_nullable(c.dtype)
     target = "float64" if masked else c.dtype
 
-    def is_float(v):
+    def is_float(v: Any) -> bool:
         return is_number(v) or isinstance(v, str) and v in _NONFINITE_VALUES
 
-    def decode(values):
+    def decode(values: list) -> Any:
         arr = np.asarray(values)
         if arr.ndim != 1 or arr.dtype.kind not in "iuf" or has_bool(values):
             c.check(values, is_float, c.or_null("numbers"))
@@ -224,11 +234,11 @@ def _float(c: Column):
     return decode
 
 
-def _float_of(v):
+def _float_of(v: Any) -> Any:
     return _NONFINITE_VALUES[v] if isinstance(v, str) else v
 
 
-def _integer(c: Column):
+def _integer(c: Column) -> Decode:
     import numpy as np
     import pandas as pd
 
@@ -237,7 +247,7 @@ def _integer(c: Column):
     # an integer answer with nulls (or fractions) in it: pandas made it float64 in the kernel
     as_float = _float(Column({**c.schema, "dtype": "float64", "kind": "float"}, lenient=True)) if c.lenient else None
 
-    def decode(values):
+    def decode(values: list) -> Any:
         arr = np.asarray(values)
         if arr.ndim != 1 or arr.dtype.kind not in "iu" or has_bool(values):
             if as_float is not None and not masked and any(v is None or not is_integer(v) for v in values):
@@ -257,11 +267,11 @@ def _integer(c: Column):
     return decode
 
 
-def _boolean(c: Column):
+def _boolean(c: Column) -> Decode:
     import numpy as np
     import pandas as pd
 
-    def decode(values):
+    def decode(values: list) -> Any:
         c.check(values, lambda v: v is True or v is False, c.or_null("true or false"))
         if c.dtype == "bool" and not (c.lenient and None in values):
             return np.array(values, dtype=bool)
@@ -272,11 +282,11 @@ def _boolean(c: Column):
     return decode
 
 
-def _string(c: Column):
+def _string(c: Column) -> Decode:
     import numpy as np
     import pandas as pd
 
-    def decode(values):
+    def decode(values: list) -> Any:
         c.check(values, lambda v: isinstance(v, str), c.or_null("strings"))
         if c.dtype in ("object", "O"):  # missing as NaN, as pandas reads it (and scikit-learn's imputers expect)
             return np.array([np.nan if v is None else v for v in values], dtype=object)
@@ -285,7 +295,7 @@ def _string(c: Column):
     return decode
 
 
-def _category(c: Column):
+def _category(c: Column) -> Decode:
     import pandas as pd
 
     categories = list(c.schema.get("categories") or [])
@@ -294,7 +304,7 @@ def _category(c: Column):
     expected = c.or_null(f"one of the categories {listed}")
     ordered = bool(c.schema.get("ordered"))
 
-    def decode(values):
+    def decode(values: list) -> Any:
         if c.lenient:  # an answer's category the sample never showed is still that category
             unseen = [v for v in dict.fromkeys(values) if v is not None and v not in allowed]
             return pd.Categorical(values, categories=categories + unseen, ordered=ordered)
@@ -307,7 +317,7 @@ def _category(c: Column):
     return decode
 
 
-def _iso_strings(c: Column, values, things, example):
+def _iso_strings(c: Column, values: list, things: str, example: str) -> None:
     """Refuse anything but ISO 8601 strings (and allowed nulls), saying why a number is refused."""
     for i, v in enumerate(values):
         if not (isinstance(v, str) or (v is None and c.nullable)):
@@ -319,7 +329,7 @@ def _iso_strings(c: Column, values, things, example):
             c.check(values, lambda v: isinstance(v, str), f"ISO 8601 {things[:-1]} strings")
 
 
-def _no_hidden_nulls(c: Column, parsed, values, things):
+def _no_hidden_nulls(c: Column, parsed: pd.Series, values: list, things: str) -> None:
     """pandas reads "", "NaT" and "nan" as a missing date or duration: where the column takes no nulls,
     refuse them as null is refused, never hand the model a NaT it was not trained with."""
     if not c.nullable:
@@ -332,7 +342,7 @@ def _no_hidden_nulls(c: Column, parsed, values, things):
             )
 
 
-def _datetime(c: Column):
+def _datetime(c: Column) -> Decode:
     """One rule for time zones, whatever the other rows: in a column with a zone, a date with an offset is
     converted to the zone and a date without one is wall time in the zone; in a column without a zone, a
     date with an offset is converted to UTC (and the offset dropped), a date without one is taken as it is."""
@@ -340,7 +350,7 @@ def _datetime(c: Column):
 
     tz = c.schema.get("tz")
 
-    def decode(values):
+    def decode(values: list) -> Any:
         _iso_strings(c, values, "dates", "2024-01-31T08:30:00")
         try:
             parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601")
@@ -359,7 +369,7 @@ def _datetime(c: Column):
     return decode
 
 
-def _localize(c: Column, parsed, tz, values):
+def _localize(c: Column, parsed: pd.Series, tz: str, values: list) -> pd.Series:
     """Wall times in ``tz``; a time that does not exist there or exists twice (daylight saving) is refused."""
     try:
         return parsed.dt.tz_localize(tz, ambiguous="raise", nonexistent="raise")
@@ -372,7 +382,7 @@ def _localize(c: Column, parsed, tz, values):
         raise
 
 
-def _timestamp(c: Column, v, row, tz):
+def _timestamp(c: Column, v: Any, row: int, tz: str | None) -> Any:
     """One date, as a UTC Timestamp by the column's rule (see _datetime), for rows that differ in offsets."""
     import pandas as pd
 
@@ -394,10 +404,10 @@ def _timestamp(c: Column, v, row, tz):
     return t.tz_convert("UTC")
 
 
-def _timedelta(c: Column):
+def _timedelta(c: Column) -> Decode:
     import pandas as pd
 
-    def decode(values):
+    def decode(values: list) -> Any:
         _iso_strings(c, values, "durations", "P0DT1H30M0S")
         try:
             parsed = pd.to_timedelta(pd.Series(values, dtype=object))
@@ -409,11 +419,11 @@ def _timedelta(c: Column):
     return decode
 
 
-def _object(c: Column):
+def _object(c: Column) -> Decode:
     """Mixed values: as JSON gives them (null as NaN, pandas' missing value in an object column)."""
     import numpy as np
 
-    def decode(values):
+    def decode(values: list) -> Any:
         out = np.empty(len(values), dtype=object)
         out[:] = [np.nan if v is None else v for v in values]
         return out
@@ -421,10 +431,10 @@ def _object(c: Column):
     return decode
 
 
-def _complex(c: Column):
+def _complex(c: Column) -> Decode:
     import numpy as np
 
-    def decode(values):
+    def decode(values: list) -> Any:
         c.check(values, is_number, "numbers")
         return np.asarray(values, dtype=c.dtype)
 
@@ -434,15 +444,15 @@ def _complex(c: Column):
 # -- examples for the image's readiness check (a value each decoder takes) ------------------------------
 
 
-def _example_nr(col, rng):
+def _example_nr(col: dict, rng: random.Random) -> float:
     return round(rng.uniform(0.0, 1.0), 6)
 
 
-def _example_category(col, rng):
+def _example_category(col: dict, rng: random.Random) -> Any:
     return rng.choice(col["categories"]) if col.get("categories") else "a"
 
 
-def _example_datetime(col, rng):
+def _example_datetime(col: dict, rng: random.Random) -> str:
     offset = "+00:00" if col.get("tz") else ""
     return f"2024-01-{rng.randrange(1, 29):02d}T{rng.randrange(0, 24):02d}:00:00{offset}"
 
@@ -546,13 +556,13 @@ COLUMN_KINDS = ("float", "integer", "nullable_integer", "boolean", "string", "ca
 OBJECT = "object"  # a column of mixed Python values: passed on as JSON gives them
 
 
-def column_decoder(col: dict, lenient: bool = False):
+def column_decoder(col: dict, lenient: bool = False) -> Decode:
     """A function from a column's JSON values (a list) to the array pandas holds for it in the model's dtype.
     Every refusal is an InputError naming the column, the row and what is allowed."""
     c = Column(col, lenient)
     decode = KINDS[c.kind].decoder(c)
 
-    def decode_column(values):
+    def decode_column(values: list) -> Any:
         try:
             return decode(values)
         except InputError:
@@ -566,7 +576,7 @@ def column_decoder(col: dict, lenient: bool = False):
 # -- small helpers the decoders share --------------------------------------------------------------
 
 
-def first_nonfinite(arr):
+def first_nonfinite(arr: np.ndarray) -> tuple[int, ...] | None:
     """Index (row, ...) of the first NaN or infinity in a float array, or None. One vectorised pass."""
     import numpy as np
 
@@ -576,7 +586,7 @@ def first_nonfinite(arr):
     return tuple(int(i) for i in np.argwhere(~finite)[0])
 
 
-def json_type(v) -> str:
+def json_type(v: object) -> str:
     if v is None:
         return "null"
     return {
@@ -589,23 +599,23 @@ def json_type(v) -> str:
     }.get(type(v), type(v).__name__)
 
 
-def shown(v) -> str:
+def shown(v: object) -> str:
     text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def has_bool(values) -> bool:
+def has_bool(values: Iterable[Any]) -> bool:
     """true/false among numbers (numpy would read them as 1 and 0): one C-speed pass over the types."""
     return bool in set(map(type, values))
 
 
-def is_number(v) -> bool:
+def is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def is_integer(v) -> bool:
+def is_integer(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer()
 
 
-def first_line(exc) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:200]

@@ -19,8 +19,12 @@ An answer is ``{"data": ...}``; a pandas answer whose index is not the default (
 "data"}`` may carry its ``"index"`` too, and the model gets it. Non-finite numbers and nulls: see dtypes.py.
 """
 
+from __future__ import annotations
+
 import math
 import sys
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
 
 from .dtypes import (
     KINDS,
@@ -36,6 +40,13 @@ from .dtypes import (
     json_type,
     kind_of_dtype,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    # the JSON value of a request's data -> what the model's method takes
+    Decoder = Callable[[Any], Any]
 
 __all__ = [
     "MAX_LISTED",
@@ -62,10 +73,11 @@ _FOUND_WORDS = {
 }
 
 
-def compile_decoder(schema, extra_columns: str = "refuse"):
+def compile_decoder(schema: dict | None, extra_columns: str = "refuse") -> Decoder:
     """A function from the JSON value of ``data`` to what the model's method takes. ``extra_columns``:
     "refuse" (a 400 naming columns the model does not take) or "ignore" (they are dropped)."""
-    kind = (schema or {}).get("type", "any")
+    schema = schema or {}
+    kind = schema.get("type", "any")
     if kind == "ndarray":
         return _ndarray_decoder(schema)
     if kind == "dataframe":
@@ -81,10 +93,10 @@ def compile_decoder(schema, extra_columns: str = "refuse"):
     return lambda data: data
 
 
-def _dict_decoder(schema, extra_columns):
+def _dict_decoder(schema: dict, extra_columns: str) -> Decoder:
     fields = {k: compile_decoder(s, extra_columns) for k, s in schema["fields"].items()}
 
-    def decode_dict(data):
+    def decode_dict(data: Any) -> dict:
         if not isinstance(data, dict):
             raise InputError(f"expected an object with keys {sorted(fields)}, got {json_type(data)}")
         missing = [k for k in fields if k not in data]
@@ -101,11 +113,11 @@ def _dict_decoder(schema, extra_columns):
     return decode_dict
 
 
-def _list_decoder(schema, extra_columns):
+def _list_decoder(schema: dict, extra_columns: str) -> Decoder:
     items = compile_decoder(schema.get("items"), extra_columns)
     min_items = int(schema.get("min_items") or 0)  # 1 where the list is the batch: the model needs rows
 
-    def decode_list(data):
+    def decode_list(data: Any) -> list:
         if not isinstance(data, list):
             raise InputError(f"expected a list, got {json_type(data)}")
         if len(data) < min_items:
@@ -129,10 +141,10 @@ _SCALARS = {
 }
 
 
-def _scalar_decoder(kind):
+def _scalar_decoder(kind: str) -> Decoder:
     types, word = _SCALARS[kind]
 
-    def decode_scalar(data):
+    def decode_scalar(data: Any) -> Any:
         if kind == "number" and data in NONFINITE:
             return float(data)
         if not isinstance(data, types) or (kind in ("number", "integer") and isinstance(data, bool)):
@@ -142,11 +154,11 @@ def _scalar_decoder(kind):
     return decode_scalar
 
 
-def _shape_words(shape):
+def _shape_words(shape: list[int | None]) -> str:
     return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
 
 
-def _ndarray_decoder(schema):
+def _ndarray_decoder(schema: dict) -> Decoder:
     import numpy as np
 
     dtype = np.dtype(schema["dtype"])
@@ -159,7 +171,7 @@ def _ndarray_decoder(schema):
     if len(shape) == 2 and shape[1] is not None:
         expected += f" (a list of rows, each of {shape[1]} {words})"
 
-    def decode_ndarray(data):
+    def decode_ndarray(data: Any) -> np.ndarray:
         if not isinstance(data, list):
             raise InputError(f"expected {expected}, got {json_type(data)}")
         if not data:
@@ -195,7 +207,7 @@ def _ndarray_decoder(schema):
     return decode_ndarray
 
 
-def _floats_with_nonfinite(data, arr):
+def _floats_with_nonfinite(data: list, arr: np.ndarray) -> np.ndarray:
     """A float64 array from JSON numbers among which null and the non-finite strings stand for NaN and the
     infinities; ``arr`` unchanged when anything else is there (then refused as it is)."""
     import numpy as np
@@ -213,7 +225,9 @@ def _floats_with_nonfinite(data, arr):
 # -- tables ---------------------------------------------------------------------------------------------
 
 
-def _columns_from_json(data, names, extra_columns="refuse"):
+def _columns_from_json(
+    data: Any, names: list[str], extra_columns: str = "refuse"
+) -> tuple[dict[str, list], int, list | None]:
     """({name: list of values}, rows, index values or None) from the three table layouts a client may send."""
     if isinstance(data, dict) and "columns" in data and "data" in data:
         columns, rows = data["columns"], data["data"]
@@ -255,7 +269,7 @@ def _columns_from_json(data, names, extra_columns="refuse"):
     )
 
 
-def _check_names(given, names, extra_columns):
+def _check_names(given: Collection[str], names: list[str], extra_columns: str) -> None:
     """Refuse missing columns, and columns the model does not take unless told to ignore them."""
     missing = [n for n in names if n not in given]
     if missing:
@@ -269,7 +283,7 @@ def _check_names(given, names, extra_columns):
         )
 
 
-def _index_decoder(schema):
+def _index_decoder(schema: dict | None) -> Callable[[list], pd.Index]:
     """The index a table or Series arrives with: decoded by the kind the sample's index had, else as JSON
     gives it (a model that keys its answer by the index gets the labels it was sent)."""
     import pandas as pd
@@ -281,7 +295,7 @@ def _index_decoder(schema):
         levels = [column_decoder(level, lenient=True) for level in spec["levels"]]
         names = [level.get("label", level.get("name")) for level in spec["levels"]]
 
-        def decode_multi(values):
+        def decode_multi(values: list) -> pd.MultiIndex:
             if not all(isinstance(v, list) and len(v) == len(levels) for v in values):
                 raise InputError(f"expected each index label to be a list of {len(levels)} values, one per level")
             arrays = [dec([v[i] for v in values]) for i, dec in enumerate(levels)]
@@ -292,7 +306,7 @@ def _index_decoder(schema):
     label = spec.get("label", spec.get("name"))
     freq = spec.get("freq")
 
-    def decode_index(values):
+    def decode_index(values: list) -> pd.Index:
         try:
             index = pd.Index(decode_values(values), name=label)
         except InputError as exc:
@@ -307,7 +321,7 @@ def _index_decoder(schema):
     return decode_index
 
 
-def _dataframe_decoder(schema, extra_columns="refuse", lenient=False):
+def _dataframe_decoder(schema: dict, extra_columns: str = "refuse", lenient: bool = False) -> Decoder:
     import pandas as pd
 
     names = [c["name"] for c in schema["columns"]]
@@ -316,7 +330,7 @@ def _dataframe_decoder(schema, extra_columns="refuse", lenient=False):
     pairs = list(zip(names, decoders))
     decode_index = _index_decoder(schema)
 
-    def decode_dataframe(data):
+    def decode_dataframe(data: Any) -> pd.DataFrame:
         columns, rows, index = _columns_from_json(data, names, extra_columns)
         if rows == 0:
             raise InputError(f"expected at least one row with columns {names}")
@@ -328,14 +342,14 @@ def _dataframe_decoder(schema, extra_columns="refuse", lenient=False):
     return decode_dataframe
 
 
-def _series_decoder(schema, lenient=False):
+def _series_decoder(schema: dict, lenient: bool = False) -> Decoder:
     import pandas as pd
 
     label = schema.get("label", schema.get("name"))
     decode_values = column_decoder({**schema, "name": schema.get("name")}, lenient)
     decode_index = _index_decoder(schema)
 
-    def decode_series(data):
+    def decode_series(data: Any) -> pd.Series:
         index = None
         if isinstance(data, dict) and "data" in data:  # {"data": [...], "index": [...]}: a Series and its index
             data, index = data["data"], data.get("index")
@@ -356,14 +370,14 @@ def _series_decoder(schema, lenient=False):
 _INFINITIES = {float("inf"): "Infinity", float("-inf"): "-Infinity"}
 
 
-def _float_cell(v: float):
+def _float_cell(v: float) -> float | str | None:
     """A Python float as JSON: NaN (the missing float) as null, the infinities as strings."""
     if v - v == 0.0:
         return v
     return None if v != v else _INFINITIES[v]
 
 
-def _cell(v):
+def _cell(v: Any) -> Any:
     """One value of an object column as JSON: missing as null, infinities as strings, dates as ISO 8601,
     numpy scalars unwrapped."""
     if v is None:
@@ -383,14 +397,14 @@ def _cell(v):
     return v
 
 
-def _masked_float_cell(v):
+def _masked_float_cell(v: Any) -> float | str | None:
     """A value of pandas' nullable Float64: NA as null, and a NaN beside it as "NaN" (they differ there)."""
     if isinstance(v, float):
         return "NaN" if v != v else _float_cell(v)
     return None
 
 
-def column_values(series) -> list:
+def column_values(series: pd.Series | pd.Index) -> list:
     """A pandas Series, Index (or a column) as a list of JSON values."""
     import numpy as np
 
@@ -409,12 +423,12 @@ def column_values(series) -> list:
     return [_cell(v) for v in series.to_numpy(dtype=object)]
 
 
-def _label(c):
+def _label(c: object) -> str:
     """A column label as its name on the wire (JSON object keys are strings)."""
     return c if isinstance(c, str) else str(c)
 
 
-def index_values(index):
+def index_values(index: pd.Index) -> list | None:
     """The labels of a pandas index as JSON (a MultiIndex's as lists, one value per level), or None for
     the default 0, 1, 2, ... (which is what a reader builds when there is no index)."""
     pd = sys.modules["pandas"]
@@ -426,7 +440,7 @@ def index_values(index):
     return column_values(index)
 
 
-def frame_split(frame) -> dict:
+def frame_split(frame: pd.DataFrame) -> dict:
     """A DataFrame as {"columns": [...], "data": [[...], ...]} and its index where it is not the default
     (how the client sends tables)."""
     columns = [column_values(frame.iloc[:, i]) for i in range(frame.shape[1])]
@@ -437,14 +451,14 @@ def frame_split(frame) -> dict:
     return out
 
 
-def frame_records(frame) -> list:
+def frame_records(frame: pd.DataFrame) -> list[dict]:
     """A DataFrame as a list of records (how the server answers a table)."""
     names = [_label(c) for c in frame.columns]
     columns = [column_values(frame.iloc[:, i]) for i in range(frame.shape[1])]
     return [dict(zip(names, row)) for row in zip(*columns)]
 
 
-def to_jsonable(value):
+def to_jsonable(value: Any) -> Any:
     """What goes into the response's ``data``: numpy arrays stay arrays (orjson writes them natively)
     unless they hold infinities, which JSON spells as strings."""
     np = sys.modules.get("numpy")
@@ -473,7 +487,7 @@ def to_jsonable(value):
     return _cell(value)
 
 
-def _has_inf(arr) -> bool:
+def _has_inf(arr: np.ndarray) -> bool:
     """Whether a float array holds an infinity: for the few values of a one-row answer a pass in Python
     (0.5 us) is cheaper than numpy's ufunc and reduction (4 us)."""
     if arr.size <= 16:
@@ -483,11 +497,11 @@ def _has_inf(arr) -> bool:
     return bool(np.isinf(arr).any())
 
 
-def _nested_floats(values):
+def _nested_floats(values: list) -> list:
     return [_nested_floats(v) if isinstance(v, list) else _float_cell(v) for v in values]
 
 
-def answer(value) -> dict:
+def answer(value: Any) -> dict:
     """The body of an answer: ``{"data": ...}``, and ``"index"`` for a pandas answer with its own index."""
     body = {"data": to_jsonable(value)}
     pd = sys.modules.get("pandas")
@@ -498,7 +512,7 @@ def answer(value) -> dict:
     return body
 
 
-def rebuild(schema: dict | None, data, index=None):
+def rebuild(schema: dict | None, data: Any, index: list | None = None) -> Any:
     """The JSON ``data`` of an answer (and its ``index``) as the type the method returned in the kernel (for
     the client): by the recorded schema's kinds, leniently (nulls where the sample had none, categories it
     never showed), else the closest pandas/numpy value."""
