@@ -21,12 +21,19 @@ from __future__ import annotations
 import base64
 import secrets
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from flask import Response, current_app, request
 
 from .. import errors, jsonio, keywords, streaming
 from ..errors import CallError
 from . import blueprint as protocol_blueprint
+
+if TYPE_CHECKING:
+    from flask import Blueprint
+
+    from . import Served
 
 PROTOCOL = "openai"
 KINDS = ("chat", "embeddings")
@@ -43,7 +50,7 @@ def routes(kind: str | None) -> list[str]:
     return []
 
 
-def model_entry(served) -> dict:
+def model_entry(served: Served) -> dict:
     """The served model as OpenAI's ``GET /v1/models`` lists it."""
     return {"id": served.name, "object": "model", "created": served.created, "owned_by": "nbserve"}
 
@@ -52,7 +59,7 @@ def _bad(message: str, param: str | None = None, status: int = 400, type_: str =
     return CallError(status, type_, message, param=param)
 
 
-def _request_body(served) -> dict:
+def _request_body(served: Served) -> dict:
     try:
         payload = jsonio.loads(served.body())
     except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -70,14 +77,16 @@ def _request_body(served) -> dict:
     return payload
 
 
-def blueprint(served):
+def blueprint(served: Served) -> Blueprint:
     bp = protocol_blueprint("openai", errors.OPENAI)
     dispatch, method = served.dispatch, served.text_method
+    if method is None:  # not a text function (protocols.install sets text_method with text_kind)
+        return bp
 
     if served.text_kind == "chat":
 
         @bp.post("/v1/chat/completions")
-        def chat_completions():
+        def chat_completions() -> Response:
             request.environ["nbserve.method"] = method  # the metrics count it as a call of the function
             payload = _request_body(served)
             messages = _messages(payload.get("messages"))
@@ -107,7 +116,7 @@ def blueprint(served):
     if served.text_kind == "embeddings":
 
         @bp.post("/v1/embeddings")
-        def embeddings():
+        def embeddings() -> Response:
             request.environ["nbserve.method"] = method
             payload = _request_body(served)
             texts = _texts(payload.get("input"))
@@ -126,7 +135,7 @@ def blueprint(served):
                 {"object": "embedding", "index": i, "embedding": _encode_vector(v, encoding)}
                 for i, v in enumerate(vectors)
             ]
-            body = {"object": "list", "data": data, "model": served.name}
+            body: dict[str, Any] = {"object": "list", "data": data, "model": served.name}
             if usage:
                 body["usage"] = {
                     "prompt_tokens": usage.get("prompt_tokens", 0),
@@ -140,7 +149,7 @@ def blueprint(served):
 # -- chat --------------------------------------------------------------------------------------------------
 
 
-def _messages(messages) -> list:
+def _messages(messages: Any) -> list[dict]:
     """OpenAI's messages as the function takes them: ``{"role", "content"}`` with the content as text."""
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty list of {'role', 'content'} objects", "messages")
@@ -176,7 +185,7 @@ def _positive_int(payload: dict, key: str) -> int | None:
     return value
 
 
-def _stop(stop):
+def _stop(stop: Any) -> list[str] | None:
     if stop is None:
         return None
     if isinstance(stop, str):
@@ -186,7 +195,7 @@ def _stop(stop):
     raise _bad("stop must be a string or a list of up to 4 strings", "stop")
 
 
-def _piece(item, method: str) -> dict:
+def _piece(item: Any, method: str) -> dict:
     """One piece of a reply: {"content", "usage"?, "finish_reason"?}."""
     if isinstance(item, str):
         return {"content": item}
@@ -204,7 +213,7 @@ def _piece(item, method: str) -> dict:
     )
 
 
-def _pieces(result, method: str, limit: int | None, stop):
+def _pieces(result: Any, method: str, limit: int | None, stop: list[str] | None) -> Iterator[dict]:
     """The reply's pieces, capped at ``limit`` pieces and cut before a ``stop`` sequence; the last one
     (``"last"``) says why it ended. With stop sequences, the text that could begin one is held back until the
     next piece shows whether it does (what is sent cannot be taken back)."""
@@ -236,7 +245,7 @@ def _pieces(result, method: str, limit: int | None, stop):
         streaming._close(items)
 
 
-def _whole(pieces, completion: dict, method: str) -> dict:
+def _whole(pieces: Iterator[dict], completion: dict, method: str) -> dict:
     texts, usage, finish = [], None, None
     for piece in pieces:
         texts.append(piece["content"])
@@ -259,12 +268,12 @@ def _whole(pieces, completion: dict, method: str) -> dict:
     return body
 
 
-def _chunks(pieces, completion: dict, usage_wanted: bool):
+def _chunks(pieces: Iterator[dict], completion: dict, usage_wanted: bool) -> Iterator[dict]:
     """The ``chat.completion.chunk`` objects of a streamed reply: the role first (after the first piece is
     there, so that a function failing at once answers a plain error), the pieces, the finish, the usage."""
     base = {**completion, "object": "chat.completion.chunk"}
 
-    def chunk(delta, finish=None):
+    def chunk(delta: dict, finish: str | None = None) -> dict:
         return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
     try:
@@ -289,7 +298,7 @@ def _has_content(chunk: dict) -> bool:
     return bool(choices and choices[0]["delta"].get("content"))
 
 
-def _chain(first, rest):
+def _chain(first: dict, rest: Iterator[dict]) -> Iterator[dict]:
     yield first
     yield from rest
 
@@ -302,7 +311,7 @@ def _usage(usage: dict) -> dict:
 # -- embeddings --------------------------------------------------------------------------------------------
 
 
-def _texts(value) -> list:
+def _texts(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
@@ -312,7 +321,7 @@ def _texts(value) -> list:
     raise _bad("input must be a string or a non-empty list of strings", "input")
 
 
-def _vectors(result, n: int, method: str) -> tuple[list, dict | None]:
+def _vectors(result: Any, n: int, method: str) -> tuple[list, dict | None]:
     usage = None
     if isinstance(result, dict):
         usage = result.get("usage") if isinstance(result.get("usage"), dict) else None
@@ -331,7 +340,7 @@ def _vectors(result, n: int, method: str) -> tuple[list, dict | None]:
     return rows, usage
 
 
-def _encode_vector(vector: list, encoding: str):
+def _encode_vector(vector: list, encoding: str) -> list | str:
     if encoding == "float":
         return vector
     import array
@@ -346,11 +355,11 @@ def _encode_vector(vector: list, encoding: str):
     return base64.b64encode(values.tobytes()).decode()
 
 
-def _json(body: dict):
+def _json(body: dict) -> Response:
     return Response(jsonio.dumps(body), mimetype="application/json")
 
 
-def openapi_paths(served) -> dict:
+def openapi_paths(served: Served) -> dict:
     if served.text_kind is None:
         return {}
     tag = ["OpenAI"]

@@ -8,7 +8,10 @@ Outputs are named after methods: by default the default method's; a request may 
 takes the same input (``outputs: [{"name": "predict_proba"}]``). Errors are ``{"error": "..."}``.
 """
 
-from typing import Any
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
 
@@ -19,23 +22,30 @@ from ..schema import to_jsonable
 from . import blueprint as protocol_blueprint
 from . import columns, loads
 
+if TYPE_CHECKING:
+    import numpy as np
+    from flask import Blueprint
+
+    from ..dispatch import Dispatch
+    from . import Served
+
 PROTOCOL = "open-inference-v2"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 _FROM_V2 = NUMPY_OF_V2
 
 
-def datatype(dtype) -> str:
+def datatype(dtype: object) -> str:
     """The V2 datatype of a numpy or pandas dtype (dtypes.py's table): numbers and booleans by their width,
     strings, categories, dates and objects as BYTES."""
     return v2_datatype(dtype)
 
 
-def _batch_shape(shape) -> list:
+def _batch_shape(shape: Sequence[int | None]) -> list[int]:
     return [-1 if d is None else d for d in shape]
 
 
-def input_tensors(schema) -> list:
+def input_tensors(schema: dict) -> list[dict]:
     """The metadata's inputs for a method's input schema."""
     kind = (schema or {}).get("type")
     if kind == "ndarray":
@@ -47,7 +57,7 @@ def input_tensors(schema) -> list:
     return [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}]
 
 
-def output_tensor(method, schema) -> dict:
+def output_tensor(method: str, schema: dict) -> dict:
     kind = (schema or {}).get("type")
     if kind == "ndarray":
         return {"name": method, "datatype": datatype(schema["dtype"]), "shape": _batch_shape(schema["shape"])}
@@ -56,18 +66,18 @@ def output_tensor(method, schema) -> dict:
     return {"name": method, "datatype": "BYTES", "shape": [-1]}
 
 
-def _bad(message):
+def _bad(message: str) -> CallError:
     return CallError(400, "BadRequest", message)
 
 
-def _count(shape) -> int:
+def _count(shape: Sequence[int]) -> int:
     n = 1
     for d in shape:
         n *= d
     return n
 
 
-def _parameters(holder, where: str) -> dict:
+def _parameters(holder: dict, where: str) -> dict:
     """A ``parameters`` object of the request, an input or an output ({} when absent)."""
     params = holder.get("parameters")
     if params is None:
@@ -77,11 +87,11 @@ def _parameters(holder, where: str) -> dict:
     return params
 
 
-def _nested_shape(name, data, shape) -> list:
+def _nested_shape(name: object, data: list, shape: list[int]) -> list:
     """The values of nested ``data`` in row-major order, after checking that it has exactly ``shape``."""
     flat: list = []
 
-    def walk(value, depth, at):
+    def walk(value: Any, depth: int, at: list[int]) -> None:
         if depth == len(shape):
             if isinstance(value, list):
                 raise _bad(f"input {name!r}: shape {shape} is {len(shape)}-d; data is nested deeper at {at}")
@@ -97,7 +107,7 @@ def _nested_shape(name, data, shape) -> list:
     return flat
 
 
-def _is_int(v) -> bool:
+def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -109,7 +119,7 @@ _PYTHON_CHECKS = {
 }
 
 
-def _typed(name, datatype, flat):
+def _typed(name: object, datatype: object, flat: list) -> list | np.ndarray:
     """``flat`` read as the tensor's declared ``datatype``: a 400 naming the input and the first value
     that is not of it (null passes: a column's decoder judges missing values); numbers as a numpy array of
     that datatype when none is missing (an FP32 tensor is float32, as Triton reads it), else the list."""
@@ -138,7 +148,7 @@ def _typed(name, datatype, flat):
     return flat
 
 
-def _tensor_values(tensor, binary, offset):
+def _tensor_values(tensor: dict, binary: memoryview, offset: int) -> tuple[list, int]:
     """(the tensor's values in its shape: a list of rows, numpy rows for numbers; the next binary offset)."""
     name = tensor.get("name")
     shape = tensor.get("shape")
@@ -146,6 +156,7 @@ def _tensor_values(tensor, binary, offset):
         raise _bad(f"input {name!r}: expected a shape, a list of non-negative integers; got {shape!r}")
     dtype = tensor.get("datatype")
     size = _parameters(tensor, f"input {name!r}").get("binary_data_size")
+    flat: Any  # a list, or a numpy array of the declared datatype
     if size is not None:
         if not _is_int(size) or size < 0 or offset + size > len(binary):
             raise _bad(f"input {name!r}: binary_data_size {size!r} runs past the end of the body")
@@ -171,7 +182,7 @@ def _tensor_values(tensor, binary, offset):
     return flat, offset
 
 
-def _from_bytes(name, dtype, raw) -> list:
+def _from_bytes(name: object, dtype: object, raw: memoryview) -> list:
     if dtype == "BYTES":
         out, i = [], 0
         while i < len(raw):
@@ -191,7 +202,7 @@ def _from_bytes(name, dtype, raw) -> list:
         raise _bad(f"input {name!r}: {len(raw)} bytes are not a whole number of {dtype} values ({exc})") from None
 
 
-def _flat_column(values):
+def _flat_column(values: list) -> list:
     """A column's values from a tensor of shape [N] or [N, 1]."""
     if values and hasattr(values[0], "shape"):  # numpy rows (_tensor_values), all of one shape
         import numpy as np
@@ -206,7 +217,7 @@ def _flat_column(values):
     return values
 
 
-def _model_input(schema, tensors):
+def _model_input(schema: dict, tensors: list[tuple[str, list]]) -> Any:
     """The JSON value the method's input schema decodes, from the request's named tensors."""
     names = columns(schema)
     if names is None:
@@ -223,13 +234,13 @@ def _model_input(schema, tensors):
     out = {n: _flat_column(v) for n, v in tensors}
     # V2 has no null: a nullable integer column (pandas' Int64 with NA) may come as an FP tensor with NaN
     for col in schema["columns"]:
-        values = out.get(col["name"])
-        if values and column_kind(col) == "nullable_integer" and any(v != v for v in values):
-            out[col["name"]] = [None if v != v else v for v in values]
+        given = out.get(col["name"])
+        if given and column_kind(col) == "nullable_integer" and any(v != v for v in given):
+            out[col["name"]] = [None if v != v else v for v in given]
     return out
 
 
-def _tensor_result(dispatch, method, value):
+def _tensor_result(dispatch: Dispatch, method: str, value: Any) -> Any:
     """The method's answer for a tensor: a numpy array as the model returned it (its infinities stay numbers:
     NaN and inf in binary tensors, null in JSON ones), anything else as nbserve's JSON makes it."""
     import numpy as np
@@ -238,7 +249,7 @@ def _tensor_result(dispatch, method, value):
     return result if isinstance(result, np.ndarray) else to_jsonable(result)
 
 
-def _output(method, result, binary: bool, chunks: list) -> dict:
+def _output(method: str, result: Any, binary: bool, chunks: list[bytes]) -> dict:
     import numpy as np
 
     arr = result if isinstance(result, np.ndarray) else np.asarray(result, dtype=None)
@@ -256,7 +267,7 @@ def _output(method, result, binary: bool, chunks: list) -> dict:
             raw = b"".join(len(b).to_bytes(4, "little") + b for b in (s.encode() for s in items))
         else:
             data = items
-    out = {"name": method, "datatype": dt, "shape": list(arr.shape)}
+    out: dict[str, Any] = {"name": method, "datatype": dt, "shape": list(arr.shape)}
     if binary:
         out["parameters"] = {"binary_data_size": len(raw)}
         chunks.append(raw)
@@ -265,11 +276,11 @@ def _output(method, result, binary: bool, chunks: list) -> dict:
     return out
 
 
-def blueprint(served):
+def blueprint(served: Served) -> Blueprint:
     bp = protocol_blueprint("open_inference_v2", errors.KSERVE)
     dispatch = served.dispatch
 
-    def check(name, version=None):
+    def check(name: str, version: str | None = None) -> None:
         if name != served.name:
             raise CallError(404, "NotFound", f"no model {name!r}; this server serves {served.name!r}")
         if version is not None and version != served.version:
@@ -278,32 +289,32 @@ def blueprint(served):
             )
 
     @bp.get("/v2")
-    def v2_server():
+    def v2_server() -> Response:
         return _ok({"name": "nbserve", "version": "2", "extensions": ["binary_tensor_data"]})
 
     @bp.get("/v2/health/live")
-    def v2_live():
+    def v2_live() -> Response:
         return _ok({"live": True})
 
     @bp.get("/v2/health/ready")
-    def v2_ready():
+    def v2_ready() -> Response:
         return _ok({"ready": True})
 
     @bp.get("/v2/models/<name>")
     @bp.get("/v2/models/<name>/versions/<version>")
-    def v2_model(name, version=None):
+    def v2_model(name: str, version: str | None = None) -> Response:
         check(name, version)
         return _ok(metadata(served))
 
     @bp.get("/v2/models/<name>/ready")
     @bp.get("/v2/models/<name>/versions/<version>/ready")
-    def v2_model_ready(name, version=None):
+    def v2_model_ready(name: str, version: str | None = None) -> Response:
         check(name, version)
         return _ok({"name": served.name, "ready": True})
 
     @bp.post("/v2/models/<name>/infer")
     @bp.post("/v2/models/<name>/versions/<version>/infer")
-    def v2_infer(name, version=None):
+    def v2_infer(name: str, version: str | None = None) -> Response:
         check(name, version)
         body = served.body()
         header_length = request.headers.get(HEADER_LENGTH)
@@ -354,12 +365,12 @@ def blueprint(served):
     return bp  # an unknown /v2 route is the app's 404, in this protocol's form (errors.form_of)
 
 
-def outputs_of(dispatch, method):
+def outputs_of(dispatch: Dispatch, method: str) -> list[str]:
     """The methods a request may ask for as outputs: those taking the same input as ``method``."""
     return [m for m in dispatch.methods if dispatch.inputs[m] == dispatch.inputs[method]]
 
 
-def metadata(served) -> dict:
+def metadata(served: Served) -> dict:
     method = served.method()
     dispatch = served.dispatch
     return {
@@ -371,11 +382,11 @@ def metadata(served) -> dict:
     }
 
 
-def _ok(payload):
+def _ok(payload: Any) -> Response:
     return Response(jsonio.dumps(payload), mimetype="application/json")
 
 
-def openapi_paths(served) -> dict:
+def openapi_paths(served: Served) -> dict:
     tag = ["Open Inference Protocol (V2)"]
     err = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
     err_json = {"content": {"application/json": {"schema": err}}}
@@ -395,7 +406,7 @@ def openapi_paths(served) -> dict:
         ", ".join(f"{t['name']} ({t['datatype']} {t['shape']})" for t in described["inputs"]) if described else ""
     )
 
-    def get(summary):
+    def get(summary: str) -> dict:
         return {
             "get": {
                 "tags": tag,
