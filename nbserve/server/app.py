@@ -5,10 +5,14 @@ documents) is worked out in ``create_app``; a prediction request does one JSON p
 conversion to the model's input type, the call, and one JSON write.
 """
 
+from __future__ import annotations
+
 import functools
 import gc
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -21,22 +25,25 @@ from .openapi import interface_document, openapi_document
 from .schema import answer
 from .settings import DEFAULT_MAX_BODY, Settings  # noqa: F401 - DEFAULT_MAX_BODY: the app's name for it
 
+if TYPE_CHECKING:
+    import os
+
 STATIC = Path(__file__).parent / "static"
 
 
-def _encode_item(dispatch, method, item) -> bytes:
+def _encode_item(dispatch: Dispatch, method: str, item: Any) -> bytes:
     return dispatch.dumps(method, answer(item))
 
 
-def _json(payload, status=200):
+def _json(payload: Any, status: int = 200) -> Response:
     return Response(jsonio.dumps(payload), status=status, mimetype="application/json")
 
 
-def _error(status, type_, message):
+def _error(status: int, type_: str, message: str) -> Response:
     return errors.response(CallError(status, type_, message))
 
 
-def _read_body(max_body):
+def _read_body(max_body: int) -> bytes:
     """The request body, read once. With a Content-Length within the limit, straight from the server's
     stream: werkzeug's limit-enforcing wrapper (``request.get_data`` with MAX_CONTENT_LENGTH set) reads
     in small chunks, ~40 us of a 1,000-row request (benchmarks/wsgi_micro.py). A body without a length
@@ -47,7 +54,9 @@ def _read_body(max_body):
     return request.get_data(cache=False)
 
 
-def create_app(artifact_dir, model_id=None, settings: Settings | None = None):
+def create_app(
+    artifact_dir: str | os.PathLike[str], model_id: str | None = None, settings: Settings | None = None
+) -> Flask:
     manifest = artifact.read_manifest(artifact_dir)
     if manifest.get("kind") == "graph":  # its stages' artifacts, each verified and loaded (graph.py)
         from . import graph
@@ -57,7 +66,9 @@ def create_app(artifact_dir, model_id=None, settings: Settings | None = None):
     return make_app(obj, manifest, model_id=model_id, settings=settings)
 
 
-def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **overrides):
+def make_app(
+    obj: Any, manifest: dict, model_id: str | None = None, settings: Settings | None = None, **overrides: Any
+) -> Flask:
     """The app for a loaded model. ``settings``: the server's (default: from the environment, as the master
     has them); ``overrides``: fields of it to change (timeout, max_body, auth_sha256, default_method, ...)."""
     settings = settings or Settings.from_env()
@@ -83,7 +94,7 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     observer = app.extensions.get("nbserve.observer")
     job_queue = jobs.install(app, settings, dispatch, model_id)  # POST /<method>?async=1, /jobs
 
-    def call(method, data):
+    def call(method: str, data: Any) -> Response:
         """The answer to ``method`` on ``data``: one JSON body, or a stream of items (streaming.py)."""
         started = time.perf_counter()
         result = dispatch.result(method, data)
@@ -92,8 +103,8 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
             return streaming.respond(result, method, encode, request.environ, observer, started)
         return Response(dispatch.dumps(method, answer(result)), mimetype="application/json")
 
-    def predict_view(method):
-        def view():
+    def predict_view(method: str) -> Callable[[], Response]:
+        def view() -> Response:
             body = _read_body(max_body)
             if method in numeric_arrays and (b"true" in body or b"false" in body):
                 _refuse_booleans(method, data_of(body))  # numpy would read them as 1 and 0
@@ -109,8 +120,8 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
         m for m, s in dispatch.inputs.items() if s.get("type") == "ndarray" and str(s.get("dtype"))[:1] in "fiu"
     }
 
-    def stream_view(method):
-        def view():  # a browser's EventSource can only GET: the input comes as ?data=<JSON>
+    def stream_view(method: str) -> Callable[[], Response]:
+        def view() -> Response:  # a browser's EventSource can only GET: the input comes as ?data=<JSON>
             raw = request.args.get("data")
             if raw is None:
                 raise CallError(
@@ -154,25 +165,25 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     openapi_for_prefix = prefix.documents_by_prefix(openapi, jsonio.dumps)
 
     @app.get("/health")
-    def health():
+    def health() -> Response:
         return Response(health_bytes, mimetype="application/json")
 
     @app.get("/interface.json")
-    def interface_json():
+    def interface_json() -> Response:
         return Response(interface_bytes, mimetype="application/json")
 
     @app.get("/openapi.json")
-    def openapi_json():
+    def openapi_json() -> Response:
         return Response(openapi_for_prefix(request.script_root), mimetype="application/json")
 
     @app.get("/docs")
-    def docs():
+    def docs() -> Response:
         swagger = STATIC / "vendor" / "swagger-ui" / "swagger-ui-bundle.js"
         page = "swagger.html" if swagger.exists() else "docs.html"
         return Response((STATIC / page).read_bytes(), mimetype="text/html")
 
     @app.get("/")
-    def index():
+    def index() -> Response:
         return _json(
             {
                 "model": model_id,
@@ -185,12 +196,12 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     app.register_error_handler(CallError, errors.response)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc):
+    def http_error(exc: HTTPException) -> Response:
         form = errors.protocol_of(request.path)[0] if exc.code == 404 else errors.NBSERVE
         return errors.response(_http_call_error(exc, methods, max_body), form)
 
     @app.errorhandler(Exception)
-    def server_error(exc):
+    def server_error(exc: Exception) -> Response:
         app.logger.exception("unexpected error")
         return _error(500, "ServerError", f"{type(exc).__name__}: {guards.public_message(exc)}")
 
@@ -205,7 +216,7 @@ def make_app(obj, manifest, model_id=None, settings: Settings | None = None, **o
     return app
 
 
-def _refuse_booleans(method: str, data) -> None:
+def _refuse_booleans(method: str, data: Any) -> None:
     """A 400 when the nested lists ``data`` hold a JSON boolean (looked for only when the body has one)."""
     stack = [data]
     while stack:
@@ -216,7 +227,7 @@ def _refuse_booleans(method: str, data) -> None:
             stack.extend(value)
 
 
-def _http_call_error(exc: HTTPException, methods, max_body: int) -> CallError:
+def _http_call_error(exc: HTTPException, methods: Collection[str], max_body: int) -> CallError:
     """Werkzeug's own refusals (routing, size) as nbserve's errors, saying what the server takes."""
     if exc.code == 404:
         path = request.path.strip("/")

@@ -31,7 +31,8 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
@@ -39,16 +40,25 @@ from gunicorn.arbiter import Arbiter
 from . import control as ctl
 from .settings import Settings
 
+if TYPE_CHECKING:
+    import socket
+
+    from _typeshed.wsgi import WSGIApplication
+    from gunicorn.workers.base import Worker
+
+    from .jobs import JobStore
+    from .routing import Generation
+
 _RESERVED_EXIT_CODES = (3, 4)  # gunicorn's WORKER_BOOT_ERROR and APP_LOAD_ERROR halt the whole server
 
 
 class Master(BaseApplication):
     """gunicorn's application object: the settings, the current app, and the hooks nbserve needs."""
 
-    def __init__(self, settings: Settings, control_sock=None):
+    def __init__(self, settings: Settings, control_sock: socket.socket | None = None) -> None:
         self.settings = settings
         self.control_sock = control_sock
-        self.served = None  # the WSGI app the next workers are forked with
+        self.served: Generation | None = None  # the WSGI app the next workers are forked with
         self.model_id = settings.model_id
         self.artifact: str | None = None
         self.metrics_dir, self._own_metrics_dir = _metrics_dir(settings)
@@ -60,7 +70,7 @@ class Master(BaseApplication):
 
     # -- gunicorn's application interface --------------------------------------------------------------
 
-    def load_config(self):
+    def load_config(self) -> None:
         config = self.settings.gunicorn_config()
         if self.settings.listen_fd is not None:
             config["bind"] = [f"fd://{self.settings.listen_fd}"]
@@ -75,13 +85,13 @@ class Master(BaseApplication):
         self.cfg.set("child_exit", self._child_exit)
         self.cfg.set("on_exit", self._on_exit)
 
-    def load(self):
+    def load(self) -> Generation | None:
         return self.served
 
-    def wsgi(self):
+    def wsgi(self) -> Generation | None:
         return self.served  # never cached: each generation of workers gets the app current at its fork
 
-    def run(self):
+    def run(self) -> None:
         try:
             ServedArbiter(self).run()
         except RuntimeError as exc:
@@ -91,7 +101,7 @@ class Master(BaseApplication):
 
     # -- what is served ---------------------------------------------------------------------------------
 
-    def build(self, artifact_dir: str, model_id: str | None, staged: str | None = None):
+    def build(self, artifact_dir: str, model_id: str | None, staged: str | None = None) -> WSGIApplication:
         """The WSGI app for an artifact, verified; loaded here only where that is safe before a fork."""
         from . import artifact, forksafe
 
@@ -103,6 +113,7 @@ class Master(BaseApplication):
         artifact.verify(artifact_dir, manifest)
         artifact.apply_environment(manifest)  # before its libraries are imported (KERAS_BACKEND...)
         import_recorded(manifest.get("modules") or [], {})  # once, here, before the workers fork
+        app: WSGIApplication
         if forksafe.preload_is_safe(manifest):
             from .app import create_app
 
@@ -115,7 +126,7 @@ class Master(BaseApplication):
             app = forksafe.DeferredApp(artifact_dir, model_id)
         return app
 
-    def generation(self, versions: list[dict], shadow_to: dict | None = None, staged: str | None = None):
+    def generation(self, versions: list[dict], shadow_to: dict | None = None, staged: str | None = None) -> Generation:
         """The WSGI app of a new generation of workers: ``versions`` ([{"artifact", "model_id", "weight"}], one
         for a plain serve, several for a split), each verified and loaded as ``build`` does, and a shadow
         candidate to copy requests to (routing.py). Every version's app is made anew: the periodic work an app
@@ -144,7 +155,7 @@ class Master(BaseApplication):
 
     # -- gunicorn hooks ------------------------------------------------------------------------------
 
-    def _child_exit(self, server, worker):
+    def _child_exit(self, server: Arbiter, worker: Worker) -> None:
         if not self.metrics_dir:
             return
         try:
@@ -157,10 +168,10 @@ class Master(BaseApplication):
 
         forget_worker(self.metrics_dir, worker.pid)
 
-    def _on_exit(self, server):
-        if self._own_metrics_dir:
+    def _on_exit(self, server: Arbiter) -> None:
+        if self._own_metrics_dir and self.metrics_dir:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
-        if self._own_record_dir:  # what the ring kept (user data) goes with the server
+        if self._own_record_dir and self.record_dir:  # what the ring kept (user data) goes with the server
             shutil.rmtree(self.record_dir, ignore_errors=True)
 
 
@@ -170,24 +181,24 @@ class ServedArbiter(Arbiter):
     retired_age = 0  # workers of this age or older are finishing their last requests (an update)
     worker_class: Any  # gunicorn's Arbiter.setup sets it from the configuration
 
-    def setup(self, app):
+    def setup(self, app: Master) -> None:
         super().setup(app)
         if app.served is None:
             self.num_workers = 0
 
-    def start(self):
+    def start(self) -> None:
         super().start()
         if self.app.served is not None:
             self._announce()
 
-    def _announce(self):
+    def _announce(self) -> None:
         """One line in the log that says what answers where (what a user looks for in ``inst.logs()``)."""
         where = ", ".join(str(lnr) for lnr in self.LISTENERS)
         n = self.app.settings.workers
         sys.stderr.write(f"nbserve: Listening at {where} as {self.app.model_id} ({n} worker{'s' * (n != 1)})\n")
         sys.stderr.flush()
 
-    def spawn_workers(self):
+    def spawn_workers(self) -> None:
         # gunicorn sleeps up to 0.1 s between forks (a thundering-herd guard for many workers): not needed here
         for _ in range(self.num_workers - len(self._http_workers())):
             self.spawn_worker()
@@ -195,7 +206,7 @@ class ServedArbiter(Arbiter):
     def _http_workers(self) -> list:
         return [(pid, w) for pid, w in self.WORKERS.items() if not getattr(w, "runs_jobs", False)]
 
-    def manage_workers(self):
+    def manage_workers(self) -> None:
         """gunicorn's, counting the HTTP workers only; and a job runner while jobs wait and none runs."""
         if len(self._http_workers()) < self.num_workers:
             self.spawn_workers()
@@ -210,7 +221,7 @@ class ServedArbiter(Arbiter):
         if not current and store.has_queued():
             self.spawn_job_runner()
 
-    def spawn_job_runner(self):
+    def spawn_job_runner(self) -> None:
         from .jobworker import JobWorker
 
         http_class, self.worker_class = self.worker_class, JobWorker
@@ -219,14 +230,14 @@ class ServedArbiter(Arbiter):
         finally:
             self.worker_class = http_class
 
-    def stop(self, graceful=True):
+    def stop(self, graceful: bool = True) -> None:
         # the instance stops: a job runner interrupts its job now and records it (an update's SIGTERM lets it finish)
         for pid, worker in list(self.WORKERS.items()):
             if getattr(worker, "runs_jobs", False):
                 self.kill_worker(pid, signal.SIGQUIT)
         super().stop(graceful)
 
-    def wait_for_signals(self, timeout=1.0):
+    def wait_for_signals(self, timeout: float = 1.0) -> list[int]:
         """Signals as gunicorn waits for them, and, meanwhile, the control socket's requests."""
         sock = self.app.control_sock
         if sock is None:
@@ -245,7 +256,7 @@ class ServedArbiter(Arbiter):
             if ready:
                 self._control()
 
-    def _control(self):
+    def _control(self) -> None:
         accepted = ctl.accept(self.app.control_sock, want_fds=1)
         if accepted is None:
             return
@@ -268,7 +279,7 @@ class ServedArbiter(Arbiter):
                     if op != "adopt":
                         os.close(fd)
 
-    def _operate(self, op, request, fds):
+    def _operate(self, op: str | None, request: dict, fds: list[int]) -> tuple[dict, Sequence[int]]:
         app = self.app
         if op == "status":
             served = app.served.describe() if hasattr(app.served, "describe") else {}
@@ -307,7 +318,7 @@ class ServedArbiter(Arbiter):
             return {}, ()
         raise ValueError(f"unknown control operation {op!r}")
 
-    def _swap(self, served, model_id, artifact_dir):
+    def _swap(self, served: Generation, model_id: str, artifact_dir: str) -> None:
         """Serve ``served`` from now on: a new generation of workers, and the old one retired gracefully."""
         app = self.app
         first = app.served is None
@@ -325,7 +336,7 @@ class ServedArbiter(Arbiter):
             self.log.warning("nbserve: now serving %s (the previous workers finish their requests and exit)", model_id)
 
 
-def import_recorded(modules, imports: dict) -> None:
+def import_recorded(modules: Iterable[str], imports: dict) -> None:
     """Import ``modules`` as unpickling would (by name), recording in ``imports`` who imported each module
     (replay.py merges it into the proof's report: the child it forks sees these imports already done)."""
     from .replay import ImportRecorder
@@ -346,7 +357,9 @@ def import_recorded(modules, imports: dict) -> None:
 # -- a warm master: started ahead of time, adopted by the next serve ------------------------------------------
 
 
-def wait_for_adoption(control_sock, parent_fd: int | None, imports: dict):
+def wait_for_adoption(
+    control_sock: socket.socket, parent_fd: int | None, imports: dict
+) -> tuple[dict, str | None, int, int]:
     """A warm master's life before it serves: answer ``status`` and ``import`` (more modules), and exit when the
     kernel that started it is gone (its pipe closes); on ``adopt`` (the instance's settings, working directory,
     listening socket and log), become that instance's server. Returns (env, cwd, listen_fd, log_fd)."""
@@ -404,7 +417,7 @@ def adopt(env: dict, cwd: str | None, log_fd: int) -> None:
 # -- worker side -------------------------------------------------------------------------------------------
 
 
-def _post_worker_init(worker):
+def _post_worker_init(worker: Worker) -> None:
     """In each worker, after its fork: load a model the master could not, size the native thread pools, and
     keep a model's ``os._exit(3)`` from halting the server (gunicorn halts on a worker's exit code 3 or 4)."""
     from . import forksafe, housekeeping
@@ -418,7 +431,7 @@ def _post_worker_init(worker):
     housekeeping.start()  # the thread of the periodic work the app registered (metrics, drift, deadline)
     real_exit = os._exit
 
-    def _exit(code=0):
+    def _exit(code: int = 0) -> NoReturn:
         if code in _RESERVED_EXIT_CODES:
             sys.stderr.write(
                 f"nbserve: worker {os.getpid()} called os._exit({code}); exiting with 1 so that gunicorn "
@@ -428,10 +441,10 @@ def _post_worker_init(worker):
             code = 1
         real_exit(code)
 
-    os._exit = _exit
+    os._exit = _exit  # type: ignore[assignment]  # os._exit's parameter is named status
 
 
-def _metrics_dir(settings: Settings):
+def _metrics_dir(settings: Settings) -> tuple[str | None, bool]:
     """(directory, made here) for prometheus_client's multiprocess files and the workers' drift windows: set in
     the environment before prometheus_client is first imported (it picks its value class then), empty at start."""
     if not settings.metrics and not settings.drift:
@@ -448,7 +461,7 @@ def _metrics_dir(settings: Settings):
     return path, own
 
 
-def _job_store(settings: Settings):
+def _job_store(settings: Settings) -> JobStore | None:
     """The jobs directory's store (None with jobs off), its path in the environment for the workers' settings."""
     if not settings.jobs:
         return None
@@ -480,7 +493,7 @@ def _note_state(path: str | None, versions: list, shadow_to: dict | None) -> Non
         sys.stderr.write(f"nbserve: could not note what is served in {path}: {exc}\n")
 
 
-def _noted_state(path: str | None):
+def _noted_state(path: str | None) -> tuple[list, dict | None] | None:
     """(versions, shadow) noted by an earlier run of this server, when every artifact is still there."""
     if not path or not os.path.exists(path):
         return None
@@ -510,7 +523,7 @@ def _started_versions(settings: Settings) -> list:
     return versions
 
 
-def _record_dir(settings: Settings):
+def _record_dir(settings: Settings) -> tuple[str | None, bool]:
     """(directory, made here) of the traffic ring (traffic.py): the setting, else a new directory in memory
     (/dev/shm) where there is one, removed when the server exits; None when recording is off."""
     if not settings.record:
@@ -525,7 +538,7 @@ def _record_dir(settings: Settings):
     return path, True
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """``python -m nbserve.server [--warm MODULE ...]``: serve what the environment's settings say; with
     ``--warm``, import the modules named and wait to be adopted by a serve (see wait_for_adoption)."""
     argv = sys.argv[1:] if argv is None else argv
