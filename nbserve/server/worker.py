@@ -30,12 +30,18 @@ import selectors
 import socket
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.workers import base
 
 from . import errors, http11
 from .deadline import RequestTimeout, retire_worker
 from .http11 import ProtocolError
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse
 
 READ_SIZE = 262144
 MAX_BUFFERED = 4 * 1024 * 1024  # unanswered bytes held per connection before we stop reading it
@@ -65,7 +71,7 @@ class Conn:
         "events",
     )
 
-    def __init__(self, sock, addr, server):
+    def __init__(self, sock: socket.socket, addr: Any, server: Any) -> None:  # socket addresses
         self.sock, self.addr, self.server = sock, addr, server
         self.fd = sock.fileno()
         self.inbuf = bytearray()
@@ -76,15 +82,19 @@ class Conn:
         self.deadline = 0.0  # when this connection times out (reading a request, or idle)
         self.busy = False  # a request of this connection is waiting or being answered
         self.close_after = False
-        self.stream = None  # an answer being streamed: [iterator, chunked, close_callable, environ]
+        self.stream: list | None = None  # an answer being streamed: [iterator, chunked, close_callable, environ]
         self.gone = False  # the client closed its side
         self.events = 0
+
+
+if TYPE_CHECKING:
+    Ready = tuple[Conn, http11.Head, bytes]  # a whole request, waiting for its answer
 
 
 class LoopWorker(base.Worker):
     """gunicorn worker class ``nbserve.server.worker.LoopWorker`` (settings.py names it)."""
 
-    def init_process(self):
+    def init_process(self) -> None:
         from .settings import Settings
 
         self.settings = Settings.from_env()
@@ -103,7 +113,7 @@ class LoopWorker(base.Worker):
 
     # -- the loop -------------------------------------------------------------------------------------
 
-    def run(self):
+    def run(self) -> None:
         # after post_worker_init, which loads a model the master left to the workers (forksafe.DeferredApp)
         self.batching = getattr(getattr(self.wsgi, "_app", None) or self.wsgi, "nbserve_batching", None)
         for listener in self.sockets:
@@ -119,7 +129,7 @@ class LoopWorker(base.Worker):
                 self._close(conn)
             self.sel.close()
 
-    def _turn(self, accept=True):
+    def _turn(self, accept: bool = True) -> None:
         work = bool(self.ready) or any(c.stream and len(c.out) < STREAM_HIGH_WATER for c in self.streams)
         now = time.monotonic()
         timeout = 0.0 if work else max(0.0, min(self.next_tick - now, TICK))
@@ -158,7 +168,7 @@ class LoopWorker(base.Worker):
             if accept:
                 self._accepting(len(self.conns) < self.cfg.worker_connections)
 
-    def _drain(self):
+    def _drain(self) -> None:
         """gunicorn asked this worker to stop: no new connections; finish what was asked, answer what arrives on
         open connections for LINGER seconds (with Connection: close), then close."""
         self._accepting(False)
@@ -176,14 +186,14 @@ class LoopWorker(base.Worker):
             self._turn(accept=False)
             self.notify()
 
-    def _drain_pipe(self):
+    def _drain_pipe(self) -> None:
         try:
             while os.read(self.PIPE[0], 4096):
                 pass
         except OSError:
             pass
 
-    def _accepting(self, on: bool):
+    def _accepting(self, on: bool) -> None:
         if on == self.accepting:
             return
         for listener in self.sockets:
@@ -193,7 +203,7 @@ class LoopWorker(base.Worker):
                 self.sel.unregister(listener)
         self.accepting = on
 
-    def notify(self):
+    def notify(self) -> None:
         now = time.monotonic()
         if now - self.last_notify >= 1.0:
             self.last_notify = now
@@ -201,7 +211,7 @@ class LoopWorker(base.Worker):
 
     # -- connections ----------------------------------------------------------------------------------
 
-    def _accept(self, listener):
+    def _accept(self, listener: socket.socket) -> None:
         server = listener.getsockname()
         for _ in range(64):
             try:
@@ -224,7 +234,7 @@ class LoopWorker(base.Worker):
                 self._accepting(False)
                 return
 
-    def _watch(self, conn: Conn, events: int):
+    def _watch(self, conn: Conn, events: int) -> None:
         if events != conn.events and conn.fd in self.conns:
             conn.events = events
             if events:
@@ -233,7 +243,7 @@ class LoopWorker(base.Worker):
                 self.sel.modify(conn.sock, _READ, conn)  # always watch for the peer going away
                 conn.events = _READ
 
-    def _close(self, conn: Conn):
+    def _close(self, conn: Conn) -> None:
         if self.conns.pop(conn.fd, None) is None:
             return
         try:
@@ -247,7 +257,7 @@ class LoopWorker(base.Worker):
         except OSError:
             pass
 
-    def _expire(self, now: float):
+    def _expire(self, now: float) -> None:
         for conn in list(self.conns.values()):
             if conn.busy or conn.out or now < conn.deadline:
                 continue
@@ -256,7 +266,7 @@ class LoopWorker(base.Worker):
             else:
                 self._close(conn)  # idle past the keep-alive time (or never sent a byte)
 
-    def _read(self, conn: Conn):
+    def _read(self, conn: Conn) -> None:
         try:
             data = conn.sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -278,19 +288,19 @@ class LoopWorker(base.Worker):
             return
         self._parse(conn)
 
-    def _pause(self, conn):
+    def _pause(self, conn: Conn) -> None:
         conn.events = 0
         try:
             self.sel.unregister(conn.sock)
         except (KeyError, ValueError):
             pass
 
-    def _resume(self, conn):
+    def _resume(self, conn: Conn) -> None:
         if conn.events == 0 and conn.fd in self.conns:
             conn.events = _READ | (_WRITE if conn.out else 0)
             self.sel.register(conn.sock, conn.events, conn)
 
-    def _parse(self, conn: Conn):
+    def _parse(self, conn: Conn) -> None:
         """Move a whole request from ``conn.inbuf`` into ``self.ready`` when there is one."""
         try:
             if conn.head is None:
@@ -335,7 +345,7 @@ class LoopWorker(base.Worker):
         conn.head = None
         self.ready.append((conn, head, body))
 
-    def _refuse(self, conn: Conn, status: int, message: str):
+    def _refuse(self, conn: Conn, status: int, message: str) -> None:
         """Answer a request that cannot be read (4xx/5xx from the worker itself) and close the connection."""
         conn.head = conn.chunks = None
         conn.inbuf.clear()
@@ -346,20 +356,20 @@ class LoopWorker(base.Worker):
 
     # -- answers --------------------------------------------------------------------------------------
 
-    def _environ(self, conn, head, body) -> dict:
+    def _environ(self, conn: Conn, head: http11.Head, body: bytes) -> dict:
         environ = http11.environ_for(head, body, conn.server, conn.addr, self.batching is not None, self.multiprocess)
         environ["nbserve.socket"] = conn.sock
         environ["nbserve.worker"] = True
         return environ
 
-    def _answer(self, item):
+    def _answer(self, item: Ready) -> None:
         conn, head, body = item
         if conn.fd not in self.conns:
             return  # the client left before its turn
         environ = self._environ(conn, head, body)
         self._respond(conn, head, environ, lambda start: self.wsgi(environ, start))
 
-    def _answer_together(self, first):
+    def _answer_together(self, first: Ready) -> None:
         """Batching: the first ready request and every other one ready (or arriving within max_latency_ms of
         it) for a batchable method, answered so that their model calls are made together (batching.py)."""
         batching = self.batching
@@ -399,14 +409,18 @@ class LoopWorker(base.Worker):
             elif conn is None:
                 self._drain_pipe()
 
-    def _respond(self, conn, head, environ, call):
+    def _respond(
+        self, conn: Conn, head: http11.Head, environ: dict, call: Callable[[StartResponse], Iterable[bytes]]
+    ) -> None:
         """Run ``call(start_response)`` (the app) and write its answer, or start streaming it."""
         started: list = []  # [status, headers, head sent]
         written: list[bytes] = []  # what the app wrote with the legacy write() callable
 
-        def start_response(status, headers, exc_info=None):
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], None]:
             if exc_info is not None and started and started[2]:
-                raise exc_info[1].with_traceback(exc_info[2])
+                raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[union-attr]  # PEP 3333: sys.exc_info()
             started[:] = [status, headers, False]
             return written.append
 
@@ -479,7 +493,7 @@ class LoopWorker(base.Worker):
                 self._send(conn, http11.simple_response(500, "the server failed to answer this request"))
                 self._finish(conn)
 
-    def _next_item(self, conn: Conn):
+    def _next_item(self, conn: Conn) -> bytes | None:
         """The next piece of a streamed answer (None at its end), with the request's deadline armed around it: the
         deadline applies to each item, not to the whole stream. Stuck in native code past it, the watch writes
         what was not sent yet, then the stream's own ending (the app's ``nbserve.stream_failure``), and ends
@@ -494,7 +508,7 @@ class LoopWorker(base.Worker):
                 return None
         fail = environ.get("nbserve.stream_failure")
 
-        def stuck(exc):
+        def stuck(exc: BaseException) -> bytes:
             tail = fail(exc) if fail is not None else b""
             if chunked:
                 tail = (b"%x\r\n" % len(tail) + tail + b"\r\n" if tail else b"") + b"0\r\n\r\n"
@@ -508,7 +522,7 @@ class LoopWorker(base.Worker):
         finally:
             deadline.end()
 
-    def _advance(self, conn: Conn):
+    def _advance(self, conn: Conn) -> None:
         """One more piece of a streamed answer (a turn of the loop per piece, so others are answered between)."""
         if conn.gone:
             self._end_stream(conn)
@@ -532,7 +546,7 @@ class LoopWorker(base.Worker):
             return
         self._send_item(conn, piece)
 
-    def _send_item(self, conn: Conn, piece: bytes):
+    def _send_item(self, conn: Conn, piece: bytes) -> None:
         if not piece:
             return
         if conn.stream is not None and conn.stream[1]:
@@ -540,7 +554,7 @@ class LoopWorker(base.Worker):
         else:
             self._send(conn, piece)
 
-    def _end_stream(self, conn: Conn, complete=False):
+    def _end_stream(self, conn: Conn, complete: bool = False) -> None:
         stream, conn.stream = conn.stream, None
         if conn in self.streams:
             self.streams.remove(conn)
@@ -557,7 +571,7 @@ class LoopWorker(base.Worker):
                 self._send(conn, b"0\r\n\r\n")
             self._finish(conn)
 
-    def _send(self, conn: Conn, data: bytes):
+    def _send(self, conn: Conn, data: bytes) -> None:
         if conn.fd not in self.conns:
             return
         if conn.out:
@@ -575,7 +589,7 @@ class LoopWorker(base.Worker):
             conn.out += data[sent:]
             self._watch(conn, _READ | _WRITE)
 
-    def _flush(self, conn: Conn):
+    def _flush(self, conn: Conn) -> None:
         if not conn.out:
             self._watch(conn, _READ)
             return
@@ -593,13 +607,13 @@ class LoopWorker(base.Worker):
             if not conn.busy:
                 self._done(conn)
 
-    def _finish(self, conn: Conn):
+    def _finish(self, conn: Conn) -> None:
         """The answer to the current request has been handed to _send (and maybe sent)."""
         conn.busy = False
         if not conn.out:
             self._done(conn)
 
-    def _done(self, conn: Conn):
+    def _done(self, conn: Conn) -> None:
         """Everything of the last answer was sent: close, or wait for the connection's next request."""
         if conn.close_after or conn.gone:
             self._close(conn)
