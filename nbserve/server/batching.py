@@ -33,15 +33,23 @@ import collections
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .deadline import RequestTimeout
 from .settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS  # noqa: F401 - the panel's defaults
 
+if TYPE_CHECKING:
+    from flask import Flask, Response
+
+    from .deadline import Deadline
+    from .http11 import Head
+    from .settings import Settings
+
 WINDOW = 10000  # requests (and model calls) that GET /batching summarizes
 
 
-def batchable(input_schema) -> bool:
+def batchable(input_schema: dict | None) -> bool:
     """Inputs with a batch dimension: arrays whose first dimension is open, and DataFrames."""
     schema = input_schema or {}
     if schema.get("type") == "ndarray":
@@ -50,7 +58,7 @@ def batchable(input_schema) -> bool:
     return schema.get("type") == "dataframe"
 
 
-def install(app, methods: dict, signature: dict, settings, deadline=None) -> dict:
+def install(app: Flask, methods: dict, signature: dict, settings: Settings, deadline: Deadline | None = None) -> dict:
     """When batching is on, the methods routed through one batcher per app (else ``methods`` as they are)."""
     if not settings.batch:
         return methods
@@ -60,11 +68,11 @@ def install(app, methods: dict, signature: dict, settings, deadline=None) -> dic
         if batchable(signature.get(name, {}).get("input")) and not signature.get(name, {}).get("stream")
     }
     batcher = Batcher(settings.max_batch, settings.max_latency_ms / 1000.0, paths, deadline)
-    app.nbserve_batching = batcher  # the worker looks for it
+    app.nbserve_batching = batcher  # type: ignore[attr-defined]  # the worker looks for it
     app.config["NBSERVE_BATCH"] = {"max_batch": settings.max_batch, "max_latency_ms": settings.max_latency_ms}
 
     @app.get("/batching")
-    def batching_report():
+    def batching_report() -> Response:
         from flask import Response, request
 
         from . import jsonio
@@ -78,16 +86,17 @@ def install(app, methods: dict, signature: dict, settings, deadline=None) -> dic
 class _Item:
     __slots__ = ("fn", "data", "rows", "key", "result", "error", "arrived")
 
-    def __init__(self, fn, data, rows, key):
+    def __init__(self, fn: Callable[[Any], Any], data: Any, rows: int, key: tuple) -> None:
         self.fn, self.data, self.rows, self.key = fn, data, rows, key
-        self.result = self.error = None
+        self.result: Any = None
+        self.error: BaseException | None = None
         self.arrived = time.monotonic()
 
 
 class _Helper:
     """A thread that runs one request's app at a time, handing control back and forth with the main thread."""
 
-    def __init__(self, runner):
+    def __init__(self, runner: Batcher) -> None:
         self.runner = runner
         self.go = threading.Semaphore(0)
         self.task: Callable[[], object] | None = None
@@ -96,7 +105,7 @@ class _Helper:
         self.thread.nbserve_helper = self  # type: ignore[attr-defined]  # submit() finds its helper by its thread
         self.thread.start()
 
-    def _loop(self):
+    def _loop(self) -> None:
         while True:
             self.go.acquire()
             task, self.task = self.task, None
@@ -108,7 +117,7 @@ class _Helper:
             self.item = None
             self.runner.back.release()
 
-    def park(self, item: _Item):
+    def park(self, item: _Item) -> None:
         """Called on this helper's thread at a model call: wait for the main thread's batched call."""
         self.item = item
         self.runner.back.release()
@@ -116,7 +125,7 @@ class _Helper:
 
 
 class Batcher:
-    def __init__(self, max_batch: int, max_wait: float, paths: set, deadline=None):
+    def __init__(self, max_batch: int, max_wait: float, paths: set, deadline: Deadline | None = None) -> None:
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.paths = frozenset(paths)
@@ -130,11 +139,11 @@ class Batcher:
 
     # -- the worker's side ------------------------------------------------------------------------------
 
-    def wants(self, head) -> bool:
+    def wants(self, head: Head) -> bool:
         """Whether a request (its parsed head) goes to a batchable method."""
         return head.method == "POST" and head.target.partition("?")[0] in self.paths
 
-    def run_together(self, tasks) -> None:
+    def run_together(self, tasks: Iterable[Callable[[], object]]) -> None:
         """Run ``tasks`` (each answers one request: the app and the writing of its answer) so that their model
         calls are made together. Returns when every task has finished."""
         if self.pid != os.getpid():  # helper threads do not survive gunicorn's fork
@@ -169,14 +178,14 @@ class Batcher:
 
     # -- a request's model call -----------------------------------------------------------------------
 
-    def method(self, fn, batched: bool, name: str):
-        def call(data):
+    def method(self, fn: Callable[[Any], Any], batched: bool, name: str) -> Callable[[Any], Any]:
+        def call(data: Any) -> Any:
             return self.submit(fn, data, batched)
 
         call.__name__ = getattr(fn, "__name__", name)
         return call
 
-    def submit(self, fn, data, batched):
+    def submit(self, fn: Callable[[Any], Any], data: Any, batched: bool) -> Any:
         helper = getattr(threading.current_thread(), "nbserve_helper", None)
         if not batched or helper is None or helper.runner is not self:
             self.calls += 1  # alone: a request not run by run_together (a lone one, a test client's)
@@ -189,7 +198,7 @@ class Batcher:
             raise item.error
         return item.result
 
-    def _call_batched(self, items) -> None:
+    def _call_batched(self, items: list[_Item]) -> None:
         """On the main thread: one model call per group of items that can be joined, up to max_batch rows."""
         groups: dict = {}
         for item in items:
@@ -205,7 +214,7 @@ class Batcher:
                     start += 1
                 self._call(taken)
 
-    def _call(self, items) -> None:
+    def _call(self, items: list[_Item]) -> None:
         began = time.monotonic()
         self.calls += 1
         self.requests += len(items)
@@ -213,7 +222,7 @@ class Batcher:
         deadline = self.deadline
         armed = deadline is not None and deadline.usable()
         try:
-            if armed:
+            if armed and deadline is not None:
                 deadline.begin(f"a batch of {len(items)} requests")
             if len(items) == 1:
                 _call_one(items[0])
@@ -223,12 +232,12 @@ class Batcher:
             for item in items:
                 item.error = exc
         finally:
-            if armed:
+            if armed and deadline is not None:
                 deadline.end()
         self.computes.append((time.monotonic() - began) * 1e3)
 
     @staticmethod
-    def _call_joined(items):
+    def _call_joined(items: list[_Item]) -> None:
         fn = items[0].fn
         try:
             result = fn(_concat([item.data for item in items]))
@@ -244,7 +253,7 @@ class Batcher:
         for item, part in zip(items, parts):
             item.result = part
 
-    def report(self, reset=False) -> dict:
+    def report(self, reset: bool = False) -> dict:
         """What batching did in this worker: model calls, requests, and percentiles of the wait before the
         model call and of the model calls over the last WINDOW of them (``reset``: start a new window)."""
         waits, computes = sorted(self.waits), sorted(self.computes)
@@ -268,7 +277,7 @@ class Batcher:
         return report
 
 
-def _percentiles(values):
+def _percentiles(values: Sequence[float]) -> dict | None:
     """p50, p99 and max of sorted ``values``, or None for none."""
     if not values:
         return None
@@ -280,7 +289,7 @@ def _percentiles(values):
     }
 
 
-def _call_one(item):
+def _call_one(item: _Item) -> None:
     try:
         item.result = item.fn(item.data)
     except RequestTimeout:
@@ -289,14 +298,14 @@ def _call_one(item):
         item.error = exc
 
 
-def _shape_key(data):
+def _shape_key(data: Any) -> tuple[int, tuple]:
     """(rows, what must match to share a model call): the column names and dtypes, or dtype and row shape."""
     if hasattr(data, "columns"):
         return len(data), tuple(zip(data.columns, data.dtypes))
     return data.shape[0], (data.dtype.str, data.shape[1:])
 
 
-def _concat(parts):
+def _concat(parts: list) -> Any:
     if hasattr(parts[0], "columns"):
         import pandas as pd
 
@@ -308,7 +317,7 @@ def _concat(parts):
     return np.concatenate(parts)
 
 
-def _split(result, rows):
+def _split(result: Any, rows: list[int]) -> list | None:
     """The model's answer for all rows, cut back into each request's; None when it does not have one
     answer per row (then each request is run alone)."""
     total = sum(rows)

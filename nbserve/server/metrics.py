@@ -28,6 +28,15 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
+    from .drift.monitor import Monitor
+    from .settings import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STEPS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000)
@@ -47,7 +56,7 @@ def split_model_id(model_id: str) -> tuple[str, str]:
     return (name, version) if sep and version.isdigit() else (str(model_id), "")
 
 
-def why_off(settings) -> str:
+def why_off(settings: Settings) -> str:
     if not settings.metrics:
         return "metrics are off for this instance (serve(..., metrics=True) turns them on; NBSERVE_METRICS=0)"
     return "prometheus_client is not installed in the server's environment"
@@ -57,14 +66,14 @@ class Metrics:
     """The model's Prometheus metrics; ``record`` adds a batch of requests' records to them."""
 
     @classmethod
-    def make(cls, model_id: str, timeout: float, method_names) -> Metrics | None:
+    def make(cls, model_id: str, timeout: float, method_names: Iterable[str]) -> Metrics | None:
         try:
             import prometheus_client  # noqa: F401
         except ImportError:
             return None
         return cls(model_id, timeout, method_names)
 
-    def __init__(self, model_id: str, timeout: float, method_names):
+    def __init__(self, model_id: str, timeout: float, method_names: Iterable[str]) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.directory = os.environ.get(MULTIPROC_ENV) or None
@@ -127,7 +136,7 @@ class Metrics:
         self._row_bounds = [float(b) for b in ROW_BUCKETS]
         self._published: int | None = None
 
-    def record(self, records, in_progress: int) -> None:
+    def record(self, records: Iterable[tuple], in_progress: int) -> None:
         """Add requests' records (observe.py's tuples) to the metrics: tallied here, then one update of each
         of prometheus_client's (memory-mapped, locked) values per label set, not one per request."""
         durations: dict = {}  # (method, status) -> [counts per bucket (+Inf last), sum]
@@ -153,7 +162,7 @@ class Metrics:
     def mark_published(self, up_to: float) -> None:
         self._published_time.set(up_to)
 
-    def record_streams(self, streams) -> None:
+    def record_streams(self, streams: Iterable[tuple[str, float, int, float, str]]) -> None:
         """Add ended streams' records (method, seconds to the first item, items, seconds, outcome)."""
         for method, to_first, items, seconds, outcome in streams:
             labels = (self.model, self.version, method)
@@ -163,7 +172,7 @@ class Metrics:
             self.stream_seconds.labels(*labels).observe(seconds)
             self.streams.labels(*labels, outcome).inc()
 
-    def add_stages(self, stages) -> None:
+    def add_stages(self, stages: Iterable[tuple[str, str]]) -> None:
         """The per-stage metrics of a graph; ``stages``: [(name, stage version id)] in running order."""
         from prometheus_client import Counter, Histogram
 
@@ -186,7 +195,7 @@ class Metrics:
             for name, model_id in stages
         ]
 
-    def record_stages(self, records) -> None:
+    def record_stages(self, records: Iterable[tuple[Sequence[float], str | None, str | None]]) -> None:
         """Add a graph's calls (graph.py's tuples: each stage's seconds in running order, the stage that
         raised and its exception) to the stage metrics, tallied first as ``record`` does."""
         children = self._stage_children
@@ -206,7 +215,7 @@ class Metrics:
         for (name, exception), n in errors.items():
             self.stage_errors.labels(self.model, self.version, name, ids.get(name, ""), exception).inc(n)
 
-    def exposition(self, monitor=None):
+    def exposition(self, monitor: Monitor | None = None) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
         registry = CollectorRegistry()
@@ -214,14 +223,14 @@ class Metrics:
             from prometheus_client import multiprocess
 
             multiprocess.MultiProcessCollector(registry, path=self.directory)
-        else:
+        elif self.registry is not None:  # always, when not multiprocess
             registry.register(_Forward(self.registry))
         if monitor is not None and monitor.enabled:
             registry.register(_DriftCollector(self, monitor))
         return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def _tally(table: dict, key, bounds, value) -> None:
+def _tally(table: dict, key: object, bounds: Sequence[float], value: float) -> None:
     entry = table.get(key)
     if entry is None:
         entry = table[key] = [[0] * (len(bounds) + 1), 0.0]
@@ -240,18 +249,18 @@ def _multiprocess_values() -> bool:
 class _Forward:
     """A registry's metrics, collected into the scrape's registry beside the drift gauges."""
 
-    def __init__(self, registry):
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
 
-    def collect(self):
+    def collect(self) -> Iterable[Metric]:
         return self.registry.collect()
 
 
 class _DriftCollector:
-    def __init__(self, metrics: Metrics, monitor):
+    def __init__(self, metrics: Metrics, monitor: Monitor) -> None:
         self.metrics, self.monitor = metrics, monitor
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily
 
         from .drift import STATUS_CODES
@@ -285,7 +294,7 @@ class _DriftCollector:
         yield from (psi, status, detected, window)
 
 
-def _add(child, counts, total) -> None:
+def _add(child: Any, counts: Sequence[int], total: float) -> None:  # a Histogram's labelled child
     """Add tallied observations to a histogram child: its (non-cumulative) bucket values and sum."""
     buckets, value_sum = getattr(child, "_buckets", None), getattr(child, "_sum", None)
     if buckets is None or value_sum is None or len(buckets) != len(counts):  # pragma: no cover

@@ -18,10 +18,22 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import housekeeping, jsonio
 from .errors import CallError
 from .streaming import is_stream
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from flask import Flask, Response
+
+    from .drift.monitor import Monitor
+    from .metrics import Metrics
+    from .requestlog import RequestLog
+    from .settings import Settings
 
 # polls (a panel's, a job's client; and GET /jobs/<id>): not requests to the model
 QUIET_PATHS = frozenset({"/health", "/metrics", "/drift", "/batching", "/jobs"})
@@ -31,7 +43,7 @@ BODY_LOG_LIMIT = 65536
 MAX_PENDING = 100_000  # records held between two pushes; past it (a stalled housekeeping thread) the oldest go
 
 
-def install(app, methods: dict, manifest: dict, model_id: str, settings) -> dict:
+def install(app: Flask, methods: dict, manifest: dict, model_id: str, settings: Settings) -> dict:
     """Add /metrics, /drift and the request log to ``app`` as the settings switch them; returns ``methods``
     wrapped to count rows and model errors and feed drift. What is off answers 404 saying how to turn it on."""
     from flask import Response
@@ -50,7 +62,7 @@ def install(app, methods: dict, manifest: dict, model_id: str, settings) -> dict
         _off_routes(app, why_metrics, "drift is off for this instance (serve(..., drift=True) turns it on)")
         return methods
     obs = Observer(list(methods), prom, log, monitor)
-    app.wsgi_app = obs.middleware(app.wsgi_app)
+    app.wsgi_app = obs.middleware(app.wsgi_app)  # type: ignore[method-assign,assignment]  # Flask's way to wrap
     # streamed answers report how they went (streaming.py); a graph's stage timings are pushed with these (graph.py)
     app.extensions["nbserve.observer"] = obs
     housekeeping.every(PUSH_SECONDS, obs.push, "metrics and request log")
@@ -60,7 +72,7 @@ def install(app, methods: dict, manifest: dict, model_id: str, settings) -> dict
     if prom is not None:
 
         @app.get("/metrics")
-        def metrics_view():
+        def metrics_view() -> Response:
             obs.push()
             body, content_type = prom.exposition(monitor)
             return Response(body, content_type=content_type)
@@ -68,7 +80,7 @@ def install(app, methods: dict, manifest: dict, model_id: str, settings) -> dict
     if monitor is not None:
 
         @app.get("/drift")
-        def drift_view():
+        def drift_view() -> Response:
             return Response(jsonio.dumps(monitor.report(model_id)), mimetype="application/json")
 
     _off_routes(
@@ -85,26 +97,28 @@ def _shared_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def _off_routes(app, why_metrics: str | None, why_drift: str | None) -> None:
+def _off_routes(app: Flask, why_metrics: str | None, why_drift: str | None) -> None:
     from . import errors
 
     if why_metrics:
 
         @app.get("/metrics")
-        def metrics_off():
+        def metrics_off() -> Response:
             return errors.response(CallError(404, "MetricsOff", why_metrics))
 
     if why_drift:
 
         @app.get("/drift")
-        def drift_off():
+        def drift_off() -> Response:
             return errors.response(CallError(404, "DriftOff", why_drift))
 
 
 class Observer:
     """The per-request hooks, and the push that turns what they noted into metrics and log lines."""
 
-    def __init__(self, method_names, prom, log, monitor):
+    def __init__(
+        self, method_names: Iterable[str], prom: Metrics | None, log: RequestLog | None, monitor: Monitor | None
+    ) -> None:
         self.methods = frozenset(method_names)
         self.prom, self.log, self.monitor = prom, log, monitor
         # one record per request: (method, status, seconds, request id, rows, model error, time, verb, path, body)
@@ -126,12 +140,12 @@ class Observer:
 
     # -- per request ------------------------------------------------------------------------------------
 
-    def middleware(self, wsgi_app):
+    def middleware(self, wsgi_app: WSGIApplication) -> WSGIApplication:
         local, methods, pending = self.local, self.methods, self.pending
         perf = time.perf_counter
         log_bodies = self.log is not None and self.log.bodies
 
-        def observed(environ, start_response):
+        def observed(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
             path = environ.get("PATH_INFO", "")
             if path in QUIET_PATHS or (path.startswith("/jobs/") and environ.get("REQUEST_METHOD") == "GET"):
                 return wsgi_app(environ, start_response)  # polls: not requests to the model
@@ -144,7 +158,9 @@ class Observer:
                 rid = f"{self.prefix}{next(self.counter):06x}"
             seen = []
 
-            def start(status, headers, exc_info=None):
+            def start(
+                status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+            ) -> Callable[[bytes], object]:
                 seen.append(status)
                 headers.append(("X-Request-ID", rid))
                 return start_response(status, headers, exc_info)
@@ -165,10 +181,10 @@ class Observer:
 
         return observed
 
-    def wrap(self, name, fn):
+    def wrap(self, name: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         local, monitor = self.local, self.monitor
 
-        def call(data):
+        def call(data: Any) -> Any:
             try:
                 local.rows = len(data)
             except TypeError:
@@ -189,7 +205,7 @@ class Observer:
         """A streamed answer ended (noted once per stream, never per item)."""
         self.streams.append((method if method in self.methods else "other", to_first, items, seconds, outcome))
 
-    def follow(self, drain, record) -> None:
+    def follow(self, drain: Callable[[], list], record: Callable[[list], object]) -> None:
         """Push what ``drain()`` returns into ``record(items)`` with every push (a graph's stage timings)."""
         self.followed.append((drain, record))
 
@@ -226,7 +242,7 @@ class Observer:
                     record(items)
 
 
-def _read_body(environ):
+def _read_body(environ: WSGIEnvironment) -> bytes | None:
     import io
 
     try:
