@@ -24,8 +24,16 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from . import errors, housekeeping
+
+if TYPE_CHECKING:
+    import socket
+    from types import FrameType
+
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
 class RequestTimeout(BaseException):
@@ -39,7 +47,7 @@ SIGNAL = getattr(signal, "SIGUSR2", None)
 class Deadline:
     """The deadline of whatever runs on this process's main thread; one per worker process."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float) -> None:
         self.seconds = float(seconds)
         self.grace = min(2.0, max(0.5, self.seconds / 4))  # for the interpreter to act before the watch does
         self.started: float | None = None  # monotonic start of the work in progress, None between
@@ -47,8 +55,10 @@ class Deadline:
         self.fired = 0  # the last work the watch interrupted
         self.fired_at = 0.0
         self.claimed = 0  # the work the watch answered itself (then the worker ends)
-        self.socks: list = []
-        self.answer = None  # what the watch writes for work stuck in native code (default: a 504 answer)
+        self.socks: list[socket.socket] = []
+        self.answer: Callable[[BaseException], bytes] | None = (
+            None  # what the watch writes for work stuck in native code (default: a 504 answer)
+        )
         self.limit = self.seconds  # this work's limit (a job's is longer than a request's)
         self.what = ""
         self.lock = threading.Lock()
@@ -59,7 +69,7 @@ class Deadline:
             housekeeping.on_start(self._install)
             housekeeping.every(min(0.25, self.seconds / 4), self._watch, "deadline")
 
-    def _install(self):
+    def _install(self) -> None:
         if SIGNAL is not None and threading.current_thread() is threading.main_thread():
             self.main = threading.get_ident()
             signal.signal(SIGNAL, self._interrupt)
@@ -67,7 +77,13 @@ class Deadline:
     def usable(self) -> bool:
         return self.main is not None and threading.get_ident() == self.main
 
-    def begin(self, what: str, socks=(), answer=None, seconds: float | None = None) -> int:
+    def begin(
+        self,
+        what: str,
+        socks: Iterable[socket.socket] = (),
+        answer: Callable[[BaseException], bytes] | None = None,
+        seconds: float | None = None,
+    ) -> int:
         """Work starts. ``answer(exc)``: the bytes the watch writes to ``socks`` should the work be stuck in native
         code past its deadline (default: an HTTP 504 answer; a stream in progress writes its own ending);
         ``seconds``: this work's limit (default the deadline's)."""
@@ -87,7 +103,7 @@ class Deadline:
             while True:
                 time.sleep(60)
 
-    def _interrupt(self, signum, frame):
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
         if self.started is not None and self.seq == self.fired:  # not work that finished meanwhile
             raise RequestTimeout
 
@@ -100,12 +116,12 @@ class Deadline:
             self._fire(seq)
         return True
 
-    def _fire(self, seq):
+    def _fire(self, seq: int) -> None:
         self.fired, self.fired_at = seq, time.monotonic()
         if self.main is not None and SIGNAL is not None:
             signal.pthread_kill(self.main, SIGNAL)
 
-    def _watch(self):
+    def _watch(self) -> None:
         started, seq = self.started, self.seq
         if started is None:
             return
@@ -116,7 +132,7 @@ class Deadline:
         elif now - self.fired_at > self.grace and (self.socks or self.answer is not None):
             self._answer_stuck(seq)
 
-    def _answer_stuck(self, seq):
+    def _answer_stuck(self, seq: int) -> None:
         with self.lock:
             if self.started is None or self.seq != seq:
                 return  # it finished meanwhile
@@ -148,7 +164,7 @@ class Deadline:
         return errors.body(errors.timed_out(what, self.seconds))
 
 
-def retire_worker(environ) -> None:
+def retire_worker(environ: WSGIEnvironment) -> None:
     """After a timeout: ask to be replaced once the answer is out (only under nbserve's worker: a test client
     or another server keeps its process)."""
     if environ.get("nbserve.worker"):
@@ -159,11 +175,11 @@ class DeadlineMiddleware:
     """WSGI middleware: the request's deadline on the main thread; a 504 when it fires. On another thread (a
     request waiting for a batched model call, batching.py) the wait itself raises RequestTimeout."""
 
-    def __init__(self, wsgi_app, deadline: Deadline):
+    def __init__(self, wsgi_app: WSGIApplication, deadline: Deadline) -> None:
         self.wsgi_app = wsgi_app
         self.deadline = deadline
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("nbserve.job") is not None:  # a job's call: the job runner (jobs.py) holds its own deadline
             return self.wsgi_app(environ, start_response)
         deadline = self.deadline
@@ -183,7 +199,7 @@ class DeadlineMiddleware:
         finally:
             deadline.end()
 
-    def _timed_out(self, environ, start_response):
+    def _timed_out(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         # exc_info lets nbserve's worker replace a status the app may have started; werkzeug's own servers
         # re-raise whenever it is given, so it goes to nbserve's worker only
         exc = errors.timed_out(environ.get("PATH_INFO", ""), self.deadline.seconds)

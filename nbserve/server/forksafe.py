@@ -13,10 +13,18 @@ scikit-learn models do not). Otherwise each worker loads the model itself, right
 before it accepts a request (``_post_worker_init`` in master.py), with the thread budget of a worker.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from flask import Flask
 
 
-def thread_count():
+def thread_count() -> int | None:
     """Threads of this process, native ones included (Linux), or None where that cannot be read."""
     try:
         return len(os.listdir("/proc/self/task"))
@@ -29,18 +37,18 @@ class ThreadCountingLoads:
     while unpickling: fork-unsafe) from threads started by importing their modules (BLAS pools, which
     are fork-safe, start at import): every import goes through ``find_class``, counted apart."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.by_imports = 0
-        self.total = None
+        self.total: int | None = None
 
-    def __call__(self, data):
+    def __call__(self, data: bytes) -> Any:
         import io
         import pickle
 
         counter = self
 
         class Unpickler(pickle.Unpickler):
-            def find_class(self, module, name):
+            def find_class(self, module: str, name: str) -> Any:
                 before = thread_count()
                 try:
                     return super().find_class(module, name)
@@ -57,7 +65,7 @@ class ThreadCountingLoads:
         return obj
 
     @property
-    def starts_threads(self):
+    def starts_threads(self) -> bool | None:
         """True when building the objects started threads, None when that could not be seen."""
         return None if self.total is None else self.total - self.by_imports > 0
 
@@ -70,16 +78,16 @@ def preload_is_safe(manifest: dict) -> bool:
 class DeferredApp:
     """A WSGI app whose model is loaded in the process that serves it (a worker), not in the master."""
 
-    def __init__(self, artifact_dir, model_id=None):
+    def __init__(self, artifact_dir: str, model_id: str | None = None) -> None:
         self.artifact_dir, self.model_id = artifact_dir, model_id
-        self._app = None
+        self._app: Flask | None = None
 
-    def load(self):
+    def load(self) -> Flask:
         if self._app is None:
             from .app import create_app
 
             self._app = create_app(self.artifact_dir, model_id=self.model_id)
         return self._app
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         return self.load()(environ, start_response)

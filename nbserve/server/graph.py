@@ -25,10 +25,19 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import artifact, guards, jsonio
 from .errors import CallError
+
+if TYPE_CHECKING:
+    import os
+
+    from flask import Flask, Response
+
+    from .settings import Settings
 
 MAX_RECORDS = 100_000  # stage timings held between two pushes (as observe.py's records)
 
@@ -45,7 +54,7 @@ class StageError(CallError):
         )
 
 
-def plan(stages: dict, edges) -> tuple[list, str]:
+def plan(stages: dict, edges: Iterable[tuple[str, str]]) -> tuple[list, str]:
     """(stages in running order as (name, inputs), the last stage) for ``stages`` (names, in the order given)
     and ``edges`` ([(from, to)]); ValueError saying what is wrong with the graph."""
     names = list(stages)
@@ -96,12 +105,20 @@ class Runner:
     deque the served graph notes each call's stage seconds in (None in the kernel); ``raises``: how a
     stage's exception leaves (the server's StageError, or the kernel's own exception with a note)."""
 
-    def __init__(self, steps, output: str, calls: dict, ids: dict, records: deque | None = None, served=True):
+    def __init__(
+        self,
+        steps: Iterable[tuple[str, tuple[str, ...]]],
+        output: str,
+        calls: dict[str, Callable[[Any], Any]],
+        ids: dict[str, str],
+        records: deque | None = None,
+        served: bool = True,
+    ) -> None:
         self.steps = [(name, calls[name], inputs) for name, inputs in steps]
         self.output, self.ids, self.records, self.served = output, ids, records, served
         self.__name__ = "graph"
 
-    def __call__(self, value):
+    def __call__(self, value: Any) -> Any:
         results: dict = {}
         seconds = []
         perf = time.perf_counter
@@ -125,7 +142,7 @@ class Runner:
             self.records.append((seconds, None, None))
         return results[self.output]
 
-    def flow(self, value) -> dict:
+    def flow(self, value: Any) -> dict:
         """Every stage's (input, output) on ``value``: how a sample flows through the graph (registration)."""
         results: dict = {}
         seen = {}
@@ -136,7 +153,7 @@ class Runner:
         return seen
 
 
-def _input(value, results: dict, inputs: tuple):
+def _input(value: Any, results: dict, inputs: tuple[str, ...]) -> Any:
     """What a stage gets: the graph's input, its one input stage's answer, or its input stages' answers by name."""
     if not inputs:
         return value
@@ -148,7 +165,7 @@ def _input(value, results: dict, inputs: tuple):
 class ServedGraph:
     """The stages of a graph artifact, loaded and verified, with the runner the graph's method calls."""
 
-    def __init__(self, artifact_dir, manifest: dict):
+    def __init__(self, artifact_dir: str | os.PathLike[str], manifest: dict) -> None:
         spec = manifest["graph"]
         root = Path(artifact_dir).parent  # the stages' artifacts lie beside the graph's
         self.spec = spec
@@ -164,7 +181,7 @@ class ServedGraph:
         ids = {n: s["model"] for n, s in spec["stages"].items()}
         self.runner = Runner(steps, spec["output"], calls, ids, self.records)
 
-    def __call__(self, value):
+    def __call__(self, value: Any) -> Any:
         return self.runner(value)
 
     def drain(self) -> list:
@@ -203,11 +220,19 @@ class ServedGraph:
         }
 
 
-def load(artifact_dir, manifest: dict) -> ServedGraph:
+def load(artifact_dir: str | os.PathLike[str], manifest: dict) -> ServedGraph:
     return ServedGraph(artifact_dir, manifest)
 
 
-def install(app, graph: ServedGraph, model_id: str, methods, openapi: dict, settings, read_body) -> None:
+def install(
+    app: Flask,
+    graph: ServedGraph,
+    model_id: str,
+    methods: Collection[str],
+    openapi: dict,
+    settings: Settings,
+    read_body: Callable[[], bytes],
+) -> None:
     """``GET /graph``, ``POST /stages/{name}/{method}`` (with their paths in ``openapi``), and the stage
     timings pushed into /metrics by the housekeeping thread."""
     from flask import Response
@@ -228,10 +253,10 @@ def install(app, graph: ServedGraph, model_id: str, methods, openapi: dict, sett
         observer.follow(graph.drain, observer.prom.record_stages)
 
     @app.get("/graph")
-    def graph_view():
+    def graph_view() -> Response:
         return Response(document, mimetype="application/json")
 
-    def stage_view(name, stage_method):
+    def stage_view(name: str, stage_method: str) -> Response:
         dispatch = dispatches.get(name)
         if dispatch is None:
             raise CallError(404, "NotFound", f"no stage {name!r}; this graph has {list(dispatches)} (see /graph)")

@@ -42,11 +42,18 @@ import secrets
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import jsonio
 from .dispatch import data_of
 from .errors import CallError
 from .schema import InputError
+
+if TYPE_CHECKING:
+    from flask import Flask, Request, Response
+
+    from .dispatch import Dispatch
+    from .settings import Settings
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
@@ -56,7 +63,7 @@ _ID = re.compile(r"^[0-9a-f]{16}$")
 _LOST_AFTER = 10.0  # a job queued without a ticket for this long was claimed by a runner that died at once
 
 
-def default_dir(settings) -> str:
+def default_dir(settings: Settings) -> str:
     """Where a server keeps its jobs unless told (a runtime names a directory of the instance): the temp dir,
     by the server's control name or model id, so that the same server started again finds its queue."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.control or settings.model_id or "server")
@@ -66,7 +73,7 @@ def default_dir(settings) -> str:
 class JobStore:
     """The jobs of one instance, in a directory that every worker of its server (and the runner) shares."""
 
-    def __init__(self, directory, queue_limit: int = 100, retention: float = 3600.0):
+    def __init__(self, directory: str | os.PathLike[str], queue_limit: int = 100, retention: float = 3600.0) -> None:
         self.root = Path(directory)
         self.queue = self.root / "queue"
         self.jobs = self.root / "jobs"
@@ -163,7 +170,8 @@ class JobStore:
         again = self._read(doc["id"])  # it may have finished between the two reads
         if again is None or again.get("status") != RUNNING:
             return again or doc
-        return self.finish(
+        # finish is None only if the job's directory went meanwhile (a running job is never swept)
+        return self.finish(  # type: ignore[return-value]
             doc["id"],
             FAILED,
             error={
@@ -250,7 +258,14 @@ class JobStore:
             doc["progress"] = progress
             self._write(job_id, doc)
 
-    def finish(self, job_id: str, status: str, result: bytes | None = None, error: dict | None = None, progress=None):
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        result: bytes | None = None,
+        error: dict | None = None,
+        progress: dict | None = None,
+    ) -> dict | None:
         doc = self._read(job_id)
         if doc is None:
             return None
@@ -276,7 +291,7 @@ class JobStore:
                 os.unlink(self.queue / doc["ticket"])
             except (FileNotFoundError, KeyError):
                 return self.cancel(job_id)  # a runner took it meanwhile: it runs now
-            return self.finish(job_id, CANCELLED, error=_cancelled()), 200
+            return self.finish(job_id, CANCELLED, error=_cancelled()), 200  # type: ignore[return-value]  # read above
         if doc["status"] == RUNNING:
             (self.path(job_id) / "cancel").touch()
             return {**doc, "cancelling": True}, 202
@@ -334,11 +349,11 @@ def _cancelled() -> dict:
 class Jobs:
     """The routes of the jobs of one app, and how a method's view hands a call over (``asked``, ``submit``)."""
 
-    def __init__(self, store: JobStore | None, dispatch, model_id: str, why_off: str = ""):
+    def __init__(self, store: JobStore | None, dispatch: Dispatch, model_id: str, why_off: str = "") -> None:
         self.store, self.dispatch, self.model_id, self.why_off = store, dispatch, model_id, why_off
 
     @staticmethod
-    def asked(request) -> bool:
+    def asked(request: Request) -> bool:
         """The client asked for a job: ``?async=1`` (or true), or ``Prefer: respond-async``.
 
         Any other value of ``async`` is a 400: a typo must not silently run the call in the request."""
@@ -351,7 +366,7 @@ class Jobs:
         prefer = request.headers.get("Prefer", "")
         return "respond-async" in (p.strip().split("=")[0].lower() for p in prefer.replace(";", ",").split(","))
 
-    def submit(self, method: str, body: bytes):
+    def submit(self, method: str, body: bytes) -> Response:
         from flask import Response, request
 
         if self.store is None:
@@ -375,7 +390,7 @@ def public(doc: dict, root: str = "") -> dict:
     return out
 
 
-def install(app, settings, dispatch, model_id: str) -> Jobs:
+def install(app: Flask, settings: Settings, dispatch: Dispatch, model_id: str) -> Jobs:
     """Add /jobs and /jobs/<id> to ``app``; returns what the method views call."""
     from flask import Response, request
 
@@ -396,11 +411,11 @@ def install(app, settings, dispatch, model_id: str) -> Jobs:
             raise CallError(404, "JobsOff", why_off)
         return store
 
-    def answer(doc, status=200):
+    def answer(doc: dict, status: int = 200) -> Response:
         return Response(jsonio.dumps(doc), status=status, mimetype="application/json")
 
     @app.get("/jobs")
-    def list_jobs():
+    def list_jobs() -> Response:
         s = need_store()
         found = s.list()
         return answer(
@@ -412,7 +427,7 @@ def install(app, settings, dispatch, model_id: str) -> Jobs:
         )
 
     @app.get("/jobs/<job_id>")
-    def get_job(job_id):
+    def get_job(job_id: str) -> Response:
         s = need_store()
         doc = public(s.get(job_id), request.script_root)
         if doc["status"] != SUCCEEDED:
@@ -422,7 +437,7 @@ def install(app, settings, dispatch, model_id: str) -> Jobs:
         return Response(head[:-1] + b',"result":' + result + b"}", mimetype="application/json")
 
     @app.delete("/jobs/<job_id>")
-    def cancel_job(job_id):
+    def cancel_job(job_id: str) -> Response:
         doc, status = need_store().cancel(job_id)
         return answer(public(doc, request.script_root), status)
 

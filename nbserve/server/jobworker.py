@@ -31,11 +31,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.workers import base
 
 from . import housekeeping, jobs, jsonio, keywords
 from .deadline import Deadline, RequestTimeout
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from _typeshed import OptExcInfo
 
 IDLE_WAIT = 0.2  # seconds between two looks at the queue
 NO_LIMIT = 10.0**9
@@ -44,12 +51,12 @@ NO_LIMIT = 10.0**9
 class RunningJob:
     """The job in hand, as a served method's ``progress`` reaches it (throttled writes of its status)."""
 
-    def __init__(self, store: jobs.JobStore, job_id: str):
+    def __init__(self, store: jobs.JobStore, job_id: str) -> None:
         self.store, self.id = store, job_id
         self.last: dict = {}
         self.written = 0.0
 
-    def progress(self, fraction=None, message=None, **info) -> None:
+    def progress(self, fraction: float | None = None, message: str | None = None, **info: Any) -> None:
         entry = {k: v for k, v in (("fraction", fraction), ("message", message)) if v is not None}
         entry.update(info)
         self.last = entry
@@ -67,7 +74,7 @@ class JobWorker(base.Worker):
 
     runs_jobs = True
 
-    def init_process(self):
+    def init_process(self) -> None:
         from .settings import Settings
 
         self.settings = Settings.from_env()
@@ -75,23 +82,23 @@ class JobWorker(base.Worker):
         self.store = jobs.JobStore(s.jobs_dir or jobs.default_dir(s), s.job_queue, s.job_retention)
         self.deadline = Deadline(s.job_timeout or NO_LIMIT)
         self.job: RunningJob | None = None
-        self.why = None  # why the call in hand was interrupted: "cancelled", "stopped" (else: its timeout)
+        self.why: str | None = None  # why the call in hand was interrupted: "cancelled", "stopped" (else: its timeout)
         super().init_process()
 
-    def init_signals(self):
+    def init_signals(self) -> None:
         super().init_signals()
         # SIGTERM (gunicorn's graceful stop, as for an update): the job in hand finishes, no new one starts.
         # SIGQUIT and SIGINT (the instance stops): the job in hand is interrupted, and recorded as such.
         signal.signal(signal.SIGQUIT, self._stop_now)
         signal.signal(signal.SIGINT, self._stop_now)
 
-    def _stop_now(self, signum, frame):
+    def _stop_now(self, signum: int, frame: FrameType | None) -> None:
         self.alive = False
         if self.job is not None and self.why is None:
             self.why = "stopped"
             self.deadline.interrupt()
 
-    def run(self):
+    def run(self) -> None:
         housekeeping.every(1.0, self.notify, "job runner heartbeat")  # a long call must not look like a hang
         housekeeping.every(0.2, self._watch_cancel, "job cancel")
         housekeeping.every(min(30.0, max(1.0, self.settings.job_retention / 4)), self.store.sweep, "job retention")
@@ -105,7 +112,7 @@ class JobWorker(base.Worker):
                 continue
             self._run(*claimed)
 
-    def _watch_cancel(self):
+    def _watch_cancel(self) -> None:
         job = self.job
         if job is not None and self.why is None and self.store.cancel_requested(job.id):
             self.why = "cancelled"
@@ -141,7 +148,9 @@ class JobWorker(base.Worker):
         """The app's answer to the job's ``POST /<method>``: (status, body)."""
         seen: list = []
 
-        def start_response(status, headers, exc_info=None):
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], None]:
             seen[:] = [status]
             return lambda data: None
 
@@ -173,7 +182,7 @@ class JobWorker(base.Worker):
                 result.close()
         return int(seen[0][:3]) if seen else 500, data
 
-    def _finished(self, job_id: str, status, body: bytes) -> None:
+    def _finished(self, job_id: str, status: int | None, body: bytes) -> None:
         progress = self.job.last if self.job is not None else None
         if status is not None and 200 <= status < 300:
             self.store.finish(job_id, jobs.SUCCEEDED, result=body, progress=progress)
@@ -209,7 +218,7 @@ class JobWorker(base.Worker):
                 progress=progress,
             )
 
-    def _stuck(self, job_id: str, exc) -> bytes:
+    def _stuck(self, job_id: str, exc: BaseException) -> bytes:
         """On the housekeeping thread: the call is stuck in native code past its interruption. Record why the
         job ended (the deadline's watch then ends this process)."""
         try:

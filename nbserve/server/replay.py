@@ -8,11 +8,18 @@ calling the model imported, each with the module that imported it (the proof beh
 and each method's output, so the caller can compare them with the answers in the kernel.
 """
 
+from __future__ import annotations
+
 import builtins
 import os
 import pickle
 import sys
 import traceback
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from types import FrameType, ModuleType
 
 # The staging directory of a new registration, as the kernel writes it (capture's Draft.stage and the
 # runtime) and the proof reads it. The names live here, in the one module both sides import.
@@ -21,7 +28,7 @@ SAMPLE = "sample.pkl"  # the first rows of the registration sample
 REPORT = "report.pkl"  # what the replay found (written by the proof)
 
 
-def read_report(path) -> dict:
+def read_report(path: str | os.PathLike[str]) -> dict:
     with open(path, "rb") as f:
         return pickle.load(f)
 
@@ -32,23 +39,29 @@ class ImportRecorder:
     every import statement, also of modules already loaded. The caller can then tell a library's
     optional import (``try: import pandas``) from a real need of the captured code."""
 
-    def __init__(self):
-        self.importers = {}
+    def __init__(self) -> None:
+        self.importers: dict[str, set[str | None]] = {}
         self._import = builtins.__import__
 
-    def _note(self, name, importer):
+    def _note(self, name: str, importer: str | None) -> None:
         self.importers.setdefault(name.partition(".")[0], set()).add(importer)
 
-    def find_spec(self, name, path=None, target=None):
+    def find_spec(self, name: str, path: Sequence[str] | None = None, target: object = None) -> None:
         if "." not in name and name not in sys.modules:
             self._note(name, _importer(sys._getframe(1)))
         return None
 
-    def __enter__(self):
+    def __enter__(self) -> ImportRecorder:
         original = self._import = builtins.__import__
         own = globals()
 
-        def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+        def recording_import(
+            name: str,
+            globals: Mapping[str, Any] | None = None,
+            locals: Mapping[str, object] | None = None,
+            fromlist: Sequence[str] | None = (),
+            level: int = 0,
+        ) -> ModuleType:
             if level == 0 and globals is not None:
                 # An import made by C code (a compiled extension's module init, say matplotlib's ft2font)
                 # comes with the globals of the nearest Python frame, this very function: the importer is
@@ -62,12 +75,12 @@ class ImportRecorder:
         sys.meta_path.insert(0, self)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         builtins.__import__ = self._import
         sys.meta_path.remove(self)
 
 
-def _importer(frame):
+def _importer(frame: FrameType | None) -> str | None:
     """The module of the nearest frame outside the import machinery and this recorder."""
     while frame is not None:
         mod = frame.f_globals.get("__name__") or ""
@@ -77,7 +90,7 @@ def _importer(frame):
     return None
 
 
-def replay(artifact_dir, sample_path):
+def replay(artifact_dir: str, sample_path: str) -> tuple[dict, Any]:
     """(report, loaded object): load the artifact and call each method on the sample, recording imports,
     and whether loading alone started threads (forksafe.py: then no server master may load it)."""
     from . import artifact
@@ -99,12 +112,12 @@ def replay(artifact_dir, sample_path):
                     outputs[name] = list(outputs[name])
             except Exception as exc:
                 errors[name] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}"
-    report = {"imports": recorder.importers, "outputs": outputs, "errors": errors}
+    report: dict[str, Any] = {"imports": recorder.importers, "outputs": outputs, "errors": errors}
     report["load_starts_threads"] = loads.starts_threads
     return report, obj
 
 
-def _write_report(report, path):
+def _write_report(report: dict, path: str) -> None:
     """Write atomically (the reader polls for the file), keeping the module list if outputs won't pickle."""
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
@@ -118,7 +131,7 @@ def _write_report(report, path):
     os.replace(tmp, path)
 
 
-def replay_in_child(stage, imported=None) -> str:
+def replay_in_child(stage: str | os.PathLike[str], imported: dict | None = None) -> str:
     """Replay the staged draft in a forked child, so that whatever the model starts (an OpenMP pool) never
     lives in the master that forks the workers; write the report (also when the child dies) and return its
     path. ``imported``: {module: importers} the master recorded while importing the pickle's modules before
@@ -150,7 +163,7 @@ def replay_in_child(stage, imported=None) -> str:
     return report_path
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     artifact_dir, sample_path, report_path = (argv or sys.argv[1:])[:3]
     try:
         report, _ = replay(artifact_dir, sample_path)

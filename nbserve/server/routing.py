@@ -23,11 +23,19 @@ import sys
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import auth, errors, housekeeping, shadow, traffic
 from .errors import CallError
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from .batching import Batcher
+    from .settings import Settings
 
 DRAIN_SECONDS = 0.25
 TAP_LIMIT = 8192  # calls noted between two drains, at most; more are not recorded
@@ -46,7 +54,7 @@ class Served:
 
 
 class Generation:
-    def __init__(self, versions: list[Served], settings, shadow_to: dict | None = None):
+    def __init__(self, versions: list[Served], settings: Settings, shadow_to: dict | None = None) -> None:
         if not versions:
             raise ValueError("a generation serves at least one version")
         self.versions = versions
@@ -86,14 +94,14 @@ class Generation:
                 load()
 
     @property
-    def nbserve_batching(self):
+    def nbserve_batching(self) -> Batcher | None:
         """The adaptive batching of the one version served (worker.py asks); a split does not batch."""
         if self.split:
             return None
         app = self.versions[0].app
         return getattr(getattr(app, "_app", None) or app, "nbserve_batching", None)
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         prefix = self.prefix
         local = path[len(prefix) :] if prefix and path.startswith(prefix + "/") else path
@@ -107,24 +115,30 @@ class Generation:
         method = local[1:] if verb == "POST" else ""
         if not (self.watching and method in served.methods):
 
-            def tagged(status, headers, exc_info=None):
+            def tagged(
+                status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+            ) -> Callable[[bytes], object]:
                 headers.append((HEADER, vid))
                 return start_response(status, headers, exc_info)
 
             return served.app(environ, tagged)
         return self._watched(served, method, environ, start_response)
 
-    def _watched(self, served: Served, method: str, environ, start_response):
+    def _watched(
+        self, served: Served, method: str, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
         """A model call whose request and answer are noted for the ring and the shadow."""
         vid = served.id
         seen: list = []
 
-        def start(status, headers, exc_info=None):
+        def start(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
             headers.append((HEADER, vid))
             seen[:] = [status, headers]
             return start_response(status, headers, exc_info)
 
-        request = environ.get("wsgi.input")
+        request: Any = environ.get("wsgi.input")  # a BytesIO under nbserve's worker
         t0 = time.perf_counter()
         result = served.app(environ, start)
         if not seen or seen[0][:3] != "200" or not any(k.lower() == "content-length" for k, _ in seen[1]):
@@ -142,7 +156,7 @@ class Generation:
             self.tap.append((time.time(), vid, method, rid, ms, body, answer))
         return [answer]
 
-    def _choose(self, environ, verb: str) -> Served:
+    def _choose(self, environ: WSGIEnvironment, verb: str) -> Served:
         pinned = environ.get("HTTP_X_MODEL_VERSION")
         if pinned is not None:
             found = self.by_id.get(pinned.strip())
@@ -180,7 +194,7 @@ class Generation:
 
     # -- GET /traffic, GET and POST /shadow ----------------------------------------------------------------
 
-    def _own(self, route: str, verb: str, environ, start_response):
+    def _own(self, route: str, verb: str, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         if self.check is not None and not self.check(environ.get("HTTP_AUTHORIZATION")):
             return errors.wsgi_answer(start_response, errors.unauthorized())
         allowed = ("GET",) if route == "/traffic" else ("GET", "POST")
@@ -213,13 +227,13 @@ class Generation:
             )
         return self._answer(start_response, 200, {"received": took})
 
-    def _copy_answerer(self, outer):
+    def _copy_answerer(self, outer: WSGIEnvironment) -> Callable[[str, bytes], tuple[int, bytes, float]]:
         """How the candidate answers a copy: its own app, called as for a request (the same path, the token
         the copy came with), timed as the live side times its calls."""
         served = self.primary
         passed = {k: outer[k] for k in ("HTTP_AUTHORIZATION",) if k in outer}
 
-        def answer(method: str, data: bytes):
+        def answer(method: str, data: bytes) -> tuple[int, bytes, float]:
             environ = {
                 "REQUEST_METHOD": "POST",
                 "SCRIPT_NAME": "",
@@ -252,7 +266,7 @@ class Generation:
 
         return answer
 
-    def _answer(self, start_response, status: int, payload) -> list:
+    def _answer(self, start_response: StartResponse, status: int, payload: Any) -> list[bytes]:
         from . import jsonio
 
         data = payload if isinstance(payload, bytes) else jsonio.dumps(payload)
