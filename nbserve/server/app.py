@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import gc
 import time
-from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from .settings import DEFAULT_MAX_BODY, Settings  # noqa: F401 - DEFAULT_MAX_BOD
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Callable, Collection
 
 STATIC = Path(__file__).parent / "static"
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ENV_SHA256 = "NBSERVE_AUTH_TOKEN_SHA256"
 # health probes of the other protocols too (MLflow's /ping, the Open Inference Protocol's), for the same reason

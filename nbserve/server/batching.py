@@ -33,13 +33,15 @@ import collections
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .deadline import RequestTimeout
 from .settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_LATENCY_MS  # noqa: F401 - the panel's defaults
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     from flask import Flask, Response
 
     from .deadline import Deadline

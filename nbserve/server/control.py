@@ -28,8 +28,10 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 LINE_LIMIT = 1 << 20
 

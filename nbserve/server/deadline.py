@@ -24,13 +24,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from . import errors, housekeeping
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable, Iterable
     from types import FrameType
 
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

@@ -24,12 +24,13 @@ the client holds exactly what the kernel's did.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import Iterable, Sequence
 
     import numpy as np
     import pandas as pd

@@ -12,12 +12,13 @@ Imports nothing else from nbserve.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import jsonio
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse
     from flask import Response

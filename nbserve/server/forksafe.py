@@ -16,10 +16,11 @@ before it accepts a request (``_post_worker_init`` in master.py), with the threa
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
     from flask import Flask
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +33,7 @@ from .errors import CallError
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Callable, Collection, Iterable
 
     from flask import Flask, Response
 

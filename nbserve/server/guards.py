@@ -8,13 +8,14 @@ deadline, and a digest compare when auth is on. Imports nothing else from nbserv
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import auth, errors
 from .deadline import Deadline, DeadlineMiddleware, RequestTimeout  # noqa: F401 - RequestTimeout: guards' name for it
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from flask import Flask, Request, Response
 

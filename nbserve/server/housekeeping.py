@@ -13,7 +13,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _tasks: list = []  # [period, next due, fn, name], registered by the served modules as an app is made
 _starters: list = []  # run once in each process that starts (a worker, after its fork), on its main thread

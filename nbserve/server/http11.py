@@ -13,9 +13,11 @@ from __future__ import annotations
 import io
 import sys
 import time
-from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 MAX_HEAD = 65536  # request line + header fields
 MAX_REQUEST_LINE = 8190

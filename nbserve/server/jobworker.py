@@ -31,7 +31,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.workers import base
@@ -40,6 +39,7 @@ from . import housekeeping, jobs, jsonio, keywords
 from .deadline import Deadline, RequestTimeout
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType
 
     from _typeshed import OptExcInfo

@@ -16,11 +16,12 @@ Imports nothing else of nbserve.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from .jobworker import RunningJob
 
 _given: dict = {}

@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gunicorn.app.base import BaseApplication
@@ -42,6 +41,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Iterable, Sequence
 
     from _typeshed.wsgi import WSGIApplication
     from gunicorn.workers.base import Worker

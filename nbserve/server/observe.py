@@ -18,7 +18,6 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import housekeeping, jsonio
@@ -26,6 +25,8 @@ from .errors import CallError
 from .streaming import is_stream
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from flask import Flask, Response

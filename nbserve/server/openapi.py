@@ -5,11 +5,14 @@ dates as ``format: date-time``, nulls as ``nullable``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .dtypes import NONFINITE_SCHEMA, cell_schema
 from .jobs import ASYNC_VALUES
 from .protocols import spoken
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def interface_document(

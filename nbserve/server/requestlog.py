@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from . import jsonio
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 BODY_LOG_LIMIT = 65536
 

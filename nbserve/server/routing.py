@@ -23,7 +23,6 @@ import sys
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,8 @@ from . import auth, errors, housekeeping, shadow, traffic
 from .errors import CallError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from .dtypes import (
@@ -42,6 +41,8 @@ from .dtypes import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection
+
     import numpy as np
     import pandas as pd
 

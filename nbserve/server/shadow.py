@@ -19,9 +19,12 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import jsonio, traffic
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 QUEUE = 4096  # copies waiting to be sent, per worker; more are dropped (and counted)
 BATCH = 64  # copies per POST /shadow

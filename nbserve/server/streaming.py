@@ -24,7 +24,7 @@ Imports nothing else of nbserve.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import errors, guards, jsonio
@@ -32,6 +32,8 @@ from .deadline import RequestTimeout, retire_worker
 from .errors import CallError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from _typeshed.wsgi import WSGIEnvironment
     from flask import Response
 

@@ -30,7 +30,6 @@ import selectors
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.workers import base
@@ -40,6 +39,8 @@ from .deadline import RequestTimeout, retire_worker
 from .http11 import ProtocolError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse
 

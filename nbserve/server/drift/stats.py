@@ -4,9 +4,12 @@ chi-squared on categories, and each feature's status against the thresholds."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .bins import _round
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 PSI_WARN = 0.1
 PSI_ALERT = 0.25

@@ -9,7 +9,7 @@ protocol's error form (``errors.payload``). Imports nothing outside nbserve/serv
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,8 @@ from ..dispatch import Dispatch
 from ..errors import CallError
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
+
     from flask import Flask
 
 DEFAULT_METHOD_ENV = "NBSERVE_DEFAULT_METHOD"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
@@ -23,6 +22,8 @@ from . import blueprint as protocol_blueprint
 from . import columns, from_records, from_rows, from_split, loads
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flask import Blueprint
 
     from ..dtypes import Kind

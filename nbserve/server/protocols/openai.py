@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from flask import Response, current_app, request
@@ -31,6 +30,8 @@ from ..errors import CallError
 from . import blueprint as protocol_blueprint
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from flask import Blueprint
 
     from . import Served

@@ -10,7 +10,6 @@ takes the same input (``outputs: [{"name": "predict_proba"}]``). Errors are ``{"
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
@@ -23,6 +22,8 @@ from . import blueprint as protocol_blueprint
 from . import columns, loads
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy as np
     from flask import Blueprint
 
