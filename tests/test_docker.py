@@ -7,6 +7,7 @@ tests make is labelled with a home under this session's temp dir and removed at 
 (tests/conftest.py).
 """
 
+import io
 import os
 import random
 import re
@@ -179,6 +180,23 @@ def test_another_registry_with_the_same_model_reuses_the_content_under_its_own_l
     assert ws.build(mv, progress=lambda m, f=None: again.append(m)).id == image.id
     assert again == [f"image nbserve/diabetes:1 for diabetes:1 already built ({image.id[:19]}): reused"]
     assert engine.images.get(built.image.id).labels["nbserve.home"] == str(built.ws.home)
+
+
+@pytest.mark.docker
+def test_an_image_built_from_a_model_image_is_never_taken_for_it(built, ws, engine):
+    """A user's image FROM a model image inherits its labels (the content key among them) but serves what its
+    own ENV says: the next build of that model must not find it and reuse it (a container of it would serve
+    nothing; the Swarm rollback test builds exactly such a broken image)."""
+    derived, _ = engine.images.build(
+        fileobj=io.BytesIO(f"FROM {built.image.id}\nENV NBSERVE_ARTIFACT=/opt/nbserve/artifacts/missing\n".encode()),
+        tag="nbserve-test/derived:1",
+        labels={"nbserve.home": str(ws.home)},
+    )
+    assert derived.labels["nbserve.sha256"] == built.mv.sha256  # the inherited content key
+    mv = ws.register(built.lr, name="derived-check", sample=built.X, progress=False)
+    image = engine.images.get(ws.build(mv, progress=False).id)
+    assert f"NBSERVE_ARTIFACT=/opt/nbserve/artifacts/{mv.sha256}" in image.attrs["Config"]["Env"]
+    engine.images.remove(derived.id, force=True)
 
 
 @pytest.mark.docker

@@ -156,6 +156,7 @@ class ImageBuilder:
     def _find_image(self, labels: dict):
         with self.engine.session() as client:
             found = client.images.list(filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+        found = [i for i in found if _serves_its_artifact(i)]
         return max(found, key=lambda i: i.attrs.get("Created", "")) if found else None
 
     def _tagged(self, tag: str, labels: dict):
@@ -299,6 +300,7 @@ class ImageBuilder:
         one built in full rather than a relabelled one, so relabels do not stack)."""
         with self.engine.session() as client:
             found = client.images.list(filters={"label": [f"{k}={v}" for k, v in key.items()]})
+        found = [i for i in found if _serves_its_artifact(i)]
         found.sort(key=lambda i: ("nbserve.relabel-of" not in i.labels, i.attrs.get("Created", "")))
         return found[-1] if found else None
 
@@ -489,6 +491,16 @@ class ImageBuilder:
 
 
 # -- what the builder and the container runtime both read off a container ----------------------------
+
+
+def _serves_its_artifact(image) -> bool:
+    """An image labelled with a model's artifact serves that artifact: a user's image built FROM a model
+    image inherits its labels but may serve something else (or nothing); such an image is never reused."""
+    sha = image.labels.get("nbserve.sha256")
+    if not sha or sha.startswith("split-"):
+        return True  # not a model image (a dependency image), or a split image found by its own labels
+    env = image.attrs.get("Config", {}).get("Env") or []
+    return f"NBSERVE_ARTIFACT={APP}/artifacts/{sha}" in env
 
 
 def minor(version: str) -> str:
