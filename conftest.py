@@ -3,13 +3,16 @@
 Each example notebook runs (under nbval) against a registry of its own, so its outputs do not depend
 on which notebooks ran before; instances the notebooks leave behind are removed at the end.
 
-The suite runs on two pytest-xdist workers (``-n 2 --dist loadfile`` in pyproject's addopts; ``-n 0`` runs
-it in one process). A unit of work is a whole test file, so a module's fixtures (served instances, images)
-are made once, on one worker; every test that needs Docker is one unit, "docker", so images are built one
-at a time and each requirements lock once for the run (test_docker.py's cold build first, the deps image the
-others reuse). Units start longest first (the order below, measured with ``--durations=0``), so that no
-worker is left with a long one at the end. The hypothesis profiles are here too: "ci" (the default) and
-"long" (``pytest --hypothesis-profile=long``).
+The suite runs on three pytest-xdist workers (``-n 3 --dist loadfile`` in pyproject's addopts; ``-n 0`` runs
+it in one process). Three on CI's two cores, because much of the suite waits (servers starting, containers,
+image builds, browsers): in a clean-clone run the Docker unit took 877 s on one worker and the other units
+1,849 s on the other two, 932 s of wall time, where two workers would need about 1,360 s.
+A unit of work is a whole test file, so a module's fixtures (served instances, images) are made once, on one
+worker; every test that needs Docker is one unit, "docker", so images are built one at a time and each
+requirements lock once for the run (test_docker.py's cold build first, the deps image the others reuse). Units
+start longest first (the order below, measured with ``--durations=0``), so that no worker is left with a long
+one at the end. The hypothesis profiles are here too: "ci" (the default) and "long"
+(``pytest --hypothesis-profile=long``).
 """
 
 import os
@@ -61,7 +64,7 @@ def pytest_sessionfinish(session):
         remove_labelled(str(_RUN_HOME) + os.sep)
 
 
-# -- two workers: units of work and their order ------------------------------------------------------------
+# -- the workers: units of work and their order ------------------------------------------------------------
 #
 # pytest-xdist's `--dist loadfile` sends each file whole to one worker; the scheduler below (xdist's hook)
 # also keeps every Docker test in one unit, "docker". The workers tag those tests' ids with "@docker" (as

@@ -82,11 +82,13 @@ def test_push_names_the_image_by_digest_and_a_new_version_reuses_the_dependency_
     second = ws.push(v2, registry=registry, progress=False)
     assert manifest_digest(registry, second.repository, "2") == second.digest != first.digest
     # the registry already holds every layer v2 shares with v1 (the base, and with the same requirements the
-    # dependency layers too, when both images come from one build chain): only the others are uploaded
+    # dependency layers too, when both images come from one build chain): none of them is uploaded again (v2's
+    # own layer may be there too, when another test of the session pushed the same model to this registry)
     layers = [engine.images.get(p.image_id).attrs["RootFS"]["Layers"] for p in (first, second)]
     shared = len(set(layers[0]) & set(layers[1]))
-    assert shared >= 1 and second.layers_reused == shared, (second, layers)
-    assert second.layers_pushed == len(set(layers[1])) - shared
+    assert shared >= 1 and second.layers_reused >= shared, (second, layers)
+    assert second.layers_pushed + second.layers_reused == len(set(layers[1])), (second, layers)
+    assert second.layers_pushed <= len(set(layers[1])) - shared
     report(
         "push",
         v1_pushed=first.layers_pushed,
