@@ -314,12 +314,24 @@ def test_a_deployment_split_through_the_cli_writes_the_split_image_and_the_canar
     assert predictor["containers"][0]["image"] == k8s_ws.push(v2, registry=registry, progress=False).reference
     assert dep.reload().split_weights == {v1.id: 80.0, v2.id: 20.0} and dep.model == v1.id
 
-    dep.split(None, progress=False)
+    # the panel's End split button shows for a split deployment only, and ends it
+    from nbserve.widgets import Panel
+
+    panel = Panel(k8s_ws, refresh_seconds=60)
+    try:
+        section = panel.deployments
+        section.choice.value = "canary"
+        assert section.end_split.layout.display != "none"
+        section.end_split.click()
+        assert panel.last_error is None
+        assert section.end_split.layout.display == "none"
+    finally:
+        panel.close()
     docs = {d["kind"]: d for d in k8s.read(out)}
     assert docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"] == alone
     assert "nbserve.io/split" not in docs["Deployment"]["metadata"]["annotations"]
     assert "canaryTrafficPercent" not in docs["InferenceService"]["spec"]["predictor"]
-    assert dep.split_weights is None
+    assert dep.reload().split_weights is None
     dep.rollback(progress=False)  # back to the split
     docs = {d["kind"]: d for d in k8s.read(out)}
     assert docs["InferenceService"]["spec"]["predictor"]["canaryTrafficPercent"] == 20

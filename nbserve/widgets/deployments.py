@@ -17,6 +17,7 @@ class DeploymentsSection(Section):
         self.box = widgets.VBox(layout=widgets.Layout(display="none"))
         self.widgets: list = []
         self.buttons: list = []
+        self.split: dict = {}  # deployment name -> split between versions now
 
     def _build(self) -> None:
         panel, shared = self.panel, self.shared
@@ -30,14 +31,19 @@ class DeploymentsSection(Section):
         self.scale = shared.button("Scale", "set the number of replicas")
         self.update = shared.button("Update", "roll every replica to the model version typed beside", "primary")
         self.rollback = shared.button("Rollback", "roll back to the version served before the last update")
+        # shown only while the chosen deployment is split between versions (nbserve deploy split)
+        self.end_split = shared.button("End split", "serve the version of the largest weight alone")
+        put(self.end_split.layout, display="none")
         self.logs = shared.button("Logs", "show the replicas' log tail")
         self.remove = shared.button("Remove", "remove the deployment and its replicas", "danger")
         self.scale.on_click(lambda _: panel.scale_deployment(self.choice.value, self.replicas.value))
         self.update.on_click(lambda _: panel.update_deployment(self.choice.value, self.model.value.strip()))
         self.rollback.on_click(lambda _: panel.rollback_deployment(self.choice.value))
+        self.end_split.on_click(lambda _: panel.end_deployment_split(self.choice.value))
+        self.choice.observe(lambda _: self._show_end_split(), names="value")
         self.logs.on_click(lambda _: panel.show_deployment_logs(self.choice.value))
         self.remove.on_click(lambda _: panel.remove_deployment(self.choice.value))
-        self.buttons = [self.scale, self.update, self.rollback, self.logs, self.remove]
+        self.buttons = [self.scale, self.update, self.rollback, self.end_split, self.logs, self.remove]
         self.controls = widgets.HBox(
             [self.choice, self.replicas, self.scale, self.model, *self.buttons[1:]], layout=shared.controls_layout
         )
@@ -60,6 +66,11 @@ class DeploymentsSection(Section):
         names = [d.name for d in deployments]
         if list(self.choice.options) != names:
             self.choice.options = names
+        self.split = {d.name: bool(d.split_weights) for d in deployments}
+        self._show_end_split()
+
+    def _show_end_split(self) -> None:
+        put(self.end_split.layout, display="" if self.split.get(self.choice.value) else "none")
 
     def enable(self, busy: bool) -> None:
         for b in self.buttons:

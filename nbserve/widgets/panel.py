@@ -316,6 +316,13 @@ class Panel(widgets.VBox):
             lambda d: f"{d.name} serves {d.model} on {d.ready}/{d.replicas} replicas",
         )
 
+    def end_deployment_split(self, name: str):
+        return self.act(
+            f"ending the split of {name}",
+            lambda say: self.workspace.split_deployment(name, None, progress=say),
+            lambda d: f"{d.name} serves {d.model} alone on {d.ready}/{d.replicas} replicas",
+        )
+
     def remove_deployment(self, name: str):
         return self.act(
             f"removing {name}",
