@@ -390,6 +390,29 @@ def load_slice(server: Server, session: int, bodies: dict, args) -> dict:
     return out
 
 
+def diabetes_registered(prefix: str):
+    """(workdir, X, lr, bodies) of the small benchmarks: a temporary NBSERVE_HOME (never ~/.nbserve) where the
+    diabetes LinearRegression is registered as "diabetes", and the bodies that start() and wrk send (one row, and
+    every row to check the answers)."""
+    import orjson
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression
+
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["NBSERVE_HOME"] = str(workdir / "nbserve-home")
+    import nbserve
+
+    X, y = load_diabetes(return_X_y=True)
+    lr = LinearRegression().fit(X, y)
+    bodies: dict = {"data": {}}
+    for kind, rows in (("one", X[:1]), ("check", X)):
+        path = workdir / f"data-{kind}.json"
+        path.write_bytes(orjson.dumps({"data": rows.tolist()}))
+        bodies["data"][kind] = path.read_bytes() if kind == "check" else path
+    nbserve.register(lr, name="diabetes", sample=X, progress=False)
+    return workdir, X, lr, bodies
+
+
 def rotations(items, n):
     """n orders of items, each starting one further on, so that no server always goes first."""
     for r in range(n):

@@ -23,7 +23,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from serve_bench import (  # noqa: E402
     NbserveServer,
     cpu_seconds_between,
     cpu_snapshot,
+    diabetes_registered,
     rotations,
     start,
     wrk,
@@ -71,22 +71,7 @@ def main(argv=None) -> int:
         print("needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
 
-    workdir = Path(tempfile.mkdtemp(prefix="nbserve-shadow-bench-"))
-    os.environ["NBSERVE_HOME"] = str(workdir / "nbserve-home")  # never ~/.nbserve
-    import orjson
-    from sklearn.datasets import load_diabetes
-    from sklearn.linear_model import LinearRegression
-
-    import nbserve
-
-    X, y = load_diabetes(return_X_y=True)
-    lr = LinearRegression().fit(X, y)
-    bodies = {"data": {}}
-    for kind, rows in (("one", X[:1]), ("check", X)):
-        path = workdir / f"data-{kind}.json"
-        path.write_bytes(orjson.dumps({"data": rows.tolist()}))
-        bodies["data"][kind] = path.read_bytes() if kind == "check" else path
-    nbserve.register(lr, name="diabetes", sample=X, progress=False)
+    workdir, X, lr, bodies = diabetes_registered("nbserve-shadow-bench-")
 
     servers = [
         Variant("no recording", record=False),
